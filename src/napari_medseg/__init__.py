@@ -1,0 +1,36 @@
+"""napari-medseg: deep-learning image analysis for microscopy, pathology and radiology.
+
+Importing this package is cheap: it imports neither torch, napari nor Qt.
+The public verbs (``segment``, ``read``...) are loaded lazily on first use.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it (imported on first attribute access)
+_LAZY = {
+    "read": "napari_medseg.io",
+    "read_tiff": "napari_medseg.io.tiff",
+    "read_dicom": "napari_medseg.io.dicom",
+    "write_labels_tiff": "napari_medseg.io.tiff",
+    "Volume": "napari_medseg.volume",
+    "segment": "napari_medseg.api",
+    "list_models": "napari_medseg.api",
+    "load_model": "napari_medseg.api",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'napari_medseg' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

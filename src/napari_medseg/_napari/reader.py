@@ -1,0 +1,66 @@
+"""npe2 reader contributions.  ``napari_get_reader`` style: return a callable or None, never raise.
+
+Importing this module must stay cheap (no torch, no napari).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import ReaderError
+
+log = logging.getLogger(__name__)
+
+LayerData = tuple[Any, dict[str, Any], str]
+PathOrPaths = str | list[str]
+
+
+def _single(path: PathOrPaths) -> str | None:
+    if isinstance(path, (list, tuple)):
+        return str(path[0]) if len(path) == 1 else None
+    return str(path)
+
+
+def get_tiff_reader(path: PathOrPaths) -> Callable[[PathOrPaths], list[LayerData]] | None:
+    """Return a reader for a single TIFF path, or None if this is not one."""
+    from ..io import is_tiff_path
+
+    p = _single(path)
+    if p is None or not is_tiff_path(p) or not os.path.isfile(p):
+        return None
+    return _read_tiff_layers
+
+
+def get_dicom_reader(path: PathOrPaths) -> Callable[[PathOrPaths], list[LayerData]] | None:
+    """Return a reader for a DICOM file, series folder or DICOMDIR, or None."""
+    from ..io.dicom import is_dicom_path
+
+    p = _single(path)
+    if p is None:
+        return None
+    try:
+        ok = is_dicom_path(p)
+    except Exception:  # never raise from the get_reader hook
+        log.debug("is_dicom_path failed for %s", p, exc_info=True)
+        return None
+    return _read_dicom_layers if ok else None
+
+
+def _read_tiff_layers(path: PathOrPaths) -> list[LayerData]:
+    from ..io.tiff import read_tiff
+
+    p = _single(path)
+    return [v.to_layer_data() for v in read_tiff(p)]
+
+
+def _read_dicom_layers(path: PathOrPaths) -> list[LayerData]:
+    from ..io.dicom import read_dicom
+
+    p = _single(path)
+    vols = read_dicom(p)
+    if not vols:
+        raise ReaderError(f"{p}: no DICOM image series found")
+    return [v.to_layer_data() for v in vols]

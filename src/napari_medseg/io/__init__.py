@@ -1,0 +1,51 @@
+"""File readers and writers: paths in, :class:`~napari_medseg.volume.Volume` out.
+
+No napari, Qt or torch here.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import ReaderError
+from ..volume import Volume
+
+TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8", ".tf2")
+
+
+def is_tiff_path(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names a TIFF file by its suffix."""
+    return str(path).lower().endswith(TIFF_SUFFIXES)
+
+
+def read(path: str | os.PathLike) -> list[Volume]:
+    """Read a TIFF file, a DICOM file, a DICOM series folder or a DICOMDIR.
+
+    Parameters
+    ----------
+    path : str or path-like
+        File or folder.
+
+    Returns
+    -------
+    list of Volume
+        One entry per image (a folder with several DICOM series gives several).
+
+    Raises
+    ------
+    ReaderError
+        When the path holds nothing this package can read; the message says why.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise ReaderError(f"{p} does not exist")
+    if p.is_file() and is_tiff_path(p):
+        from .tiff import read_tiff
+
+        return read_tiff(p)
+    from .dicom import is_dicom_path, read_dicom
+
+    if is_dicom_path(p):
+        return read_dicom(p)
+    raise ReaderError(f"{p} is neither a TIFF file nor DICOM data (file, series folder or DICOMDIR)")
