@@ -1,0 +1,166 @@
+"""Network output maps -> instance label images (the single place that reads them).
+
+Instance models (``card.output.kind == "instance"``) predict two maps per pixel:
+
+``foreground``
+    logit of "this pixel belongs to an object"; the engine applies a sigmoid
+    and passes the probability in [0, 1] as ``fg_prob``.
+``distance``
+    logit of the per-object normalised distance to the background: the
+    Euclidean distance of each object pixel to the nearest pixel outside that
+    object, divided by the object's maximum (1 at the centre, 0 outside
+    objects; see :func:`napari_medseg.training.targets.instance_targets`).  The
+    engine applies a sigmoid and passes it as ``dist`` in [0, 1].
+
+:func:`instances_from_maps` turns them into labels by a seeded watershed:
+seeds are the connected components of ``dist > seed_threshold`` inside the
+foreground, and they grow over ``-dist`` within the foreground mask.  Because
+the distance is normalised per object, a single threshold separates the
+cores of touching objects whatever their size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from ..errors import ParameterError
+
+#: Default post-processing keyword arguments (a model card's
+#: ``output.postprocess`` overrides them).
+DEFAULT_POSTPROCESS = {"fg_threshold": 0.5, "seed_threshold": 0.5, "min_size": 16}
+
+
+def instances_from_maps(
+    fg_prob: np.ndarray,
+    dist: np.ndarray,
+    *,
+    fg_threshold: float = 0.5,
+    seed_threshold: float = 0.5,
+    min_size: float = 16,
+    spacing: Sequence[float] | None = None,
+) -> np.ndarray:
+    """Instance labels from a foreground probability and a distance map.
+
+    Parameters
+    ----------
+    fg_prob : ndarray of float, shape (Y, X) or (Z, Y, X)
+        Foreground probability in [0, 1] (sigmoid of the network's channel 0).
+    dist : ndarray of float, same shape
+        Normalised distance-to-background in [0, 1] (sigmoid of channel 1):
+        about 1 at object centres, falling to 0 at their borders.
+    fg_threshold : float
+        Pixels with ``fg_prob > fg_threshold`` are foreground.
+    seed_threshold : float
+        Connected components (face connectivity) of
+        ``(dist > seed_threshold) & foreground`` seed one object each.
+        Foreground components that contain no seed become one object each,
+        so no foreground is lost.
+    min_size : float
+        Objects smaller than this are removed.  In pixels (voxels) when
+        ``spacing`` is None, else in physical area (volume) units, i.e.
+        ``n_pixels * prod(spacing)``.
+    spacing : sequence of float, optional
+        Physical size of a pixel along each axis (same order as the array).
+
+    Returns
+    -------
+    labels : ndarray of int32, same shape
+        0 = background, objects numbered consecutively from 1: seeded
+        objects in raster order of their seeds' first pixel, then the
+        unseeded foreground components.
+
+    Raises
+    ------
+    ParameterError
+        If the maps have different shapes, are not 2D/3D, or a threshold is
+        outside [0, 1].
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> fg = np.zeros((5, 9)); fg[1:4, 1:8] = 1
+    >>> d = np.zeros((5, 9)); d[2, 2] = d[2, 6] = 1
+    >>> instances_from_maps(fg, d, min_size=1)[2]
+    array([0, 1, 1, 1, 1, 2, 2, 2, 0], dtype=int32)
+    """
+    from skimage.segmentation import watershed
+
+    fg_prob = np.asarray(fg_prob)
+    dist = np.asarray(dist)
+    if fg_prob.shape != dist.shape:
+        raise ParameterError(f"fg_prob {fg_prob.shape} and dist {dist.shape} must have the same shape")
+    if fg_prob.ndim not in (2, 3):
+        raise ParameterError(f"maps must be 2D (Y, X) or 3D (Z, Y, X), got shape {fg_prob.shape}")
+    for name, v in (("fg_threshold", fg_threshold), ("seed_threshold", seed_threshold)):
+        if not 0.0 <= float(v) <= 1.0:
+            raise ParameterError(f"{name} must be in [0, 1], got {v}")
+    if min_size < 0:
+        raise ParameterError(f"min_size must be >= 0, got {min_size}")
+    if spacing is not None and len(spacing) != fg_prob.ndim:
+        raise ParameterError(f"spacing {tuple(spacing)} must have one value per axis of shape {fg_prob.shape}")
+
+    fg = fg_prob > fg_threshold
+    if not fg.any():
+        return np.zeros(fg.shape, np.int32)
+    labels, n_total = _seeded_watershed(fg, dist, seed_threshold)
+
+    # Size filter and consecutive relabelling in one vectorised pass.
+    sizes = np.bincount(labels.ravel(), minlength=n_total + 1).astype(np.float64)
+    if spacing is not None:
+        sizes *= float(np.prod(np.asarray(spacing, dtype=np.float64)))
+    keep = sizes >= min_size
+    keep[0] = False
+    lut = np.zeros(len(sizes), np.int32)
+    lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+    return lut[labels]
+
+
+def _seeded_watershed(fg: np.ndarray, dist: np.ndarray, seed_threshold: float) -> tuple[np.ndarray, int]:
+    """Seeded watershed of ``-dist`` inside ``fg``, run only where it matters.
+
+    Equivalent to ``skimage.segmentation.watershed(-dist, seeds, mask=fg)``
+    (face connectivity) plus one label per seedless foreground component, but
+    much faster: a foreground component holding one seed is that seed's object
+    and one without a seed is its own object, so the watershed only runs on
+    the bounding box of each component that holds two or more seeds (touching
+    objects).  skimage's watershed costs ~0.5 s of set-up per call on a
+    4096x4096 image plus a heap operation per masked pixel; this keeps the
+    whole map at ~1 s (measured in tests/core/test_instances.py's docstring).
+
+    Returns ``(labels int32, number of labels)``; labels may be non-consecutive
+    only in that their count is returned unfiltered.
+    """
+    from skimage.segmentation import watershed
+
+    structure = ndi.generate_binary_structure(fg.ndim, 1)
+    comp, n_comp = ndi.label(fg, structure=structure)
+    seeds, n_seeds = ndi.label(fg & (dist > seed_threshold), structure=structure)
+    # Component of each seed (every pixel of a seed lies in one component).
+    seed_comp = np.zeros(n_seeds + 1, np.int64)
+    seed_px = seeds > 0
+    seed_comp[seeds[seed_px]] = comp[seed_px]
+    n_in_comp = np.bincount(seed_comp[1:], minlength=n_comp + 1)
+    # Component -> label: its seed for one seed, a new label for none.
+    comp_lut = np.zeros(n_comp + 1, np.int32)
+    one = np.flatnonzero(n_in_comp == 1)
+    one = one[one > 0]
+    order = np.argsort(seed_comp[1:], kind="stable")  # seeds grouped by component
+    first_seed = np.searchsorted(seed_comp[1:][order], one)
+    comp_lut[one] = order[first_seed] + 1
+    none = np.flatnonzero(n_in_comp[1:] == 0) + 1
+    comp_lut[none] = np.arange(n_seeds + 1, n_seeds + 1 + len(none), dtype=np.int32)
+    labels = comp_lut[comp]
+
+    many = np.flatnonzero(n_in_comp[1:] >= 2) + 1
+    if len(many):
+        neg = -dist.astype(np.float32, copy=False)
+        boxes = ndi.find_objects(comp)
+        for c in many:
+            box = boxes[c - 1]
+            inside = comp[box] == c
+            ws = watershed(neg[box], np.where(inside, seeds[box], 0), mask=inside)
+            labels[box][inside] = ws[inside]
+    return labels, n_seeds + len(none)
