@@ -1,0 +1,155 @@
+"""File > Open with the napari-medseg readers in a real viewer.
+
+Synthetic TIFFs are written with tifffile in tmp_path (plain, OME multichannel,
+ImageJ hyperstack); the DICOM series comes from the shared data sets and is
+skipped when they are absent.  Bad input must raise a clear error and leave the
+layer list untouched.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+
+import pydicom  # noqa: E402
+import tifffile  # noqa: E402
+from conftest import dataset  # noqa: E402
+
+from napari_medseg.errors import ReaderError  # noqa: E402
+
+pytestmark = pytest.mark.napari
+PLUGIN = "napari-medseg"
+
+
+def _units(layer) -> tuple[str, ...]:
+    return tuple(str(u) for u in layer.units)
+
+
+def test_open_plain_2d_tiff(make_napari_viewer, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, 4000, size=(40, 50), dtype=np.uint16)
+    path = tmp_path / "plain.tif"
+    tifffile.imwrite(path, data)
+
+    viewer = make_napari_viewer()
+    layers = viewer.open(path, plugin=PLUGIN)
+    assert len(layers) == 1 and len(viewer.layers) == 1
+    (layer,) = layers
+    assert layer._type_string == "image" and not layer.rgb
+    np.testing.assert_array_equal(np.asarray(layer.data), data)
+    assert np.asarray(layer.data).dtype == np.uint16
+    assert tuple(layer.scale) == (1.0, 1.0)
+
+
+def test_open_ome_multichannel_tiff_gives_one_layer_per_channel(make_napari_viewer, tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    data = rng.integers(0, 60000, size=(3, 32, 48), dtype=np.uint16)
+    names = ["DAPI", "GFP", "mCherry"]
+    path = tmp_path / "multi.ome.tif"
+    tifffile.imwrite(
+        path,
+        data,
+        ome=True,
+        metadata={
+            "axes": "CYX",
+            "PhysicalSizeX": 0.25,
+            "PhysicalSizeXUnit": "µm",
+            "PhysicalSizeY": 0.5,
+            "PhysicalSizeYUnit": "µm",
+            "Channel": {"Name": names},
+        },
+    )
+
+    viewer = make_napari_viewer()
+    layers = viewer.open(path, plugin=PLUGIN)
+    assert len(layers) == 3 and len(viewer.layers) == 3
+    for c, (layer, name) in enumerate(zip(layers, names)):
+        assert layer._type_string == "image"
+        np.testing.assert_array_equal(np.asarray(layer.data), data[c])
+        assert name in layer.name
+        assert tuple(layer.scale) == pytest.approx((0.5, 0.25))
+        assert _units(layer) == ("micrometer", "micrometer")
+
+
+def test_open_imagej_hyperstack_with_scale(make_napari_viewer, tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    data = rng.integers(0, 255, size=(5, 2, 24, 36), dtype=np.uint8)  # Z, C, Y, X
+    path = tmp_path / "hyperstack.tif"
+    tifffile.imwrite(
+        path,
+        data,
+        imagej=True,
+        resolution=(1 / 0.4, 1 / 0.4),  # pixels per µm
+        metadata={"axes": "ZCYX", "spacing": 1.5, "unit": "um"},
+    )
+
+    viewer = make_napari_viewer()
+    layers = viewer.open(path, plugin=PLUGIN)
+    assert len(layers) == 2 and len(viewer.layers) == 2
+    for c, layer in enumerate(layers):
+        np.testing.assert_array_equal(np.asarray(layer.data), data[:, c])
+        assert tuple(layer.scale) == pytest.approx((1.5, 0.4, 0.4))
+        assert _units(layer) == ("micrometer",) * 3
+
+
+def test_open_dicom_series_folder(make_napari_viewer) -> None:
+    folder = dataset("dicom_mr_series", "In", "20180918GE", "mr_0005")
+    files = sorted(folder.glob("*.dcm"))
+    first = pydicom.dcmread(files[0])  # Instance Number 1: time point 0, first slice
+
+    viewer = make_napari_viewer()
+    layers = viewer.open(folder, plugin=PLUGIN)  # the folder also holds README-Series.txt
+    assert len(layers) == 1 and len(viewer.layers) == 1
+    (layer,) = layers
+    data = np.asarray(layer.data)
+    n_files = len(files)
+    n_slices = int(first.ImagesInAcquisition)
+    assert data.shape == (n_files // n_slices, n_slices, int(first.Rows), int(first.Columns))
+    # slices are acquired inferior to superior, so index 0 along Z is Instance Number 1
+    np.testing.assert_array_equal(data[0, 0], first.pixel_array)
+    last = pydicom.dcmread(files[-1])
+    np.testing.assert_array_equal(data[-1, -1], last.pixel_array)
+    assert _units(layer)[1:] == ("millimeter",) * 3
+
+
+def test_garbage_tif_raises_reader_error_and_adds_no_layer(make_napari_viewer, tmp_path: Path) -> None:
+    path = tmp_path / "garbage.tif"
+    path.write_bytes(b"this is not a TIFF file at all\x00\x01\x02" * 20)
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((4, 4)), name="existing")
+
+    with pytest.raises(ReaderError):
+        viewer.open(path, plugin=PLUGIN)
+    assert [layer.name for layer in viewer.layers] == ["existing"]
+
+
+def test_garbage_tif_with_preferred_reader_raises_reader_plugin_error(make_napari_viewer, tmp_path: Path) -> None:
+    """The File > Open path when napari-medseg is the preferred .tif reader: napari's Qt
+    layer catches ReaderPluginError and shows the message instead of crashing."""
+    from napari.errors import ReaderPluginError
+    from napari.settings import get_settings
+
+    path = tmp_path / "garbage.tif"
+    path.write_bytes(b"II*\x00" + b"\xff" * 64)  # TIFF magic, broken IFD offset
+    viewer = make_napari_viewer()
+    get_settings().plugins.extension2reader = {"*.tif": PLUGIN}
+
+    with pytest.raises(ReaderPluginError) as info:
+        viewer.open(path)
+    assert info.value.reader_plugin == PLUGIN
+    assert isinstance(info.value.original_error, ReaderError)
+    assert len(viewer.layers) == 0
+
+
+def test_empty_folder_is_refused_and_adds_no_layer(make_napari_viewer, tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    viewer = make_napari_viewer()
+    with pytest.raises(ValueError, match="refused"):
+        viewer.open(empty, plugin=PLUGIN)
+    assert len(viewer.layers) == 0
