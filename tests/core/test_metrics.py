@@ -1,0 +1,107 @@
+"""Metrics on hand-made label images with known IoUs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_medseg.analysis import metrics as M
+from napari_medseg.errors import ParameterError
+
+
+def _pair():
+    """true: 3 objects; pred: 4 objects with hand-computed IoUs.
+
+    true 1 = rows 0-9, cols 0-9 (100 px); pred 11 = rows 0-9, cols 0-7 (80 px) -> IoU 0.8
+    true 2 = rows 20-29, cols 0-9 (100 px); pred 12 = rows 20-29, cols 4-13 (100 px) -> IoU 60/140
+    true 3 = rows 40-49, cols 0-9; nothing predicted there (FN)
+    pred 13 = rows 60-64, cols 0-4 (FP); pred 14 = rows 0-9, cols 8-9 (20 px, inside true 1)
+    """
+    t = np.zeros((70, 20), np.uint16)
+    t[0:10, 0:10] = 1
+    t[20:30, 0:10] = 2
+    t[40:50, 0:10] = 3
+    p = np.zeros((70, 20), np.int32)
+    p[0:10, 0:8] = 11
+    p[0:10, 8:10] = 14
+    p[20:30, 4:14] = 12
+    p[60:65, 0:5] = 13
+    return t, p
+
+
+def test_overlap_iou_table():
+    t, p = _pair()
+    ov = M.overlap(t, p)
+    assert ov.true_ids.tolist() == [1, 2, 3]
+    assert ov.pred_ids.tolist() == [11, 12, 13, 14]
+    expected = np.zeros((3, 4))
+    expected[0, 0] = 0.8
+    expected[1, 1] = 60 / 140
+    expected[0, 3] = 20 / 100
+    np.testing.assert_allclose(ov.iou, expected)
+
+
+def test_match_and_ap_at_thresholds():
+    t, p = _pair()
+    m = M.match_instances(t, p, 0.5)
+    assert m.pairs.tolist() == [[1, 11]]
+    np.testing.assert_allclose(m.ious, [0.8])
+    assert m.false_negatives.tolist() == [2, 3]
+    assert m.false_positives.tolist() == [12, 13, 14]
+    assert (m.tp, m.fp, m.fn) == (1, 3, 2)
+    assert m.ap == pytest.approx(1 / 6)
+    # at 0.4, pair (2, 12) with IoU 0.4286 also matches
+    assert M.average_precision(t, p, 0.4) == pytest.approx(2 / (2 + 2 + 1))
+    # at 0.8 nothing matches (strictly greater)
+    assert M.average_precision(t, p, 0.8) == 0.0
+    aps = M.average_precision(t, p)
+    assert aps.shape == (9,)
+    np.testing.assert_allclose(aps, [1 / 6] * 6 + [0.0] * 3)  # 0.5..0.75 match, 0.8..0.9 not
+    assert M.mean_ap(t, p) == pytest.approx(6 / 6 / 9)
+    assert M.counts(t, p, [0.5, 0.85]).tolist() == [[1, 3, 2], [0, 4, 3]]
+    fn, fp = M.errors(t, p, 0.5)
+    assert fn.tolist() == [2, 3] and fp.tolist() == [12, 13, 14]
+
+
+def test_thresholds_list_and_constant():
+    assert M.MAP_THRESHOLDS == (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
+
+
+def test_hungarian_is_one_to_one():
+    # Low threshold: true 1 overlaps preds 11 (IoU 0.8) and 14 (0.2); only one may match.
+    t, p = _pair()
+    m = M.match_instances(t, p, 0.1)
+    assert sorted(m.pairs[:, 0].tolist()) == [1, 2]
+    assert sorted(m.pairs[:, 1].tolist()) == [11, 12]
+    assert m.false_positives.tolist() == [13, 14]
+
+
+def test_identical_relabelled_is_perfect_and_empty_cases():
+    t, _ = _pair()
+    p = np.where(t > 0, t * 7 + 100, 0)
+    assert M.mean_ap(t, p) == 1.0
+    assert M.dice(t, p) == 1.0
+    z = np.zeros_like(t)
+    assert M.average_precision(z, z, 0.5) == 1.0
+    assert M.average_precision(t, z, 0.5) == 0.0
+    assert M.dice(z, z) == 1.0
+    assert M.dice(t, z) == 0.0
+
+
+def test_dice_exact():
+    t, p = _pair()
+    # |A| = 300, |B| = 80 + 20 + 100 + 25 = 225, |A and B| = 80 + 20 + 60 = 160
+    assert M.dice(t, p) == pytest.approx(2 * 160 / 525)
+
+
+def test_3d_and_errors():
+    t = np.zeros((4, 5, 5), np.int32)
+    t[:2] = 1
+    p = np.zeros_like(t)
+    p[:3] = 2  # IoU 2/3
+    assert M.average_precision(t, p, 0.6) == 1.0
+    assert M.average_precision(t, p, 0.7) == 0.0
+    with pytest.raises(ParameterError, match="shape"):
+        M.overlap(t, p[:1])
+    with pytest.raises(ParameterError, match="integer"):
+        M.overlap(t.astype(float), p)
