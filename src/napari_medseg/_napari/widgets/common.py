@@ -1,0 +1,364 @@
+"""Rows shared by the napari-medseg dock widgets.
+
+* :class:`LayerCombo` - layers of one type, kept in sync with the viewer
+  (added, removed, renamed, reordered).
+* :class:`ModelPicker` - shipped + user models from the registry, a refresh
+  button and a "folder..." button; picks a default that fits the image.
+* :class:`DevicePicker` - ``auto`` plus the devices torch can see; filled in a
+  background thread so opening the widget does not wait for ``import torch``.
+* :class:`RunCancelRow` and :class:`StatusLine`.
+
+Nothing here runs a model; torch is only imported off the GUI thread.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from qtpy.QtCore import Qt, Signal
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSizePolicy,
+    QWidget,
+)
+
+if TYPE_CHECKING:
+    import napari
+    from napari.layers import Layer
+
+    from ...models.registry import ModelInfo
+
+log = logging.getLogger(__name__)
+
+
+class LayerCombo(QComboBox):
+    """Combo box of the viewer's layers of one type, updated as layers change.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+    layer_type : type
+        napari layer class to list (e.g. ``napari.layers.Image``).
+
+    Signals
+    -------
+    layerChanged(object)
+        Emitted with the newly selected layer (or None) whenever the selection
+        changes, by the user or because the selected layer went away.
+    """
+
+    layerChanged = Signal(object)
+
+    def __init__(self, viewer: napari.Viewer, layer_type: type, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._viewer = viewer
+        self._type = layer_type
+        self._layers: list[Layer] = []
+        self._current: Layer | None = None
+        self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.setMinimumContentsLength(12)
+        self.setPlaceholderText(f"(no {layer_type.__name__.lower()} layer)")
+        events = viewer.layers.events
+        events.inserted.connect(self._on_inserted)
+        events.removed.connect(self._on_removed)
+        events.moved.connect(self.refresh)
+        for layer in viewer.layers:
+            layer.events.name.connect(self.refresh)
+        self.currentIndexChanged.connect(self._on_index)
+        self.refresh()
+
+    def layer(self) -> Layer | None:
+        """The selected layer, or None."""
+        i = self.currentIndex()
+        return self._layers[i] if 0 <= i < len(self._layers) else None
+
+    def set_layer(self, layer: Layer) -> None:
+        """Select ``layer`` (must be listed)."""
+        for i, lay in enumerate(self._layers):
+            if lay is layer:
+                self.setCurrentIndex(i)
+                return
+        raise ValueError(f"layer {layer.name!r} is not a {self._type.__name__} layer of this viewer")
+
+    def _on_inserted(self, event: Any) -> None:
+        event.value.events.name.connect(self.refresh)
+        self.refresh()
+
+    def _on_removed(self, event: Any) -> None:
+        event.value.events.name.disconnect(self.refresh)
+        self.refresh()
+
+    def refresh(self, *_: Any) -> None:
+        """Rebuild the list from the viewer, keeping the selection when possible."""
+        keep = self._current
+        self._layers = [lay for lay in reversed(self._viewer.layers) if isinstance(lay, self._type)]
+        self.blockSignals(True)
+        try:
+            self.clear()
+            self.addItems([lay.name for lay in self._layers])
+            idx = next((i for i, lay in enumerate(self._layers) if lay is keep), 0 if self._layers else -1)
+            self.setCurrentIndex(idx)
+        finally:
+            self.blockSignals(False)
+        self._on_index()
+
+    def _on_index(self, *_: Any) -> None:
+        layer = self.layer()
+        if layer is not self._current:
+            self._current = layer
+            self.layerChanged.emit(layer)
+
+
+def model_fits(info: ModelInfo, rgb: bool) -> bool:
+    """Whether a model takes this kind of image (RGB vs single-channel)."""
+    from ...models.registry import is_compatible
+
+    try:
+        return bool(is_compatible(info.card, rgb))
+    except Exception:  # a card with odd fields is simply not a fit
+        return False
+
+
+class ModelPicker(QWidget):
+    """Model combo box with refresh and "add a model folder" buttons.
+
+    Lists :func:`napari_medseg.models.registry.list_models` (shipped models
+    first, then the user's models folder) plus folders added with the
+    "folder..." button.  :meth:`refresh` re-reads the registry, so a model just
+    saved by fine-tuning appears at once.  A model chosen by hand stays chosen
+    as long as it fits the image (:meth:`pick_default_for`).
+    """
+
+    modelChanged = Signal(object)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.combo = QComboBox()
+        self.combo.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.combo.setPlaceholderText("(no model found)")
+        self.refresh_button = QPushButton("\u21bb")
+        self.refresh_button.setToolTip("Re-read the shipped and user model folders")
+        self.refresh_button.setFixedWidth(28)
+        self.browse_button = QPushButton("folder\u2026")
+        self.browse_button.setToolTip("Use a model folder (model.json + weights.safetensors) from disk")
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.combo, 1)
+        lay.addWidget(self.refresh_button)
+        lay.addWidget(self.browse_button)
+        self._infos: list[ModelInfo] = []
+        self._extra: list[ModelInfo] = []  # folders added by hand, kept across refreshes
+        self._by_hand: str | None = None  # key of the model the user picked explicitly
+        self.combo.activated.connect(self._on_activated)
+        self.combo.currentIndexChanged.connect(lambda *_: self.modelChanged.emit(self.current()))
+        self.refresh_button.clicked.connect(self.refresh)
+        self.browse_button.clicked.connect(self._browse)
+
+    @staticmethod
+    def _key(info: ModelInfo) -> str:
+        return f"{info.name}|{info.path}"
+
+    def current(self) -> ModelInfo | None:
+        """The selected model, or None."""
+        i = self.combo.currentIndex()
+        return self._infos[i] if 0 <= i < len(self._infos) else None
+
+    def models(self) -> list[ModelInfo]:
+        """The listed models, in combo order."""
+        return list(self._infos)
+
+    def select(self, name_or_key: str) -> bool:
+        """Select a listed model by name (or name|path key); False if not listed."""
+        for i, info in enumerate(self._infos):
+            if name_or_key in (info.name, self._key(info)):
+                self.combo.setCurrentIndex(i)
+                return True
+        return False
+
+    def refresh(self, *_: Any) -> None:
+        """Re-read the registry, keeping the selection when it still exists."""
+        from ...models.registry import list_models
+
+        cur = self.current()
+        keep = self._key(cur) if cur is not None else None
+        try:
+            infos = list(list_models())
+        except Exception as exc:  # a broken user folder must not break the widget
+            log.warning("listing models failed: %s", exc)
+            _notify_error(f"Could not list models: {exc}")
+            infos = []
+        seen = {self._key(i) for i in infos}
+        infos += [i for i in self._extra if self._key(i) not in seen]
+        self._infos = infos
+        self.combo.blockSignals(True)
+        try:
+            self.combo.clear()
+            for info in infos:
+                label = info.name if info.source == "shipped" else f"{info.name} ({info.source})"
+                self.combo.addItem(label)
+                card = info.card
+                tip = (f"{card.description}\n" if card.description else "") + (
+                    f"{card.kind}, {card.input.get('channels')} channel(s), {card.dims}D\n{info.path}"
+                )
+                self.combo.setItemData(self.combo.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
+            if not (keep and self.select(keep)):
+                self.combo.setCurrentIndex(0 if infos else -1)
+        finally:
+            self.combo.blockSignals(False)
+        self.modelChanged.emit(self.current())
+
+    def pick_default_for(self, rgb: bool) -> None:
+        """Select the registry's default model for an RGB / non-RGB image.
+
+        A model the user picked by hand is kept if its channels fit the image.
+        """
+        from ...models.registry import default_model_for
+
+        by_hand = next((i for i in self._infos if self._key(i) == self._by_hand), None)
+        if by_hand is not None and model_fits(by_hand, rgb):
+            self.select(self._key(by_hand))
+            return
+        cur = self.current()
+        try:
+            name = default_model_for(rgb)
+        except Exception as exc:
+            log.warning("default_model_for failed: %s", exc)
+            name = None
+        if name is not None and self.select(name):
+            return
+        if cur is not None and model_fits(cur, rgb):
+            return
+        fitting = next((i for i in self._infos if model_fits(i, rgb)), None)
+        if fitting is not None:
+            self.select(self._key(fitting))
+
+    def add_path(self, path: str) -> ModelInfo:
+        """Add a model folder from disk to the list and select it.
+
+        Raises
+        ------
+        ModelError
+            If the folder is not a readable model.
+        """
+        from ...models.registry import resolve_model
+
+        info = resolve_model(path)
+        if all(self._key(i) != self._key(info) for i in self._extra):
+            self._extra.append(info)
+        self.refresh()
+        self.select(self._key(info))
+        self._by_hand = self._key(info)
+        return info
+
+    def _on_activated(self, *_: Any) -> None:
+        cur = self.current()
+        self._by_hand = self._key(cur) if cur is not None else None
+
+    def _browse(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Model folder (model.json + weights.safetensors)")
+        if not path:
+            return
+        try:
+            self.add_path(path)
+        except Exception as exc:
+            _notify_error(f"Not a usable model folder: {exc}")
+
+
+class DevicePicker(QComboBox):
+    """``auto`` plus the devices torch reports; filled from a background thread.
+
+    Until :func:`~napari_medseg.models.device.available_devices` has answered
+    (it imports torch, which takes seconds), the list holds ``auto`` and
+    ``cpu``.  :attr:`ready` tells whether the real list arrived.
+    """
+
+    devicesChanged = Signal(list)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.addItems(["auto", "cpu"])
+        self.setToolTip("auto: CUDA if present, else Apple MPS, else CPU")
+        self.ready = False
+        self._worker = None
+
+    def device(self) -> str:
+        """The selected device string (``auto``, ``cpu``, ``cuda:0``...)."""
+        return self.currentText() or "auto"
+
+    def populate(self) -> None:
+        """Ask torch for the available devices in a worker thread (once)."""
+        if self._worker is not None or self.ready:
+            return
+        from superqt.utils import create_worker
+
+        from ...models.device import available_devices
+
+        # superqt's worker, not napari's: no task-status entry in the viewer for this.
+        self._worker = create_worker(available_devices, _start_thread=False, _ignore_errors=True)
+        self._worker.returned.connect(self.set_devices)
+        self._worker.errored.connect(self._on_error)
+        self._worker.start()
+
+    def set_devices(self, devices: list[str]) -> None:
+        """Replace the list, keeping the selection when it is still offered."""
+        keep = self.device()
+        devices = list(devices) or ["auto", "cpu"]
+        if "auto" not in devices:
+            devices.insert(0, "auto")
+        self.blockSignals(True)
+        try:
+            self.clear()
+            self.addItems(devices)
+            self.setCurrentIndex(max(0, self.findText(keep)))
+        finally:
+            self.blockSignals(False)
+        self.ready = True
+        self.devicesChanged.emit(devices)
+
+    def _on_error(self, exc: Exception) -> None:
+        log.warning("available_devices failed: %s", exc)
+        self.ready = True
+
+
+class RunCancelRow(QWidget):
+    """Run and Cancel buttons; :meth:`set_running` flips which one is enabled."""
+
+    def __init__(self, run_text: str = "Run", parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.run_button = QPushButton(run_text)
+        self.cancel_button = QPushButton("Cancel")
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.run_button)
+        lay.addWidget(self.cancel_button)
+        self.set_running(False)
+
+    def set_running(self, running: bool) -> None:
+        self.run_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+
+
+class StatusLine(QLabel):
+    """One wrapped, selectable line saying what happened last."""
+
+    def __init__(self, text: str = "", parent: QWidget | None = None) -> None:
+        super().__init__(text, parent)
+        self.setWordWrap(True)
+        self.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Minimum)
+
+    def set(self, text: str, *, error: bool = False) -> None:
+        self.setText(text)
+        self.setToolTip(text)
+        self.setStyleSheet("color: #e05555;" if error else "")
+
+
+def _notify_error(message: str) -> None:
+    from napari.utils.notifications import show_error
+
+    show_error(message)

@@ -1,0 +1,378 @@
+"""The Segment dock widget: run a U-Net on an image layer, get a Labels layer.
+
+The widget turns a layer into an array + geometry, runs
+:func:`napari_medseg.inference.segment.segment_iter` in a napari thread worker
+(:class:`~napari_medseg._napari._worker.ProgressJob`), and turns the result
+back into a Labels layer that carries the image's geometry.  No numerics and
+no torch import happen in the GUI thread.
+
+Output layers
+-------------
+``<image> labels`` (and ``<image> probabilities`` when asked) carry the
+image's ``scale``, ``translate``, ``rotate``, ``shear``, ``affine`` and
+``units`` (for RGB images, those of the spatial axes, which is all napari
+keeps).  ``metadata["napari_medseg_output_of"]`` names the image and
+``metadata["napari_medseg"]`` records model, device and parameters.  A re-run
+on the same image replaces the layer this widget created, never a user's layer
+that merely has the same name (the new one is then called ``... labels [1]``).
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from napari.layers import Image, Labels
+from napari.utils.notifications import show_error
+from qtpy.QtWidgets import QCheckBox, QFormLayout, QSpinBox, QVBoxLayout, QWidget
+from superqt import QCollapsible
+
+from ...errors import MedsegError
+from .._worker import JobOutcome, ProgressJob
+from .common import DevicePicker, LayerCombo, ModelPicker, RunCancelRow, StatusLine
+
+if TYPE_CHECKING:
+    import napari
+
+    from ...models.registry import ModelInfo
+    from ...progress import Progress
+
+log = logging.getLogger(__name__)
+
+OUTPUT_OF = "napari_medseg_output_of"  #: metadata key: name of the image an output came from
+META = "napari_medseg"  #: metadata key: model, device, parameters, timings
+
+_DEFAULT_AXES = {2: "YX", 3: "ZYX", 4: "TZYX"}
+
+
+@dataclass
+class _RunContext:
+    """What the GUI thread captured at Run time (the layers may change meanwhile)."""
+
+    image: weakref.ref
+    image_name: str
+    model: ModelInfo
+    params: dict[str, Any]
+    geometry: dict[str, Any]
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+
+class SegmentWidget(QWidget):
+    """Dock widget: pick an image layer, a model and a device, then Run.
+
+    Parameters
+    ----------
+    napari_viewer : napari.Viewer
+        Injected by napari (npe2 widget contribution).
+    """
+
+    def __init__(self, napari_viewer: napari.Viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.image_combo = LayerCombo(napari_viewer, Image)
+        self.model_picker = ModelPicker()
+        self.device_picker = DevicePicker()
+
+        self.tile_size = QSpinBox()
+        self.tile_size.setRange(0, 8192)
+        self.tile_size.setSingleStep(64)
+        self.tile_size.setSpecialValueText("auto")
+        self.tile_size.setToolTip("Edge of the square (cubic) tiles fed to the network, in pixels; "
+                                  "auto picks one that fits the device memory")
+        self.batch_size = QSpinBox()
+        self.batch_size.setRange(0, 256)
+        self.batch_size.setSpecialValueText("auto")
+        self.batch_size.setToolTip("Tiles per network call; auto picks from the device")
+        self.keep_probabilities = QCheckBox("keep probabilities")
+        self.keep_probabilities.setToolTip("Also add the network's probability maps as an image layer")
+        self.advanced = QCollapsible("Advanced")
+        adv = QWidget()
+        adv_form = QFormLayout(adv)
+        adv_form.setContentsMargins(0, 0, 0, 0)
+        adv_form.addRow("tile size", self.tile_size)
+        adv_form.addRow("batch size", self.batch_size)
+        adv_form.addRow(self.keep_probabilities)
+        self.advanced.addWidget(adv)
+
+        self.buttons = RunCancelRow("Run")
+        self.run_button = self.buttons.run_button
+        self.cancel_button = self.buttons.cancel_button
+        self.status = StatusLine("Pick an image and a model, then Run.")
+
+        form = QFormLayout()
+        form.addRow("image", self.image_combo)
+        form.addRow("model", self.model_picker)
+        form.addRow("device", self.device_picker)
+        lay = QVBoxLayout(self)
+        lay.addLayout(form)
+        lay.addWidget(self.advanced)
+        lay.addWidget(self.buttons)
+        lay.addWidget(self.status)
+        lay.addStretch(1)
+
+        self._job: ProgressJob | None = None
+        # (kind, id(image layer)) -> (weakref to image, weakref to the output layer we made)
+        self._created: dict[tuple[str, int], tuple[weakref.ref, weakref.ref]] = {}
+
+        self.image_combo.layerChanged.connect(self._on_image_changed)
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.model_picker.refresh()
+        self._on_image_changed(self.image_combo.layer())
+        self.device_picker.populate()
+
+    # --- public API (used by tests and scripts) ---------------------------------------
+    @property
+    def running(self) -> bool:
+        """Whether a segmentation is in progress."""
+        return self._job is not None and self._job.running
+
+    def run(self) -> None:
+        """Start segmenting the selected image in a worker thread (returns at once)."""
+        if self.running:
+            return
+        image = self.image_combo.layer()
+        model = self.model_picker.current()
+        if image is None:
+            self.status.set("No image layer: open or select an image first.", error=True)
+            return
+        if model is None:
+            self.status.set("No model: add one with 'folder…' or fine-tune one first.", error=True)
+            return
+        data = image.data[0] if image.multiscale else image.data  # level 0, not copied
+        rgb = bool(image.rgb)
+        axes = _axes_of(image, data.ndim, rgb)
+        params: dict[str, Any] = {
+            "axes": axes,
+            "scale": _spatial_scale(image, axes),
+            "device": self.device_picker.device(),
+            "tile_size": self.tile_size.value() or None,
+            "batch_size": self.batch_size.value() or None,
+            "return_probabilities": self.keep_probabilities.isChecked(),
+        }
+        ctx = _RunContext(weakref.ref(image), image.name, model, params, _geometry_of(image))
+        model_ref = model.path
+
+        def make_gen(token):
+            from ...inference.segment import segment_iter  # torch loads here, in the worker thread
+
+            return segment_iter(data, model_ref, cancel=token, **params)
+
+        self._job = ProgressJob(
+            make_gen,
+            lambda outcome: self._finish(ctx, outcome),
+            on_progress=self._on_progress,
+            postprocess=_count_objects,
+            desc=f"Segmenting {image.name}",
+            owner=self,
+        )
+        self.buttons.set_running(True)
+        self.status.set(f"Running {model.name} on {image.name}…")
+        self._job.start()
+
+    def cancel(self) -> None:
+        """Stop the running segmentation at the next tile batch; nothing is added."""
+        if self.running:
+            self._job.cancel()
+            self.status.set("Cancelling…")
+
+    # --- Qt events ------------------------------------------------------------------------
+    def showEvent(self, event: Any) -> None:
+        super().showEvent(event)
+        self.model_picker.refresh()  # a model just fine-tuned shows up at once
+
+    def closeEvent(self, event: Any) -> None:
+        self.cancel()
+        super().closeEvent(event)
+
+    # --- slots ----------------------------------------------------------------------------
+    def _on_image_changed(self, layer: Any) -> None:
+        if layer is not None:
+            self.model_picker.pick_default_for(bool(layer.rgb))
+
+    def _on_progress(self, p: Progress) -> None:
+        if self._job is not None and not self._job.cancel_requested:
+            total = f" ({p.step}/{p.total})" if p.total else ""
+            self.status.set(f"{p.message or 'Running'}{total}")
+
+    def _finish(self, ctx: _RunContext, outcome: JobOutcome) -> None:
+        self.buttons.set_running(False)
+        if outcome.cancelled:
+            self.status.set(f"Cancelled after {outcome.elapsed:.1f} s; no layer was added.")
+            return
+        if outcome.error is not None:
+            self._report_error(outcome.error)
+            return
+        result, n_objects = outcome.result
+        try:
+            self._add_outputs(ctx, result)
+        except Exception as exc:  # e.g. a result napari cannot display: keep napari alive
+            self._report_error(exc)
+            return
+        what = "objects" if ctx.model.card.kind == "instance" else "classes"
+        self.status.set(
+            f"{n_objects} {what} in {outcome.elapsed:.1f} s on {result.device} ({result.device_reason}); "
+            f"model {result.model_name}"
+        )
+
+    def _report_error(self, exc: BaseException) -> None:
+        if isinstance(exc, MedsegError):
+            msg = f"Segmentation failed: {exc}"
+        else:  # a bug, not a user error: keep the traceback in the log
+            log.error("segmentation failed", exc_info=(type(exc), exc, exc.__traceback__))
+            msg = f"Segmentation failed ({type(exc).__name__}): {exc}"
+        self.status.set(msg, error=True)
+        show_error(msg)
+
+    # --- output layers ----------------------------------------------------------------------
+    def _add_outputs(self, ctx: _RunContext, result: Any) -> None:
+        meta = {
+            OUTPUT_OF: ctx.image_name,
+            META: {
+                "model": result.model_name,
+                "model_path": str(ctx.model.path),
+                "model_source": ctx.model.source,
+                "device": result.device,
+                "device_reason": result.device_reason,
+                "parameters": dict(ctx.params),
+                "timings": dict(result.timings or {}),
+            },
+        }
+        labels = result.labels
+        probs = result.probabilities if ctx.params["return_probabilities"] else None
+        # Build every layer before touching the viewer, so a failure leaves it unchanged.
+        new = [("labels", Labels(labels, name=f"{ctx.image_name} labels", metadata=dict(meta), **ctx.geometry))]
+        if probs is not None:
+            pdata, pgeom = _probabilities_layer_data(probs, labels.ndim, ctx.geometry)
+            new.append(("probabilities", Image(pdata, name=f"{ctx.image_name} probabilities",
+                                               metadata=dict(meta), colormap="magma", **pgeom)))
+        image = ctx.image()
+        for kind, layer in new:
+            self._put_layer(kind, image, layer)
+
+    def _put_layer(self, kind: str, image: Any, layer: Any) -> None:
+        """Replace the layer this widget made earlier for ``image`` or add a new one."""
+        key = (kind, id(image))
+        old = None
+        if image is not None and key in self._created:
+            img_ref, out_ref = self._created[key]
+            cand = out_ref()
+            if img_ref() is image and cand is not None and any(lay is cand for lay in self.viewer.layers):
+                old = cand
+        if old is not None and type(old) is type(layer) and old.ndim == layer.ndim:
+            old.data = layer.data
+            for attr in ("scale", "translate", "rotate", "shear", "affine", "units"):
+                setattr(old, attr, getattr(layer, attr))
+            old.metadata = layer.metadata
+            return
+        if old is not None:  # same layer slot, different dimensionality: swap in place
+            idx = self.viewer.layers.index(old)
+            layer.name = old.name
+            self.viewer.layers.remove(old)
+            self.viewer.layers.insert(idx, layer)
+        else:
+            layer.name = _unique_name(self.viewer, layer.name)
+            self.viewer.add_layer(layer)
+        if image is not None:
+            self._created[key] = (weakref.ref(image), weakref.ref(layer))
+
+
+def _axes_of(image: Any, ndim: int, rgb: bool) -> str | None:
+    """Axis letters of a layer's data: from our reader's metadata, else by dimensionality.
+
+    None (let the engine decide) for layers with more than four world axes.
+    """
+    axes = str(image.metadata.get("axes", "")) if isinstance(image.metadata, dict) else ""
+    if "C" in axes and len(axes) == ndim + 1:  # one channel layer split off by channel_axis
+        axes = axes.replace("C", "")
+    if len(axes) == ndim and axes.endswith("S") == rgb:
+        return axes
+    base = _DEFAULT_AXES.get(ndim - (1 if rgb else 0))
+    return None if base is None else base + ("S" if rgb else "")
+
+
+def _spatial_scale(image: Any, axes: str | None) -> tuple[float, ...] | None:
+    """Pixel size along the Z/Y/X axes in µm, or None when the layer has no physical units.
+
+    napari's default scale 1 with unit ``pixel`` means "unknown": the model
+    then sees the image at its native sampling.
+    """
+    if axes is None:
+        return None
+    world = axes.replace("S", "").replace("C", "")
+    scale = list(image.scale)
+    units = list(getattr(image, "units", None) or [None] * len(scale))
+    out = []
+    for ax, s, u in zip(world, scale, units, strict=False):
+        if ax not in "ZYX":
+            continue
+        um = _to_micrometre(float(s), u)
+        if um is None:
+            return None
+        out.append(um)
+    return tuple(out) if out else None
+
+
+def _to_micrometre(value: float, unit: Any) -> float | None:
+    if unit is None:
+        return None
+    try:
+        q = value * unit
+        return float(q.to("micrometer").magnitude)
+    except Exception:  # pixel, second, or anything that is not a length
+        return None
+
+
+def _geometry_of(image: Any) -> dict[str, Any]:
+    """World geometry of a layer, to give its outputs (spatial axes only for RGB)."""
+    geom = {
+        "scale": tuple(image.scale),
+        "translate": tuple(image.translate),
+        "rotate": np.array(image.rotate, copy=True),
+        "shear": np.array(image.shear, copy=True),
+        "affine": np.array(image.affine.affine_matrix, copy=True),
+    }
+    units = getattr(image, "units", None)
+    if units is not None:
+        geom["units"] = tuple(units)
+    return geom
+
+
+def _probabilities_layer_data(probs: Any, n_spatial: int, geometry: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """Probability maps as one Image layer: a leading channel axis gets scale 1 and no offset."""
+    if probs.ndim == n_spatial:
+        return probs, dict(geometry)
+    extra = probs.ndim - n_spatial
+    n = n_spatial + extra
+    aff = np.eye(n + 1)
+    aff[extra:, extra:] = geometry["affine"]
+    geom = {
+        "scale": (1.0,) * extra + tuple(geometry["scale"]),
+        "translate": (0.0,) * extra + tuple(geometry["translate"]),
+        "affine": aff,
+    }
+    if "units" in geometry:
+        geom["units"] = ("pixel",) * extra + tuple(str(u) for u in geometry["units"])
+    return probs, geom  # rotate/shear of the extra axes are left at identity
+
+
+def _unique_name(viewer: Any, name: str) -> str:
+    names = {lay.name for lay in viewer.layers}
+    if name not in names:
+        return name
+    i = 1
+    while f"{name} [{i}]" in names:
+        i += 1
+    return f"{name} [{i}]"
+
+
+def _count_objects(result: Any) -> tuple[Any, int]:
+    """(result, number of distinct non-zero labels); runs in the worker thread."""
+    lab = result.labels
+    if hasattr(lab, "compute") or not isinstance(lab, np.ndarray):
+        lab = np.asarray(lab)
+    u = np.unique(lab)
+    return result, int(u.size - (1 if u.size and u[0] == 0 else 0))

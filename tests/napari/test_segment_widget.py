@@ -1,0 +1,304 @@
+"""The Segment dock widget on a real viewer, through the real threaded path.
+
+Run with ``xvfb-run -a python -m pytest tests/napari/test_segment_widget.py -q``.
+Models are tiny random-weight U-Nets written to a temporary
+``MEDSEG_MODELS_DIR``; the worker thread is never switched off.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+
+from napari.layers import Image, Labels  # noqa: E402
+
+from napari_medseg.models.registry import default_model_for  # noqa: E402
+from napari_medseg.models.testing import make_random_model  # noqa: E402
+
+pytestmark = pytest.mark.napari
+
+RUN_TIMEOUT = 120_000  # ms; 2 CPU cores shared with other jobs
+
+
+@pytest.fixture
+def models_dir(tmp_path, monkeypatch) -> Path:
+    d = tmp_path / "models"
+    make_random_model(d / "tiny", name="tiny", in_channels=1, seed=1)
+    make_random_model(d / "tiny-rgb", name="tiny-rgb", in_channels=3, seed=2)
+    monkeypatch.setenv("MEDSEG_MODELS_DIR", str(d))
+    return d
+
+
+@pytest.fixture
+def viewer_widget(make_napari_viewer, models_dir, qtbot):
+    viewer = make_napari_viewer()
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-medseg", "Segment")
+    # the device list is filled from a worker thread (torch import); let it land
+    qtbot.waitUntil(lambda: widget.device_picker.ready, timeout=60_000)
+    yield viewer, widget
+    if widget.running:
+        widget.cancel()
+        qtbot.waitUntil(lambda: not widget.running, timeout=RUN_TIMEOUT)
+
+
+def _blobs(shape=(64, 80), seed=0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    img = rng.normal(10, 2, shape).astype(np.float32)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    for _ in range(6):
+        cy, cx = rng.integers(8, shape[0] - 8), rng.integers(8, shape[1] - 8)
+        img[(yy - cy) ** 2 + (xx - cx) ** 2 < 30] += 50
+    return img
+
+
+def _run_and_wait(qtbot, widget, timeout=RUN_TIMEOUT) -> None:
+    qtbot.mouseClick(widget.run_button, _left())
+    assert widget.running
+    assert not widget.run_button.isEnabled()
+    assert widget.cancel_button.isEnabled()
+    qtbot.waitUntil(lambda: not widget.running, timeout=timeout)
+    assert widget.run_button.isEnabled()
+    assert not widget.cancel_button.isEnabled()
+
+
+def _left():
+    from qtpy.QtCore import Qt
+
+    return Qt.MouseButton.LeftButton
+
+
+def _select(widget, image, model: str) -> None:
+    widget.image_combo.set_layer(image)
+    assert widget.model_picker.select(model), [m.name for m in widget.model_picker.models()]
+
+
+def test_widget_module_import_is_cheap() -> None:
+    code = (
+        "import sys, napari_medseg._napari.widgets.segment\n"
+        "assert 'torch' not in sys.modules, 'torch imported by the widget module'\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
+def test_run_adds_labels_with_geometry_and_rerun_replaces(viewer_widget, qtbot) -> None:
+    viewer, widget = viewer_widget
+    img = viewer.add_image(_blobs(), name="cells", scale=(0.5, 0.25), translate=(10.0, -4.0),
+                           units=("micrometer", "micrometer"))
+    _select(widget, img, "tiny")
+    assert widget.device_picker.device() == "auto"
+    _run_and_wait(qtbot, widget)
+
+    assert [lay.name for lay in viewer.layers] == ["cells", "cells labels"]
+    out = viewer.layers["cells labels"]
+    assert isinstance(out, Labels)
+    assert out.data.shape == img.data.shape
+    np.testing.assert_array_equal(out.scale, [0.5, 0.25])
+    np.testing.assert_array_equal(out.translate, [10.0, -4.0])
+    np.testing.assert_array_equal(out.affine.affine_matrix, img.affine.affine_matrix)
+    assert tuple(str(u) for u in out.units) == ("micrometer", "micrometer")
+    assert out.metadata["napari_medseg_output_of"] == "cells"
+    meta = out.metadata["napari_medseg"]
+    assert meta["model"] == "tiny"
+    assert meta["device"].startswith("cpu")
+    assert meta["parameters"]["axes"] == "YX"
+    assert meta["parameters"]["scale"] == pytest.approx((0.5, 0.25))
+    n = len(np.unique(out.data)) - int(0 in out.data)
+    status = widget.status.text()
+    assert f"{n} objects" in status, status
+    assert "CPU" in status, status
+
+    first = out
+    img.data = img.data[::-1].copy()  # new pixels: the re-run must write new labels
+    _run_and_wait(qtbot, widget)
+    assert [lay.name for lay in viewer.layers] == ["cells", "cells labels"]
+    assert viewer.layers["cells labels"] is first
+    assert first.data.shape == img.data.shape
+
+
+def test_user_layer_with_same_name_is_never_replaced(viewer_widget, qtbot) -> None:
+    viewer, widget = viewer_widget
+    img = viewer.add_image(_blobs(seed=3), name="cells")
+    mine = np.zeros((64, 80), np.int32)
+    mine[5:9, 5:9] = 7
+    user = viewer.add_labels(mine.copy(), name="cells labels")
+    _select(widget, img, "tiny")
+
+    _run_and_wait(qtbot, widget)
+    assert [lay.name for lay in viewer.layers] == ["cells", "cells labels", "cells labels [1]"]
+    assert viewer.layers["cells labels"] is user
+    np.testing.assert_array_equal(user.data, mine)
+    ours = viewer.layers["cells labels [1]"]
+    assert ours.metadata["napari_medseg_output_of"] == "cells"
+
+    _run_and_wait(qtbot, widget)  # re-run replaces ours, not the user's
+    assert [lay.name for lay in viewer.layers] == ["cells", "cells labels", "cells labels [1]"]
+    assert viewer.layers["cells labels [1]"] is ours
+    np.testing.assert_array_equal(user.data, mine)
+
+
+def test_cancel_stops_and_adds_nothing(viewer_widget, qtbot) -> None:
+    viewer, widget = viewer_widget
+    img = viewer.add_image(_blobs((2048, 2048), seed=4), name="big")
+    _select(widget, img, "tiny")
+    widget.tile_size.setValue(128)
+    widget.batch_size.setValue(1)
+    qtbot.mouseClick(widget.run_button, _left())
+    job = widget._job
+    # wait until tiles are really being processed (the progress bar moved)
+    qtbot.waitUntil(lambda: job.pbar is not None and job.pbar.n >= 2, timeout=RUN_TIMEOUT)
+    assert widget.running
+    total = job.pbar.total
+    t0 = time.perf_counter()
+    qtbot.mouseClick(widget.cancel_button, _left())
+    qtbot.waitUntil(lambda: not widget.running, timeout=30_000)
+    stop_s = time.perf_counter() - t0
+    assert job.pbar.n < total, "the run finished before Cancel took effect"
+    assert stop_s < 10, f"cancel took {stop_s:.1f} s"
+    assert [lay.name for lay in viewer.layers] == ["big"]
+    assert widget.status.text().startswith("Cancelled"), widget.status.text()
+    assert widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()
+
+
+def _last_error_message() -> str:
+    from napari.utils.notifications import NotificationSeverity, notification_manager
+
+    errs = [n for n in notification_manager.records if n.severity == NotificationSeverity.ERROR]
+    return str(errs[-1].message) if errs else ""
+
+
+def test_rgb_model_on_grey_image_shows_error_and_adds_nothing(viewer_widget, qtbot) -> None:
+    viewer, widget = viewer_widget
+    img = viewer.add_image(_blobs(seed=5), name="grey")
+    before = _last_error_message()
+    _select(widget, img, "tiny-rgb")
+    _run_and_wait(qtbot, widget)
+    assert [lay.name for lay in viewer.layers] == ["grey"]
+    status = widget.status.text()
+    assert status.startswith("Segmentation failed"), status
+    msg = _last_error_message()
+    assert msg != before and msg == status
+
+
+def test_corrupt_model_folder_shows_error_and_adds_nothing(viewer_widget, models_dir, qtbot) -> None:
+    viewer, widget = viewer_widget
+    bad = models_dir / "broken"
+    make_random_model(bad, name="broken", seed=3)
+    (bad / "weights.safetensors").write_bytes(b"this is not a safetensors file")
+    widget.model_picker.refresh()
+    img = viewer.add_image(_blobs(seed=6), name="grey")
+    user = viewer.add_labels(np.ones((64, 80), np.uint8), name="grey labels")
+    _select(widget, img, "broken")
+    _run_and_wait(qtbot, widget)
+    assert [lay.name for lay in viewer.layers] == ["grey", "grey labels"]
+    assert viewer.layers["grey labels"] is user and int(user.data.sum()) == 64 * 80
+    status = widget.status.text()
+    assert "Segmentation failed" in status and "broken" in status, status
+    assert _last_error_message() == status
+
+
+def test_rgb_image_picks_rgb_default_and_labels_are_2d(viewer_widget, qtbot) -> None:
+    viewer, widget = viewer_widget
+    grey = viewer.add_image(_blobs(seed=7), name="grey")
+    rgb_data = np.stack([_blobs(seed=8)] * 3, axis=-1).clip(0, 255).astype(np.uint8)
+    rgb = viewer.add_image(rgb_data, name="he", rgb=True, scale=(0.25, 0.25), translate=(3.0, 4.0))
+    assert rgb.rgb
+    widget.image_combo.set_layer(rgb)
+    want_rgb = default_model_for(True)
+    assert want_rgb is not None
+    assert widget.model_picker.current().name == want_rgb
+    widget.image_combo.set_layer(grey)
+    assert widget.model_picker.current().name == default_model_for(False)
+    widget.image_combo.set_layer(rgb)
+    assert widget.model_picker.current().name == want_rgb
+    # run the RGB test model on it: labels are Y, X with the spatial geometry
+    assert widget.model_picker.select("tiny-rgb")
+    _run_and_wait(qtbot, widget)
+    out = viewer.layers["he labels"]
+    assert out.data.shape == (64, 80)
+    np.testing.assert_array_equal(out.scale, [0.25, 0.25])
+    np.testing.assert_array_equal(out.translate, [3.0, 4.0])
+    assert out.metadata["napari_medseg"]["parameters"]["axes"] == "YXS"
+
+
+def test_hand_picked_model_is_kept_while_it_fits(viewer_widget) -> None:
+    viewer, widget = viewer_widget
+    a = viewer.add_image(_blobs(seed=9), name="a")
+    b = viewer.add_image(_blobs(seed=10), name="b")
+    widget.image_combo.set_layer(a)
+    idx = [m.name for m in widget.model_picker.models()].index("tiny")
+    widget.model_picker.combo.setCurrentIndex(idx)
+    widget.model_picker.combo.activated.emit(idx)  # what a user's click emits
+    widget.image_combo.set_layer(b)
+    assert widget.model_picker.current().name == "tiny"
+
+
+def test_probabilities_and_multiscale(viewer_widget, qtbot) -> None:
+    viewer, widget = viewer_widget
+    base = _blobs((64, 96), seed=11)
+    img = viewer.add_image([base, base[::2, ::2]], name="pyr", multiscale=True, scale=(2.0, 2.0))
+    _select(widget, img, "tiny")
+    widget.keep_probabilities.setChecked(True)
+    _run_and_wait(qtbot, widget)
+    assert [lay.name for lay in viewer.layers] == ["pyr", "pyr labels", "pyr probabilities"]
+    lab = viewer.layers["pyr labels"]
+    prob = viewer.layers["pyr probabilities"]
+    assert lab.data.shape == (64, 96)
+    assert isinstance(prob, Image)
+    assert prob.data.shape[-2:] == (64, 96)
+    np.testing.assert_array_equal(prob.scale[-2:], [2.0, 2.0])
+    p = np.asarray(prob.data)
+    assert p.min() >= 0 and p.max() <= 1
+    _run_and_wait(qtbot, widget)
+    assert len(viewer.layers) == 3
+
+
+def test_image_list_follows_layers(viewer_widget) -> None:
+    viewer, widget = viewer_widget
+    combo = widget.image_combo
+    assert combo.count() == 0 and combo.layer() is None
+    a = viewer.add_image(np.zeros((8, 8)), name="a")
+    viewer.add_points(np.zeros((1, 2)), name="pts")
+    viewer.add_labels(np.zeros((8, 8), int), name="lab")
+    b = viewer.add_image(np.zeros((8, 8)), name="b")
+    assert [combo.itemText(i) for i in range(combo.count())] == ["b", "a"]
+    combo.set_layer(a)
+    a.name = "renamed"
+    assert [combo.itemText(i) for i in range(combo.count())] == ["b", "renamed"]
+    assert combo.layer() is a
+    viewer.layers.remove(a)
+    assert [combo.itemText(i) for i in range(combo.count())] == ["b"]
+    assert combo.layer() is b
+
+
+def test_no_model_or_image_says_so(viewer_widget) -> None:
+    viewer, widget = viewer_widget
+    widget.run()
+    assert not widget.running
+    assert widget.status.text().startswith("No image layer")
+    assert len(viewer.layers) == 0
+
+
+def test_screenshot_with_dock_visible(make_napari_viewer, models_dir, qtbot, tmp_path) -> None:
+    viewer = make_napari_viewer(show=True)
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-medseg", "Segment")
+    qtbot.waitUntil(lambda: widget.device_picker.ready, timeout=60_000)
+    img = viewer.add_image(_blobs((128, 128), seed=12), name="cells", scale=(0.5, 0.5))
+    _select(widget, img, "tiny")
+    widget.advanced.expand(animate=False)
+    _run_and_wait(qtbot, widget)
+    assert widget.isVisible()
+    path = Path("/tmp") / "medseg_segment_widget.png"
+    shot = viewer.screenshot(str(path), canvas_only=False)
+    assert path.is_file()
+    assert shot.ndim == 3 and shot.shape[0] > 200 and shot.shape[1] > 300
