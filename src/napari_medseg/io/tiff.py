@@ -1,0 +1,742 @@
+"""TIFF, OME-TIFF and ImageJ hyperstacks in; label images with pixel size out.
+
+Reading
+-------
+:func:`read_tiff` turns every image series of a TIFF file into a
+:class:`~napari_medseg.volume.Volume` with
+
+* axes in the canonical order ``T C Z Y X S`` (a subset of it), mapped from
+  tifffile's series axes: ``S`` (samples) stays ``S`` for RGB(A) images and
+  becomes ``C`` otherwise; unknown axes (``Q`` shaped, ``I`` page sequence and
+  other codes) become ``Z`` (nearest to ``YX``), then ``T``; any further
+  unknown axes are folded into ``T``;
+* the physical pixel size in ``Volume.scale`` / ``Volume.units`` from, in this
+  order: the ``scale``/``units`` napari-medseg writes into its own files, OME
+  ``PhysicalSize*``/``TimeIncrement``, ImageJ ``unit``/``spacing``/
+  ``finterval`` with the resolution tags, or plain resolution tags in
+  cm/inch (converted to µm).  Without any of these, scale 1 and unit
+  ``"pixel"``;
+* pixels read into numpy when the decoded series is at most
+  :data:`LAZY_THRESHOLD_BYTES`, otherwise a lazy :mod:`dask` array over
+  tifffile's zarr store, so that opening reads only the file's structure;
+  multi-resolution (pyramidal) series always open lazily as a list of dask
+  arrays, full resolution first (a napari multiscale layer).
+
+Writing
+-------
+:func:`write_labels_tiff` writes a label image with its pixel size, as an
+ImageJ hyperstack when ImageJ can hold it (uint8/uint16, one length unit),
+atomically (temporary file, then rename).
+
+Nothing here imports napari, Qt or torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import tempfile
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator, Sequence
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ParameterError, ReaderError
+from ..volume import Volume
+
+__all__ = ["LAZY_THRESHOLD_BYTES", "normalize_unit", "read_tiff", "write_labels_tiff"]
+
+#: Series whose decoded size (bytes) exceeds this open lazily as dask arrays.
+#: Below it a single sequential read costs well under a second on an SSD and
+#: gives numpy, which napari slices without per-chunk task overhead (and
+#: computes exact contrast limits for) and which the analysis code takes as
+#: is; above it, reading everything up front would take seconds to minutes and
+#: a large share of a laptop's memory, while napari only ever shows a few
+#: planes.  Files that already live in the page cache are not the common case.
+LAZY_THRESHOLD_BYTES = 256 * 2**20
+
+#: Largest decoded page (bytes) read as one zarr/dask chunk; bigger pages
+#: (whole-slide images, huge mosaics) are read tile by tile / strip by strip.
+_PAGE_CHUNK_BYTES = 64 * 2**20
+#: Target edge length (pixels) of a dask chunk built from several TIFF tiles.
+_TILE_GROUP_PX = 2048
+#: Dots per inch that image software writes by default when it knows nothing
+#: about the pixel size; they are display settings, not physical sizes.
+_SCREEN_DPI = (72.0, 96.0)
+#: Names of the associated (non-image) series of whole-slide formats.
+_ASSOCIATED = {"thumbnail", "label", "macro", "map", "overview"}
+
+_CANONICAL = "TCZYXS"
+_log = logging.getLogger(__name__)
+
+# --------------------------------------------------------------------------- units
+
+_UNIT_NAMES = {
+    # lengths
+    "µm": "µm", "μm": "µm", "um": "µm", "micron": "µm", "microns": "µm", "micrometer": "µm",
+    "micrometre": "µm", "micrometers": "µm", "micrometres": "µm", "\\u00b5m": "µm", "u": "µm",
+    "nm": "nm", "nanometer": "nm", "nanometre": "nm", "nanometers": "nm",
+    "mm": "mm", "millimeter": "mm", "millimetre": "mm", "millimeters": "mm",
+    "cm": "cm", "centimeter": "cm", "centimetre": "cm", "centimeters": "cm",
+    "m": "m", "meter": "m", "metre": "m", "meters": "m",
+    "in": "inch", "inch": "inch", "inches": "inch",
+    "å": "Å", "angstrom": "Å", "ångström": "Å",
+    # no physical unit
+    "": "pixel", "pixel": "pixel", "pixels": "pixel", "px": "pixel", "none": "pixel",
+    # times
+    "s": "s", "sec": "s", "second": "s", "seconds": "s",
+    "ms": "ms", "msec": "ms", "millisecond": "ms", "milliseconds": "ms",
+    "µs": "µs", "μs": "µs", "us": "µs", "microsecond": "µs", "microseconds": "µs",
+    "min": "min", "minute": "min", "minutes": "min",
+    "h": "h", "hr": "h", "hour": "h", "hours": "h",
+}
+# exact sizes (Fraction, so that conversions do not add rounding noise)
+_METRES = {"nm": Fraction(1, 10**9), "µm": Fraction(1, 10**6), "mm": Fraction(1, 1000),
+           "cm": Fraction(1, 100), "m": Fraction(1), "inch": Fraction(254, 10000),
+           "Å": Fraction(1, 10**10)}
+_SECONDS = {"µs": Fraction(1, 10**6), "ms": Fraction(1, 1000), "s": Fraction(1),
+            "min": Fraction(60), "h": Fraction(3600)}
+# ImageJ spells units in ASCII; "micron" is what ImageJ itself writes for µm.
+_IMAGEJ_UNIT = {"µm": "micron", "Å": "angstrom"}
+
+
+def normalize_unit(unit: Any) -> str:
+    """Return the short symbol of a length or time unit.
+
+    Parameters
+    ----------
+    unit : str or object with ``str()``
+        A unit as found in files or napari (``"micron"``, ``"\\u00B5m"``,
+        ``"um"``, ``"micrometer"``, a pint unit, ``None``...).
+
+    Returns
+    -------
+    str
+        ``"µm"`` (U+00B5), ``"nm"``, ``"mm"``, ``"cm"``, ``"m"``, ``"inch"``,
+        ``"Å"``, ``"s"``, ``"ms"``, ``"µs"``, ``"min"``, ``"h"`` or ``"pixel"``
+        for no physical unit; anything else is returned stripped, unchanged.
+
+    Examples
+    --------
+    >>> normalize_unit("micron"), normalize_unit("\\\\u00B5m"), normalize_unit(None)
+    ('µm', 'µm', 'pixel')
+    """
+    if unit is None:
+        return "pixel"
+    text = str(unit).strip()
+    return _UNIT_NAMES.get(text.lower(), _UNIT_NAMES.get(text, text))
+
+
+def _exact(value: float) -> Fraction:
+    """The decimal a float prints as, as an exact fraction (0.65 -> 13/20)."""
+    return Fraction(repr(float(value)))
+
+
+def _convert(value: Fraction | float, src: str, dst: str) -> float:
+    """Convert ``value`` from unit ``src`` to unit ``dst`` (same kind)."""
+    v = value if isinstance(value, Fraction) else _exact(value)
+    if src == dst:
+        return float(v)
+    for table in (_METRES, _SECONDS):
+        if src in table and dst in table:
+            return float(v * table[src] / table[dst])
+    raise ParameterError(f"cannot convert {src!r} to {dst!r}")
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_tiff(path: str | os.PathLike, *, lazy: bool | None = None) -> list[Volume]:
+    """Read a TIFF, OME-TIFF or ImageJ hyperstack into volumes with pixel sizes.
+
+    Parameters
+    ----------
+    path : str or path-like
+        TIFF file.  It is opened read-only and never modified.
+    lazy : bool, optional
+        Force (True) or forbid (False) lazy dask arrays.  By default a series
+        opens lazily when its decoded size exceeds :data:`LAZY_THRESHOLD_BYTES`.
+        Pyramidal series are always lazy.
+
+    Returns
+    -------
+    list of Volume
+        One per image series (associated thumbnail/label/macro images of
+        whole-slide files are left out and named in ``metadata``).  ``axes`` is
+        a subsequence of ``"TCZYXS"``; ``data`` is a numpy array, a dask array
+        (lazy) or a list of dask arrays (pyramid, full resolution first), dtype
+        as stored.  ``scale`` covers the axes other than C and S, in ``units``
+        (``"µm"`` for lengths whenever the file says so, ``"s"`` for time,
+        ``"pixel"`` when unknown).  ``metadata`` holds ``source_path``,
+        ``file_axes``, ``series_index``, ``pixel_size_source``, ``lazy`` and
+        the OME XML (``ome_xml``) or ImageJ dictionary (``imagej``).
+
+    Raises
+    ------
+    ReaderError
+        The path is missing, not a TIFF, truncated, damaged, or holds no image;
+        the message names the file and the problem.
+
+    Examples
+    --------
+    >>> vols = read_tiff("cells.ome.tif")            # doctest: +SKIP
+    >>> vols[0].axes, vols[0].scale, vols[0].units     # doctest: +SKIP
+    ('CZYX', (2.0, 0.5, 0.5), ('µm', 'µm', 'µm'))
+    """
+    import tifffile
+
+    p = Path(path)
+    if not p.exists():
+        raise ReaderError(f"{p}: file does not exist")
+    if not p.is_file():
+        raise ReaderError(f"{p}: is a folder, not a TIFF file")
+    size = p.stat().st_size
+    if size == 0:
+        raise ReaderError(f"{p}: the file is empty (0 bytes), not a TIFF image")
+
+    with _capture_tifffile_warnings() as warned:
+        try:
+            tf = tifffile.TiffFile(p)
+        except tifffile.TiffFileError as exc:
+            raise ReaderError(f"{p}: not a TIFF file or its header is damaged ({exc})") from exc
+        except MemoryError:
+            raise
+        except Exception as exc:  # struct.error, IndexError... from a damaged file
+            raise ReaderError(f"{p}: not a readable TIFF file, the file structure is damaged "
+                              f"({type(exc).__name__}: {exc})") from exc
+        try:
+            return _read_series(tf, p, size, lazy, warned)
+        except (ReaderError, MemoryError):
+            raise
+        except Exception as exc:
+            extra = f"; tifffile said: {'; '.join(warned[:3])}" if warned else ""
+            raise ReaderError(f"{p}: the TIFF file is damaged and cannot be read "
+                              f"({type(exc).__name__}: {exc}){extra}") from exc
+        finally:
+            # lazy arrays re-open the file on demand (tifffile's FileCache) and
+            # close it when they are garbage-collected; keep no handle open here.
+            tf.close()
+
+
+def _read_series(tf: Any, p: Path, size: int, lazy: bool | None, warned: list[str]) -> list[Volume]:
+    series = list(tf.series)
+    if not series or len(tf.pages) == 0:
+        why = f" ({'; '.join(warned[:3])})" if warned else ""
+        raise ReaderError(f"{p}: the TIFF file holds no readable image; its page directory "
+                          f"(IFD) is damaged or missing{why}")
+    associated: list[str] = []
+    if any(len(s.levels) > 1 for s in series) and len(series) > 1:
+        keep = [s for s in series if (s.name or "").strip().lower() not in _ASSOCIATED]
+        associated = [s.name for s in series if s not in keep]
+        series = keep
+
+    common = _file_metadata(tf, p)
+    ome_images = _ome_images(common.get("ome_xml"))
+    stem = p.name[: -len(".ome" + p.suffix)] if p.name.lower().endswith((".ome.tif", ".ome.tiff")) else p.stem
+    volumes = []
+    for index, s in enumerate(series):
+        _check_extent(s, size, p)
+        ome_px = _match_ome(ome_images, s, index, len(series))
+        vol = _series_volume(tf, s, p, lazy, ome_px, common)
+        vol.metadata["series_index"] = index
+        if associated:
+            vol.metadata["associated_images"] = associated
+        if warned:
+            vol.metadata["tiff_warnings"] = list(warned)
+        vol.name = stem if len(series) == 1 else f"{stem} [{s.name or index}]"
+        volumes.append(vol)
+    return volumes
+
+
+def _file_metadata(tf: Any, p: Path) -> dict[str, Any]:
+    meta: dict[str, Any] = {"source_path": str(p)}
+    if tf.is_ome and tf.ome_metadata:
+        meta["ome_xml"] = tf.ome_metadata
+    if tf.is_imagej and tf.imagej_metadata:
+        meta["imagej"] = dict(tf.imagej_metadata)
+    if tf.is_shaped and tf.shaped_metadata:
+        meta["shaped"] = dict(tf.shaped_metadata[0])
+    return meta
+
+
+def _series_volume(tf: Any, s: Any, p: Path, lazy: bool | None, ome_px: ET.Element | None,
+                   common: dict[str, Any]) -> Volume:
+    keyframe = s.keyframe
+    rgb = keyframe.photometric in (2, 6) and "S" in s.axes and s.shape[s.axes.index("S")] in (3, 4)
+    perm, shape, axes, folded = _plan_axes(s.axes, s.shape, rgb)
+
+    pyramid = len(s.levels) > 1
+    if pyramid:
+        # levels share the axes of level 0 and differ in Y/X (and possibly Z) sizes
+        data: Any = [_reshape(_lazy_level(s, i), perm, _plan_axes(lvl.axes, lvl.shape, rgb)[1])
+                     for i, lvl in enumerate(s.levels)]
+        is_lazy = True
+    else:
+        is_lazy = lazy if lazy is not None else s.nbytes > LAZY_THRESHOLD_BYTES
+        raw = _lazy_level(s, 0) if is_lazy else s.asarray()
+        data = _reshape(raw, perm, shape)
+
+    meta = dict(common)
+    meta.update(file_axes=s.axes, lazy=is_lazy, tiff_kind=s.kind, tiff_series_name=s.name)
+    scale, units, source = _pixel_size(tf, keyframe, axes, folded, ome_px, common)
+    meta["pixel_size_source"] = source
+    channel_names = None
+    if ome_px is not None and "C" in axes:
+        names = [c.get("Name") for c in ome_px.findall("{*}Channel")]
+        if len(names) == shape[axes.index("C")] and all(names):
+            channel_names = [str(n) for n in names]
+    return Volume(data=data, axes=axes, scale=scale, units=units, channel_names=channel_names,
+                  metadata=meta)
+
+
+def _plan_axes(file_axes: str, shape: Sequence[int], rgb: bool) -> tuple[list[int], tuple[int, ...], str, set[str]]:
+    """How to turn tifffile's series axes into canonical ``TCZYXS`` axes.
+
+    Returns the transpose permutation, the shape after folding, the new axes
+    string and the set of axes made of several file axes (their scale is 1).
+    """
+    targets: list[str] = []
+    for a in file_axes:
+        if a in "TCZYX":
+            targets.append(a)
+        elif a == "S":
+            targets.append("S" if rgb else "C")
+        else:
+            targets.append("?")
+    present = set(targets)
+    free = [a for a in ("Z", "T") if a not in present]
+    for i in range(len(targets) - 1, -1, -1):  # nearest to YX first
+        if targets[i] == "?":
+            targets[i] = free.pop(0) if free else "T"
+    groups: dict[str, list[int]] = {}
+    for i, a in enumerate(targets):
+        groups.setdefault(a, []).append(i)
+    axes = "".join(a for a in _CANONICAL if a in groups)
+    perm = [i for a in axes for i in groups[a]]
+    new_shape = tuple(int(np.prod([shape[i] for i in groups[a]])) for a in axes)
+    folded = {a for a in axes if len(groups[a]) > 1}
+    return perm, new_shape, axes, folded
+
+
+def _reshape(arr: Any, perm: list[int], shape: tuple[int, ...]) -> Any:
+    if perm != sorted(perm):
+        arr = arr.transpose(perm)
+    if tuple(arr.shape) != shape:
+        arr = arr.reshape(shape)
+    return arr
+
+
+def _lazy_level(s: Any, level: int) -> Any:
+    """Dask array over one resolution level, backed by tifffile's zarr store (no pixel read)."""
+    import dask.array as da
+    import zarr
+
+    lvl = s.levels[level]
+    key = lvl.keyframe
+    whole_pages = not key.is_tiled and key.nbytes <= _PAGE_CHUNK_BYTES
+    store = s.aszarr(level=level, chunkmode=2 if whole_pages else 0)
+    z = zarr.open_array(store, mode="r")
+    if tuple(z.shape) != tuple(lvl.shape):
+        raise ReaderError(f"zarr view of level {level} has shape {z.shape}, expected {lvl.shape}")
+    chunks = list(z.chunks)
+    if not whole_pages:
+        # group tiles/strips into chunks of about _TILE_GROUP_PX so that a large
+        # plane does not become hundreds of thousands of dask tasks
+        yi, xi = lvl.axes.index("Y"), lvl.axes.index("X")
+        for i in (yi, xi):
+            chunks[i] = min(lvl.shape[i], max(chunks[i], (_TILE_GROUP_PX // chunks[i]) * chunks[i]))
+    return da.from_zarr(z, chunks=tuple(chunks))
+
+
+def _check_extent(s: Any, size: int, p: Path) -> None:
+    """Fail early (before any lazy read) when image data lies beyond the end of the file."""
+    for level in s.levels:
+        if level.dataoffset is not None and level.keyframe.compression == 1:
+            end = level.dataoffset + level.nbytes
+        else:
+            end = 0
+            pages = level.pages
+            for page in (pages[0], pages[len(pages) - 1]) if len(pages) else ():
+                if page is None:
+                    continue
+                for off, cnt in zip(page.dataoffsets, page.databytecounts):
+                    if off:
+                        end = max(end, off + cnt)
+        if end > size:
+            raise ReaderError(f"{p}: the TIFF file is truncated: its image data runs to byte {end:,} "
+                              f"but the file has only {size:,} bytes (incomplete copy or download?)")
+
+
+# ---- OME
+
+def _ome_images(xml: str | None) -> list[ET.Element]:
+    if not xml:
+        return []
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        _log.warning("OME XML cannot be parsed; pixel sizes from OME are ignored")
+        return []
+    return [img for img in root.findall("{*}Image")]
+
+
+def _match_ome(images: list[ET.Element], s: Any, index: int, n_series: int) -> ET.Element | None:
+    """The OME ``Pixels`` element of series ``s``: by position when counts match, else by name."""
+    if not images:
+        return None
+    chosen = None
+    if len(images) == n_series:
+        chosen = images[index]
+    else:
+        named = [img for img in images if img.get("Name") == s.name]
+        if len(named) == 1:
+            chosen = named[0]
+    return None if chosen is None else chosen.find("{*}Pixels")
+
+
+# ---- pixel size
+
+def _pixel_size(tf: Any, page: Any, axes: str, folded: set[str], ome_px: ET.Element | None,
+                common: dict[str, Any]) -> tuple[tuple[float, ...], tuple[str, ...], str]:
+    """Scale and units of the world axes (``axes`` without C, S)."""
+    world = axes.replace("C", "").replace("S", "")
+    found: dict[str, tuple[float, str]] = {}
+    source = "none"
+
+    shaped = common.get("shaped") or {}
+    if isinstance(shaped.get("scale"), list) and isinstance(shaped.get("units"), list) \
+            and isinstance(shaped.get("axes"), str):
+        # written by write_labels_tiff for dtypes ImageJ cannot hold
+        for a, v, u in zip(shaped["axes"], shaped["scale"], shaped["units"]):
+            found[a] = (float(v), normalize_unit(u))
+        source = "napari-medseg"
+    elif ome_px is not None:
+        for a, attr, default in (("X", "PhysicalSizeX", "µm"), ("Y", "PhysicalSizeY", "µm"),
+                                 ("Z", "PhysicalSizeZ", "µm"), ("T", "TimeIncrement", "s")):
+            v = _positive(ome_px.get(attr))
+            if v is not None:
+                found[a] = (v, normalize_unit(ome_px.get(attr + "Unit", default)))
+        source = "ome" if found else "none"
+    elif tf.is_imagej:
+        ij = common.get("imagej") or {}
+        unit = ij.get("unit")
+        if unit is not None:
+            xy = _resolution_sizes(page)
+            if xy is not None:
+                found["X"] = (xy[0], normalize_unit(unit))
+                found["Y"] = (xy[1], normalize_unit(ij.get("yunit", unit)))
+            sp = _positive(ij.get("spacing"))
+            if sp is not None:
+                found["Z"] = (sp, normalize_unit(ij.get("zunit", unit)))
+        fps = _positive(ij.get("fps"))
+        fi = _positive(ij.get("finterval")) or (1 / fps if fps else None)
+        if fi is not None:
+            found["T"] = (fi, normalize_unit(ij.get("tunit", "s")))
+        source = "imagej" if found else "none"
+    if not found.keys() & {"X", "Y"} and source != "napari-medseg":
+        xy_um = _plain_resolution_um(page)
+        if xy_um is not None:
+            found["X"], found["Y"] = (xy_um[0], "µm"), (xy_um[1], "µm")
+            source = "resolution_tags" if source == "none" else source
+
+    # one length unit for Z/Y/X (napari compares scale numbers across axes)
+    ref = found.get("X", found.get("Y", (None, None)))[1]
+    if ref in _METRES:
+        for a in "ZY":
+            if a in found and found[a][1] in _METRES and found[a][1] != ref:
+                found[a] = (_convert(found[a][0], found[a][1], ref), ref)
+    scale, units = [], []
+    for a in world:
+        if a in found and a not in folded:
+            scale.append(found[a][0])
+            units.append(found[a][1])
+        else:
+            scale.append(1.0)
+            units.append("pixel")
+    return tuple(scale), tuple(units), source
+
+
+def _positive(value: Any) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) and v > 0 else None
+
+
+def _resolution_fractions(page: Any) -> tuple[Fraction, Fraction] | None:
+    """Pixel size (unit per pixel) along X and Y from the resolution tags, exactly."""
+    out = []
+    for code in (282, 283):
+        v = page.tags.valueof(code)
+        if v is None:
+            return None
+        try:
+            n, d = (int(v[0]), int(v[1])) if isinstance(v, (tuple, list)) else Fraction(float(v)).as_integer_ratio()
+        except (TypeError, ValueError, OverflowError):
+            return None
+        if n <= 0 or d <= 0:
+            return None
+        out.append(Fraction(d, n))
+    return out[0], out[1]
+
+
+def _resolution_sizes(page: Any) -> tuple[float, float] | None:
+    fr = _resolution_fractions(page)
+    return None if fr is None else (float(fr[0]), float(fr[1]))
+
+
+def _plain_resolution_um(page: Any) -> tuple[float, float] | None:
+    """µm per pixel from XResolution/YResolution in inch, cm, mm or µm; None if absent or meaningless."""
+    fr = _resolution_fractions(page)
+    if fr is None:
+        return None
+    unit = {2: "inch", 3: "cm", 4: "mm", 5: "µm"}.get(int(page.tags.valueof(296, default=2)))
+    if unit is None:  # ResolutionUnit NONE: aspect ratio only, no physical size
+        return None
+    if unit == "inch" and all(float(1 / f) in _SCREEN_DPI for f in fr):
+        return None  # 72/96 dpi: a screen default written by image software, not a pixel size
+    return _convert(fr[0], unit, "µm"), _convert(fr[1], unit, "µm")
+
+
+# ---- tifffile warnings
+
+@contextlib.contextmanager
+def _capture_tifffile_warnings() -> Iterator[list[str]]:
+    """Collect tifffile's logged warnings (damaged IFDs...) to put them in error messages."""
+    messages: list[str] = []
+
+    class _Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(record.getMessage()[:200])
+
+    logger = logging.getLogger("tifffile")
+    handler = _Collect(level=logging.WARNING)
+    logger.addHandler(handler)
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def write_labels_tiff(path: str | os.PathLike, labels: Any, scale: Sequence[float] | None = None,
+                      units: Sequence[Any] | str | None = None, axes: str | None = None) -> Path:
+    """Write a label image with its pixel size as a TIFF that :func:`read_tiff` reads back exactly.
+
+    uint8 and uint16 labels are written as an ImageJ hyperstack (axes in
+    ImageJ's ``TZYX`` order, resolution tags + ImageJ ``unit``, ``spacing``
+    and ``finterval``), which ImageJ/Fiji open with their calibration.  Labels
+    that need uint32/uint64, or whose units ImageJ cannot express (e.g.
+    Z in µm but X/Y in pixels), are written as a zlib-compressed TIFF whose
+    JSON description holds ``axes``, ``scale`` and ``units``, with resolution
+    tags in centimetres for other readers.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Destination file (``.tif``).  Written to a temporary file in the same
+        folder, then renamed over ``path``: a failure never leaves a partial
+        file, and an existing file is replaced only once the new one is
+        complete.
+    labels : array-like of int or bool
+        Label ids, 0 = background.  numpy, dask or zarr; 2 to 4 dimensions.
+        uint8/uint16/uint32 are kept; other integer types become the smallest
+        unsigned type holding the largest id.  Negative ids are refused.
+    scale : sequence of float, optional
+        Pixel step along each axis of ``labels`` in ``units`` (default 1).
+    units : str or sequence, optional
+        Unit of each axis (``"µm"``, ``"micrometer"``, pint units, ``"s"`` for
+        T...), or one unit for all non-T axes.  Default ``"pixel"``.
+    axes : str, optional
+        Letters from ``TZYX`` ending in ``YX``; default ``YX``, ``ZYX`` or
+        ``TZYX`` by dimension.
+
+    Returns
+    -------
+    Path
+        The written file.
+
+    Raises
+    ------
+    ParameterError
+        Negative, non-integer or too many dimensions in the labels, or
+        inconsistent ``scale``/``units``/``axes``.
+    """
+    import tifffile
+
+    p = Path(path)
+    arr = labels
+    if not hasattr(arr, "shape") or not hasattr(arr, "dtype"):
+        arr = np.asarray(arr)
+    ndim = len(arr.shape)
+    axes = _label_axes(axes, ndim)
+    scale_t = _label_scale(scale, ndim)
+    units_t = _label_units(units, axes)
+    dtype = _label_dtype(arr)
+
+    imagej_meta = _imagej_calibration(axes, scale_t, units_t) if dtype in (np.uint8, np.uint16) else None
+    if imagej_meta is not None:
+        order = [axes.index(a) for a in "TZYX" if a in axes]
+        out_axes = "".join(axes[i] for i in order)
+        sx, sy = scale_t[axes.index("X")], scale_t[axes.index("Y")]
+        kwargs: dict[str, Any] = dict(imagej=True, metadata={"axes": out_axes, **imagej_meta},
+                                      resolution=(_rational(1 / _exact(sx)), _rational(1 / _exact(sy))))
+    else:
+        order = list(range(ndim))
+        kwargs = dict(compression="zlib", metadata={"axes": axes, "scale": list(scale_t), "units": list(units_t)})
+        ix, iy = axes.index("X"), axes.index("Y")
+        if units_t[ix] in _METRES and units_t[iy] in _METRES:
+            kwargs["resolution"] = (_rational(1 / _exact(_convert(scale_t[ix], units_t[ix], "cm"))),
+                                    _rational(1 / _exact(_convert(scale_t[iy], units_t[iy], "cm"))))
+            kwargs["resolutionunit"] = tifffile.RESUNIT.CENTIMETER
+        else:
+            kwargs["resolutionunit"] = tifffile.RESUNIT.NONE
+
+    if order != list(range(ndim)):
+        arr = arr.transpose(order)
+    shape = tuple(int(n) for n in arr.shape)
+    data: Any
+    if isinstance(arr, np.ndarray):
+        data = arr.astype(dtype, copy=False)
+    else:  # dask/zarr: one plane at a time, memory bounded by a plane
+        data = _planes(arr, dtype)
+        kwargs.update(shape=shape, dtype=dtype)
+
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".part", dir=p.parent)
+    os.close(fd)
+    try:
+        tifffile.imwrite(tmp, data, **kwargs)
+        os.replace(tmp, p)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return p
+
+
+def _label_axes(axes: str | None, ndim: int) -> str:
+    if axes is None:
+        defaults = {2: "YX", 3: "ZYX", 4: "TZYX"}
+        if ndim not in defaults:
+            raise ParameterError(f"labels have {ndim} dimensions; only 2 (YX), 3 (ZYX) or 4 (TZYX) "
+                                 "can be written, pass axes for other layouts")
+        return defaults[ndim]
+    axes = str(axes).upper()
+    if len(axes) != ndim or len(set(axes)) != ndim or not set(axes) <= set("TZYX") \
+            or not axes.endswith("YX"):
+        raise ParameterError(f"axes {axes!r} do not fit labels with {ndim} dimensions: use distinct "
+                             "letters from T, Z, Y, X ending in 'YX'")
+    return axes
+
+
+def _label_scale(scale: Sequence[float] | None, ndim: int) -> tuple[float, ...]:
+    if scale is None:
+        return (1.0,) * ndim
+    vals = tuple(float(s) for s in scale)
+    if len(vals) != ndim or not all(math.isfinite(v) and v > 0 for v in vals):
+        raise ParameterError(f"scale {scale!r} must hold {ndim} positive numbers, one per axis")
+    return vals
+
+
+def _label_units(units: Sequence[Any] | str | None, axes: str) -> tuple[str, ...]:
+    if units is None:
+        return ("pixel",) * len(axes)
+    if isinstance(units, str) or not isinstance(units, Sequence):
+        u = normalize_unit(units)
+        return tuple("pixel" if a == "T" else u for a in axes)
+    out = tuple(normalize_unit(u) for u in units)
+    if len(out) != len(axes):
+        raise ParameterError(f"units {tuple(units)!r} must have {len(axes)} entries, one per axis {axes!r}")
+    return out
+
+
+def _label_dtype(arr: Any) -> np.dtype:
+    dt = np.dtype(arr.dtype)
+    if dt == np.bool_:
+        return np.dtype(np.uint8)
+    if dt.kind not in "iu":
+        raise ParameterError(f"labels must be integers (got dtype {dt}); round or cast them first")
+    if dt in (np.uint8, np.uint16, np.uint32):
+        return dt
+    lo, hi = _min_max(arr)
+    if lo < 0:
+        raise ParameterError(f"labels contain negative ids (minimum {lo}); label ids must be >= 0")
+    for cand in (np.uint8, np.uint16, np.uint32, np.uint64):
+        if hi <= np.iinfo(cand).max:
+            return np.dtype(cand)
+    raise ParameterError(f"largest label id {hi} does not fit in uint64")  # pragma: no cover
+
+
+def _min_max(arr: Any) -> tuple[int, int]:
+    if arr.size == 0:
+        return 0, 0
+    if isinstance(arr, np.ndarray):
+        return int(arr.min()), int(arr.max())
+    try:
+        import dask.array as da
+
+        if isinstance(arr, da.Array):
+            lo, hi = da.compute(arr.min(), arr.max())
+            return int(lo), int(hi)
+    except ImportError:  # pragma: no cover
+        pass
+    lo, hi = None, None
+    for plane in _planes(arr, None):
+        a, b = int(plane.min()), int(plane.max())
+        lo = a if lo is None else min(lo, a)
+        hi = b if hi is None else max(hi, b)
+    return int(lo or 0), int(hi or 0)
+
+
+def _planes(arr: Any, dtype: np.dtype | None) -> Iterator[np.ndarray]:
+    for idx in np.ndindex(*arr.shape[:-2]):
+        plane = np.asarray(arr[idx])
+        yield plane if dtype is None else plane.astype(dtype, copy=False)
+
+
+def _imagej_calibration(axes: str, scale: tuple[float, ...], units: tuple[str, ...]) -> dict[str, Any] | None:
+    """ImageJ description items for this calibration, or None if ImageJ cannot express it."""
+    s = dict(zip(axes, scale))
+    u = dict(zip(axes, units))
+    xy = u["X"]
+    if u["Y"] != xy:
+        return None
+    meta: dict[str, Any] = {}
+    if xy != "pixel":
+        if xy not in _METRES:
+            return None
+        meta["unit"] = _IMAGEJ_UNIT.get(xy, xy)
+    if "Z" in s:
+        if u["Z"] == xy:
+            meta["spacing"] = s["Z"]
+        elif u["Z"] in _METRES and xy in _METRES:
+            meta["spacing"] = _convert(s["Z"], u["Z"], xy)
+        else:
+            return None
+    if "T" in s:
+        if u["T"] in _SECONDS:
+            meta["finterval"] = _convert(s["T"], u["T"], "s")
+        elif not (u["T"] == "pixel" and s["T"] == 1.0):
+            return None
+    if xy == "pixel" and (s["X"] != 1.0 or s["Y"] != 1.0 or s.get("Z", 1.0) != 1.0):
+        return None  # a relative scale without unit: keep it exactly in the JSON form
+    return meta
+
+
+def _rational(value: Fraction) -> tuple[int, int]:
+    """TIFF RATIONAL (two uint32) closest to ``value``."""
+    limit = 2**32 - 1
+    f = value
+    if f.numerator > limit or f.denominator > limit:
+        # cap the denominator so that the numerator also stays below 2**32
+        f = f.limit_denominator(max(1, int(limit / max(f, Fraction(1)))))
+    return f.numerator, f.denominator
