@@ -1,0 +1,567 @@
+"""Segment an image with a U-Net model: tiles -> network -> labels, as a generator.
+
+:func:`segment_iter` yields :class:`~napari_medseg.progress.Progress` once per
+tile batch and once per post-processing block, and returns a
+:class:`SegmentResult`.  The napari widget runs it in a thread worker, the CLI
+drains it under a tqdm bar, :func:`napari_medseg.segment` drains it quietly.
+
+Pipeline (memory grows with the tile and one band of blocks, not the image):
+
+1. Read tiles (core + halo, mirror-padded) from the array-like image,
+   normalise them with per-channel limits estimated on a subsample.
+2. Run the network on batches of tiles (autocast on GPUs; CUDA out-of-memory
+   halves the batch, then falls back to the CPU with a warning), optionally
+   resampling each tile to the model's pixel size and back.
+3. ``instance`` models: keep each tile core's foreground / distance
+   probabilities (float16) until every post-processing block that needs them
+   is done; each block (core + halo larger than the largest object) goes
+   through :func:`~napari_medseg.inference.instances.instances_from_maps` and
+   is stitched by the centroid rule (:mod:`.stitch`).  ``semantic`` models:
+   the arg-max of each tile core is written directly.
+4. Labels are assembled in a private store (RAM, or a temporary zarr on disk
+   for huge images when ``out`` is given) and copied into ``out`` only after
+   the last yield: a cancelled run leaves ``out`` untouched.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+import warnings
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import ModelError, ParameterError
+from ..progress import CancelToken, Progress
+from .stitch import DISK_STAGING_BYTES, LabelStore, plan_blocks, stitch_block
+from .tiling import ArraySource, TileGrid, read_batch, tile_batches, unet_receptive_radius
+
+#: Largest tile edge (pixels) by model dimensionality when ``tile_size`` is None.
+DEFAULT_TILE = {2: 1024, 3: 128}
+#: Largest post-processing block core edge by dimensionality.
+DEFAULT_BLOCK = {2: 2048, 3: 192}
+#: Largest object diameter (model pixels) when the card does not say.
+DEFAULT_MAX_OBJECT = {2: 64, 3: 32}
+#: Relative pixel-size mismatch above which tiles are resampled.
+RESAMPLE_TOLERANCE = 0.05
+
+
+@dataclass
+class SegmentResult:
+    """What :func:`segment_iter` returns.
+
+    Attributes
+    ----------
+    labels : ndarray or array-like
+        ``(Z,) Y, X`` labels on the image grid, 0 background.  Instance models:
+        object ids consecutive from 1, uint16 (uint32 past 65534 objects).
+        Semantic models: class index (uint16).  ``out`` itself when given.
+    probabilities : ndarray of float16 or None
+        ``(K, (Z,) Y, X)`` when asked for: instance models ``[foreground,
+        distance]`` (sigmoid), semantic models per-class softmax.
+    device : str
+        Device that ran the network (``"cpu"``, ``"cuda"``...).
+    device_reason : str
+        Why (and any fallback that happened).
+    model_name : str
+    timings : dict
+        Seconds per stage (``load``, ``normalize``, ``read``, ``network``,
+        ``postprocess``, ``write``, ``total``).
+    info : dict
+        Tiling plan, object count, batch size actually used.
+    """
+
+    labels: Any
+    probabilities: np.ndarray | None
+    device: str
+    device_reason: str
+    model_name: str
+    timings: dict
+    info: dict = field(default_factory=dict)
+
+
+def infer_axes(shape: Sequence[int]) -> str:
+    """Axes of an image from its shape alone.
+
+    2D -> ``YX``; 3D with a last axis of 3 or 4 -> ``YXS`` (RGB/RGBA);
+    other 3D -> ``ZYX``; 4D with a last axis of 3 or 4 -> ``ZYXS``.
+    Anything else needs explicit ``axes``.
+    """
+    nd = len(shape)
+    if nd == 2:
+        return "YX"
+    if nd == 3:
+        return "YXS" if shape[-1] in (3, 4) else "ZYX"
+    if nd == 4 and shape[-1] in (3, 4):
+        return "ZYXS"
+    raise ParameterError(
+        f"cannot guess the axes of an image of shape {tuple(shape)}; pass axes= (e.g. 'CYX', 'ZCYX', 'ZYX')"
+    )
+
+
+def _check_axes(axes: str, ndim: int) -> str:
+    axes = axes.upper()
+    if len(axes) != ndim:
+        raise ParameterError(f"axes {axes!r} have {len(axes)} letters for an image with {ndim} dimensions")
+    if "T" in axes:
+        raise ParameterError("segment one time point at a time: select an index along T first")
+    bad = set(axes) - set("ZYXCS")
+    if bad or len(set(axes)) != len(axes) or not {"Y", "X"} <= set(axes) or ("C" in axes and "S" in axes):
+        raise ParameterError(f"axes {axes!r} must use each of Z, Y, X, C (or S) at most once and include Y and X")
+    return axes
+
+
+def segment_iter(
+    image,
+    model="auto",
+    *,
+    axes: str | None = None,
+    scale: Sequence[float] | None = None,
+    device="auto",
+    tile_size: int | Sequence[int] | None = None,
+    batch_size: int | None = None,
+    return_probabilities: bool = False,
+    cancel: CancelToken | None = None,
+    out=None,
+    halo: int | Sequence[int] | None = None,
+    postprocess: dict | None = None,
+) -> Generator[Progress, None, SegmentResult]:
+    """Segment an image, yielding progress; returns a :class:`SegmentResult`.
+
+    Parameters
+    ----------
+    image : array-like or Volume
+        numpy, dask, zarr or ``np.memmap`` array (read tile by tile, never
+        loaded whole), or a :class:`~napari_medseg.volume.Volume` (its axes
+        and scale are used).
+    model : str or path
+        Model name (``"nuclei"``, see :func:`napari_medseg.list_models`), a
+        model folder, or ``"auto"``: ``nuclei-he`` for RGB images, ``nuclei``
+        for grey ones.
+    axes : str, optional
+        One letter per image axis from ``Z Y X C S`` (``S``: RGB samples,
+        last).  None guesses from the shape (see :func:`infer_axes`).  A 2D
+        model on a ``Z`` stack segments each plane.
+    scale : sequence of float, optional
+        Physical pixel size per spatial axis of the image (Z, Y, X order, in
+        the model card's ``pixel_unit``).  When the card has a pixel size and
+        they differ by more than 5 %, tiles are resampled to the model's
+        pixel size and the output back to the image grid.
+    device : {"auto", "cpu", "cuda", "mps"}
+        See :func:`napari_medseg.models.device.select_device`.
+    tile_size : int or sequence of int, optional
+        Largest tile edge per model axis (pixels, including the halo); default
+        1024 (2D) / 128 (3D).  Smaller tiles use less memory.
+    batch_size : int, optional
+        Tiles per forward pass; default 1 on CPU, 4 (2D) / 2 (3D) on GPU.
+    return_probabilities : bool
+        Also return the full-size probability maps (float16).
+    cancel : CancelToken, optional
+        Checked before each tile batch and block; raises
+        :class:`~napari_medseg.progress.Cancelled`.
+    out : array-like, optional
+        Integer array of the image's spatial shape (numpy, ``np.memmap``,
+        zarr) to receive the labels; written only once everything succeeded.
+    halo : int or sequence of int, optional
+        Tile margin in model pixels.  Default: the network's receptive-field
+        radius (exact, tiling-independent output) in 2D; in 3D at most a
+        quarter of the tile.
+    postprocess : dict, optional
+        Overrides of the card's ``output.postprocess`` (``fg_threshold``,
+        ``seed_threshold``, ``min_size`` in pixels, ``max_object_size``,
+        ``block_size``).
+
+    Yields
+    ------
+    Progress
+        ``info["stage"]`` is ``"network"``, ``"postprocess"`` or ``"write"``.
+
+    Returns
+    -------
+    SegmentResult
+
+    Raises
+    ------
+    ParameterError, ModelError
+        Bad arguments or a model that does not fit the image.
+    Cancelled
+        When ``cancel`` was set.
+    """
+    import torch
+
+    from ..models.cache import get_model
+    from ..models.device import configure_cpu_threads, select_device
+    from ..models.registry import default_model_for, resolve_model
+    from .normalize import normalization_limits
+
+    t_start = time.perf_counter()
+    timings = dict.fromkeys(("load", "normalize", "read", "network", "postprocess", "write"), 0.0)
+
+    # ---- the image -------------------------------------------------------
+    if hasattr(image, "data") and hasattr(image, "axes") and hasattr(image, "world_axes"):  # a Volume
+        vol = image
+        image = vol.data[0] if isinstance(vol.data, list) else vol.data
+        axes = axes or vol.axes
+        if scale is None and vol.scale is not None:
+            scale = [s for s, a in zip(vol.scale, vol.world_axes) if a in "ZYX"]
+    if not hasattr(image, "shape") or not hasattr(image, "__getitem__"):
+        image = np.asarray(image)
+    shape = tuple(int(s) for s in image.shape)
+    axes = _check_axes(axes if axes is not None else infer_axes(shape), len(shape))
+    spatial_axes = "".join(a for a in axes if a in "ZYX")
+    spatial_shape = tuple(shape[axes.index(a)] for a in spatial_axes)
+    if min(spatial_shape) < 1:
+        raise ParameterError(f"the image is empty (shape {shape})")
+    ch_axis = next((i for i, a in enumerate(axes) if a in "CS"), None)
+    n_img_ch = 1 if ch_axis is None else shape[ch_axis]
+    is_rgb = "S" in axes and n_img_ch in (3, 4)
+    if scale is not None:
+        scale = [float(s) for s in scale]
+        if len(scale) != len(spatial_axes):
+            raise ParameterError(f"scale {tuple(scale)} needs one value per spatial axis {spatial_axes!r}")
+        if any(not (s > 0 and math.isfinite(s)) for s in scale):
+            raise ParameterError(f"scale {tuple(scale)} must be positive")
+    if out is not None:
+        if tuple(out.shape) != spatial_shape:
+            raise ParameterError(f"out has shape {tuple(out.shape)}; the labels need {spatial_shape} ({spatial_axes})")
+        if not np.issubdtype(np.dtype(out.dtype), np.integer):
+            raise ParameterError(f"out must have an integer dtype, not {out.dtype}")
+    if cancel is not None:
+        cancel.raise_if_cancelled()
+
+    # ---- the model -------------------------------------------------------
+    if isinstance(model, str) and model == "auto":
+        name = default_model_for(is_rgb)
+        if name is None:
+            raise ModelError(
+                f"no installed model takes {'RGB' if is_rgb else 'single-channel'} images; "
+                "give a model name or folder (see `medseg models`)"
+            )
+        model = name
+    info = resolve_model(model)
+    card = info.card
+    if card.kind not in ("instance", "semantic"):
+        raise ModelError(f"model {card.name!r} is a {card.kind!r} model; segmentation needs 'instance' or 'semantic'")
+    mdims = card.dims
+    if mdims > len(spatial_axes):
+        raise ModelError(f"model {card.name!r} is {mdims}D but the image has only the spatial axes {spatial_axes!r}")
+    if mdims == 3 and spatial_axes != "ZYX":
+        raise ModelError(f"3D model {card.name!r} needs Z, Y and X axes; the image has {spatial_axes!r}")
+    m_ch = card.in_channels
+    channels = None
+    if n_img_ch != m_ch:
+        if is_rgb and n_img_ch == 4 and m_ch == 3:
+            channels = [0, 1, 2]  # drop alpha
+        else:
+            what = "RGB" if is_rgb else f"{n_img_ch}-channel"
+            raise ModelError(
+                f"model {card.name!r} takes {m_ch}-channel ({card.input.get('color', '?')}) images but this is a "
+                f"{what} image (axes {axes!r}); choose a matching model or pick the channel(s) first"
+            )
+
+    t = time.perf_counter()
+    dev, reason = select_device(device)
+    if dev.type == "cpu":
+        configure_cpu_threads()
+    net, card = get_model(info.path, dev)
+    timings["load"] = time.perf_counter() - t
+
+    # ---- plan: zoom, tiles, blocks --------------------------------------
+    n_extra = len(spatial_axes) - mdims  # leading axes (Z) handled plane by plane
+    zoom = [1.0] * mdims
+    if card.pixel_size is not None and scale is not None:
+        if len(card.pixel_size) != mdims:
+            raise ModelError(f"model {card.name!r}: pixel_size {card.pixel_size} needs {mdims} values")
+        zoom = [s / p for s, p in zip(scale[n_extra:], card.pixel_size)]
+    resample = any(abs(z - 1.0) > RESAMPLE_TOLERANCE for z in zoom)
+    if not resample:
+        zoom = [1.0] * mdims
+    d = int(net.divisor)
+    if tile_size is None:
+        tmax = [DEFAULT_TILE[mdims]] * mdims
+    else:
+        tmax = [int(tile_size)] * mdims if np.isscalar(tile_size) else [int(v) for v in tile_size]
+        if len(tmax) != mdims:
+            raise ParameterError(f"tile_size {tuple(tmax)} needs one value per model axis ({mdims})")
+        if any(v < d for v in tmax):
+            raise ParameterError(f"tile_size {tuple(tmax)} must be at least {d} (the network's divisor)")
+    rf = unet_receptive_radius(int(card.architecture.get("depth", 4)))
+    if halo is None:
+        hal = [min(rf, (v // 4) // d * d) if mdims == 3 else rf for v in tmax]
+    else:
+        hal = [int(halo)] * mdims if np.isscalar(halo) else [int(v) for v in halo]
+        if len(hal) != mdims:
+            raise ParameterError(f"halo {tuple(hal)} needs one value per model axis ({mdims})")
+    if resample:  # plan in image pixels; tiles are resized to multiples of d
+        g_tile = [max(1, int(v / z)) for v, z in zip(tmax, zoom)]
+        g_halo = [math.ceil(h / z) for h, z in zip(hal, zoom)]
+        g_div = [1] * mdims
+    else:
+        g_tile, g_halo, g_div = tmax, hal, [d] * mdims
+    grid = TileGrid(spatial_shape, [1] * n_extra + g_tile, [0] * n_extra + g_halo, [1] * n_extra + g_div)
+    model_tile = None
+    if resample:
+        model_tile = [max(d, int(round(t * z / d)) * d) for t, z in zip(grid.tile_shape[n_extra:], zoom)]
+
+    if batch_size is None:
+        batch_size = 1 if dev.type == "cpu" else (4 if mdims == 2 else 2)
+    batch_size = int(batch_size)
+    if batch_size < 1:
+        raise ParameterError(f"batch_size must be >= 1, got {batch_size}")
+
+    pp = {"fg_threshold": 0.5, "seed_threshold": 0.5, "min_size": 16}
+    pp.update({k: v for k, v in (card.output.get("postprocess") or {}).items()})
+    pp.update(postprocess or {})
+    instance = card.kind == "instance"
+    max_obj = float(pp.pop("max_object_size", DEFAULT_MAX_OBJECT[mdims]))
+    block = pp.pop("block_size", DEFAULT_BLOCK[mdims])
+    pp = {k: pp[k] for k in ("fg_threshold", "seed_threshold", "min_size") if k in pp}
+    if "min_size" in pp:  # card sizes are in model pixels
+        pp["min_size"] = float(pp["min_size"]) / float(np.prod(zoom))
+    blk_shape = [1] * n_extra + ([int(block)] * mdims if np.isscalar(block) else [int(b) for b in block])
+    blk_halo = [0] * n_extra + [math.ceil(max_obj / z) for z in zoom]
+
+    # ---- normalisation ---------------------------------------------------
+    t = time.perf_counter()
+    low, high = normalization_limits(image, axes, card.input.get("normalization"), channels)
+    source = ArraySource(image, axes, channels, low, high)
+    timings["normalize"] = time.perf_counter() - t
+
+    predictor = _Predictor(info.path, net, card, dev, reason, batch_size, n_extra, model_tile)
+    tiles_all = list(grid)
+    batches = tile_batches(grid, batch_size)
+    blocks = plan_blocks(spatial_shape, blk_shape, blk_halo) if instance else []
+    needs, ready_at, refs = _block_tiles(grid, blocks)
+    order = sorted(range(len(blocks)), key=lambda i: (ready_at[i], i))
+    n_out = 2 if instance else int(card.architecture["out_channels"])
+    probs = np.zeros((n_out, *spatial_shape), np.float16) if return_probabilities else None
+
+    n_px = int(np.prod(spatial_shape))
+    on_disk = out is not None and n_px * 2 > DISK_STAGING_BYTES
+    store = LabelStore(spatial_shape, on_disk=on_disk, chunks=[min(b, 1024) for b in blk_shape])
+    total = len(batches) + len(blocks) + 1
+    step = 0
+    next_id = 1
+    cache: dict[int, np.ndarray] = {}
+    core_crop = tuple(slice(h, h + c) for h, c in zip(grid.halo, grid.core_shape))
+    try:
+        bi = 0
+        for k, tiles in enumerate(batches):
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            t = time.perf_counter()
+            x = read_batch(source, grid, tiles)
+            timings["read"] += time.perf_counter() - t
+            t = time.perf_counter()
+            y = predictor(x, core_crop)
+            timings["network"] += time.perf_counter() - t
+            t = time.perf_counter()
+            for i, tile in enumerate(tiles):
+                sub = (slice(None), *(slice(0, s.stop - s.start) for s in tile.core))
+                c = y[i][sub]
+                if probs is not None:
+                    probs[(slice(None), *tile.core)] = c
+                if instance:
+                    cache[tile.index] = c.astype(np.float16)
+                else:
+                    store.write(tile.core, np.argmax(c, axis=0).astype(store.array.dtype))
+            timings["write"] += time.perf_counter() - t
+            step += 1
+            yield Progress(step, total, f"network: tile batch {k + 1}/{len(batches)}",
+                           {"stage": "network", "device": predictor.device.type})
+            last = tiles[-1].index
+            while bi < len(order) and ready_at[order[bi]] <= last:
+                if cancel is not None:
+                    cancel.raise_if_cancelled()
+                b = blocks[order[bi]]
+                t = time.perf_counter()
+                fg, dist = _assemble(b.region, needs[b.index], tiles_all, cache)
+                for ti in needs[b.index]:
+                    refs[ti] -= 1
+                    if refs[ti] == 0:
+                        del cache[ti]
+                lab = _instances(fg, dist, n_extra, pp)
+                del fg, dist
+                next_id = stitch_block(store, b, lab, next_id)
+                timings["postprocess"] += time.perf_counter() - t
+                bi += 1
+                step += 1
+                yield Progress(step, total, f"objects: block {bi}/{len(blocks)}",
+                               {"stage": "postprocess", "objects": next_id - 1})
+        n_labels = next_id - 1 if instance else n_out - 1
+        if out is not None and n_labels > np.iinfo(np.dtype(out.dtype)).max:
+            raise ParameterError(f"{n_labels} labels do not fit in out's dtype {out.dtype}; use uint32")
+        yield Progress(total - 1, total, "writing labels", {"stage": "write"})
+        # no yield after this point: out is only written by a run that finishes
+        t = time.perf_counter()
+        labels = store.commit(out, n_labels, blk_shape)
+        timings["write"] += time.perf_counter() - t
+    finally:
+        store.close()
+        cache.clear()
+    timings["total"] = time.perf_counter() - t_start
+    res_info = {
+        "grid": repr(grid), "tiles": len(grid), "tile_shape": grid.tile_shape, "halo": grid.halo,
+        "batch_size": predictor.max_batch, "blocks": len(blocks), "resampled": resample, "zoom": zoom,
+        "n_labels": n_labels, "megapixels": n_px / 1e6, "threads": torch.get_num_threads(),
+    }
+    return SegmentResult(labels, probs, predictor.device.type, predictor.reason, card.name, timings, res_info)
+
+
+def _block_tiles(grid: TileGrid, blocks) -> tuple[list[list[int]], list[int], dict[int, int]]:
+    """For each block: tiles whose core meets its region, the last one in raster order; tile ref counts."""
+    needs, ready, refs = [], [], {}
+    for b in blocks:
+        ranges = [range(r.start // c, (r.stop - 1) // c + 1) for r, c in zip(b.region, grid.core_shape)]
+        idx = [int(np.ravel_multi_index(pos, grid.counts)) for pos in itertools.product(*ranges)]
+        needs.append(idx)
+        ready.append(max(idx))
+        for i in idx:
+            refs[i] = refs.get(i, 0) + 1
+    return needs, ready, refs
+
+
+def _assemble(region, tile_ids, tiles, cache) -> tuple[np.ndarray, np.ndarray]:
+    """Foreground and distance maps (float32) of ``region`` from cached tile cores."""
+    shape = tuple(s.stop - s.start for s in region)
+    fg = np.empty(shape, np.float32)
+    dist = np.empty(shape, np.float32)
+    for ti in tile_ids:
+        core = tiles[ti].core
+        lo = [max(c.start, r.start) for c, r in zip(core, region)]
+        hi = [min(c.stop, r.stop) for c, r in zip(core, region)]
+        if any(a >= b for a, b in zip(lo, hi)):
+            continue
+        src = tuple(slice(a - c.start, b - c.start) for a, b, c in zip(lo, hi, core))
+        dst = tuple(slice(a - r.start, b - r.start) for a, b, r in zip(lo, hi, region))
+        block = cache[ti]
+        fg[dst] = block[(0, *src)]
+        dist[dst] = block[(1, *src)]
+    return fg, dist
+
+
+def _instances(fg: np.ndarray, dist: np.ndarray, n_extra: int, pp: dict) -> np.ndarray:
+    """instances_from_maps on a region; a 2D model's plane is labelled in 2D."""
+    from .instances import instances_from_maps
+
+    if n_extra:
+        lead = fg.shape[:n_extra]
+        if int(np.prod(lead)) != 1:  # blocks are one plane thick along leading axes
+            raise AssertionError(f"post-processing block spans {lead} planes")
+        lab = instances_from_maps(fg.reshape(fg.shape[n_extra:]), dist.reshape(dist.shape[n_extra:]), **pp)
+        return lab.reshape(fg.shape)
+    return instances_from_maps(fg, dist, **pp)
+
+
+class _Predictor:
+    """Runs the network on numpy tile batches on a device, with OOM fallbacks.
+
+    ``__call__(x, crop)`` takes ``(B, C, *tile)`` float32 and returns the
+    activated outputs (sigmoid for instance models, softmax for semantic)
+    cropped to ``crop``, as float32 numpy ``(B, K, *core)``.
+    """
+
+    def __init__(self, path, net, card, device, reason: str, batch_size: int, n_extra: int,
+                 model_tile: list[int] | None) -> None:
+        import torch
+
+        self.path = path
+        self.net = net
+        self.card = card
+        self.device = device
+        self.reason = reason
+        self.max_batch = batch_size
+        self.n_extra = n_extra
+        self.model_tile = model_tile
+        self.instance = card.kind == "instance"
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # every tile has the same shape
+
+    def _autocast(self):
+        import contextlib
+
+        import torch
+
+        if self.device.type == "cuda":
+            dt = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            return torch.autocast("cuda", dtype=dt)
+        if self.device.type == "mps":
+            return torch.autocast("mps", dtype=torch.float16)
+        return contextlib.nullcontext()
+
+    def _forward(self, x: np.ndarray, crop) -> np.ndarray:
+        import torch
+        import torch.nn.functional as F
+
+        ne = self.n_extra
+        with torch.inference_mode():
+            xt = torch.from_numpy(x).to(self.device, non_blocking=True)
+            b, c = xt.shape[:2]
+            full = xt.shape[2:]
+            if ne:  # 2D model on a stack: leading spatial axes have size 1 in a tile
+                xt = xt.reshape(b, c, *full[ne:])
+            spatial = xt.shape[2:]
+            if self.model_tile is not None:
+                mode = "bilinear" if len(spatial) == 2 else "trilinear"
+                shrink = any(m < s for m, s in zip(self.model_tile, spatial))
+                xt = F.interpolate(xt, size=self.model_tile, mode=mode, align_corners=False,
+                                   antialias=shrink and mode == "bilinear")
+            with self._autocast():
+                y = self.net(xt)
+            y = y.float()
+            if self.model_tile is not None:
+                y = F.interpolate(y, size=tuple(spatial), mode=mode, align_corners=False)
+            if ne:
+                y = y.reshape(b, y.shape[1], *full)
+            y = y[(slice(None), slice(None), *crop)]
+            y = torch.sigmoid(y) if self.instance else torch.softmax(y, dim=1)
+            return y.cpu().numpy()
+
+    def _fallback_to_cpu(self, why: str) -> None:
+        import torch
+
+        from ..models.cache import get_model
+
+        msg = f"{why}; continuing on the CPU (slower)"
+        warnings.warn(msg, RuntimeWarning, stacklevel=4)
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        self.net, _ = get_model(self.path, "cpu")
+        self.device = torch.device("cpu")
+        self.reason = f"{self.reason}; fell back to CPU: {why}"
+        self.max_batch = 1
+        from ..models.device import configure_cpu_threads
+
+        configure_cpu_threads()
+
+    def __call__(self, x: np.ndarray, crop) -> np.ndarray:
+        import torch
+
+        oom_types = tuple({getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError),
+                           torch.cuda.OutOfMemoryError})
+        outs = []
+        i = 0
+        while i < len(x):
+            n = min(self.max_batch, len(x) - i)
+            try:
+                outs.append(self._forward(x[i:i + n], crop))
+            except (RuntimeError, *oom_types) as e:
+                is_oom = isinstance(e, oom_types) or "out of memory" in str(e).lower()
+                if not is_oom or self.device.type == "cpu":
+                    raise
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                if n > 1:
+                    self.max_batch = max(1, n // 2)
+                    warnings.warn(f"{self.device.type.upper()} out of memory with {n} tiles per batch; "
+                                  f"retrying with {self.max_batch}", RuntimeWarning, stacklevel=3)
+                    self.reason = f"{self.reason}; batch reduced to {self.max_batch} after out-of-memory"
+                else:
+                    self._fallback_to_cpu(f"{self.device.type.upper()} out of memory even with one tile per batch")
+                continue
+            i += n
+        return np.concatenate(outs) if len(outs) > 1 else outs[0]

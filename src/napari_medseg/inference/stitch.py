@@ -1,0 +1,239 @@
+"""Block-wise instance post-processing with bounded memory, and the label store.
+
+Large images are turned into instances block by block.  Each block is its
+*core* plus a *halo* that must be larger than the largest object.
+:func:`~napari_medseg.inference.instances.instances_from_maps` runs on the
+whole block (core + halo); an object is kept by the one block whose core holds
+its centroid, and written with the next free global id.  Objects that do not
+touch a block border therefore come out exactly as if the whole image had
+been processed at once (up to the numbering); a kept object that reaches into
+a neighbour's core is written there too, and where two blocks disagree about
+a pixel the block processed first wins.  Ids stay consecutive from 1.
+
+Cellpose's ``distributed_segmentation`` stitches by merging labels that
+overlap across block faces; the centroid rule needs no merge pass and no
+global relabelling, which is what keeps it streaming.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import ParameterError
+
+Box = tuple[slice, ...]
+
+#: Labels larger than this many bytes (as uint16) are staged on disk (zarr)
+#: when the caller gives ``out``, so that RAM does not grow with the image.
+DISK_STAGING_BYTES = 256 * 2**20
+
+
+@dataclass(frozen=True)
+class Block:
+    """One post-processing block: ``core`` and ``region`` (core + halo) in image coordinates."""
+
+    index: int
+    core: Box
+    region: Box
+
+    @property
+    def core_in_region(self) -> Box:
+        return tuple(slice(c.start - r.start, c.stop - r.start) for c, r in zip(self.core, self.region))
+
+
+def plan_blocks(shape: Sequence[int], block_shape: Sequence[int], halo: Sequence[int]) -> list[Block]:
+    """Split ``shape`` into balanced blocks of at most ``block_shape`` with ``halo`` (clipped to the image)."""
+    axes = []
+    for L, b, h in zip(shape, block_shape, halo):
+        n = max(1, math.ceil(L / max(1, int(b))))
+        edges = np.linspace(0, L, n + 1).round().astype(int)
+        axes.append([(int(a), int(e), max(0, int(a) - h), min(L, int(e) + h)) for a, e in zip(edges[:-1], edges[1:])])
+    blocks = []
+    for i, combo in enumerate(itertools.product(*axes)):
+        blocks.append(Block(i, tuple(slice(a, e) for a, e, _, _ in combo), tuple(slice(r0, r1) for _, _, r0, r1 in combo)))
+    return blocks
+
+
+class LabelStore:
+    """Where instance labels are assembled before they reach the caller.
+
+    In memory (uint16, promoted to uint32 past 65534 ids), or, for large
+    images, a temporary zarr array on disk (uint32, compressed) so that RAM
+    does not grow with the image.  :meth:`commit` copies it into ``out``.
+    """
+
+    def __init__(self, shape: Sequence[int], on_disk: bool = False, chunks: Sequence[int] | None = None) -> None:
+        self.shape = tuple(int(s) for s in shape)
+        self._tmpdir = None
+        if on_disk:
+            import zarr
+
+            self._tmpdir = tempfile.mkdtemp(prefix="medseg-labels-")
+            chunks = tuple(min(int(c), s) for c, s in zip(chunks or (1024,) * len(self.shape), self.shape))
+            self.array = zarr.create_array(store=self._tmpdir, shape=self.shape, chunks=chunks, dtype="uint32",
+                                           fill_value=0)
+        else:
+            self.array = np.zeros(self.shape, np.uint16)
+
+    @property
+    def on_disk(self) -> bool:
+        return self._tmpdir is not None
+
+    def ensure_capacity(self, max_id: int) -> None:
+        """Promote the in-memory store to uint32 when ids pass uint16."""
+        if max_id > 65534 and not self.on_disk and self.array.dtype == np.uint16:
+            self.array = self.array.astype(np.uint32)
+
+    def read(self, box: Box) -> np.ndarray:
+        return np.asarray(self.array[box])
+
+    def write(self, box: Box, values: np.ndarray) -> None:
+        self.array[box] = values
+
+    def commit(self, out, n_labels: int, block_shape: Sequence[int]):
+        """Copy the labels into ``out`` (block-wise) and return it; in-memory result if ``out`` is None."""
+        if out is None:
+            if self.on_disk:
+                res = np.empty(self.shape, np.uint16 if n_labels < 65535 else np.uint32)
+                for blk in plan_blocks(self.shape, block_shape, [0] * len(self.shape)):
+                    res[blk.core] = self.read(blk.core)
+                return res
+            if self.array.dtype != np.uint16 and n_labels < 65535:
+                return self.array.astype(np.uint16)
+            return self.array
+        if self.on_disk:
+            for blk in plan_blocks(self.shape, block_shape, [0] * len(self.shape)):
+                out[blk.core] = self.read(blk.core).astype(out.dtype, copy=False)
+        else:
+            out[...] = self.array.astype(out.dtype, copy=False)
+        if hasattr(out, "flush"):
+            out.flush()
+        return out
+
+    def close(self) -> None:
+        """Delete the temporary on-disk store, if any."""
+        if self._tmpdir is not None:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+            self._tmpdir = None
+
+
+def centroids(labels: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-label pixel counts and centroids (``(n + 1, ndim)``, row 0 unused) of a label image."""
+    idx = np.nonzero(labels)
+    lab = labels[idx]
+    counts = np.bincount(lab, minlength=n + 1)
+    cent = np.zeros((n + 1, labels.ndim))
+    for ax, coord in enumerate(idx):
+        cent[:, ax] = np.bincount(lab, weights=coord, minlength=n + 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cent /= np.maximum(counts, 1)[:, None]
+    return counts, cent
+
+
+def stitch_block(store: LabelStore, block: Block, labels: np.ndarray, next_id: int) -> int:
+    """Write the objects of ``labels`` (the block's region) whose centroid lies in its core.
+
+    Parameters
+    ----------
+    store : LabelStore
+        Global labels so far (0 = not yet claimed).
+    block : Block
+        The block ``labels`` was computed on.
+    labels : ndarray of int
+        Instance labels of ``block.region``, 0 background, ids 1..n.
+    next_id : int
+        First free global id.
+
+    Returns
+    -------
+    int
+        The next free global id after this block.
+    """
+    labels = np.asarray(labels)
+    n = int(labels.max(initial=0))
+    if n == 0:
+        return next_id
+    counts, cent = centroids(labels, n)
+    core = block.core_in_region
+    inside = np.ones(n + 1, bool)
+    for ax, s in enumerate(core):
+        c = np.floor(cent[:, ax])
+        inside &= (c >= s.start) & (c < s.stop)
+    inside &= counts > 0
+    inside[0] = False
+    if not inside.any():
+        return next_id
+    existing = store.read(block.region)
+    free = existing == 0
+    candidate = inside[labels] & free
+    written = np.bincount(labels[candidate], minlength=n + 1)
+    keep = inside & (written > 0)
+    n_keep = int(keep.sum())
+    store.ensure_capacity(next_id + n_keep)
+    if store.array.dtype != existing.dtype:
+        existing = existing.astype(store.array.dtype)
+    lut = np.zeros(n + 1, existing.dtype)
+    lut[keep] = np.arange(next_id, next_id + n_keep, dtype=existing.dtype)
+    mask = keep[labels] & free
+    existing[mask] = lut[labels[mask]]
+    store.write(block.region, existing)
+    return next_id + n_keep
+
+
+def instances_blockwise(
+    get_maps: Callable[[Box], tuple[np.ndarray, np.ndarray]] | tuple[np.ndarray, np.ndarray],
+    shape: Sequence[int],
+    block_shape: Sequence[int],
+    halo: int | Sequence[int],
+    store: LabelStore | None = None,
+    **postprocess,
+) -> np.ndarray:
+    """Instance labels of a large map pair, block by block.
+
+    Parameters
+    ----------
+    get_maps : callable or (fg_prob, dist)
+        ``box -> (fg_prob, dist)`` for a region, or the two full arrays
+        (array-likes: numpy, zarr, memmap).
+    shape : sequence of int
+        Spatial shape (Y, X) or (Z, Y, X).
+    block_shape : sequence of int
+        Largest block core per axis.
+    halo : int or sequence of int
+        Margin per side; must exceed the largest object's diameter.
+    store : LabelStore, optional
+        Where to assemble; a fresh in-memory one by default.
+    **postprocess
+        Passed to :func:`~napari_medseg.inference.instances.instances_from_maps`.
+
+    Returns
+    -------
+    ndarray of uint16 or uint32
+        Labels, 0 background, consecutive ids from 1.
+    """
+    from .instances import instances_from_maps
+
+    nd = len(shape)
+    halo = (int(halo),) * nd if np.isscalar(halo) else tuple(int(h) for h in halo)
+    if len(block_shape) != nd or len(halo) != nd:
+        raise ParameterError(f"block_shape {tuple(block_shape)} and halo {halo} need {nd} values")
+    if isinstance(get_maps, tuple):
+        fg_all, dist_all = get_maps
+
+        def get_maps(box):  # noqa: F811
+            return np.asarray(fg_all[box]), np.asarray(dist_all[box])
+
+    store = store or LabelStore(shape)
+    next_id = 1
+    for block in plan_blocks(shape, block_shape, halo):
+        fg, dist = get_maps(block.region)
+        lab = instances_from_maps(fg, dist, **postprocess)
+        next_id = stitch_block(store, block, lab, next_id)
+    return store.commit(None, next_id - 1, block_shape)

@@ -1,0 +1,151 @@
+"""Find models: those shipped in the package, the user's own, or any folder.
+
+A model is a folder holding ``model.json`` (its card) and
+``weights.safetensors``.  Shipped models live in
+``napari_medseg/models/shipped/<name>/``; user models (fine-tuned ones, or
+downloaded) in :func:`user_models_dir`, overridable with the environment
+variable ``MEDSEG_MODELS_DIR``.  Listing reads the JSON cards only (no torch).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ModelError
+from .spec import CARD_NAME, WEIGHTS_NAME, ModelCard, model_paths
+
+ENV_MODELS_DIR = "MEDSEG_MODELS_DIR"
+
+#: Names of the default shipped models, by image kind.
+DEFAULT_RGB = "nuclei-he"
+DEFAULT_GREY = "nuclei"
+
+
+@dataclass
+class ModelInfo:
+    """A model found on disk.
+
+    Attributes
+    ----------
+    name : str
+        The card's name (what users type).
+    path : Path
+        The model folder (or card file for a loose pair).
+    source : {"shipped", "user", "path"}
+        Where it was found.
+    card : ModelCard
+        Its card (architecture, input, output...).
+    """
+
+    name: str
+    path: Path
+    source: str
+    card: ModelCard
+
+
+def shipped_models_dir() -> Path:
+    """Folder of the models shipped inside the package."""
+    return Path(__file__).resolve().parent / "shipped"
+
+
+def user_models_dir() -> Path:
+    """Folder of the user's models (``$MEDSEG_MODELS_DIR`` or the platform data dir).
+
+    The folder is not created here; :func:`napari_medseg.models.spec.save_model`
+    creates it when a model is saved.
+    """
+    env = os.environ.get(ENV_MODELS_DIR)
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("napari-medseg", appauthor=False)) / "models"
+
+
+def _scan(folder: Path, source: str) -> list[ModelInfo]:
+    out: list[ModelInfo] = []
+    if not folder.is_dir():
+        return out
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+        card_path = sub / CARD_NAME
+        if not card_path.is_file():
+            continue
+        try:
+            card = ModelCard.from_json(card_path)
+        except ModelError as e:
+            warnings.warn(f"skipping model folder {sub}: {e}", stacklevel=3)
+            continue
+        if not (sub / WEIGHTS_NAME).is_file():
+            warnings.warn(f"skipping model folder {sub}: no {WEIGHTS_NAME}", stacklevel=3)
+            continue
+        out.append(ModelInfo(card.name, sub, source, card))
+    return out
+
+
+def list_models() -> list[ModelInfo]:
+    """All models available by name: shipped ones first, then the user's.
+
+    Re-scans the folders on each call (it only reads small JSON files).  When
+    a user model has the same name as a shipped one, both are listed and the
+    shipped one wins in :func:`resolve_model`; give the user model's path to
+    use it.
+    """
+    return _scan(shipped_models_dir(), "shipped") + _scan(user_models_dir(), "user")
+
+
+def resolve_model(name_or_path: str | os.PathLike) -> ModelInfo:
+    """Find a model by name, or by path to its folder / card / weights file.
+
+    Raises
+    ------
+    ModelError
+        If nothing matches; the message lists the models available.
+    """
+    if isinstance(name_or_path, ModelInfo):
+        return name_or_path
+    key = os.fspath(name_or_path)
+    models = list_models()
+    if not isinstance(name_or_path, Path):
+        for info in models:
+            if info.name == key:
+                return info
+    p = Path(key).expanduser()
+    if p.exists():
+        card_path, w_path = model_paths(p)
+        card = ModelCard.from_json(card_path)
+        if not w_path.is_file():
+            raise ModelError(f"model {card.name!r} at {p}: weights file {w_path} is missing")
+        return ModelInfo(card.name, p.resolve(), "path", card)
+    names = ", ".join(f"{m.name} ({m.source})" for m in models) or "none installed"
+    raise ModelError(
+        f"unknown model {key!r}: it is neither a known name nor an existing path. "
+        f"Available: {names}. User models go in {user_models_dir()}"
+    )
+
+
+def is_compatible(card: ModelCard, image_is_rgb: bool) -> bool:
+    """Whether a model takes the kind of image given (RGB vs single-channel)."""
+    color = str(card.input.get("color", "rgb" if card.in_channels == 3 else "grey"))
+    if image_is_rgb:
+        return card.in_channels == 3 and color in ("rgb", "multichannel")
+    return card.in_channels == 1
+
+
+def default_model_for(image_is_rgb: bool) -> str | None:
+    """Name of the model to use when the user asked for ``"auto"``.
+
+    ``"nuclei-he"`` for RGB images and ``"nuclei"`` for grey ones when shipped;
+    otherwise the first listed model that takes such images; None if none does.
+    """
+    models = list_models()
+    wanted = DEFAULT_RGB if image_is_rgb else DEFAULT_GREY
+    for m in models:
+        if m.source == "shipped" and m.name == wanted and is_compatible(m.card, image_is_rgb):
+            return m.name
+    for m in models:
+        if is_compatible(m.card, image_is_rgb) and m.card.kind in ("instance", "semantic"):
+            return m.name
+    return None
