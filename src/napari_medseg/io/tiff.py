@@ -71,6 +71,12 @@ _SCREEN_DPI = (72.0, 96.0)
 #: Names of the associated (non-image) series of whole-slide formats.
 _ASSOCIATED = {"thumbnail", "label", "macro", "map", "overview"}
 
+#: Fragments of tifffile log messages that mean the IFD structure is broken.
+_DAMAGE = ("invalid page offset", "invalid offset to page", "invalid circular reference",
+           "corrupted tag list", "suspicious number of tags", "invalid next page",
+           "corrupted file", "missing data offset", "missing ByteCounts", "missing data ByteCounts",
+           "incorrect StripOffsets", "incorrect StripByteCounts")
+
 _CANONICAL = "TCZYXS"
 _log = logging.getLogger(__name__)
 
@@ -225,10 +231,16 @@ def read_tiff(path: str | os.PathLike, *, lazy: bool | None = None) -> list[Volu
 
 def _read_series(tf: Any, p: Path, size: int, lazy: bool | None, warned: list[str]) -> list[Volume]:
     series = list(tf.series)
-    if not series or len(tf.pages) == 0:
+    if not series:
         why = f" ({'; '.join(warned[:3])})" if warned else ""
         raise ReaderError(f"{p}: the TIFF file holds no readable image; its page directory "
                           f"(IFD) is damaged or missing{why}")
+    damage = [m for m in warned if any(k in m for k in _DAMAGE)]
+    if damage:
+        # tifffile skips what it cannot parse (e.g. the pages after a broken
+        # IFD link) and goes on; a partial image must not pass for the file.
+        raise ReaderError(f"{p}: the TIFF file is damaged or truncated, its page directory (IFD) "
+                          f"cannot be followed: {damage[0]}")
     associated: list[str] = []
     if any(len(s.levels) > 1 for s in series) and len(series) > 1:
         keep = [s for s in series if (s.name or "").strip().lower() not in _ASSOCIATED]
@@ -587,11 +599,11 @@ def write_labels_tiff(path: str | os.PathLike, labels: Any, scale: Sequence[floa
         order = [axes.index(a) for a in "TZYX" if a in axes]
         out_axes = "".join(axes[i] for i in order)
         sx, sy = scale_t[axes.index("X")], scale_t[axes.index("Y")]
-        kwargs: dict[str, Any] = dict(imagej=True, metadata={"axes": out_axes, **imagej_meta},
+        kwargs: dict[str, Any] = dict(imagej=True, photometric="minisblack", metadata={"axes": out_axes, **imagej_meta},
                                       resolution=(_rational(1 / _exact(sx)), _rational(1 / _exact(sy))))
     else:
         order = list(range(ndim))
-        kwargs = dict(compression="zlib", metadata={"axes": axes, "scale": list(scale_t), "units": list(units_t)})
+        kwargs = dict(compression="zlib", photometric="minisblack", metadata={"axes": axes, "scale": list(scale_t), "units": list(units_t)})
         ix, iy = axes.index("X"), axes.index("Y")
         if units_t[ix] in _METRES and units_t[iy] in _METRES:
             kwargs["resolution"] = (_rational(1 / _exact(_convert(scale_t[ix], units_t[ix], "cm"))),
