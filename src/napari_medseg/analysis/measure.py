@@ -475,12 +475,18 @@ def _convex_count_3d(mask: np.ndarray) -> int:
 
 
 def _surface_area_3d(mask: np.ndarray, spacing: np.ndarray) -> float:
-    """Area of the marching-cubes surface (level 0.5) of a 3D mask, in squared physical units."""
+    """Area of the marching-cubes surface (level 0.5) of a 3D mask, in squared physical units.
+
+    This is PyRadiomics' ``SurfaceArea`` definition.  Exact for boxes (faces,
+    45-degree edge strips, corner triangles); on smooth objects the staircase
+    makes it about 8 % larger than the sphere of the same volume.
+    """
     from skimage.measure import marching_cubes, mesh_surface_area
 
-    padded = np.pad(mask, 1).astype(np.float64)
-    verts, faces, _, _ = marching_cubes(padded, level=0.5, spacing=tuple(float(s) for s in spacing))
-    return float(mesh_surface_area(verts, faces))
+    padded = np.pad(mask, 1).astype(np.float32)
+    verts, faces, _, _ = marching_cubes(padded, level=0.5)
+    # vertices sit on half-voxel positions (exact in float32); scale and sum in float64
+    return float(mesh_surface_area(verts.astype(np.float64) * np.asarray(spacing, dtype=np.float64), faces))
 
 
 # --------------------------------------------------------------------------- public
@@ -556,7 +562,10 @@ def measure(
     midpoints), ``perimeter`` (4-connected border, generalised to anisotropic
     pixels by :func:`perimeter_weights`, where skimage refuses).  The 3D
     surface area is the marching-cubes mesh (level 0.5) of each object padded
-    with background.
+    with background, as PyRadiomics' ``SurfaceArea`` (exact for boxes, about
+    8 % above the true area of smooth objects).  skimage's 3D solidity is
+    infinite for flat (single-plane) objects; here their hull is built from
+    the voxel face centres as for all others, so it stays finite.
 
     Examples
     --------
