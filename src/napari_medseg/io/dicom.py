@@ -32,6 +32,7 @@ from ..errors import ReaderError
 from ..volume import Volume
 from .dicom_geometry import StackLayout, lps_affine_zyx, plan_stack, time_affine
 from .dicom_header import (
+    KEEP_TAGS,
     MEDIA_STORAGE_DIRECTORY,
     NON_IMAGE_MODALITIES,
     FileHeader,
@@ -40,7 +41,8 @@ from .dicom_header import (
     read_header,
 )
 from .dicom_mosaic import unpack_mosaic
-from .dicom_pixels import decode, invert_monochrome1, rescale, stored_dtype
+from .dicom_pixels import decode, invert_monochrome1, read_native_into, rescale, stored_dtype
+from .dicom_tags import nums, text
 
 log = logging.getLogger(__name__)
 
@@ -52,16 +54,6 @@ PROBE_FILES = 64
 PROBE_DEPTH = 3
 GEOMETRY = "LPS (z, y, x) mm"
 
-#: DICOM attributes copied into ``Volume.metadata["dicom"]`` when present (no patient identity).
-KEEP_TAGS = (
-    "Modality", "SOPClassUID", "Manufacturer", "ManufacturerModelName", "InstitutionName", "StudyDescription",
-    "StudyDate", "StudyInstanceUID", "SeriesDescription", "SeriesNumber", "SeriesInstanceUID", "ProtocolName",
-    "BodyPartExamined", "PatientPosition", "ImageType", "ImageOrientationPatient", "PixelSpacing",
-    "SliceThickness", "SpacingBetweenSlices", "RepetitionTime", "EchoTime", "InversionTime", "FlipAngle",
-    "MagneticFieldStrength", "ScanningSequence", "SequenceName", "MRAcquisitionType", "KVP", "ConvolutionKernel",
-    "FrameOfReferenceUID", "PhotometricInterpretation", "BitsStored", "PixelRepresentation", "RescaleType",
-    "Units", "DoseUnits", "DoseType", "NumberOfTemporalPositions", "AcquisitionNumber", "EchoNumbers",
-)
 
 
 class DicomWarning(UserWarning):
@@ -166,7 +158,7 @@ def read_dicom(path: str | os.PathLike) -> list[Volume]:
         raise ReaderError(f"{p} does not exist")
     files, single = _collect_files(p)
     if not files:
-        raise ReaderError(f"{p}: no files found" if p.is_dir() else f"{p}: nothing to read")
+        raise ReaderError(f"{p}: empty folder" if p.is_dir() else f"{p}: the DICOMDIR lists no existing files")
     headers, notes = _scan(files, single)
     image_headers = [h for h in headers if h.fmt is not None]
     if not image_headers:
@@ -204,7 +196,9 @@ def read_dicom(path: str | os.PathLike) -> list[Volume]:
 
 def _describe_non_image(h: FileHeader) -> str:
     mod = h.modality
-    return f"{mod} ({NON_IMAGE_MODALITIES[mod]})" if mod in NON_IMAGE_MODALITIES else (mod or "no pixel data")
+    if mod in NON_IMAGE_MODALITIES:
+        return f"{mod} ({NON_IMAGE_MODALITIES[mod]}, not an image)"
+    return f"{mod} without pixel data" if mod else "files without pixel data"
 
 
 def _collect_files(p: Path) -> tuple[list[str], bool]:
@@ -272,7 +266,7 @@ def _scan(files: list[str], single: bool) -> tuple[list[FileHeader], list[str]]:
     unique = []
     dupes = 0
     for h in headers:
-        uid = str(h.ds.get("SOPInstanceUID", "") or "")
+        uid = text(h.ds, "SOPInstanceUID") or ""
         if uid and uid in seen:
             dupes += 1
             continue
@@ -289,12 +283,9 @@ def _scan(files: list[str], single: bool) -> tuple[list[FileHeader], list[str]]:
 # ------------------------------------------------------------------------------------------------
 
 def _series_sort_key(h: FileHeader) -> tuple:
-    num = h.ds.get("SeriesNumber")
-    try:
-        n = float(num) if num not in (None, "") else float("inf")
-    except (TypeError, ValueError):
-        n = float("inf")
-    return (n, str(h.ds.get("SeriesDescription", "") or ""), str(h.ds.get("SeriesInstanceUID", "") or h.path))
+    num = nums(h.ds, "SeriesNumber")
+    n = num[0] if num else float("inf")
+    return (n, text(h.ds, "SeriesDescription") or "", text(h.ds, "SeriesInstanceUID") or h.path)
 
 
 def _series_name(h: FileHeader) -> str:
@@ -317,11 +308,10 @@ def _group_series(headers: list[FileHeader]) -> list[tuple[tuple, str, list[Fram
     first_header: dict[tuple, FileHeader] = {}
     for h in headers:
         fmt = h.fmt
-        uid = str(h.ds.get("SeriesInstanceUID", "") or "") or f"file:{h.path}"
+        uid = text(h.ds, "SeriesInstanceUID") or f"file:{h.path}"
         if h.is_seg:
-            uid = f"seg:{h.ds.get('SOPInstanceUID', h.path)}"
-        echo = h.ds.get("EchoNumbers")
-        echo = str(echo) if echo not in (None, "") else ""
+            uid = f"seg:{text(h.ds, 'SOPInstanceUID') or h.path}"
+        echo = text(h.ds, "EchoNumbers") or ""
         base = _series_sort_key(h) + (uid,)
         for f in frames_of(h):
             ori = tuple(np.round(f.iop, 4)) if f.iop is not None and f.ipp is not None else None
@@ -443,7 +433,7 @@ def _build_flat(frames: list[Frame], name: str, source: Path) -> Volume:
         axes, scale, units = "YX", yx_scale, yx_units
     else:
         ft = _frame_time_s(ds)
-        if ft is not None or str(ds.get("Modality", "")) in ("US", "XA", "RF", "ES", "XC"):
+        if ft is not None or text(ds, "Modality") in ("US", "XA", "RF", "ES", "XC"):
             axes, scale, units = "TYX", (ft or 1.0,) + yx_scale, ("s" if ft else "",) + yx_units
         else:
             axes, scale, units = "ZYX", (1.0,) + yx_scale, ("",) + yx_units
@@ -470,7 +460,7 @@ def _time_step(frames: list[Frame], layout: StackLayout) -> tuple[float, str, st
         tr = float(tr) if tr not in (None, "") else None
     except (TypeError, ValueError):
         tr = None
-    if tr and tr > 0 and str(ds.get("Modality", "")) == "MR":
+    if tr and tr > 0 and text(ds, "Modality") == "MR":
         return tr / 1000.0, "s", "RepetitionTime"
     # median difference of acquisition times between consecutive time points
     when = np.array([[frames[i].time_key[1] if i >= 0 else np.nan for i in row] for row in layout.order], float)
@@ -550,6 +540,10 @@ def _load_into(out: np.ndarray, frames: list[Frame], order: np.ndarray) -> None:
 
     def work(item: tuple[FileHeader, list[tuple[int, tuple[int, int]]]]) -> None:
         hdr, targets = item
+        if hdr.offset is not None and hdr.mosaic is None and out.shape[2:] == (hdr.fmt.rows, hdr.fmt.cols) \
+                and out.dtype == stored_dtype(hdr.fmt):
+            read_native_into(hdr.path, hdr.fmt, hdr.offset, [(sub, out[dest]) for sub, dest in targets])
+            return
         arr = decode(hdr.path, hdr.fmt, hdr.offset, hdr.ds)
         if hdr.mosaic is not None:
             arr = unpack_mosaic(arr[0], hdr.mosaic)

@@ -9,6 +9,7 @@ GridFrameOffsetVector entry.  Series grouping and stacking work on frames only.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +18,9 @@ import numpy as np
 
 from ..errors import ReaderError
 from .dicom_mosaic import MosaicInfo, is_mosaic, mosaic_info
-from .dicom_pixels import PixelFormat, native_offset, pixel_format
+from .dicom_pixels import DEFLATED, PixelFormat, native_offset, pixel_format
+from .dicom_tags import nums as _nums
+from .dicom_tags import text
 
 INF = math.inf
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -28,6 +31,42 @@ MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 NON_IMAGE_MODALITIES = {"RTSTRUCT": "RT Structure Set (contours)", "RTPLAN": "RT Plan", "SR": "Structured Report",
                         "PR": "Presentation State", "KO": "Key Object Selection", "ECG": "waveform",
                         "REG": "Registration", "RTRECORD": "RT Treatment Record"}
+
+#: DICOM attributes copied into ``Volume.metadata["dicom"]`` when present (no patient identity).
+KEEP_TAGS = (
+    "Modality", "SOPClassUID", "Manufacturer", "ManufacturerModelName", "InstitutionName", "StudyDescription",
+    "StudyDate", "StudyInstanceUID", "SeriesDescription", "SeriesNumber", "SeriesInstanceUID", "ProtocolName",
+    "BodyPartExamined", "PatientPosition", "ImageType", "ImageOrientationPatient", "PixelSpacing",
+    "SliceThickness", "SpacingBetweenSlices", "RepetitionTime", "EchoTime", "InversionTime", "FlipAngle",
+    "MagneticFieldStrength", "ScanningSequence", "SequenceName", "MRAcquisitionType", "KVP", "ConvolutionKernel",
+    "FrameOfReferenceUID", "PhotometricInterpretation", "BitsStored", "PixelRepresentation", "RescaleType",
+    "Units", "DoseUnits", "DoseType", "NumberOfTemporalPositions", "AcquisitionNumber", "EchoNumbers",
+)
+
+#: Everything the reader looks at (besides KEEP_TAGS): only these are parsed (``specific_tags``),
+#: which halves the header time of a CT series.  Mosaics are re-read in full for the CSA header.
+_READ_KEYWORDS = (
+    "SOPInstanceUID", "ImageType", "InstanceNumber", "AcquisitionNumber", "AcquisitionDate", "AcquisitionTime",
+    "AcquisitionDateTime", "TemporalPositionIdentifier", "ImagePositionPatient", "ImagerPixelSpacing",
+    "RescaleSlope", "RescaleIntercept", "WindowCenter", "WindowWidth", "Rows", "Columns", "SamplesPerPixel",
+    "NumberOfFrames", "BitsAllocated", "BitsStored", "HighBit", "PlanarConfiguration",
+    "RedPaletteColorLookupTableDescriptor", "GreenPaletteColorLookupTableDescriptor",
+    "BluePaletteColorLookupTableDescriptor", "RedPaletteColorLookupTableData", "GreenPaletteColorLookupTableData",
+    "BluePaletteColorLookupTableData", "SegmentedRedPaletteColorLookupTableData",
+    "SegmentedGreenPaletteColorLookupTableData", "SegmentedBluePaletteColorLookupTableData",
+    "PaletteColorLookupTableUID", "GridFrameOffsetVector", "DoseGridScaling", "FrameTime",
+    "SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence", "SegmentSequence", "SegmentationType",
+    "MaximumFractionalValue", "FrameIncrementPointer", "ImagesInAcquisition",
+)
+
+
+@functools.lru_cache(maxsize=1)
+def _specific_tags() -> list[int]:
+    from pydicom.datadict import tag_for_keyword
+
+    tags = {tag_for_keyword(k) for k in KEEP_TAGS + _READ_KEYWORDS}
+    tags.discard(None)
+    return sorted(tags)
 
 
 @dataclass(eq=False)
@@ -56,11 +95,11 @@ class FileHeader:
 
     @property
     def modality(self) -> str:
-        return str(self.ds.get("Modality", "") or "")
+        return text(self.ds, "Modality") or ""
 
     @property
     def is_seg(self) -> bool:
-        return str(self.ds.get("SOPClassUID", "")) == SEG_SOP_CLASS
+        return text(self.ds, "SOPClassUID") == SEG_SOP_CLASS
 
 
 @dataclass(eq=False)
@@ -129,7 +168,7 @@ def read_header(path: str) -> FileHeader:
 
     try:
         with open(path, "rb") as fp:
-            ds = pydicom.dcmread(fp, stop_before_pixels=True)
+            ds = pydicom.dcmread(fp, stop_before_pixels=True, specific_tags=_specific_tags())
             fmt = None
             offset = None
             if _has_pixel_data(fp, ds):
@@ -145,25 +184,28 @@ def read_header(path: str) -> FileHeader:
     if fmt is not None and is_mosaic(ds):
         if fmt.n_frames != 1:
             raise ReaderError(f"{path}: multi-frame Siemens mosaic is not supported")
-        hdr.mosaic = mosaic_info(ds, path)
+        try:
+            full = pydicom.dcmread(path, stop_before_pixels=True)  # private CSA header and (0019,100A)
+        except Exception as exc:
+            raise ReaderError(f"{path}: unreadable DICOM header ({type(exc).__name__}: {exc})") from exc
+        hdr.mosaic = mosaic_info(full, path)
     return hdr
 
 
 def _has_pixel_data(fp: Any, ds: Any) -> bool:
     """Whether ``dcmread(stop_before_pixels=True)`` stopped at a pixel data element."""
+    ts = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
+    if ts == DEFLATED:
+        # pydicom inflates deflated files in memory: the raw file position means nothing here
+        return "Rows" in ds and "Columns" in ds
     pos = fp.tell()
     head = fp.read(4)
     fp.seek(pos)
     if len(head) < 4:
         return False
-    if str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "")) in ("1.2.840.10008.1.2.2",):
-        group, elem = int.from_bytes(head[:2], "big"), int.from_bytes(head[2:], "big")
-    else:
-        group, elem = int.from_bytes(head[:2], "little"), int.from_bytes(head[2:], "little")
-    if group == 0x7FE0 and elem in (0x0008, 0x0009, 0x0010):
-        return True
-    # deflated files are inflated in memory by pydicom: the raw file position means nothing
-    return str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "")) == "1.2.840.10008.1.2.1.99"
+    order = "big" if ts == "1.2.840.10008.1.2.2" else "little"
+    group, elem = int.from_bytes(head[:2], order), int.from_bytes(head[2:], order)
+    return group == 0x7FE0 and elem in (0x0008, 0x0009, 0x0010)
 
 
 def frames_of(hdr: FileHeader) -> list[Frame]:
@@ -173,29 +215,28 @@ def frames_of(hdr: FileHeader) -> list[Frame]:
     if fmt is None:
         return []
     base_time = _time_key(ds)
-    acq = _int(ds.get("AcquisitionNumber"))
+    acq = _int(_nums(ds, "AcquisitionNumber"))
     if hdr.mosaic is not None:
         m = hdr.mosaic
-        iop = _vec(ds.get("ImageOrientationPatient"), 6)
+        iop = _vec(_nums(ds, "ImageOrientationPatient"), 6)
         ps = _spacing(ds)
         window, slope, intercept = _window(ds), *_rescale(ds)
         return [Frame(hdr, t, m.positions[t].copy(), iop, ps, _slice_spacing(ds), slope, intercept, window,
                       base_time + (t,), acq) for t in range(m.n_slices)]
     if "PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds:
         return _enhanced_frames(hdr)
-    ipp = _vec(ds.get("ImagePositionPatient"), 3)
-    iop = _vec(ds.get("ImageOrientationPatient"), 6)
+    ipp = _vec(_nums(ds, "ImagePositionPatient"), 3)
+    iop = _vec(_nums(ds, "ImageOrientationPatient"), 6)
     ps = _spacing(ds)
     slope, intercept = _rescale(ds)
     window = _window(ds)
     n = fmt.n_frames
     positions: list[np.ndarray | None] = [ipp] * n
-    offsets = ds.get("GridFrameOffsetVector")
-    if n > 1 and ipp is not None and iop is not None and offsets is not None:
-        try:
-            off = np.atleast_1d(np.asarray(offsets, dtype=float))
-        except (TypeError, ValueError) as exc:
-            raise ReaderError(f"{hdr.path}: invalid GridFrameOffsetVector") from exc
+    offsets = _nums(ds, "GridFrameOffsetVector")
+    if n > 1 and ipp is not None and iop is not None and "GridFrameOffsetVector" in ds:
+        if offsets is None:
+            raise ReaderError(f"{hdr.path}: invalid GridFrameOffsetVector")
+        off = np.asarray(offsets, dtype=float)
         if off.shape != (n,):
             raise ReaderError(f"{hdr.path}: GridFrameOffsetVector has {off.size} values for {n} frames")
         normal = np.cross(iop[:3], iop[3:])
@@ -211,8 +252,9 @@ def _enhanced_frames(hdr: FileHeader) -> list[Frame]:
     shared = _first_item(ds.get("SharedFunctionalGroupsSequence"))
     per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
     if per_frame and len(per_frame) != n:
-        raise ReaderError(f"{hdr.path}: {len(per_frame)} per-frame functional groups for {n} frames")
-    acq = _int(ds.get("AcquisitionNumber"))
+        raise ReaderError(f"{hdr.path}: inconsistent file: {len(per_frame)} per-frame functional groups for "
+                          f"{n} frame(s) (NumberOfFrames)")
+    acq = _int(_nums(ds, "AcquisitionNumber"))
     top_window, (top_slope, top_intercept) = _window(ds), _rescale(ds)
     frames = []
     for k in range(n):
@@ -231,9 +273,8 @@ def _enhanced_frames(hdr: FileHeader) -> list[Frame]:
         voi = grp("FrameVOILUTSequence")
         content = grp("FrameContentSequence")
         seg = grp("SegmentIdentificationSequence")
-        ipp = _vec(pos.get("ImagePositionPatient"), 3) if pos is not None else _vec(ds.get("ImagePositionPatient"), 3)
-        iop = _vec(ori.get("ImageOrientationPatient"), 6) if ori is not None else _vec(
-            ds.get("ImageOrientationPatient"), 6)
+        ipp = _vec(_nums(pos, "ImagePositionPatient"), 3) if pos is not None else _vec(_nums(ds, "ImagePositionPatient"), 3)
+        iop = _vec(_nums(ori if ori is not None else ds, "ImageOrientationPatient"), 6)
         ps = _spacing(meas) if meas is not None else _spacing(ds)
         slice_sp = _slice_spacing(meas) if meas is not None else _slice_spacing(ds)
         slope, intercept = _rescale(pvt) if pvt is not None else (top_slope, top_intercept)
@@ -241,7 +282,7 @@ def _enhanced_frames(hdr: FileHeader) -> list[Frame]:
         tkey: tuple = (INF, INF, k)
         if content is not None:
             tpi = _float(content.get("TemporalPositionIndex"))
-            when = _dt_seconds(content.get("FrameAcquisitionDateTime"))
+            when = _dt_seconds(text(content, "FrameAcquisitionDateTime"))
             tkey = (INF if tpi is None else tpi, INF if when is None else when, k)
         segment = _int(seg.get("ReferencedSegmentNumber")) if seg is not None else None
         frames.append(Frame(hdr, k, ipp, iop, ps, slice_sp, slope, intercept, window, tkey, acq, segment))
@@ -285,7 +326,7 @@ def _int(value: Any) -> int | None:
 
 
 def _spacing(ds: Any) -> tuple[float, float] | None:
-    v = _vec(ds.get("PixelSpacing"), 2)
+    v = _vec(_nums(ds, "PixelSpacing"), 2)
     if v is None or (v <= 0).any():
         return None
     return float(v[0]), float(v[1])
@@ -293,24 +334,24 @@ def _spacing(ds: Any) -> tuple[float, float] | None:
 
 def _slice_spacing(ds: Any) -> float | None:
     for name in ("SpacingBetweenSlices", "SliceThickness"):
-        f = _float(ds.get(name))
+        f = _float(_nums(ds, name))
         if f is not None and f > 0:
             return f
     return None
 
 
 def _rescale(ds: Any) -> tuple[float, float]:
-    slope = _float(ds.get("RescaleSlope"))
-    intercept = _float(ds.get("RescaleIntercept"))
-    if slope is None and str(ds.get("Modality", "")) == "RTDOSE":
-        slope = _float(ds.get("DoseGridScaling"))
+    slope = _float(_nums(ds, "RescaleSlope"))
+    intercept = _float(_nums(ds, "RescaleIntercept"))
+    if slope is None and text(ds, "Modality") == "RTDOSE":
+        slope = _float(_nums(ds, "DoseGridScaling"))
     if slope is None or slope == 0:
         slope = 1.0
     return slope, intercept if intercept is not None else 0.0
 
 
 def _window(ds: Any) -> tuple[float, float] | None:
-    c, w = _float(ds.get("WindowCenter")), _float(ds.get("WindowWidth"))
+    c, w = _float(_nums(ds, "WindowCenter")), _float(_nums(ds, "WindowWidth"))
     if c is None or w is None or w <= 0:
         return None
     return c, w
@@ -357,12 +398,12 @@ def _dt_seconds(value: Any) -> float | None:
 
 def _time_key(ds: Any) -> tuple:
     """(TemporalPositionIdentifier, acquisition date+time in s, InstanceNumber) with inf for missing."""
-    tpi = _float(ds.get("TemporalPositionIdentifier"))
-    when = _dt_seconds(ds.get("AcquisitionDateTime"))
+    tpi = _float(_nums(ds, "TemporalPositionIdentifier"))
+    when = _dt_seconds(text(ds, "AcquisitionDateTime"))
     if when is None:
-        t = _tm_seconds(ds.get("AcquisitionTime"))
+        t = _tm_seconds(text(ds, "AcquisitionTime"))
         if t is not None:
-            days = _da_days(ds.get("AcquisitionDate")) or 0
+            days = _da_days(text(ds, "AcquisitionDate")) or 0
             when = days * 86400.0 + t
-    inst = _float(ds.get("InstanceNumber"))
+    inst = _float(_nums(ds, "InstanceNumber"))
     return (INF if tpi is None else tpi, INF if when is None else when, INF if inst is None else inst)

@@ -25,6 +25,7 @@ import numpy as np
 
 from ..errors import ReaderError
 from .dicom_csa import csa_image_header
+from .dicom_tags import text
 
 
 @dataclass(frozen=True)
@@ -55,10 +56,7 @@ class MosaicInfo:
 
 def is_mosaic(ds: Any) -> bool:
     """Whether a pydicom dataset is a Siemens mosaic (``MOSAIC`` in ImageType)."""
-    image_type = ds.get("ImageType") or []
-    if isinstance(image_type, str):
-        image_type = image_type.split("\\")
-    return any(str(v).upper() == "MOSAIC" for v in image_type)
+    return "MOSAIC" in (text(ds, "ImageType") or "").upper().split("\\")
 
 
 def mosaic_info(ds: Any, source: str = "") -> MosaicInfo:

@@ -13,12 +13,14 @@ PALETTE COLOR is expanded with :func:`pydicom.pixels.apply_color_lut`.
 from __future__ import annotations
 
 import struct
+import sys
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..errors import ReaderError
+from .dicom_tags import text, ushort
 
 NATIVE_LE = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")  # implicit / explicit VR little endian
 DEFLATED = "1.2.840.10008.1.2.1.99"
@@ -80,13 +82,15 @@ def pixel_format(ds: Any, source: str = "") -> PixelFormat:
     if not ts:
         raise ReaderError(f"{where}no Transfer Syntax UID in the file meta information")
     try:
-        rows, cols = int(ds.Rows), int(ds.Columns)
-        samples = int(ds.get("SamplesPerPixel", 1) or 1)
-        n_frames = int(ds.get("NumberOfFrames", 1) or 1)
-        ba = int(ds.BitsAllocated)
-        bs = int(ds.get("BitsStored", ba) or ba)
-        pr = int(ds.get("PixelRepresentation", 0) or 0)
-        pi = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+        rows, cols = ushort(ds, "Rows"), ushort(ds, "Columns")
+        samples = ushort(ds, "SamplesPerPixel") or 1
+        n_frames = int(float(text(ds, "NumberOfFrames") or 1))
+        ba = ushort(ds, "BitsAllocated")
+        bs = ushort(ds, "BitsStored") or ba
+        pr = ushort(ds, "PixelRepresentation") or 0
+        if rows is None or cols is None or ba is None:
+            raise ValueError("Rows, Columns or BitsAllocated missing")
+        pi = (text(ds, "PhotometricInterpretation") or "MONOCHROME2").upper()
     except (AttributeError, TypeError, ValueError, KeyError) as exc:
         raise ReaderError(f"{where}incomplete or invalid image pixel module "
                           f"(Rows/Columns/BitsAllocated/NumberOfFrames): {exc}") from exc
@@ -156,6 +160,49 @@ def decode(path: str, fmt: PixelFormat, offset: int | None, header: Any = None) 
         arr = _read_native(path, fmt, offset)
     else:
         arr = _decode_pydicom(path, fmt, header)
+    return _correct_unused_bits(arr, fmt)
+
+
+def read_native_into(path: str, fmt: PixelFormat, offset: int, targets: list[tuple[int, np.ndarray]]) -> None:
+    """Read uncompressed frames straight into preallocated arrays (no intermediate copy).
+
+    Parameters
+    ----------
+    path : str
+        File name.
+    fmt : PixelFormat
+        Its pixel format (native little-endian, monochrome; see :func:`native_offset`).
+    offset : int
+        File offset of the first pixel byte.
+    targets : list of (int, ndarray)
+        ``(frame number, destination)`` pairs; each destination is a C-contiguous
+        ``(rows, cols)`` array of :func:`stored_dtype`.
+    """
+    nbytes = fmt.rows * fmt.cols * fmt.bits_allocated // 8
+    if sys.byteorder != "little":  # pragma: no cover - no big-endian CI machine
+        for sub, dest in targets:
+            dest[...] = decode(path, fmt, offset)[sub]
+        return
+    try:
+        with open(path, "rb", buffering=0) as fp:
+            for sub, dest in targets:
+                fp.seek(offset + sub * nbytes)
+                view = memoryview(dest).cast("B")
+                got = 0
+                while got < nbytes:
+                    n = fp.readinto(view[got:])
+                    if not n:
+                        break
+                    got += n
+                if got != nbytes:
+                    raise ReaderError(f"{path}: pixel data truncated (frame {sub}: {got} of {nbytes} bytes present)")
+                _correct_unused_bits(dest, fmt)
+    except OSError as exc:
+        raise ReaderError(f"{path}: cannot read pixel data: {exc}") from exc
+
+
+def _correct_unused_bits(arr: np.ndarray, fmt: PixelFormat) -> np.ndarray:
+    """Clear (unsigned) or sign-extend (signed) the bits above BitsStored, in place when possible."""
     if arr.dtype.kind in "iu" and fmt.bits_stored < arr.dtype.itemsize * 8 and fmt.photometric != "PALETTE COLOR":
         shift = arr.dtype.itemsize * 8 - fmt.bits_stored
         if not arr.flags.writeable:
