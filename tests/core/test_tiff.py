@@ -422,3 +422,40 @@ def test_real_dsb2018_image_and_mask() -> None:
     assert img.axes == ("YXS" if expected.ndim == 3 else "YX")
     assert lab.axes == "YX" and lab.data.dtype == np.uint16
     assert lab.shape == img.shape[:2]
+
+
+def test_huge_striped_page_groups_strips(tmp_path: Path, monkeypatch) -> None:
+    data = _rand((300, 64), np.uint16)
+    path = tmp_path / "strips.tif"
+    tifffile.imwrite(path, data, rowsperstrip=10)
+    monkeypatch.setattr(tiffmod, "_PAGE_CHUNK_BYTES", 1000)  # the page counts as huge
+    monkeypatch.setattr(tiffmod, "_STRIP_GROUP_BYTES", 64 * 2 * 40)  # 4 strips of 10 rows
+    (vol,) = read_tiff(path, lazy=True)
+    assert vol.data.chunks == ((40,) * 7 + (20,), (64,))
+    np.testing.assert_array_equal(vol.data.compute(), data)
+
+
+def test_ome_only_x_size_means_square_pixels(tmp_path: Path) -> None:
+    path = tmp_path / "x_only.ome.tif"
+    tifffile.imwrite(path, _rand((8, 8)), ome=True, metadata={"axes": "YX", "PhysicalSizeX": 0.4})
+    (vol,) = read_tiff(path)
+    assert vol.scale == (0.4, 0.4) and vol.units == ("µm", "µm")
+
+
+def test_labels_file_mode_follows_umask_and_zarr_input(tmp_path: Path) -> None:
+    import zarr
+
+    labels = _rand((2, 3, 10, 12), np.uint16, 50)
+    z = zarr.create_array(store=str(tmp_path / "labels.zarr"), shape=labels.shape, dtype=labels.dtype,
+                          chunks=(1, 1, 10, 12))
+    z[:] = labels
+    path = tmp_path / "from_zarr.tif"
+    write_labels_tiff(path, z, axes="ZTYX", scale=(2.0, 5.0, 0.5, 0.5), units=("µm", "s", "µm", "µm"))
+    (vol,) = read_tiff(path)
+    assert vol.axes == "TZYX"  # ImageJ order
+    np.testing.assert_array_equal(vol.data, labels.transpose(1, 0, 2, 3))
+    assert vol.scale == (5.0, 2.0, 0.5, 0.5)
+
+    reference = tmp_path / "plain_file"
+    reference.write_bytes(b"x")
+    assert path.stat().st_mode & 0o777 == reference.stat().st_mode & 0o777

@@ -37,7 +37,7 @@ import contextlib
 import logging
 import math
 import os
-import tempfile
+import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Sequence
 from fractions import Fraction
@@ -65,6 +65,8 @@ LAZY_THRESHOLD_BYTES = 256 * 2**20
 _PAGE_CHUNK_BYTES = 64 * 2**20
 #: Target edge length (pixels) of a dask chunk built from several TIFF tiles.
 _TILE_GROUP_PX = 2048
+#: Target size (bytes) of a dask chunk built from several strips of a huge page.
+_STRIP_GROUP_BYTES = 32 * 2**20
 #: Dots per inch that image software writes by default when it knows nothing
 #: about the pixel size; they are display settings, not physical sizes.
 _SCREEN_DPI = (72.0, 96.0)
@@ -306,7 +308,8 @@ def _series_volume(tf: Any, s: Any, p: Path, lazy: bool | None, ome_px: ET.Eleme
                   metadata=meta)
 
 
-def _plan_axes(file_axes: str, shape: Sequence[int], rgb: bool) -> tuple[list[int], tuple[int, ...], str, set[str]]:
+def _plan_axes(file_axes: str, shape: Sequence[int],
+               rgb: bool) -> tuple[list[int], tuple[int, ...], str, set[str]]:
     """How to turn tifffile's series axes into canonical ``TCZYXS`` axes.
 
     Returns the transpose permutation, the shape after folding, the new axes
@@ -357,11 +360,16 @@ def _lazy_level(s: Any, level: int) -> Any:
         raise ReaderError(f"zarr view of level {level} has shape {z.shape}, expected {lvl.shape}")
     chunks = list(z.chunks)
     if not whole_pages:
-        # group tiles/strips into chunks of about _TILE_GROUP_PX so that a large
-        # plane does not become hundreds of thousands of dask tasks
+        # group tiles (strips) into dask chunks of about _TILE_GROUP_PX pixels a
+        # side (_STRIP_GROUP_BYTES) so that a huge plane does not become hundreds
+        # of thousands of dask tasks; aligned to the TIFF chunks, read once each
         yi, xi = lvl.axes.index("Y"), lvl.axes.index("X")
-        for i in (yi, xi):
-            chunks[i] = min(lvl.shape[i], max(chunks[i], (_TILE_GROUP_PX // chunks[i]) * chunks[i]))
+        if key.is_tiled:
+            for i in (yi, xi):
+                chunks[i] = min(lvl.shape[i], max(1, _TILE_GROUP_PX // chunks[i]) * chunks[i])
+        else:
+            strip_bytes = max(1, math.prod(chunks) * np.dtype(z.dtype).itemsize)
+            chunks[yi] = min(lvl.shape[yi], max(1, _STRIP_GROUP_BYTES // strip_bytes) * chunks[yi])
     return da.from_zarr(z, chunks=tuple(chunks))
 
 
@@ -456,6 +464,11 @@ def _pixel_size(tf: Any, page: Any, axes: str, folded: set[str], ome_px: ET.Elem
             found["X"], found["Y"] = (xy_um[0], "µm"), (xy_um[1], "µm")
             source = "resolution_tags" if source == "none" else source
 
+    # only one of X/Y given (OME allows it): square pixels
+    if "X" in found and "Y" not in found:
+        found["Y"] = found["X"]
+    elif "Y" in found and "X" not in found:
+        found["X"] = found["Y"]
     # one length unit for Z/Y/X (napari compares scale numbers across axes)
     ref = found.get("X", found.get("Y", (None, None)))[1]
     if ref in _METRES:
@@ -489,7 +502,10 @@ def _resolution_fractions(page: Any) -> tuple[Fraction, Fraction] | None:
         if v is None:
             return None
         try:
-            n, d = (int(v[0]), int(v[1])) if isinstance(v, (tuple, list)) else Fraction(float(v)).as_integer_ratio()
+            if isinstance(v, (tuple, list)):
+                n, d = int(v[0]), int(v[1])
+            else:
+                n, d = Fraction(float(v)).as_integer_ratio()
         except (TypeError, ValueError, OverflowError):
             return None
         if n <= 0 or d <= 0:
@@ -599,11 +615,13 @@ def write_labels_tiff(path: str | os.PathLike, labels: Any, scale: Sequence[floa
         order = [axes.index(a) for a in "TZYX" if a in axes]
         out_axes = "".join(axes[i] for i in order)
         sx, sy = scale_t[axes.index("X")], scale_t[axes.index("Y")]
-        kwargs: dict[str, Any] = dict(imagej=True, photometric="minisblack", metadata={"axes": out_axes, **imagej_meta},
-                                      resolution=(_rational(1 / _exact(sx)), _rational(1 / _exact(sy))))
+        kwargs: dict[str, Any] = dict(
+            imagej=True, photometric="minisblack", metadata={"axes": out_axes, **imagej_meta},
+            resolution=(_rational(1 / _exact(sx)), _rational(1 / _exact(sy))))
     else:
         order = list(range(ndim))
-        kwargs = dict(compression="zlib", photometric="minisblack", metadata={"axes": axes, "scale": list(scale_t), "units": list(units_t)})
+        kwargs = dict(compression="zlib", photometric="minisblack",
+                      metadata={"axes": axes, "scale": list(scale_t), "units": list(units_t)})
         ix, iy = axes.index("X"), axes.index("Y")
         if units_t[ix] in _METRES and units_t[iy] in _METRES:
             kwargs["resolution"] = (_rational(1 / _exact(_convert(scale_t[ix], units_t[ix], "cm"))),
@@ -613,6 +631,8 @@ def write_labels_tiff(path: str | os.PathLike, labels: Any, scale: Sequence[floa
             kwargs["resolutionunit"] = tifffile.RESUNIT.NONE
 
     if order != list(range(ndim)):
+        if not hasattr(arr, "transpose"):  # e.g. zarr arrays
+            arr = np.asarray(arr)
         arr = arr.transpose(order)
     shape = tuple(int(n) for n in arr.shape)
     data: Any
@@ -623,8 +643,9 @@ def write_labels_tiff(path: str | os.PathLike, labels: Any, scale: Sequence[floa
         kwargs.update(shape=shape, dtype=dtype)
 
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".part", dir=p.parent)
-    os.close(fd)
+    # same folder, so that the rename is atomic; not mkstemp, whose 0600 mode
+    # would stick to the final file
+    tmp = p.parent / f".{p.name}.{uuid.uuid4().hex[:12]}.part"
     try:
         tifffile.imwrite(tmp, data, **kwargs)
         os.replace(tmp, p)
