@@ -1,0 +1,422 @@
+"""The training loop of instance models, as a generator of :class:`Progress`.
+
+:func:`train_iter` trains any 2D instance :class:`~napari_medseg.models.unet.UNet`
+(new, or loaded with :func:`~napari_medseg.models.spec.load_model` for
+fine-tuning) on in-memory :class:`~napari_medseg.training.data.Sample` lists:
+
+- fixed seeds (torch, numpy, the patch stream), AdamW, linear warm-up then
+  cosine decay of the learning rate over the step or time budget;
+- augmented patches made in a background thread while the network steps;
+- per-pixel weights (0 = unannotated) through the loss;
+- optional validation on whole images (AP@0.5, AP@0.75, mean AP, Dice via
+  :mod:`napari_medseg.analysis.metrics`), keeping the best checkpoint;
+- cancellable through a :class:`~napari_medseg.progress.CancelToken` (and
+  ``generator.close()``): the best checkpoint so far is kept and returned;
+- CUDA automatic mixed precision when on a GPU; on CPU, channels-last memory
+  layout and an explicit intra-op thread count.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ParameterError
+from ..progress import CancelToken, Progress
+from .augment import AugmentConfig
+from .data import PatchSampler, Sample, prepare_image
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one training run.
+
+    Attributes
+    ----------
+    steps : int, optional
+        Number of optimiser steps.  At least one of ``steps``/``minutes``.
+    minutes : float, optional
+        Wall-clock budget for the optimisation (validation time included).
+    batch_size, patch_size : int
+        Patches per step and their side (a multiple of the net's divisor).
+    lr, weight_decay : float
+        AdamW peak learning rate and weight decay.
+    warmup_steps : int
+        Linear warm-up length; then cosine decay to ``lr * final_lr_ratio``.
+    final_lr_ratio : float
+    steps_per_epoch : int
+        Steps reported as one "epoch" (patch sampling has no natural epoch).
+    val_every : int
+        Validate every this many steps (and at the end); 0 = only at the end.
+    seed : int
+    augment : AugmentConfig
+    p_object : float
+        Share of patches centred on an object.
+    group_weights : dict, optional
+        Sampling weight per ``Sample.group``.
+    dice_weight, dist_weight : float
+        Loss term weights (see :func:`~napari_medseg.training.losses.instance_loss`).
+    device : str
+        ``auto``, ``cpu``, ``cuda``, ``mps``.
+    num_threads : int, optional
+        torch intra-op CPU threads (default: physical cores).
+    """
+
+    steps: int | None = None
+    minutes: float | None = None
+    batch_size: int = 8
+    patch_size: int = 256
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 50
+    final_lr_ratio: float = 0.02
+    steps_per_epoch: int = 100
+    val_every: int = 500
+    seed: int = 0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    p_object: float = 0.8
+    group_weights: dict[str, float] | None = None
+    dice_weight: float = 1.0
+    dist_weight: float = 1.0
+    device: str = "auto"
+    num_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.steps is None and self.minutes is None:
+            raise ParameterError("give a number of steps or a time budget in minutes (or both)")
+        if self.steps is not None and self.steps < 1:
+            raise ParameterError(f"steps must be >= 1, got {self.steps}")
+        if self.minutes is not None and self.minutes <= 0:
+            raise ParameterError(f"minutes must be > 0, got {self.minutes}")
+        if self.batch_size < 1:
+            raise ParameterError(f"batch_size must be >= 1, got {self.batch_size}")
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train_iter` returns.
+
+    Attributes
+    ----------
+    net : torch.nn.Module
+        The network with the best weights (best validation score, or the last
+        step when there is no validation), in eval mode on the CPU.
+    card : ModelCard
+        The input card updated with ``training`` provenance and ``metrics``.
+    path : Path or None
+        Folder where the best model was saved (``out``), if any.
+    steps : int
+        Optimiser steps done.
+    best : dict or None
+        Validation scores of the kept weights.
+    history : list of dict
+        One entry per validation: step, seconds, loss, scores.
+    cancelled : bool
+        Whether the run stopped early on request.
+    """
+
+    net: Any
+    card: Any
+    path: Path | None
+    steps: int
+    best: dict | None
+    history: list[dict]
+    cancelled: bool = False
+
+
+def lr_factor(progress: float, step: int, warmup_steps: int, final_ratio: float) -> float:
+    """Learning-rate multiplier: linear warm-up, then cosine from 1 to ``final_ratio``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    p = min(max(progress, 0.0), 1.0)
+    return final_ratio + (1.0 - final_ratio) * 0.5 * (1.0 + math.cos(math.pi * p))
+
+
+def predict_maps(net, image_chw: np.ndarray, device=None, max_tile: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Whole-image forward pass of an instance network -> ``(fg_prob, dist)`` (Y, X) float32.
+
+    ``image_chw`` is normalised (C, Y, X).  The image is mirror-padded to a
+    multiple of the network's divisor (numpy ``reflect``, as the tiled
+    engine), so the result does not depend on tiling.  For validation during
+    training; users go through :func:`napari_medseg.api.segment`.
+    """
+    import torch
+
+    dev = next(net.parameters()).device if device is None else device
+    c, h, w = image_chw.shape
+    d = int(getattr(net, "divisor", 8))
+    ph, pw = (-h) % d, (-w) % d
+    # at least 16 px of context on each side, as the engine's halo gives.
+    m = 16
+    x = np.pad(image_chw, ((0, 0), (m, m + ph), (m, m + pw)), mode="reflect")
+    with torch.inference_mode():
+        xt = torch.from_numpy(np.ascontiguousarray(x))[None].to(dev)
+        if dev.type == "cpu":
+            xt = xt.contiguous(memory_format=torch.channels_last)
+        y = torch.sigmoid(net(xt).float())[0, :, m:m + h, m:m + w].cpu().numpy()
+    return y[0], y[1]
+
+
+def segment_with_net(net, card, image: np.ndarray, **postprocess) -> np.ndarray:
+    """Labels for one raw image (Y, X) or (Y, X, C) with a network and its card."""
+    from ..inference.instances import DEFAULT_POSTPROCESS, instances_from_maps
+
+    x = prepare_image(image, card.input.get("normalization"))
+    fg, dist = predict_maps(net, x)
+    pp = {**DEFAULT_POSTPROCESS, **card.output.get("postprocess", {}), **postprocess}
+    pp = {k: pp[k] for k in ("fg_threshold", "seed_threshold", "min_size") if k in pp}
+    return instances_from_maps(fg, dist, **pp)
+
+
+def validate(net, card, samples: Sequence[Sample], maps: list | None = None, **postprocess) -> dict:
+    """Scores of ``net`` on whole validation images (mean over images).
+
+    Returns a dict with ``ap50``, ``ap75``, ``map`` (mean AP over IoU
+    0.5:0.05:0.9) and ``dice`` averaged over images, ``n_images``, and the
+    same per ``Sample.group`` under ``by_group``.  ``maps``, when a list,
+    receives each image's ``(fg_prob, dist)`` (to tune post-processing).
+    """
+    from ..analysis.metrics import MAP_THRESHOLDS, average_precision, dice
+    from ..inference.instances import DEFAULT_POSTPROCESS, instances_from_maps
+
+    pp = {**DEFAULT_POSTPROCESS, **card.output.get("postprocess", {}), **postprocess}
+    pp = {k: pp[k] for k in ("fg_threshold", "seed_threshold", "min_size") if k in pp}
+    rows = []
+    for s in samples:
+        fg, dist = predict_maps(net, prepare_image(s.image, card.input.get("normalization")))
+        if maps is not None:
+            maps.append((fg, dist))
+        pred = instances_from_maps(fg, dist, **pp)
+        aps = average_precision(s.labels, pred, MAP_THRESHOLDS)
+        rows.append({"group": s.group, "ap50": float(aps[0]), "ap75": float(aps[5]), "map": float(aps.mean()),
+                     "dice": dice(s.labels, pred)})
+    return summarize(rows)
+
+
+def summarize(rows: list[dict]) -> dict:
+    """Mean scores over per-image rows, overall and per group."""
+    keys = ("ap50", "ap75", "map", "dice")
+
+    def mean(rs):
+        return {k: float(np.mean([r[k] for r in rs])) for k in keys} | {"n_images": len(rs)}
+
+    out = mean(rows) if rows else {"n_images": 0}
+    groups = sorted({r["group"] for r in rows})
+    out["by_group"] = {g: mean([r for r in rows if r["group"] == g]) for g in groups}
+    return out
+
+
+def _set_seeds(seed: int) -> None:
+    import random
+
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def train_iter(
+    net,
+    card,
+    train: Sequence[Sample],
+    val: Sequence[Sample] | None = None,
+    config: TrainConfig | None = None,
+    *,
+    out: str | Path | None = None,
+    cancel: CancelToken | None = None,
+    log: Callable[[str], Any] | None = None,
+) -> Generator[Progress, None, TrainResult]:
+    """Train an instance network; yields :class:`Progress` every step.
+
+    Parameters
+    ----------
+    net : UNet
+        2 output channels (foreground, distance), 2D.  Trained in place.
+    card : ModelCard
+        Its card (``input.normalization`` is used for the data); a copy with
+        ``training`` and ``metrics`` filled in is saved and returned.
+    train : sequence of Sample
+        Training images (raw; normalised here as the card says).
+    val : sequence of Sample, optional
+        Whole validation images; the best weights by mean AP@0.5 are kept.
+    config : TrainConfig
+        Budget and hyper-parameters (default: 200 steps).
+    out : path, optional
+        Model folder: the best model is saved there (``save_model``) at each
+        improvement, so a cut-off run still leaves a usable model.
+    cancel : CancelToken, optional
+        Checked every step; stops cleanly keeping the best weights.
+    log : callable, optional
+        Receives one-line text reports (validation results).
+
+    Yields
+    ------
+    Progress
+        ``step``/``total`` steps (``total`` is estimated from the measured
+        speed under a time budget); ``info`` has ``epoch``, ``loss`` (running
+        mean), ``lr``, ``val`` (last validation AP@0.5 or None),
+        ``best`` and ``elapsed_s``.
+
+    Returns
+    -------
+    TrainResult
+    """
+    import torch
+
+    from ..models.device import select_device
+    from ..models.spec import save_model
+    from .losses import instance_loss
+
+    cfg = config or TrainConfig(steps=200)
+    cancel = cancel or CancelToken()
+    if int(card.architecture.get("out_channels", 2)) != 2 or card.kind != "instance":
+        raise ParameterError("train_iter trains instance models (2 outputs: foreground, distance)")
+    divisor = int(getattr(net, "divisor", 1))
+    if cfg.patch_size % divisor:
+        raise ParameterError(f"patch_size {cfg.patch_size} must be a multiple of the network divisor {divisor}")
+    if any(s.channels != card.in_channels for s in train):
+        raise ParameterError(f"training images must have {card.in_channels} channel(s) for model {card.name!r}")
+
+    _set_seeds(cfg.seed)
+    device, reason = select_device(cfg.device)
+    if device.type == "cpu":
+        from ..models.device import physical_cores
+
+        torch.set_num_threads(cfg.num_threads or physical_cores())
+    net.to(device)
+    channels_last = device.type == "cpu"
+    if channels_last:
+        net.to(memory_format=torch.channels_last)
+    use_amp = device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    sampler = PatchSampler(list(train), patch_size=cfg.patch_size, normalization=card.input.get("normalization"),
+                           augment=cfg.augment, p_object=cfg.p_object, group_weights=cfg.group_weights, seed=cfg.seed)
+    batches = sampler.prefetch(cfg.batch_size)
+    budget_s = None if cfg.minutes is None else 60.0 * cfg.minutes
+    t0 = time.perf_counter()
+    history: list[dict] = []
+    best: dict | None = None
+    best_state = None
+    running: list[float] = []
+    step = 0
+    cancelled = False
+    out_path = Path(out) if out is not None else None
+
+    def elapsed() -> float:
+        return time.perf_counter() - t0
+
+    def total_estimate() -> int:
+        est = cfg.steps or 0
+        if budget_s is not None and step > 0:
+            by_time = int(step * budget_s / max(elapsed(), 1e-9))
+            est = min(est, by_time) if est else by_time
+        return max(est, step)
+
+    def progress_fraction() -> float:
+        fr = []
+        if cfg.steps:
+            fr.append(step / cfg.steps)
+        if budget_s is not None:
+            fr.append(elapsed() / budget_s)
+        return max(fr)
+
+    def finished_card(scores: dict | None):
+        c = copy.deepcopy(card)
+        c.training = {**c.training, "steps": step, "batch_size": cfg.batch_size, "patch_size": cfg.patch_size,
+                      "lr": cfg.lr, "seed": cfg.seed, "seconds": round(elapsed(), 1), "device": reason,
+                      "n_train_images": len(train), "n_val_images": len(val or [])}
+        if scores is not None:
+            c.metrics = {**c.metrics, "val_during_training": scores}
+        return c
+
+    def run_validation() -> dict:
+        nonlocal best, best_state
+        net.eval()
+        scores = validate(net, card, val)
+        net.train()
+        scores = {"step": step, **scores}
+        history.append({"step": step, "seconds": round(elapsed(), 1),
+                        "loss": float(np.mean(running)) if running else None, **scores})
+        if best is None or scores["ap50"] > best["ap50"]:
+            best = scores
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
+            if out_path is not None:
+                save_model(out_path, _cpu_copy(net, best_state), finished_card(best))
+        if log:
+            log(f"step {step} ({elapsed():.0f} s): val AP50 {scores['ap50']:.3f} AP75 {scores['ap75']:.3f} "
+                f"mAP {scores['map']:.3f} dice {scores['dice']:.3f} "
+                + " ".join(f"{g}:{v['ap50']:.3f}" for g, v in scores["by_group"].items())
+                + (" *best*" if best is scores else ""))
+        return scores
+
+    net.train()
+    last_val = None
+    try:
+        while True:
+            if cancel.cancelled:
+                cancelled = True
+                break
+            if cfg.steps is not None and step >= cfg.steps:
+                break
+            if budget_s is not None and elapsed() >= budget_s:
+                break
+            for g in opt.param_groups:
+                g["lr"] = cfg.lr * lr_factor(progress_fraction(), step, cfg.warmup_steps, cfg.final_lr_ratio)
+            b = next(batches)
+            x = torch.from_numpy(b.image).to(device, non_blocking=True)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            fg, dist, w = (torch.from_numpy(a).to(device, non_blocking=True) for a in (b.fg, b.dist, b.weight))
+            with torch.autocast("cuda", enabled=use_amp):
+                logits = net(x)
+            loss, _parts = instance_loss(logits, fg, dist, w, dice_weight=cfg.dice_weight, dist_weight=cfg.dist_weight)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            step += 1
+            running.append(float(loss.detach()))
+            running = running[-50:]
+            if val and cfg.val_every and step % cfg.val_every == 0:
+                last_val = run_validation()
+            yield Progress(step, total_estimate(), f"training {card.name}: step {step}",
+                           {"epoch": step // cfg.steps_per_epoch, "loss": float(np.mean(running)),
+                            "lr": opt.param_groups[0]["lr"], "val": None if last_val is None else last_val["ap50"],
+                            "best": None if best is None else best["ap50"], "elapsed_s": round(elapsed(), 1)})
+    except GeneratorExit:
+        cancelled = True
+        batches.close()
+        raise
+    finally:
+        batches.close()
+
+    if val and step > 0 and (last_val is None or last_val["step"] != step) and not (cancelled and best is not None):
+        last_val = run_validation()
+    if best_state is not None:
+        net.load_state_dict(best_state)
+    net.to("cpu").to(memory_format=torch.contiguous_format).eval()
+    final = finished_card(best)
+    final = replace(final, training={**final.training, "steps_total": step, "best_step": None if best is None else best["step"],
+                                     "cancelled": cancelled})
+    if out_path is not None:
+        save_model(out_path, net, final)
+    return TrainResult(net=net, card=final, path=out_path, steps=step, best=best, history=history, cancelled=cancelled)
+
+
+def _cpu_copy(net, state):
+    """A CPU copy of ``net`` holding ``state`` (to save while training goes on)."""
+    import torch
+
+    c = copy.deepcopy(net).to("cpu")
+    c.load_state_dict(state)
+    return c.to(memory_format=torch.contiguous_format)
