@@ -128,3 +128,31 @@ def test_dispatch_and_reader_hook_raise_reader_error(tmp_path: Path) -> None:
     assert reader is not None
     with pytest.raises(ReaderError, match="garbage.tif"):
         reader(str(path))
+
+
+def test_damage_in_another_thread_does_not_fail_a_good_file(tmp_path: Path) -> None:
+    import threading
+
+    raw = _valid_bytes(tmp_path)
+    bad = tmp_path / "bad.tif"
+    bad.write_bytes(_make("truncated_last_bytes", raw))
+    good = tmp_path / "good.tif"
+    good.write_bytes(raw)
+    errors: list[Exception] = []
+
+    def read_bad() -> None:
+        for _ in range(20):
+            try:
+                read_tiff(bad)
+            except ReaderError:
+                pass
+            except Exception as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+    t = threading.Thread(target=read_bad)
+    t.start()
+    for _ in range(20):
+        (vol,) = read_tiff(good)
+        assert vol.shape == (4, 64, 80)
+    t.join()
+    assert errors == []

@@ -37,6 +37,7 @@ import contextlib
 import logging
 import math
 import os
+import threading
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Sequence
@@ -538,10 +539,12 @@ def _plain_resolution_um(page: Any) -> tuple[float, float] | None:
 def _capture_tifffile_warnings() -> Iterator[list[str]]:
     """Collect tifffile's logged warnings (damaged IFDs...) to put them in error messages."""
     messages: list[str] = []
+    thread = threading.get_ident()
 
     class _Collect(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
-            messages.append(record.getMessage()[:200])
+            if record.thread == thread:  # not another file being read at the same time
+                messages.append(record.getMessage()[:200])
 
     logger = logging.getLogger("tifffile")
     handler = _Collect(level=logging.WARNING)
