@@ -48,6 +48,33 @@ DEFAULT_BLOCK = {2: 2048, 3: 192}
 DEFAULT_MAX_OBJECT = {2: 64, 3: 32}
 #: Relative pixel-size mismatch above which tiles are resampled.
 RESAMPLE_TOLERANCE = 0.05
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+
+
+def _cpu_has_amx() -> bool:
+    import torch
+
+    try:
+        return bool(torch.cpu._is_amx_tile_supported())
+    except Exception:  # private API; absent in older torch
+        return False
+
+
+def _autocast_dtype(device, precision: str):
+    """Autocast dtype for a device and precision choice; None = plain float32."""
+    import torch
+
+    if precision == "float32":
+        return None
+    if precision == "bfloat16":
+        return torch.bfloat16
+    if precision == "float16":
+        return torch.float16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "mps":
+        return torch.float16
+    return torch.bfloat16 if _cpu_has_amx() else None
 
 
 @dataclass
@@ -129,6 +156,7 @@ def segment_iter(
     out=None,
     halo: int | Sequence[int] | None = None,
     postprocess: dict | None = None,
+    precision: str = "auto",
 ) -> Generator[Progress, None, SegmentResult]:
     """Segment an image, yielding progress; returns a :class:`SegmentResult`.
 
@@ -174,6 +202,10 @@ def segment_iter(
         Overrides of the card's ``output.postprocess`` (``fg_threshold``,
         ``seed_threshold``, ``min_size`` in pixels, ``max_object_size``,
         ``block_size``).
+    precision : {"auto", "float32", "bfloat16", "float16"}
+        Network arithmetic.  ``auto``: bfloat16 (CUDA with bf16 support),
+        float16 (other CUDA, MPS), bfloat16 on CPUs with AMX tiles (Intel
+        Sapphire Rapids+, ~2-4x faster there), float32 on other CPUs.
 
     Yields
     ------
@@ -331,7 +363,7 @@ def segment_iter(
     source = ArraySource(image, axes, channels, low, high)
     timings["normalize"] = time.perf_counter() - t
 
-    predictor = _Predictor(info.path, net, card, dev, reason, batch_size, n_extra, model_tile)
+    predictor = _Predictor(info.path, net, card, dev, reason, batch_size, n_extra, model_tile, precision)
     tiles_all = list(grid)
     batches = tile_batches(grid, batch_size)
     blocks = plan_blocks(spatial_shape, blk_shape, blk_halo) if instance else []
@@ -408,6 +440,7 @@ def segment_iter(
         "grid": repr(grid), "tiles": len(grid), "tile_shape": grid.tile_shape, "halo": grid.halo,
         "batch_size": predictor.max_batch, "blocks": len(blocks), "resampled": resample, "zoom": zoom,
         "n_labels": n_labels, "megapixels": n_px / 1e6, "threads": torch.get_num_threads(),
+        "precision": predictor.dtype_name,
     }
     return SegmentResult(labels, probs, predictor.device.type, predictor.reason, card.name, timings, res_info)
 
@@ -466,32 +499,44 @@ class _Predictor:
     """
 
     def __init__(self, path, net, card, device, reason: str, batch_size: int, n_extra: int,
-                 model_tile: list[int] | None) -> None:
-        import torch
-
+                 model_tile: list[int] | None, precision: str = "auto") -> None:
+        if precision not in PRECISIONS:
+            raise ParameterError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.path = path
-        self.net = net
         self.card = card
-        self.device = device
         self.reason = reason
         self.max_batch = batch_size
         self.n_extra = n_extra
         self.model_tile = model_tile
+        self.precision = precision
         self.instance = card.kind == "instance"
+        self._set_device(net, device)
+
+    def _set_device(self, net, device) -> None:
+        import torch
+
+        self.device = device
+        self.net = net
+        self.dtype = _autocast_dtype(device, self.precision)
+        self.dtype_name = "float32" if self.dtype is None else str(self.dtype).replace("torch.", "")
+        self.channels_last = device.type == "cpu" and self.card.dims == 2
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # every tile has the same shape
+        if device.type == "cpu":
+            # denormal floats make oneDNN convolutions of some weights 5-10x slower
+            torch.set_flush_denormal(True)
+        if self.channels_last:
+            # measured ~1.8x faster for 2D convolutions on oneDNN (AVX-512); in place on the cached net
+            self.net = net.to(memory_format=torch.channels_last)
 
     def _autocast(self):
         import contextlib
 
         import torch
 
-        if self.device.type == "cuda":
-            dt = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-            return torch.autocast("cuda", dtype=dt)
-        if self.device.type == "mps":
-            return torch.autocast("mps", dtype=torch.float16)
-        return contextlib.nullcontext()
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
 
     def _forward(self, x: np.ndarray, crop) -> np.ndarray:
         import torch
@@ -499,7 +544,7 @@ class _Predictor:
 
         ne = self.n_extra
         with torch.inference_mode():
-            xt = torch.from_numpy(x).to(self.device, non_blocking=True)
+            xt = torch.from_numpy(x).to(self.device)
             b, c = xt.shape[:2]
             full = xt.shape[2:]
             if ne:  # 2D model on a stack: leading spatial axes have size 1 in a tile
@@ -510,6 +555,8 @@ class _Predictor:
                 shrink = any(m < s for m, s in zip(self.model_tile, spatial))
                 xt = F.interpolate(xt, size=self.model_tile, mode=mode, align_corners=False,
                                    antialias=shrink and mode == "bilinear")
+            if self.channels_last and xt.ndim == 4:
+                xt = xt.contiguous(memory_format=torch.channels_last)
             with self._autocast():
                 y = self.net(xt)
             y = y.float()
@@ -530,12 +577,12 @@ class _Predictor:
         warnings.warn(msg, RuntimeWarning, stacklevel=4)
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
-        self.net, _ = get_model(self.path, "cpu")
-        self.device = torch.device("cpu")
-        self.reason = f"{self.reason}; fell back to CPU: {why}"
-        self.max_batch = 1
         from ..models.device import configure_cpu_threads
 
+        net, _ = get_model(self.path, "cpu")
+        self._set_device(net, torch.device("cpu"))
+        self.reason = f"{self.reason}; fell back to CPU: {why}"
+        self.max_batch = 1
         configure_cpu_threads()
 
     def __call__(self, x: np.ndarray, crop) -> np.ndarray:
