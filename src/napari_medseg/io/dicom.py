@@ -9,6 +9,24 @@ ordered **(z, y, x)** (time in seconds first).  Columns of the 4x4 part:
 slice normal), translation = ImagePositionPatient of slice 0, each reordered
 xyz -> zyx.  ``scale``/``translate`` are None (napari uses the affine).
 
+Slice order is the distance of ImagePositionPatient along the slice normal
+(as ITK/GDCM's IPP sorter and dcm2niix do), never InstanceNumber or file
+name.  When every position holds the same number ``n`` of images the series is
+4D (``n`` time points, e.g. fMRI); within one position images are ordered by
+(TemporalPositionIdentifier, acquisition date/time, InstanceNumber).  dcm2niix
+sorts a series by InstanceNumber (after splitting acquisitions/echoes) and cuts
+it into volumes of ``n_slices`` consecutive images; grouping by position first
+gives the same result on the GE regression data (where all files share one
+AcquisitionTime) without depending on how instances were numbered.  Unequal
+repeat counts are refused (or split by AcquisitionNumber when that makes them
+consistent).  Gaps of a whole number of median spacings are filled with blank
+slices (exact geometry, reported); other uneven spacing loads with the first
+slice + median spacing and a warning saying by how much slices are misplaced.
+
+DICOM-SEG is read as a label volume (value = segment number); RTSTRUCT, SR,
+RT Plan and other objects without pixel data are refused with a message naming
+them (skipped inside folders).
+
 Stages: find files (:func:`_collect_files`) -> parse headers
 (:mod:`.dicom_header`) -> group frames into series -> order slices and time
 (:mod:`.dicom_geometry`) -> read pixels in parallel into one preallocated array
@@ -37,6 +55,7 @@ from .dicom_header import (
     NON_IMAGE_MODALITIES,
     FileHeader,
     Frame,
+    NotDicomError,
     frames_of,
     read_header,
 )
@@ -247,12 +266,12 @@ def _scan(files: list[str], single: bool) -> tuple[list[FileHeader], list[str]]:
     headers: list[FileHeader] = []
     broken: list[str] = []
     for f in files:
-        if not single and not _has_dicm(Path(f)):
-            continue  # README, thumbnails, ... (as the GE folders have)
-        if single and not _has_dicm(Path(f)):
-            raise ReaderError(f"{f}: not a DICOM file (no 'DICM' marker at byte 128)")
         try:
             headers.append(read_header(f))
+        except NotDicomError:
+            if single:
+                raise
+            continue  # README, thumbnails, ... (as the GE folders have)
         except ReaderError as exc:
             if single:
                 raise
@@ -495,7 +514,7 @@ def _pixels(frames: list[Frame], order: np.ndarray, warn_list: list[str]
                                         f"[{lo}, {hi}]) before the rescale; the window is mirrored the same way")
     slopes = np.where(missing, 1.0, [[frames[i].slope if i >= 0 else 1.0 for i in row] for row in order])
     intercepts = np.where(missing, 0.0, [[frames[i].intercept if i >= 0 else 0.0 for i in row] for row in order])
-    data = rescale(stored, slopes, intercepts, frame_axes=2) if not fmt.rgb else stored
+    data = rescale(stored, slopes, intercepts, frame_axes=2, stored_range=fmt.stored_range) if not fmt.rgb else stored
     if missing.any():
         data[missing] = data[~missing].min()
     if not fmt.rgb:

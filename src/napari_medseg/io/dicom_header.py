@@ -69,6 +69,10 @@ def _specific_tags() -> list[int]:
     return sorted(tags)
 
 
+class NotDicomError(ReaderError):
+    """The file is not DICOM Part 10 at all (skipped silently inside folders)."""
+
+
 @dataclass(eq=False)
 class FileHeader:
     """One parsed DICOM file (header only).
@@ -177,7 +181,7 @@ def read_header(path: str) -> FileHeader:
     except ReaderError:
         raise
     except InvalidDicomError as exc:
-        raise ReaderError(f"{path}: not a DICOM file ({exc})") from exc
+        raise NotDicomError(f"{path}: not a DICOM file (no 'DICM' marker at byte 128)") from exc
     except Exception as exc:  # pydicom signals corrupt/truncated headers with many exception types
         raise ReaderError(f"{path}: unreadable DICOM header ({type(exc).__name__}: {exc})") from exc
     hdr = FileHeader(path=path, ds=ds, fmt=fmt, offset=offset)

@@ -272,7 +272,8 @@ def invert_monochrome1(stored: np.ndarray, fmt: PixelFormat) -> None:
         np.subtract(stored.dtype.type(lo + hi), stored, out=stored)
 
 
-def rescale(stored: np.ndarray, slopes: np.ndarray, intercepts: np.ndarray, frame_axes: int) -> np.ndarray:
+def rescale(stored: np.ndarray, slopes: np.ndarray, intercepts: np.ndarray, frame_axes: int,
+            stored_range: tuple[int, int] | None = None) -> np.ndarray:
     """Apply ``value = slope * stored + intercept`` per frame, in the smallest exact dtype.
 
     Parameters
@@ -283,6 +284,9 @@ def rescale(stored: np.ndarray, slopes: np.ndarray, intercepts: np.ndarray, fram
         One value per frame, shape ``stored.shape[:frame_axes]``.
     frame_axes : int
         Number of leading axes that index frames (e.g. 2 for ``(T, Z, Y, X)``).
+    stored_range : (int, int), optional
+        Bounds of the stored values (from BitsStored); when the rescaled bounds
+        already fit int16 the data are not scanned for their min/max.
 
     Returns
     -------
@@ -307,9 +311,14 @@ def rescale(stored: np.ndarray, slopes: np.ndarray, intercepts: np.ndarray, fram
         return stored.astype(np.uint8) if stored.dtype == np.bool_ else stored
     uniform = bool((slopes == slopes.flat[0]).all() and (intercepts == intercepts.flat[0]).all())
     if uniform:
-        mn, mx = (int(stored.min()), int(stored.max())) if stored.size else (0, 0)
         s, b = int(slopes.flat[0]), int(intercepts.flat[0])
-        lo, hi = min(s * mn, s * mx) + b, max(s * mn, s * mx) + b
+        lo = hi = None
+        if stored_range is not None:  # the BitsStored bounds may already prove that int16 suffices
+            mn, mx = stored_range
+            lo, hi = min(s * mn, s * mx) + b, max(s * mn, s * mx) + b
+        if lo is None or lo < -32768 or hi > 32767:
+            mn, mx = (int(stored.min()), int(stored.max())) if stored.size else (0, 0)
+            lo, hi = min(s * mn, s * mx) + b, max(s * mn, s * mx) + b
     else:
         flat = stored.reshape(slopes.shape + (-1,))
         mn = flat.min(axis=-1).astype(np.int64)
