@@ -142,7 +142,8 @@ class Volume:
 
 _UNIT_ALIASES = {"µm": "micrometer", "um": "micrometer", "micron": "micrometer", "mm": "millimeter",
                  "nm": "nanometer", "cm": "centimeter", "m": "meter", "s": "second", "ms": "millisecond",
-                 "pixel": "pixel", "px": "pixel", "": "pixel"}
+                 "pixel": "pixel", "px": "pixel", "": "pixel", "µs": "microsecond",
+                 "min": "minute", "h": "hour", "inch": "inch", "Å": "angstrom"}
 
 
 def _napari_unit(u: str) -> str:
