@@ -140,7 +140,7 @@ def test_garbage_tif_with_preferred_reader_raises_reader_plugin_error(make_napar
     get_settings().plugins.extension2reader = {"*.tif": PLUGIN}
 
     with pytest.raises(ReaderPluginError) as info:
-        viewer.open(path)
+        viewer.open(path, plugin=None)  # None: use the preference (the default is napari's own reader)
     assert info.value.reader_plugin == PLUGIN
     assert isinstance(info.value.original_error, ReaderError)
     assert len(viewer.layers) == 0

@@ -70,7 +70,7 @@ def test_nuclei_sample(make_napari_viewer) -> None:
 
 
 def test_he_sample_and_screenshot(make_napari_viewer, tmp_path: Path) -> None:
-    viewer = make_napari_viewer()
+    viewer = make_napari_viewer(show=True)  # the canvas only renders when shown
     layers = viewer.open_sample(PLUGIN, "he")
     assert len(viewer.layers) == 2
     _assert_image_and_labels(layers, HE_IMAGE, HE_LABELS, rgb=True)
@@ -110,7 +110,7 @@ def _mr_expected() -> tuple[np.ndarray, list[pydicom.Dataset]]:
 
 def test_mr_sample_and_screenshot(make_napari_viewer, tmp_path: Path) -> None:
     expected, headers = _mr_expected()
-    viewer = make_napari_viewer()
+    viewer = make_napari_viewer(show=True)
     layers = viewer.open_sample(PLUGIN, "mr")
     assert len(layers) == 1 and len(viewer.layers) == 1
     (layer,) = layers
@@ -118,18 +118,20 @@ def test_mr_sample_and_screenshot(make_napari_viewer, tmp_path: Path) -> None:
     assert expected.shape == (3, 15, 64, 64)
     np.testing.assert_array_equal(np.asarray(layer.data), expected)
 
-    # geometry, independent of the reader's axis convention: distances in mm
-    # between neighbouring voxel centres, and the first voxel at the patient
-    # position of the first slice
-    dz = float(np.linalg.norm(np.subtract(headers[1].ImagePositionPatient, headers[0].ImagePositionPatient)))
-    dy, dx = (float(v) for v in headers[0].PixelSpacing)
-    origin = layer.data_to_world((0, 0, 0, 0))
-    steps = [np.subtract(layer.data_to_world(idx), origin)[1:] for idx in ((0, 1, 0, 0), (0, 0, 1, 0), (0, 0, 0, 1))]
-    np.testing.assert_allclose([np.linalg.norm(s) for s in steps], [dz, dy, dx], rtol=1e-4)
-    np.testing.assert_allclose(
-        sorted(np.abs(origin[1:])), sorted(np.abs(np.asarray(headers[0].ImagePositionPatient, float))), atol=1e-3
-    )
-    assert _units(layer)[1:] == ("millimeter",) * 3
+    # geometry: the reader's convention is patient LPS millimetres ordered (z, y, x),
+    # time in seconds first; expected positions straight from the DICOM headers
+    row_cos, col_cos = np.reshape(np.asarray(headers[0].ImageOrientationPatient, float), (2, 3))
+    d_row, d_col = (float(v) for v in headers[0].PixelSpacing)  # between rows, between columns
+    tr_s = float(headers[0].RepetitionTime) / 1000.0
+    for t, k, i, j in [(0, 0, 0, 0), (1, 0, 0, 0), (0, 14, 0, 0), (2, 7, 63, 0), (0, 3, 10, 63), (2, 14, 63, 63)]:
+        ipp = np.asarray(headers[k].ImagePositionPatient, float)
+        lps_xyz = ipp + i * d_row * col_cos + j * d_col * row_cos
+        expected_world = [t * tr_s, *lps_xyz[::-1]]
+        np.testing.assert_allclose(layer.data_to_world((t, k, i, j)), expected_world, atol=1e-3)
+    assert _units(layer) == ("second", "millimeter", "millimeter", "millimeter")
+    # display range from the stored window (centre 2851, width 5702)
+    centre, width = float(headers[0].WindowCenter), float(headers[0].WindowWidth)
+    assert tuple(layer.contrast_limits) == pytest.approx((centre - width / 2, centre + width / 2), abs=1.0)
 
     path = _screenshot_dir(tmp_path) / "mr_sample.png"
     shot = viewer.screenshot(str(path), canvas_only=True)
