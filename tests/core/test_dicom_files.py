@@ -212,3 +212,16 @@ def test_non_dicom_file_in_series_folder_is_skipped(tmp_path: Path) -> None:
     vols = _read(tmp_path)
     assert len(vols) == 1 and vols[0].data.shape == (3, 38, 23)
     assert vols[0].metadata["n_files"] == 3
+
+
+def test_an_inconsistent_file_does_not_spoil_the_folder(tmp_path: Path) -> None:
+    src = dataset("dicom_ct_seg", "23x38x3", "image")
+    for f in src.iterdir():
+        shutil.copy(f, tmp_path / f.name)
+    # pydicom's liver_1frame.dcm declares 1 frame but carries 3 per-frame functional groups
+    shutil.copy(get_testdata_file("liver_1frame.dcm"), tmp_path / "seg.dcm")
+    with pytest.raises(ReaderError, match="per-frame functional groups"):
+        read_dicom(tmp_path / "seg.dcm")
+    with pytest.warns(UserWarning, match="per-frame functional groups"):
+        vols = read_dicom(tmp_path)
+    assert len(vols) == 1 and vols[0].data.shape == (3, 38, 23)

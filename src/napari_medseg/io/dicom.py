@@ -180,12 +180,13 @@ def read_dicom(path: str | os.PathLike) -> list[Volume]:
         raise ReaderError(f"{p}: empty folder" if p.is_dir() else f"{p}: the DICOMDIR lists no existing files")
     headers, notes = _scan(files, single)
     image_headers = [h for h in headers if h.fmt is not None]
-    if not image_headers:
+    groups, bad = _group_series(image_headers, strict=single)
+    notes = notes + bad
+    if not groups:
         kinds = sorted({_describe_non_image(h) for h in headers})
         what = f" (found only: {', '.join(kinds)})" if kinds else ""
         detail = f"; {notes[0]}" if notes else ""
         raise ReaderError(f"{p}: no DICOM image data{what}{detail}")
-    groups = _group_series(image_headers)
     volumes: list[tuple[tuple, Volume]] = []
     failures: list[str] = []
     for key, name, frames in groups:
@@ -321,18 +322,31 @@ def _series_name(h: FileHeader) -> str:
     return Path(h.path).stem or "DICOM"
 
 
-def _group_series(headers: list[FileHeader]) -> list[tuple[tuple, str, list[Frame]]]:
-    """Frames grouped by series, orientation, frame size, pixel format and echo."""
+def _group_series(headers: list[FileHeader], strict: bool = False
+                  ) -> tuple[list[tuple[tuple, str, list[Frame]]], list[str]]:
+    """Frames grouped by series, orientation, frame size, pixel format and echo.
+
+    Returns the groups (sort key, name, frames) and notes on files whose frames
+    could not be described (raised instead when ``strict``).
+    """
     groups: dict[tuple, list[Frame]] = defaultdict(list)
     first_header: dict[tuple, FileHeader] = {}
+    notes: list[str] = []
     for h in headers:
+        try:
+            frames = frames_of(h)
+        except ReaderError as exc:
+            if strict:
+                raise
+            notes.append(f"skipped: {exc}")
+            continue
         fmt = h.fmt
         uid = text(h.ds, "SeriesInstanceUID") or f"file:{h.path}"
         if h.is_seg:
             uid = f"seg:{text(h.ds, 'SOPInstanceUID') or h.path}"
         echo = text(h.ds, "EchoNumbers") or ""
         base = _series_sort_key(h) + (uid,)
-        for f in frames_of(h):
+        for f in frames:
             ori = tuple(np.round(f.iop, 4)) if f.iop is not None and f.ipp is not None else None
             sub = (("orientation", ori), ("size", (f.rows, f.cols)),
                    ("format", (fmt.rgb, fmt.photometric, str(stored_dtype(fmt)))), ("echo", echo))
@@ -355,7 +369,7 @@ def _group_series(headers: list[FileHeader]) -> list[tuple[tuple, str, list[Fram
                 name = f"{name} [{n + 1}/{len(keys)}: {', '.join(differs) or 'part'}]"
             out.append((_sortable(key), name, groups[key]))
     out.sort(key=lambda t: t[0])
-    return out
+    return out, notes
 
 
 def _sortable(key: tuple) -> tuple:
