@@ -193,17 +193,22 @@ class ProgressJob:
     def _yielded(self, p: Any) -> None:
         if not isinstance(p, Progress) or self._done:
             return
-        pbar = self.pbar
-        if pbar is not None:
-            total = max(int(p.total), 0)
-            if total != pbar.total:
-                pbar.total = total
-            pbar.n = min(int(p.step), total) if total else int(p.step)
-            pbar.update(0)  # emits the value event with the new n
-            if p.message:
-                pbar.set_description(f"{self._desc}: {p.message}")
+        # The callback first: updating napari's progress bar can process pending
+        # events re-entrantly (the activity dock repaints), which may deliver
+        # `finished` before this slot returns.
         if self._on_progress is not None:
             self._on_progress(p)
+        pbar = self.pbar
+        if pbar is None or self._done:
+            return
+        total = max(int(p.total), 0)
+        if total != pbar.total:
+            pbar.total = total
+        pbar.n = min(int(p.step), total) if total else int(p.step)
+        if p.message:
+            pbar.set_description(f"{self._desc}: {p.message}")
+        if not self._done:
+            pbar.update(0)  # emits the value event with the new n
 
     def _returned(self, outcome: Any) -> None:
         if isinstance(outcome, JobOutcome):

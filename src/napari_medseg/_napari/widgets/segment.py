@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -57,7 +57,8 @@ class _RunContext:
     model: ModelInfo
     params: dict[str, Any]
     geometry: dict[str, Any]
-    outputs: dict[str, Any] = field(default_factory=dict)
+    t_index: int | None = None  #: time point segmented, for layers with a T axis
+    t_size: int = 0
 
 
 class SegmentWidget(QWidget):
@@ -145,15 +146,23 @@ class SegmentWidget(QWidget):
         data = image.data[0] if image.multiscale else image.data  # level 0, not copied
         rgb = bool(image.rgb)
         axes = _axes_of(image, data.ndim, rgb)
+        t_index, t_size = None, 0
+        if axes is not None and "T" in axes:  # segment the time point on screen
+            ti = axes.index("T")
+            t_size = int(data.shape[ti])
+            pos = image.world_to_data(self.viewer.dims.point)
+            t_index = int(np.clip(np.round(pos[ti]), 0, t_size - 1))
+            data = data[(slice(None),) * ti + (t_index,)]  # a view (numpy) or lazy slice (dask)
+        core_axes = None if axes is None else axes.replace("T", "")
         params: dict[str, Any] = {
-            "axes": axes,
+            "axes": core_axes,
             "scale": _spatial_scale(image, axes),
             "device": self.device_picker.device(),
             "tile_size": self.tile_size.value() or None,
             "batch_size": self.batch_size.value() or None,
             "return_probabilities": self.keep_probabilities.isChecked(),
         }
-        ctx = _RunContext(weakref.ref(image), image.name, model, params, _geometry_of(image))
+        ctx = _RunContext(weakref.ref(image), image.name, model, params, _geometry_of(image), t_index, t_size)
         model_ref = model.path
 
         def make_gen(token):
@@ -170,7 +179,8 @@ class SegmentWidget(QWidget):
             owner=self,
         )
         self.buttons.set_running(True)
-        self.status.set(f"Running {model.name} on {image.name}…")
+        at = "" if t_index is None else f" (time point {t_index})"
+        self.status.set(f"Running {model.name} on {image.name}{at}…")
         self._job.start()
 
     def cancel(self) -> None:
@@ -214,8 +224,8 @@ class SegmentWidget(QWidget):
             return
         what = "objects" if ctx.model.card.kind == "instance" else "classes"
         self.status.set(
-            f"{n_objects} {what} in {outcome.elapsed:.1f} s on {result.device} ({result.device_reason}); "
-            f"model {result.model_name}"
+            f"{n_objects} {what} in {outcome.elapsed:.1f} s with {result.model_name}\n"
+            f"{result.device_reason}"
         )
 
     def _report_error(self, exc: BaseException) -> None:
@@ -229,6 +239,8 @@ class SegmentWidget(QWidget):
 
     # --- output layers ----------------------------------------------------------------------
     def _add_outputs(self, ctx: _RunContext, result: Any) -> None:
+        """Add or update the output layers; every new layer is built before the viewer changes."""
+        image = ctx.image()
         meta = {
             OUTPUT_OF: ctx.image_name,
             META: {
@@ -237,38 +249,64 @@ class SegmentWidget(QWidget):
                 "model_source": ctx.model.source,
                 "device": result.device,
                 "device_reason": result.device_reason,
-                "parameters": dict(ctx.params),
+                "parameters": dict(ctx.params) | {"time_index": ctx.t_index},
                 "timings": dict(result.timings or {}),
             },
         }
-        labels = result.labels
-        probs = result.probabilities if ctx.params["return_probabilities"] else None
-        # Build every layer before touching the viewer, so a failure leaves it unchanged.
-        new = [("labels", Labels(labels, name=f"{ctx.image_name} labels", metadata=dict(meta), **ctx.geometry))]
-        if probs is not None:
-            pdata, pgeom = _probabilities_layer_data(probs, labels.ndim, ctx.geometry)
-            new.append(("probabilities", Image(pdata, name=f"{ctx.image_name} probabilities",
-                                               metadata=dict(meta), colormap="magma", **pgeom)))
-        image = ctx.image()
-        for kind, layer in new:
-            self._put_layer(kind, image, layer)
+        outputs = [("labels", result.labels)]
+        if ctx.params["return_probabilities"] and result.probabilities is not None:
+            outputs.append(("probabilities", result.probabilities))
+        plan = []  # (kind, existing layer to write one time point into | None, new layer | None)
+        for kind, arr in outputs:
+            # probabilities have a leading class axis K: after T when there is one
+            geom = ctx.geometry if kind == "labels" else _insert_axis(ctx.geometry, 0 if ctx.t_index is None else 1)
+            name = f"{ctx.image_name} {kind}"
+            if ctx.t_index is not None:
+                full_shape = (ctx.t_size, *arr.shape)
+                old = self._ours(kind, image)
+                if (old is not None and tuple(old.data.shape) == full_shape and isinstance(old.data, np.ndarray)
+                        and np.can_cast(arr.dtype, old.data.dtype)):
+                    plan.append((kind, old, None))
+                    continue
+                full = np.zeros(full_shape, arr.dtype)
+                full[ctx.t_index] = arr
+                arr = full
+            if kind == "labels":
+                layer = Labels(arr, name=name, metadata=_copy_meta(meta), **geom)
+            else:
+                layer = Image(arr, name=name, metadata=_copy_meta(meta), colormap="magma",
+                              contrast_limits=(0.0, 1.0), **geom)
+            plan.append((kind, None, layer))
+        results = dict(outputs)
+        for kind, old, layer in plan:
+            if old is not None:  # another time point of a layer we made: write just this one
+                old.data[ctx.t_index] = results[kind]
+                old.metadata = _copy_meta(meta)
+                old.refresh()
+            else:
+                self._put_layer(kind, image, layer)
+
+    def _ours(self, kind: str, image: Any) -> Any:
+        """The layer this widget made for ``image`` earlier, if it is still in the viewer."""
+        entry = self._created.get((kind, id(image))) if image is not None else None
+        if entry is None:
+            return None
+        img_ref, out_ref = entry
+        out = out_ref()
+        if img_ref() is image and out is not None and any(lay is out for lay in self.viewer.layers):
+            return out
+        return None
 
     def _put_layer(self, kind: str, image: Any, layer: Any) -> None:
         """Replace the layer this widget made earlier for ``image`` or add a new one."""
-        key = (kind, id(image))
-        old = None
-        if image is not None and key in self._created:
-            img_ref, out_ref = self._created[key]
-            cand = out_ref()
-            if img_ref() is image and cand is not None and any(lay is cand for lay in self.viewer.layers):
-                old = cand
+        old = self._ours(kind, image)
         if old is not None and type(old) is type(layer) and old.ndim == layer.ndim:
             old.data = layer.data
             for attr in ("scale", "translate", "rotate", "shear", "affine", "units"):
                 setattr(old, attr, getattr(layer, attr))
             old.metadata = layer.metadata
             return
-        if old is not None:  # same layer slot, different dimensionality: swap in place
+        if old is not None:  # same slot, different dimensionality: swap the layer in place
             idx = self.viewer.layers.index(old)
             layer.name = old.name
             self.viewer.layers.remove(old)
@@ -277,7 +315,11 @@ class SegmentWidget(QWidget):
             layer.name = _unique_name(self.viewer, layer.name)
             self.viewer.add_layer(layer)
         if image is not None:
-            self._created[key] = (weakref.ref(image), weakref.ref(layer))
+            self._created[(kind, id(image))] = (weakref.ref(image), weakref.ref(layer))
+
+
+def _copy_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    return {OUTPUT_OF: meta[OUTPUT_OF], META: dict(meta[META])}
 
 
 def _axes_of(image: Any, ndim: int, rgb: bool) -> str | None:
@@ -341,22 +383,26 @@ def _geometry_of(image: Any) -> dict[str, Any]:
     return geom
 
 
-def _probabilities_layer_data(probs: Any, n_spatial: int, geometry: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-    """Probability maps as one Image layer: a leading channel axis gets scale 1 and no offset."""
-    if probs.ndim == n_spatial:
-        return probs, dict(geometry)
-    extra = probs.ndim - n_spatial
-    n = n_spatial + extra
-    aff = np.eye(n + 1)
-    aff[extra:, extra:] = geometry["affine"]
+def _insert_axis(geometry: dict[str, Any], pos: int) -> dict[str, Any]:
+    """Geometry with one extra unit-scale, zero-offset world axis at ``pos`` (probabilities' K axis)."""
+    n = len(geometry["scale"])
+    keep = [i for i in range(n + 1) if i != pos]
+
+    def grow(mat: np.ndarray, size: int) -> np.ndarray:
+        out = np.eye(size + 1)
+        idx = [keep[i] if i < n else size for i in range(n + 1)]  # last row/col: homogeneous part
+        out[np.ix_(idx, idx)] = mat
+        return out
+
     geom = {
-        "scale": (1.0,) * extra + tuple(geometry["scale"]),
-        "translate": (0.0,) * extra + tuple(geometry["translate"]),
-        "affine": aff,
+        "scale": (*geometry["scale"][:pos], 1.0, *geometry["scale"][pos:]),
+        "translate": (*geometry["translate"][:pos], 0.0, *geometry["translate"][pos:]),
+        "affine": grow(np.asarray(geometry["affine"]), n + 1),
     }
     if "units" in geometry:
-        geom["units"] = ("pixel",) * extra + tuple(str(u) for u in geometry["units"])
-    return probs, geom  # rotate/shear of the extra axes are left at identity
+        units = [str(u) for u in geometry["units"]]
+        geom["units"] = (*units[:pos], "pixel", *units[pos:])
+    return geom  # rotate/shear stay at identity: napari's rotate of the shifted axes would not match
 
 
 def _unique_name(viewer: Any, name: str) -> str:
@@ -370,9 +416,9 @@ def _unique_name(viewer: Any, name: str) -> str:
 
 
 def _count_objects(result: Any) -> tuple[Any, int]:
-    """(result, number of distinct non-zero labels); runs in the worker thread."""
-    lab = result.labels
-    if hasattr(lab, "compute") or not isinstance(lab, np.ndarray):
-        lab = np.asarray(lab)
-    u = np.unique(lab)
-    return result, int(u.size - (1 if u.size and u[0] == 0 else 0))
+    """(result, number of labels); runs in the worker thread."""
+    n = (getattr(result, "info", None) or {}).get("n_labels")
+    if n is None:
+        u = np.unique(np.asarray(result.labels))
+        n = u.size - (1 if u.size and u[0] == 0 else 0)
+    return result, int(n)
