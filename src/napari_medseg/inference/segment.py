@@ -196,8 +196,9 @@ def segment_iter(
         zarr) to receive the labels; written only once everything succeeded.
     halo : int or sequence of int, optional
         Tile margin in model pixels.  Default: the network's receptive-field
-        radius (exact, tiling-independent output) in 2D; in 3D at most a
-        quarter of the tile.
+        radius (exact, tiling-independent output: 56 pixels for a depth-4
+        U-Net), but at most a quarter of the tile (so 32 for 128-voxel 3D
+        tiles).
     postprocess : dict, optional
         Overrides of the card's ``output.postprocess`` (``fg_threshold``,
         ``seed_threshold``, ``min_size`` in pixels, ``max_object_size``,
@@ -323,7 +324,8 @@ def segment_iter(
             raise ParameterError(f"tile_size {tuple(tmax)} must be at least {d} (the network's divisor)")
     rf = unet_receptive_radius(int(card.architecture.get("depth", 4)))
     if halo is None:
-        hal = [min(rf, (v // 4) // d * d) if mdims == 3 else rf for v in tmax]
+        # exact (receptive-field) halo unless that would eat more than half the tile
+        hal = [min(rf, (v // 4) // d * d) for v in tmax]
     else:
         hal = [int(halo)] * mdims if np.isscalar(halo) else [int(v) for v in halo]
         if len(hal) != mdims:
@@ -427,7 +429,7 @@ def segment_iter(
         n_labels = next_id - 1 if instance else n_out - 1
         if out is not None and n_labels > np.iinfo(np.dtype(out.dtype)).max:
             raise ParameterError(f"{n_labels} labels do not fit in out's dtype {out.dtype}; use uint32")
-        yield Progress(total - 1, total, "writing labels", {"stage": "write"})
+        yield Progress(total, total, "writing labels", {"stage": "write"})
         # no yield after this point: out is only written by a run that finishes
         t = time.perf_counter()
         labels = store.commit(out, n_labels, blk_shape)
