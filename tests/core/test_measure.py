@@ -267,6 +267,10 @@ def test_ambiguous_or_mismatched_image_raises():
         measure(lab, np.zeros((3, 3, 3, 3)))
     t = measure(lab, np.ones((3, 3, 3, 3)), channel_axis=0, properties=("intensity",))
     assert t["mean_ch2"][0] == 1.0
+    # with channel_axis given, arrays of the labels' own shape are still single channels
+    t = measure(lab, [("a", np.full((3, 3, 3), 2.0)), ("b", np.ones((2, 3, 3, 3)))], channel_axis=0,
+                properties=("intensity",))
+    assert (t["mean_a"][0], t["mean_b_ch1"][0]) == (2.0, 1.0)
     with pytest.raises(ParameterError, match="does not match"):
         measure(lab, np.zeros((4, 3, 3)))
     with pytest.raises(ParameterError, match="channel_names"):

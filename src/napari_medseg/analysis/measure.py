@@ -171,7 +171,7 @@ def _channels(
         return out
 
     arr = np.asarray(image)
-    if arr.shape == shape and channel_axis is None:
+    if arr.shape == shape:
         chans = [arr]
     elif arr.ndim == len(shape) + 1:
         if channel_axis is None:
