@@ -345,29 +345,30 @@ def _group_series(headers: list[FileHeader], strict: bool = False
         if h.is_seg:
             uid = f"seg:{text(h.ds, 'SOPInstanceUID') or h.path}"
         echo = text(h.ds, "EchoNumbers") or ""
-        base = _series_sort_key(h) + (uid,)
         for f in frames:
             ori = tuple(np.round(f.iop, 4)) if f.iop is not None and f.ipp is not None else None
             sub = (("orientation", ori), ("size", (f.rows, f.cols)),
                    ("format", (fmt.rgb, fmt.photometric, str(stored_dtype(fmt)))), ("echo", echo))
             if ori is None and not h.is_seg:
                 sub += (("file", h.path),)  # images without geometry are never stacked across files
-            key = base + sub
+            key = (uid,) + sub
             groups[key].append(f)
             first_header.setdefault(key, h)
-    by_series: dict[tuple, list[tuple]] = defaultdict(list)
+    by_series: dict[str, list[tuple]] = defaultdict(list)
     for key in groups:
-        by_series[key[:4]].append(key)
+        by_series[key[0]].append(key)
     out = []
-    for series_key, keys in by_series.items():
-        for n, key in enumerate(sorted(keys, key=_sortable)):
+    for keys in by_series.values():
+        keys.sort(key=_sortable)
+        order = _series_sort_key(first_header[keys[0]])  # SeriesNumber, description, UID
+        for n, key in enumerate(keys):
             name = _series_name(first_header[key])
             if len(keys) > 1:
-                subs = [dict(k[4:]) for k in keys]
+                subs = [dict(k[1:]) for k in keys]
                 differs = [part for part in ("orientation", "size", "format", "echo", "file")
                            if len({repr(s.get(part)) for s in subs}) > 1]
                 name = f"{name} [{n + 1}/{len(keys)}: {', '.join(differs) or 'part'}]"
-            out.append((_sortable(key), name, groups[key]))
+            out.append((order + (key[0], n), name, groups[key]))
     out.sort(key=lambda t: t[0])
     return out, notes
 
