@@ -277,7 +277,7 @@ def _enhanced_frames(hdr: FileHeader) -> list[Frame]:
         voi = grp("FrameVOILUTSequence")
         content = grp("FrameContentSequence")
         seg = grp("SegmentIdentificationSequence")
-        ipp = _vec(_nums(pos, "ImagePositionPatient"), 3) if pos is not None else _vec(_nums(ds, "ImagePositionPatient"), 3)
+        ipp = _vec(_nums(pos if pos is not None else ds, "ImagePositionPatient"), 3)
         iop = _vec(_nums(ori if ori is not None else ds, "ImageOrientationPatient"), 6)
         ps = _spacing(meas) if meas is not None else _spacing(ds)
         slice_sp = _slice_spacing(meas) if meas is not None else _slice_spacing(ds)
