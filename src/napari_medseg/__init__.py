@@ -21,6 +21,10 @@ _LAZY = {
     "segment": "napari_medseg.api",
     "list_models": "napari_medseg.api",
     "load_model": "napari_medseg.api",
+    "measure": "napari_medseg.analysis.measure",
+    "classify": "napari_medseg.analysis.classify",
+    "ObjectClassifier": "napari_medseg.analysis.classify",
+    "Gate": "napari_medseg.analysis.gating",
 }
 
 __all__ = ["__version__", *_LAZY]
