@@ -105,3 +105,64 @@ def test_3d_and_errors():
         M.overlap(t, p[:1])
     with pytest.raises(ParameterError, match="integer"):
         M.overlap(t.astype(float), p)
+
+
+# ---- evaluate() -------------------------------------------------------------
+
+def test_evaluate_labels_arrays_exact():
+    from napari_medseg.evaluate import evaluate
+
+    t, p = _pair()
+    rep = evaluate([np.zeros(t.shape), np.zeros(t.shape)], [t, t], labels=[p, t])
+    assert [r["image"] for r in rep.rows] == ["#0", "#1"]
+    r0, r1 = rep.rows
+    assert (r0["n_true"], r0["n_pred"], r0["tp50"], r0["fp50"], r0["fn50"]) == (3, 4, 1, 3, 2)
+    assert r0["ap50"] == pytest.approx(1 / 6) and r0["ap75"] == pytest.approx(1 / 6) and r0["map"] == pytest.approx(1 / 9)
+    assert r1["ap50"] == r1["map"] == r1["dice"] == 1.0
+    o = rep.overall
+    assert o["n_images"] == 2
+    assert o["ap50"] == pytest.approx((1 / 6 + 1) / 2)
+    # pooled at 0.5: TP 1+3, FP 3, FN 2 -> 4/9; at 0.9: TP 0+3, FP 4, FN 3 -> 3/10
+    assert o["ap50_pooled"] == pytest.approx(4 / 9)
+    assert o["map_pooled"] == pytest.approx((6 * 4 / 9 + 3 * 3 / 10) / 9)
+    assert "pooled" in rep.format_table()
+
+
+def test_evaluate_folders_paired_by_name_and_csv(tmp_path):
+    import tifffile
+
+    from napari_medseg.evaluate import evaluate
+
+    t, p = _pair()
+    for d in ("images", "masks", "labels"):
+        (tmp_path / d).mkdir()
+    for name, (mask, pred) in {"b": (t, p), "a": (t, t)}.items():
+        tifffile.imwrite(tmp_path / "images" / f"{name}.tif", np.zeros(t.shape, np.uint8))
+        tifffile.imwrite(tmp_path / "masks" / f"{name}.tif", mask)
+        tifffile.imwrite(tmp_path / "labels" / f"{name}.tif", pred.astype(np.uint16))
+    rep = evaluate(tmp_path / "images", tmp_path / "masks", labels=tmp_path / "labels")
+    assert [r["image"] for r in rep.rows] == ["a", "b"]
+    assert rep.rows[0]["ap50"] == 1.0 and rep.rows[1]["ap50"] == pytest.approx(1 / 6)
+    text = rep.to_csv(tmp_path / "r.csv")
+    lines = (tmp_path / "r.csv").read_text().splitlines()
+    assert lines[0].startswith("image,n_true,n_pred,ap50,ap75,map,dice")
+    assert lines[2].startswith("b,3,4,0.1667,0.1667,0.1111,")
+    assert lines[3].startswith("OVERALL") and text == (tmp_path / "r.csv").read_text()
+    (tmp_path / "masks" / "a.tif").unlink()
+    with pytest.raises(ParameterError, match="no file named"):
+        evaluate(tmp_path / "images", tmp_path / "masks", labels=tmp_path / "labels")
+    with pytest.raises(ParameterError, match="either a model"):
+        evaluate(tmp_path / "images", tmp_path / "masks")
+
+
+def test_evaluate_with_a_model_runs_the_engine(tmp_path):
+    from napari_medseg.evaluate import evaluate
+    from napari_medseg.models.testing import make_random_model
+
+    folder = make_random_model(tmp_path / "m", name="rnd", postprocess={"min_size": 1})
+    t, _ = _pair()
+    img = (t > 0).astype(np.float32) * 100
+    rep = evaluate([img], [t], model=str(folder), device="cpu")
+    r = rep.rows[0]
+    assert rep.model == str(folder) and r["n_true"] == 3
+    assert r["tp50"] + r["fn50"] == 3 and r["tp50"] + r["fp50"] == r["n_pred"]
