@@ -30,13 +30,17 @@ def _units(layer) -> tuple[str, ...]:
     return tuple(str(u) for u in layer.units)
 
 
-def test_open_plain_2d_tiff(make_napari_viewer, tmp_path: Path) -> None:
+# One viewer per test costs ~1-2 s of CPU (Qt window, plugin discovery, gc at
+# teardown), so related checks share a viewer; each check is its own function so a
+# failure names the file type.
+
+
+def _check_plain_2d(viewer, tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     data = rng.integers(0, 4000, size=(40, 50), dtype=np.uint16)
     path = tmp_path / "plain.tif"
     tifffile.imwrite(path, data)
 
-    viewer = make_napari_viewer()
     layers = viewer.open(path, plugin=PLUGIN)
     assert len(layers) == 1 and len(viewer.layers) == 1
     (layer,) = layers
@@ -46,7 +50,8 @@ def test_open_plain_2d_tiff(make_napari_viewer, tmp_path: Path) -> None:
     assert tuple(layer.scale) == (1.0, 1.0)
 
 
-def test_open_ome_multichannel_tiff_gives_one_layer_per_channel(make_napari_viewer, tmp_path: Path) -> None:
+def _check_ome_multichannel(viewer, tmp_path: Path) -> None:
+    """An OME-TIFF with 3 named channels opens as 3 layers with the OME pixel size."""
     rng = np.random.default_rng(1)
     data = rng.integers(0, 60000, size=(3, 32, 48), dtype=np.uint16)
     names = ["DAPI", "GFP", "mCherry"]
@@ -65,7 +70,6 @@ def test_open_ome_multichannel_tiff_gives_one_layer_per_channel(make_napari_view
         },
     )
 
-    viewer = make_napari_viewer()
     layers = viewer.open(path, plugin=PLUGIN)
     assert len(layers) == 3 and len(viewer.layers) == 3
     for c, (layer, name) in enumerate(zip(layers, names)):
@@ -76,7 +80,8 @@ def test_open_ome_multichannel_tiff_gives_one_layer_per_channel(make_napari_view
         assert _units(layer) == ("micrometer", "micrometer")
 
 
-def test_open_imagej_hyperstack_with_scale(make_napari_viewer, tmp_path: Path) -> None:
+def _check_imagej_hyperstack(viewer, tmp_path: Path) -> None:
+    """An ImageJ ZCYX hyperstack opens as one 3D layer per channel with Z spacing and pixel size."""
     rng = np.random.default_rng(2)
     data = rng.integers(0, 255, size=(5, 2, 24, 36), dtype=np.uint8)  # Z, C, Y, X
     path = tmp_path / "hyperstack.tif"
@@ -88,13 +93,19 @@ def test_open_imagej_hyperstack_with_scale(make_napari_viewer, tmp_path: Path) -
         metadata={"axes": "ZCYX", "spacing": 1.5, "unit": "um"},
     )
 
-    viewer = make_napari_viewer()
     layers = viewer.open(path, plugin=PLUGIN)
     assert len(layers) == 2 and len(viewer.layers) == 2
     for c, layer in enumerate(layers):
         np.testing.assert_array_equal(np.asarray(layer.data), data[:, c])
         assert tuple(layer.scale) == pytest.approx((1.5, 0.4, 0.4))
         assert _units(layer) == ("micrometer",) * 3
+
+
+def test_open_synthetic_tiffs(make_napari_viewer, tmp_path: Path) -> None:
+    viewer = make_napari_viewer()
+    for check in (_check_plain_2d, _check_ome_multichannel, _check_imagej_hyperstack):
+        viewer.layers.clear()
+        check(viewer, tmp_path)
 
 
 def test_open_dicom_series_folder(make_napari_viewer) -> None:
@@ -117,39 +128,42 @@ def test_open_dicom_series_folder(make_napari_viewer) -> None:
     assert _units(layer)[1:] == ("millimeter",) * 3
 
 
-def test_garbage_tif_raises_reader_error_and_adds_no_layer(make_napari_viewer, tmp_path: Path) -> None:
-    path = tmp_path / "garbage.tif"
-    path.write_bytes(b"this is not a TIFF file at all\x00\x01\x02" * 20)
-    viewer = make_napari_viewer()
-    viewer.add_image(np.zeros((4, 4)), name="existing")
-
-    with pytest.raises(ReaderError):
-        viewer.open(path, plugin=PLUGIN)
-    assert [layer.name for layer in viewer.layers] == ["existing"]
-
-
-def test_garbage_tif_with_preferred_reader_raises_reader_plugin_error(make_napari_viewer, tmp_path: Path) -> None:
-    """The File > Open path when napari-medseg is the preferred .tif reader: napari's Qt
-    layer catches ReaderPluginError and shows the message instead of crashing."""
+def test_bad_input_raises_and_adds_no_layer(make_napari_viewer, tmp_path: Path) -> None:
+    """Garbage .tif and an empty folder: a clear error, the layer list untouched, the viewer usable."""
     from napari.errors import ReaderPluginError
     from napari.settings import get_settings
 
-    path = tmp_path / "garbage.tif"
-    path.write_bytes(b"II*\x00" + b"\xff" * 64)  # TIFF magic, broken IFD offset
     viewer = make_napari_viewer()
-    get_settings().plugins.extension2reader = {"*.tif": PLUGIN}
+    viewer.add_image(np.zeros((4, 4)), name="existing")
 
+    # 1. not a TIFF at all, napari-medseg chosen explicitly: our typed error
+    garbage = tmp_path / "garbage.tif"
+    garbage.write_bytes(b"this is not a TIFF file at all\x00\x01\x02" * 20)
+    with pytest.raises(ReaderError, match="garbage.tif"):
+        viewer.open(garbage, plugin=PLUGIN)
+    assert [layer.name for layer in viewer.layers] == ["existing"]
+
+    # 2. TIFF magic but a broken IFD offset, napari-medseg as the preferred .tif reader
+    #    (the File > Open path): napari wraps the error in ReaderPluginError, which its
+    #    Qt layer catches and shows instead of crashing
+    broken = tmp_path / "broken.tif"
+    broken.write_bytes(b"II*\x00" + b"\xff" * 64)
+    get_settings().plugins.extension2reader = {"*.tif": PLUGIN}
     with pytest.raises(ReaderPluginError) as info:
-        viewer.open(path, plugin=None)  # None: use the preference (the default is napari's own reader)
+        viewer.open(broken, plugin=None)  # None: use the preference (the default is napari's own reader)
     assert info.value.reader_plugin == PLUGIN
     assert isinstance(info.value.original_error, ReaderError)
-    assert len(viewer.layers) == 0
+    assert [layer.name for layer in viewer.layers] == ["existing"]
 
-
-def test_empty_folder_is_refused_and_adds_no_layer(make_napari_viewer, tmp_path: Path) -> None:
+    # 3. an empty folder: the DICOM reader hook declines it (returns None, never raises)
     empty = tmp_path / "empty"
     empty.mkdir()
-    viewer = make_napari_viewer()
     with pytest.raises(ValueError, match="refused"):
         viewer.open(empty, plugin=PLUGIN)
-    assert len(viewer.layers) == 0
+    assert [layer.name for layer in viewer.layers] == ["existing"]
+
+    # the viewer still works afterwards
+    good = tmp_path / "good.tif"
+    tifffile.imwrite(good, np.arange(12, dtype=np.uint8).reshape(3, 4))
+    viewer.open(good, plugin=PLUGIN)
+    assert len(viewer.layers) == 2

@@ -26,9 +26,8 @@ def _labels(shape: tuple[int, ...]) -> np.ndarray:
     return lab
 
 
-def test_save_labels_round_trip_2d(make_napari_viewer, tmp_path: Path) -> None:
+def _check_round_trip_2d(viewer, tmp_path: Path) -> None:
     data = _labels((30, 40))
-    viewer = make_napari_viewer()
     viewer.add_labels(data, name="cells", scale=(0.5, 0.25), units=("micrometer", "micrometer"))
     path = tmp_path / "cells.tif"
 
@@ -51,9 +50,8 @@ def test_save_labels_round_trip_2d(make_napari_viewer, tmp_path: Path) -> None:
     assert tuple(str(u) for u in layer.units) == ("micrometer", "micrometer")
 
 
-def test_save_labels_round_trip_3d_keeps_z_spacing(make_napari_viewer, tmp_path: Path) -> None:
+def _check_round_trip_3d_keeps_z_spacing(viewer, tmp_path: Path) -> None:
     data = _labels((6, 20, 24))
-    viewer = make_napari_viewer()
     viewer.add_labels(data, name="stack", scale=(2.0, 0.3, 0.3), units=("micrometer",) * 3)
     path = tmp_path / "stack.tif"
 
@@ -61,3 +59,10 @@ def test_save_labels_round_trip_3d_keeps_z_spacing(make_napari_viewer, tmp_path:
     (layer,) = viewer.open(path, plugin=PLUGIN)
     np.testing.assert_array_equal(np.asarray(layer.data), data)
     assert tuple(layer.scale) == pytest.approx((2.0, 0.3, 0.3))
+
+
+def test_save_labels_round_trip(make_napari_viewer, tmp_path: Path) -> None:
+    viewer = make_napari_viewer()  # one viewer for both checks: each costs ~1-2 s of CPU
+    for check in (_check_round_trip_2d, _check_round_trip_3d_keeps_z_spacing):
+        viewer.layers.clear()
+        check(viewer, tmp_path)
