@@ -115,7 +115,7 @@ def test_run_adds_labels_with_geometry_and_rerun_replaces(viewer_widget, qtbot) 
     assert meta["parameters"]["scale"] == pytest.approx((0.5, 0.25))
     n = len(np.unique(out.data)) - int(0 in out.data)
     status = widget.status.text()
-    assert f"{n} objects" in status, status
+    assert status.startswith(f"{n} object{'' if n == 1 else 's'} in "), status
     assert "CPU" in status, status
 
     first = out
@@ -297,8 +297,42 @@ def test_screenshot_with_dock_visible(make_napari_viewer, models_dir, qtbot, tmp
     _select(widget, img, "tiny")
     widget.advanced.expand(animate=False)
     _run_and_wait(qtbot, widget)
+    qtbot.wait(200)  # let the dock re-lay out the two-line status before grabbing it
     assert widget.isVisible()
+    assert widget.status.height() >= 2 * widget.status.fontMetrics().height()
     path = Path("/tmp") / "medseg_segment_widget.png"
     shot = viewer.screenshot(str(path), canvas_only=False)
     assert path.is_file()
     assert shot.ndim == 3 and shot.shape[0] > 200 and shot.shape[1] > 300
+
+
+def test_time_series_segments_the_time_point_on_screen(viewer_widget, models_dir, qtbot) -> None:
+    from napari_medseg.inference.segment import segment_iter
+    from napari_medseg.progress import run
+
+    viewer, widget = viewer_widget
+    frames = np.stack([_blobs((48, 64), seed=s) for s in (20, 21, 22)])
+    img = viewer.add_image(frames, name="movie", scale=(5.0, 0.5, 0.5), metadata={"axes": "TYX"})
+    _select(widget, img, "tiny")
+    expect = {t: run(segment_iter(frames[t], models_dir / "tiny", axes="YX", scale=(0.5, 0.5))).labels
+              for t in (1, 2)}
+    assert expect[1].any() and expect[2].any()  # else "only this time point was written" proves nothing
+
+    viewer.dims.set_current_step(0, 1)
+    _run_and_wait(qtbot, widget)
+    out = viewer.layers["movie labels"]
+    assert out.data.shape == (3, 48, 64)
+    np.testing.assert_array_equal(out.scale, [5.0, 0.5, 0.5])
+    np.testing.assert_array_equal(out.data[1], expect[1])
+    assert not out.data[0].any() and not out.data[2].any()
+    assert out.metadata["napari_medseg"]["parameters"]["time_index"] == 1
+    assert out.metadata["napari_medseg"]["parameters"]["axes"] == "YX"
+    assert "at time point 1" in widget.status.text()
+
+    viewer.dims.set_current_step(0, 2)  # the next time point goes into the same layer
+    _run_and_wait(qtbot, widget)
+    assert [lay.name for lay in viewer.layers] == ["movie", "movie labels"]
+    assert viewer.layers["movie labels"] is out
+    np.testing.assert_array_equal(out.data[1], expect[1])
+    np.testing.assert_array_equal(out.data[2], expect[2])
+    assert not out.data[0].any()

@@ -222,9 +222,11 @@ class SegmentWidget(QWidget):
         except Exception as exc:  # e.g. a result napari cannot display: keep napari alive
             self._report_error(exc)
             return
-        what = "objects" if ctx.model.card.kind == "instance" else "classes"
+        what = "object" if ctx.model.card.kind == "instance" else "class"
+        plural = "" if n_objects == 1 else ("es" if what == "class" else "s")
+        at = "" if ctx.t_index is None else f" at time point {ctx.t_index}"
         self.status.set(
-            f"{n_objects} {what} in {outcome.elapsed:.1f} s with {result.model_name}\n"
+            f"{n_objects} {what}{plural}{at} in {outcome.elapsed:.1f} s with {result.model_name}\n"
             f"{result.device_reason}"
         )
 
