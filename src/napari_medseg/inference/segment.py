@@ -313,33 +313,8 @@ def segment_iter(
     resample = any(abs(z - 1.0) > RESAMPLE_TOLERANCE for z in zoom)
     if not resample:
         zoom = [1.0] * mdims
-    d = int(net.divisor)
-    if tile_size is None:
-        tmax = [DEFAULT_TILE[mdims]] * mdims
-    else:
-        tmax = [int(tile_size)] * mdims if np.isscalar(tile_size) else [int(v) for v in tile_size]
-        if len(tmax) != mdims:
-            raise ParameterError(f"tile_size {tuple(tmax)} needs one value per model axis ({mdims})")
-        if any(v < d for v in tmax):
-            raise ParameterError(f"tile_size {tuple(tmax)} must be at least {d} (the network's divisor)")
-    rf = unet_receptive_radius(int(card.architecture.get("depth", 4)))
-    if halo is None:
-        # exact (receptive-field) halo unless that would eat more than half the tile
-        hal = [min(rf, (v // 4) // d * d) for v in tmax]
-    else:
-        hal = [int(halo)] * mdims if np.isscalar(halo) else [int(v) for v in halo]
-        if len(hal) != mdims:
-            raise ParameterError(f"halo {tuple(hal)} needs one value per model axis ({mdims})")
-    if resample:  # plan in image pixels; tiles are resized to multiples of d
-        g_tile = [max(1, int(v / z)) for v, z in zip(tmax, zoom)]
-        g_halo = [math.ceil(h / z) for h, z in zip(hal, zoom)]
-        g_div = [1] * mdims
-    else:
-        g_tile, g_halo, g_div = tmax, hal, [d] * mdims
-    grid = TileGrid(spatial_shape, [1] * n_extra + g_tile, [0] * n_extra + g_halo, [1] * n_extra + g_div)
-    model_tile = None
-    if resample:
-        model_tile = [max(d, int(round(t * z / d)) * d) for t, z in zip(grid.tile_shape[n_extra:], zoom)]
+    grid, model_tile = plan_tiles(spatial_shape, mdims, int(net.divisor), int(card.architecture.get("depth", 4)),
+                                  tile_size, halo, zoom if resample else None)
 
     if batch_size is None:
         batch_size = 1 if dev.type == "cpu" else (4 if mdims == 2 else 2)
@@ -445,6 +420,47 @@ def segment_iter(
         "precision": predictor.dtype_name,
     }
     return SegmentResult(labels, probs, predictor.device.type, predictor.reason, card.name, timings, res_info)
+
+
+def plan_tiles(spatial_shape: Sequence[int], mdims: int, divisor: int, depth: int,
+               tile_size: int | Sequence[int] | None = None, halo: int | Sequence[int] | None = None,
+               zoom: Sequence[float] | None = None) -> tuple[TileGrid, list[int] | None]:
+    """The tile plan :func:`segment_iter` uses (see its ``tile_size`` and ``halo``).
+
+    Returns the :class:`TileGrid` over the image's spatial axes (leading axes
+    beyond the model's dimensionality get 1-pixel tiles) and, when ``zoom``
+    (image / model pixel size per model axis) is given, the tile shape the
+    network sees after resampling.
+    """
+    d = int(divisor)
+    n_extra = len(spatial_shape) - mdims
+    if tile_size is None:
+        tmax = [DEFAULT_TILE[mdims]] * mdims
+    else:
+        tmax = [int(tile_size)] * mdims if np.isscalar(tile_size) else [int(v) for v in tile_size]
+        if len(tmax) != mdims:
+            raise ParameterError(f"tile_size {tuple(tmax)} needs one value per model axis ({mdims})")
+        if any(v < d for v in tmax):
+            raise ParameterError(f"tile_size {tuple(tmax)} must be at least {d} (the network's divisor)")
+    rf = unet_receptive_radius(depth)
+    if halo is None:
+        # exact (receptive-field) halo unless that would eat more than half the tile
+        hal = [min(rf, (v // 4) // d * d) for v in tmax]
+    else:
+        hal = [int(halo)] * mdims if np.isscalar(halo) else [int(v) for v in halo]
+        if len(hal) != mdims:
+            raise ParameterError(f"halo {tuple(hal)} needs one value per model axis ({mdims})")
+    if zoom is not None:  # plan in image pixels; tiles are resized to multiples of d
+        g_tile = [max(1, int(v / z)) for v, z in zip(tmax, zoom)]
+        g_halo = [math.ceil(h / z) for h, z in zip(hal, zoom)]
+        g_div = [1] * mdims
+    else:
+        g_tile, g_halo, g_div = tmax, hal, [d] * mdims
+    grid = TileGrid(spatial_shape, [1] * n_extra + g_tile, [0] * n_extra + g_halo, [1] * n_extra + g_div)
+    model_tile = None
+    if zoom is not None:
+        model_tile = [max(d, int(round(t * z / d)) * d) for t, z in zip(grid.tile_shape[n_extra:], zoom)]
+    return grid, model_tile
 
 
 def _block_tiles(grid: TileGrid, blocks) -> tuple[list[list[int]], list[int], dict[int, int]]:

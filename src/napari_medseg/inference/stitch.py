@@ -125,13 +125,21 @@ class LabelStore:
 
 
 def centroids(labels: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-label pixel counts and centroids (``(n + 1, ndim)``, row 0 unused) of a label image."""
-    idx = np.nonzero(labels)
-    lab = labels[idx]
-    counts = np.bincount(lab, minlength=n + 1)
+    """Per-label pixel counts and centroids (``(n + 1, ndim)``, row 0 unused) of a label image.
+
+    Works through slabs along the first axis so the coordinate arrays stay
+    small (``np.nonzero`` on a whole dense 2k x 2k block would take ~70 MB).
+    """
+    counts = np.zeros(n + 1, np.int64)
     cent = np.zeros((n + 1, labels.ndim))
-    for ax, coord in enumerate(idx):
-        cent[:, ax] = np.bincount(lab, weights=coord, minlength=n + 1)
+    step = max(1, (1 << 20) // max(1, int(np.prod(labels.shape[1:]))))
+    for z0 in range(0, labels.shape[0], step):
+        slab = labels[z0:z0 + step]
+        idx = np.nonzero(slab)
+        lab = slab[idx]
+        counts += np.bincount(lab, minlength=n + 1)
+        for ax, coord in enumerate(idx):
+            cent[:, ax] += np.bincount(lab, weights=coord + (z0 if ax == 0 else 0), minlength=n + 1)
     with np.errstate(invalid="ignore", divide="ignore"):
         cent /= np.maximum(counts, 1)[:, None]
     return counts, cent
