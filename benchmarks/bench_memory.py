@@ -5,8 +5,8 @@ The inputs are synthetic uint8 nuclei-like images (a 2048x2048
 arrays (1024x1024 chunks) so the input is not in RAM, and the labels go to an
 ``out`` zarr array on disk.  Each size runs in a fresh subprocess, which
 prints its ``ru_maxrss`` (peak RSS) after the imports and model load and at
-the end.  The model is a *small random-weight* U-Net (base_channels=8,
-depth=3): this measures memory, not accuracy, and a default-size network
+the end.  The model is a *small random-weight* U-Net (base_channels=4,
+depth=2): this measures memory, not accuracy, and a default-size network
 would take hours for 268 megapixels on a laptop CPU.  One figure per line::
 
     rss_2048_mb=...    rss_16384_mb=...    growth=...  (goal < 1.5 while pixels grow 64x)
@@ -101,8 +101,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="medseg-bench-mem-") as tmp:
         folder = Path(tmp)
-        model = str(make_random_model(folder / "small-random", name="small-random", base_channels=8, depth=3))
-        print(f"model=random(unet base8 depth3) store={args.store} tile={args.tile_size}")
+        model = str(make_random_model(folder / "small-random", name="small-random", base_channels=4, depth=2))
+        print(f"model=random(unet base4 depth2) store={args.store} tile={args.tile_size}")
         results = {}
         for size in args.sizes:
             make_input(folder, size, args.store)

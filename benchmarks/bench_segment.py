@@ -5,8 +5,8 @@ with noise is segmented with the default model (``nuclei`` when shipped;
 otherwise a random-weight U-Net with the default architecture:
 base_channels=32, depth=4, in=1, out=2, instance).  Then the same network
 runs alone (same device, precision, memory format, tile shape, batch size and
-number of tiles: just the forward passes on a constant tile) before and after
-the end-to-end run; their mean is the baseline.  One figure per line::
+number of tiles: just the forward passes on a constant tile), half of the tiles
+before and half after the end-to-end run; their sum is the baseline.  One figure per line::
 
     model=random(unet base32 depth4)
     tiles=25 tile=(936, 936) batch=1 precision=bfloat16 threads=2
@@ -112,20 +112,23 @@ def main() -> None:
         grid, _ = plan_tiles(img.shape, 2, net.divisor, int(card.architecture["depth"]), args.tile_size)
         tile_shape, n_tiles = grid.tile_shape, len(grid)
         batch = args.batch_size or (1 if dev.type == "cpu" else 4)
-        t_net = [network_only(pred.net, pred, tile_shape, n_tiles, batch)]
+        # network alone over the same number of tiles: half before, half after the end-to-end run
+        # (interleaved, so that a change in machine load hits both sides)
+        half = n_tiles // 2
+        t_net = [network_only(pred.net, pred, tile_shape, half, batch)]
         t = time.perf_counter()
         res = run(segment_iter(img, path, **kw))
         t_e2e = time.perf_counter() - t
         assert tuple(res.info["tile_shape"]) == tuple(tile_shape) and res.info["tiles"] == n_tiles
-        t_net.append(network_only(pred.net, pred, tile_shape, n_tiles, batch))
+        t_net.append(network_only(pred.net, pred, tile_shape, n_tiles - half, batch))
         mpx = img.size / 1e6
-        t_n = float(np.mean(t_net))
+        t_n = float(sum(t_net))
         print(f"image={img.shape[0]}x{img.shape[1]} objects={res.info['n_labels']}")
         print(f"tiles={n_tiles} tile={tuple(tile_shape)} batch={batch} precision={res.info['precision']} "
               f"threads={res.info['threads']} device={res.device}")
         print(f"end_to_end_s={t_e2e:.2f}")
         print(f"end_to_end_mpx_s={mpx / t_e2e:.3f}")
-        print(f"network_only_s={t_n:.2f} (runs: {', '.join(f'{v:.2f}' for v in t_net)})")
+        print(f"network_only_s={t_n:.2f} ({half} tiles before: {t_net[0]:.2f} s, {n_tiles - half} after: {t_net[1]:.2f} s)")
         print(f"network_only_mpx_s={mpx / t_n:.3f}")
         print(f"ratio={t_n / t_e2e:.3f}")
         for k, v in res.timings.items():

@@ -126,7 +126,7 @@ def _segment_volume(vol, args, bar_desc: str):
                 bar.refresh()
 
         try:
-            res = run(segment_iter(frame, args.model, axes=f_axes, scale=scale, device=args.device,
+            res = run(segment_iter(frame, args.model, axes=f_axes, scale=scale, units=units, device=args.device,
                                    tile_size=args.tile_size, batch_size=args.batch_size), update)
         finally:
             if bar is not None:

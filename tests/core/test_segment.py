@@ -348,3 +348,19 @@ def test_label_store_promotes_to_uint32():
     assert nxt == count + 1 and store.array.dtype == np.uint32
     out = store.commit(None, count, (n, n))
     assert out.dtype == np.uint32 and consecutive(out)
+
+
+def test_units_decide_resampling(pixel_model):
+    folder, _ = pixel_model("semantic", input__pixel_size=[0.5, 0.5])
+    img = np.random.default_rng(9).random((40, 48)).astype(np.float32)
+
+    def info(**kw):
+        return run(segment_iter(img, str(folder), tile_size=64, **kw)).info
+
+    assert info(scale=(0.001, 0.001), units="mm")["zoom"] == pytest.approx([2.0, 2.0])
+    assert info(scale=(500.0, 500.0), units=["nm", "nm"])["resampled"] is False
+    assert info(scale=(1.0, 1.0), units="pixel")["resampled"] is False  # uncalibrated image
+    with pytest.raises(ParameterError, match="cannot compare"):
+        info(scale=(1.0, 1.0), units="s")
+    with pytest.raises(ParameterError, match="check the image's scale"):
+        info(scale=(100.0, 100.0), units="µm")

@@ -157,6 +157,7 @@ def segment_iter(
     halo: int | Sequence[int] | None = None,
     postprocess: dict | None = None,
     precision: str = "auto",
+    units: str | Sequence[str] | None = None,
 ) -> Generator[Progress, None, SegmentResult]:
     """Segment an image, yielding progress; returns a :class:`SegmentResult`.
 
@@ -178,7 +179,7 @@ def segment_iter(
         Physical pixel size per spatial axis of the image (Z, Y, X order, in
         the model card's ``pixel_unit``).  When the card has a pixel size and
         they differ by more than 5 %, tiles are resampled to the model's
-        pixel size and the output back to the image grid.
+        pixel size and the output back to the image grid.  See ``units``.
     device : {"auto", "cpu", "cuda", "mps"}
         See :func:`napari_medseg.models.device.select_device`.
     tile_size : int or sequence of int, optional
@@ -207,6 +208,11 @@ def segment_iter(
         Network arithmetic.  ``auto``: bfloat16 (CUDA with bf16 support),
         float16 (other CUDA, MPS), bfloat16 on CPUs with AMX tiles (Intel
         Sapphire Rapids+, ~2-4x faster there), float32 on other CPUs.
+    units : str or sequence of str, optional
+        Unit of ``scale`` (one for all axes or one per spatial axis: ``"µm"``,
+        ``"mm"``, ``"nm"``...).  None: the card's ``pixel_unit``.  Pixel-like
+        units (``"pixel"``, ``"px"``, ``""``: an uncalibrated image) turn
+        resampling off.
 
     Yields
     ------
@@ -241,6 +247,10 @@ def segment_iter(
         axes = axes or vol.axes
         if scale is None and vol.scale is not None:
             scale = [s for s, a in zip(vol.scale, vol.world_axes) if a in "ZYX"]
+            if units is None and vol.units is not None:
+                units = [u for u, a in zip(vol.units, vol.world_axes) if a in "ZYX"]
+    if isinstance(image, (list, tuple)) and image and hasattr(image[0], "shape"):
+        image = image[0]  # multiscale pyramid (napari layer data): full resolution
     if not hasattr(image, "shape") or not hasattr(image, "__getitem__"):
         image = np.asarray(image)
     shape = tuple(int(s) for s in image.shape)
@@ -305,11 +315,7 @@ def segment_iter(
 
     # ---- plan: zoom, tiles, blocks --------------------------------------
     n_extra = len(spatial_axes) - mdims  # leading axes (Z) handled plane by plane
-    zoom = [1.0] * mdims
-    if card.pixel_size is not None and scale is not None:
-        if len(card.pixel_size) != mdims:
-            raise ModelError(f"model {card.name!r}: pixel_size {card.pixel_size} needs {mdims} values")
-        zoom = [s / p for s, p in zip(scale[n_extra:], card.pixel_size)]
+    zoom = _zoom(card, scale, units, n_extra)
     resample = any(abs(z - 1.0) > RESAMPLE_TOLERANCE for z in zoom)
     if not resample:
         zoom = [1.0] * mdims
@@ -420,6 +426,47 @@ def segment_iter(
         "precision": predictor.dtype_name,
     }
     return SegmentResult(labels, probs, predictor.device.type, predictor.reason, card.name, timings, res_info)
+
+
+#: Length units -> micrometres.
+_UNIT_UM = {"nm": 1e-3, "nanometer": 1e-3, "µm": 1.0, "μm": 1.0, "um": 1.0, "micron": 1.0, "micrometer": 1.0,
+            "micrometre": 1.0, "mm": 1e3, "millimeter": 1e3, "millimetre": 1e3, "cm": 1e4, "centimeter": 1e4,
+            "m": 1e6, "meter": 1e6, "metre": 1e6}
+_PIXEL_UNITS = {"", "px", "pixel", "pixels", "none"}
+#: Largest resampling factor accepted (beyond it the units are probably wrong).
+MAX_ZOOM = 16.0
+
+
+def _zoom(card, scale, units, n_extra: int) -> list[float]:
+    """Image pixel size / model pixel size per model axis (1.0 where unknown)."""
+    mdims = card.dims
+    ps = card.pixel_size
+    if ps is None or scale is None:
+        return [1.0] * mdims
+    if len(ps) != mdims:
+        raise ModelError(f"model {card.name!r}: pixel_size {ps} needs {mdims} values")
+    m_unit = str(card.input.get("pixel_unit", "µm")).strip().lower()
+    if m_unit in _PIXEL_UNITS:
+        return [1.0] * mdims
+    img_scale = list(scale[n_extra:])
+    if units is not None:
+        us = [units] * len(scale) if isinstance(units, str) else list(units)
+        if len(us) != len(scale):
+            raise ParameterError(f"units {tuple(us)} need one entry per spatial axis ({len(scale)})")
+        us = [str(u).strip().lower() for u in us[n_extra:]]
+        if any(u in _PIXEL_UNITS for u in us):
+            return [1.0] * mdims  # uncalibrated image: nothing to match
+        if m_unit in _UNIT_UM and all(u in _UNIT_UM for u in us):
+            img_scale = [s * _UNIT_UM[u] / _UNIT_UM[m_unit] for s, u in zip(img_scale, us)]
+        elif any(u != m_unit for u in us):
+            raise ParameterError(f"cannot compare the image's units {tuple(us)} with the model's {m_unit!r}")
+    zoom = [s / p for s, p in zip(img_scale, ps)]
+    if any(not (1 / MAX_ZOOM <= z <= MAX_ZOOM) for z in zoom):
+        raise ParameterError(
+            f"image pixel size {tuple(img_scale)} {m_unit} is {max(max(zoom), 1 / min(zoom)):.0f}x away from the "
+            f"model's {tuple(ps)} {m_unit}: check the image's scale/units (or pass scale=None to skip resampling)"
+        )
+    return zoom
 
 
 def plan_tiles(spatial_shape: Sequence[int], mdims: int, divisor: int, depth: int,
