@@ -184,6 +184,10 @@ def run(args: argparse.Namespace) -> int:
     out: Path = args.output
     if out.exists() and not out.is_dir():
         raise ParameterError(f"output {out} exists and is not a folder")
+    if args.model != "auto":  # a bad model name fails before any file is read
+        from .models.registry import resolve_model
+
+        args.model = resolve_model(args.model).path
     out.mkdir(parents=True, exist_ok=True)
     for src in args.inputs:
         path = Path(src)
