@@ -336,3 +336,34 @@ def test_time_series_segments_the_time_point_on_screen(viewer_widget, models_dir
     np.testing.assert_array_equal(out.data[1], expect[1])
     np.testing.assert_array_equal(out.data[2], expect[2])
     assert not out.data[0].any()
+
+
+def test_dicom_mr_sample_geometry_and_pixel_size(viewer_widget, qtbot) -> None:
+    """4D DICOM (T, Z, Y, X): spacing lives in the affine (mm); labels carry it; scale sent in µm."""
+    viewer, widget = viewer_widget
+    (img,) = viewer.open_sample("napari-medseg", "mr")
+    assert img.data.ndim == 4 and img.metadata["axes"] == "TZYX"
+    _select(widget, img, "tiny")
+    viewer.dims.set_current_step(0, 2)
+    _run_and_wait(qtbot, widget)
+    out = viewer.layers[f"{img.name} labels"]
+    assert out.data.shape == img.data.shape
+    np.testing.assert_allclose(out.affine.affine_matrix, img.affine.affine_matrix)
+    assert tuple(str(u) for u in out.units) == ("second", "millimeter", "millimeter", "millimeter")
+    params = out.metadata["napari_medseg"]["parameters"]
+    assert params["axes"] == "ZYX" and params["time_index"] == 2
+    # pixel size = column norms of the affine's Z, Y, X part, mm -> µm
+    spacing_mm = np.linalg.norm(img.affine.linear_matrix[1:, 1:], axis=0)
+    np.testing.assert_allclose(params["scale"], spacing_mm * 1000, rtol=1e-9)
+    assert not out.data[0].any() and not out.data[1].any()
+
+
+def test_pixel_size_is_none_without_physical_units() -> None:
+    from napari_medseg._napari.widgets.segment import _spatial_scale
+
+    plain = Image(np.zeros((4, 5)), scale=(2.0, 3.0))  # unit "pixel": unknown size
+    assert _spatial_scale(plain, "YX") is None
+    nm = Image(np.zeros((4, 5)), scale=(200.0, 300.0), units=("nanometer", "nanometer"))
+    assert _spatial_scale(nm, "YX") == pytest.approx((0.2, 0.3))
+    timed = Image(np.zeros((2, 4, 5)), scale=(7.0, 1.5, 2.5), units=("second", "micrometer", "micrometer"))
+    assert _spatial_scale(timed, "TYX") == pytest.approx((1.5, 2.5))

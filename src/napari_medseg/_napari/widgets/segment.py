@@ -339,18 +339,24 @@ def _axes_of(image: Any, ndim: int, rgb: bool) -> str | None:
 
 
 def _spatial_scale(image: Any, axes: str | None) -> tuple[float, ...] | None:
-    """Pixel size along the Z/Y/X axes in µm, or None when the layer has no physical units.
+    """Pixel size along the Z/Y/X data axes in µm, or None when the layer has no physical units.
 
-    napari's default scale 1 with unit ``pixel`` means "unknown": the model
-    then sees the image at its native sampling.
+    The size is the length of each data axis' column in the full data -> world
+    matrix (``affine`` composed with ``scale``/``rotate``/``shear``), so DICOM
+    layers, whose spacing lives in the affine with ``scale`` 1, are right too.
+    napari's default unit ``pixel`` means "unknown": the model then sees the
+    image at its native sampling.
     """
+    from napari.utils.transforms import Affine
+
     if axes is None:
         return None
     world = axes.replace("S", "").replace("C", "")
-    scale = list(image.scale)
-    units = list(getattr(image, "units", None) or [None] * len(scale))
+    data2phys = Affine(scale=image.scale, translate=image.translate, rotate=image.rotate, shear=image.shear)
+    spacing = np.linalg.norm(np.asarray(image.affine.linear_matrix) @ data2phys.linear_matrix, axis=0)
+    units = list(getattr(image, "units", None) or [None] * len(spacing))
     out = []
-    for ax, s, u in zip(world, scale, units, strict=False):
+    for ax, s, u in zip(world, spacing, units, strict=False):
         if ax not in "ZYX":
             continue
         um = _to_micrometre(float(s), u)
