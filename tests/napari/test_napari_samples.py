@@ -100,12 +100,11 @@ def _mr_expected() -> tuple[np.ndarray, list[pydicom.Dataset]]:
     n_pos = len({tuple(np.round(np.asarray(d.ImagePositionPatient, float), 3)) for d in dss})
     n_t = len(dss) // n_pos
     assert n_t * n_pos == len(dss)
-    vols, first = [], None
-    for t in range(n_t):
-        block = sorted(dss[t * n_pos : (t + 1) * n_pos], key=lambda d: float(np.dot(normal, d.ImagePositionPatient)))
-        vols.append(np.stack([d.pixel_array for d in block]))
-        first = first or block
-    return np.stack(vols), first
+    blocks = [
+        sorted(dss[t * n_pos : (t + 1) * n_pos], key=lambda d: float(np.dot(normal, d.ImagePositionPatient)))
+        for t in range(n_t)
+    ]
+    return np.stack([np.stack([d.pixel_array for d in block]) for block in blocks]), blocks[0]
 
 
 def test_mr_sample_and_screenshot(make_napari_viewer, tmp_path: Path) -> None:
