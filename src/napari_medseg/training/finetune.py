@@ -1,0 +1,848 @@
+"""Fine-tune (or train from scratch) a 2D U-Net on painted labels, as a progress generator.
+
+This is what the Train widget, ``medseg train`` and :func:`train` run.  The
+user gives (image, labels) pairs, 2D or 3D, typically painted in napari:
+
+1. **Region.**  Only the annotated region of each image is used
+   (:mod:`.regions`): the painted labels' bounding box (+16 px), or the
+   user's ROI polygons.  Inside it unpainted pixels are background; outside
+   it the loss weight is exactly 0 and labels are not even read.
+2. **Validation.**  A part of the annotation is held out automatically
+   (whole images when there are >= 3, else a block of slices or a strip of
+   each region).  Score: AP@0.5 (instance, pooled over the held-out parts)
+   or mean foreground Dice (semantic).  The best epoch is kept; training
+   stops early when the score has not improved for ``patience`` epochs.
+3. **3D data.**  Models are 2D: a 3D pair is trained as the 2D slices of its
+   annotated region (what the engine does at inference: a 2D model segments
+   a Z stack plane by plane).  A 3D base model is refused with a clear
+   message.
+4. **Model.**  From a shipped or user model of the same architecture, or from
+   scratch (U-Net, 16 base channels, depth 4).  For semantic mode the head is
+   re-initialised when the base has another number of outputs.  The best
+   checkpoint is written to the model folder at every improvement (so a
+   cancelled run leaves a valid model) and the card records the base model,
+   data shapes, regions, classes, epochs, time and final scores.
+
+Training steps come from :func:`napari_medseg.training.loop.train_iter`
+(instance) or :func:`.semantic.semantic_train_iter` (semantic): AdamW with
+warm-up and cosine decay over the budget, augmented patches made in a
+background thread (both CPU cores stay busy), CUDA mixed precision.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import re
+import time
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ModelError, ParameterError
+from ..progress import CancelToken, Progress, run
+from .regions import Region, describe_regions, find_region, per_image_roi, split_validation
+
+MODES = ("instance", "semantic")
+#: Time budget (minutes) when neither ``minutes`` nor ``epochs`` is given.
+DEFAULT_MINUTES = 2.0
+#: U-Net of a model trained from scratch.
+SCRATCH_ARCH = {"base_channels": 16, "depth": 4, "norm": "batch"}
+LR_SCRATCH = 1e-3
+LR_FINETUNE = 3e-4
+#: Epochs without a better validation score before early stopping.
+PATIENCE = 10
+#: Image context (pixels) kept around each region, seen by the network but never in the loss.
+CONTEXT = 48
+DEFAULT_NORMALIZATION = {"kind": "percentile", "low": 1.0, "high": 99.8}
+#: Relative pixel-size difference above which images are resampled (as the engine does).
+RESAMPLE_TOLERANCE = 0.05
+
+
+@dataclass
+class FinetuneResult:
+    """What :func:`finetune_iter` returns.
+
+    Attributes
+    ----------
+    model_path : Path
+        Folder of the saved model (``model.json`` + ``weights.safetensors``).
+    card : ModelCard
+        Its card.
+    history : list of dict
+        One entry per epoch: ``epoch``, ``step``, ``loss`` (mean training loss
+        of the epoch), ``val_score`` (None without validation), ``seconds``.
+    best : dict or None
+        History entry of the kept weights (None without validation).
+    region : str
+        Text saying which pixels were used (see :func:`describe_region`).
+    cancelled, stopped_early : bool
+        How the run ended.
+    net : torch.nn.Module
+        The kept network, on the CPU, in eval mode.
+    """
+
+    model_path: Path
+    card: Any
+    history: list[dict]
+    best: dict | None = None
+    region: str = ""
+    cancelled: bool = False
+    stopped_early: bool = False
+    net: Any = field(default=None, repr=False)
+
+
+# --------------------------------------------------------------------------------- inputs
+@dataclass
+class _Pair:
+    image: Any  # array-like, spatial axes then channels last: (Y,X,C) / (Z,Y,X,C); C may be absent
+    labels: np.ndarray  # (Y,X) / (Z,Y,X) int
+    name: str
+    channels: int
+    rgb: bool
+    scale_yx: tuple[float, float] | None
+
+
+def _as_pair(image, labels, name: str, scale) -> _Pair:
+    """Put an image and its labels in (spatial..., channels-last) order and check them."""
+    axes = None
+    if hasattr(image, "data") and hasattr(image, "axes") and hasattr(image, "world_axes"):  # a Volume
+        vol = image
+        image, axes = (vol.data[0] if isinstance(vol.data, list) else vol.data), vol.axes.upper()
+        name = name or vol.name
+        if scale is None and vol.scale is not None:
+            scale = [s for s, a in zip(vol.scale, vol.world_axes) if a in "ZYX"]
+    if hasattr(labels, "data") and hasattr(labels, "axes"):
+        labels = labels.data[0] if isinstance(labels.data, list) else labels.data
+    labels = np.asarray(labels)
+    if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):
+        if np.issubdtype(labels.dtype, np.floating) and np.all(np.mod(labels, 1) == 0):
+            labels = labels.astype(np.int64)
+        else:
+            raise ParameterError(f"labels of {name!r} must be integers, got dtype {labels.dtype}")
+    if labels.ndim not in (2, 3):
+        raise ParameterError(f"labels of {name!r} must be 2D (Y, X) or 3D (Z, Y, X), got shape {labels.shape}")
+    if labels.size and labels.min() < 0:
+        raise ParameterError(f"labels of {name!r} have negative values")
+    if not hasattr(image, "shape") or not hasattr(image, "__getitem__"):
+        image = np.asarray(image)
+    shape = tuple(int(s) for s in image.shape)
+    if axes is not None:
+        if "T" in axes:
+            raise ParameterError(f"image {name!r} has a time axis: pick one time point first")
+        ch = next((i for i, a in enumerate(axes) if a in "CS"), None)
+        if ch is not None and ch != len(axes) - 1:
+            image = _moveaxis(image, ch, -1)
+            shape = tuple(int(s) for s in image.shape)
+    elif shape != labels.shape and len(shape) == labels.ndim + 1 and shape[:-1] != labels.shape:
+        # channels first: (C, Y, X) or (Z, C, Y, X)
+        if shape[1:] == labels.shape:
+            image = _moveaxis(image, 0, -1)
+        elif labels.ndim == 3 and shape[0] == labels.shape[0] and shape[2:] == labels.shape[1:]:
+            image = _moveaxis(image, 1, -1)
+        shape = tuple(int(s) for s in image.shape)
+    if shape == labels.shape:
+        channels, rgb = 1, False
+    elif len(shape) == labels.ndim + 1 and shape[:-1] == labels.shape:
+        channels = shape[-1]
+        rgb = channels in (3, 4)
+        if channels == 4:
+            image = image[..., :3]  # drop alpha
+            channels = 3
+    else:
+        raise ParameterError(
+            f"image {name!r} of shape {shape} does not match its labels of shape {labels.shape}: the labels need "
+            "the image's spatial shape ((Z,) Y, X); channels may come first or last")
+    scale_yx = None
+    if scale is not None:
+        s = [float(v) for v in scale]
+        if len(s) < 2 or any(not (v > 0 and math.isfinite(v)) for v in s):
+            raise ParameterError(f"scale of {name!r} must be positive pixel sizes ((Z,) Y, X), got {scale}")
+        scale_yx = (s[-2], s[-1])
+    return _Pair(image, labels, name, channels, rgb, scale_yx)
+
+
+def _moveaxis(a, src: int, dst: int):
+    if isinstance(a, np.ndarray):
+        return np.moveaxis(a, src, dst)
+    try:  # dask and friends
+        import dask.array as da
+
+        return da.moveaxis(da.asarray(a), src, dst)
+    except ImportError:  # pragma: no cover
+        return np.moveaxis(np.asarray(a), src, dst)
+
+
+def _per_image(value, n: int, what: str) -> list:
+    if value is None:
+        return [None] * n
+    if np.ndim(value) == 1 and all(np.isscalar(v) for v in value):
+        return [value] * n
+    value = list(value)
+    if len(value) != n:
+        raise ParameterError(f"{what} has {len(value)} entries for {n} images")
+    return value
+
+
+# --------------------------------------------------------------------------------- model
+def _class_names(class_names, labels: Sequence[np.ndarray], mode: str) -> list[str]:
+    """Full class-name list (background first) for the labels."""
+    if mode == "instance":
+        names = list(class_names or [])
+        return ["background", names[-1] if names else "object"]
+    top = max(int(np.max(lab, initial=0)) for lab in labels)
+    names = [str(c).strip() for c in (class_names or []) if str(c).strip()]
+    if names and names[0].lower() == "background":
+        names = names[1:]
+    if names and top > len(names):
+        raise ParameterError(f"the labels use class {top} but only {len(names)} class name(s) were given: {names}")
+    n = max(top, len(names), 1)
+    names += [f"class_{i}" for i in range(len(names) + 1, n + 1)]
+    return ["background", *names]
+
+
+def _load_base(base, mode: str, channels: int, rgb: bool, n_out: int, seed: int):
+    """``(net, card, base_label, head_reinitialised)``: the network to train and a card to start from."""
+    import torch
+
+    from ..models.spec import ModelCard, build_network, load_model
+
+    if base is None or (isinstance(base, str) and base.strip().lower() in ("", "scratch", "none")):
+        arch = {"type": "unet", "dims": 2, "in_channels": channels, "out_channels": n_out, **SCRATCH_ARCH}
+        color = "grey" if channels == 1 else "rgb" if (channels == 3 and rgb) else "multichannel"
+        card = ModelCard(name="scratch", architecture=arch,
+                         input={"channels": channels, "color": color, "normalization": dict(DEFAULT_NORMALIZATION),
+                                "pixel_size": None, "pixel_unit": "µm"},
+                         output={"kind": mode, "postprocess": {}})
+        torch.manual_seed(seed)
+        return build_network(card), card, None, False
+    from ..models.registry import resolve_model
+
+    info = resolve_model(base)
+    net, card = load_model(info.path, "cpu")  # our own copy: the inference cache's nets are never trained
+    card = copy.deepcopy(card)
+    label = info.name if info.source != "path" else str(info.path)
+    if card.dims != 2:
+        raise ModelError(f"base model {info.name!r} is {card.dims}D; fine-tuning trains 2D models (3D data are "
+                         "trained slice by slice): choose a 2D base model or train from scratch")
+    if card.kind not in MODES:
+        raise ModelError(f"base model {info.name!r} is a {card.kind!r} model; choose a segmentation model")
+    if card.in_channels != channels:
+        what = "RGB" if rgb else f"{channels}-channel" if channels > 1 else "single-channel (grey)"
+        raise ModelError(
+            f"base model {info.name!r} takes {card.in_channels}-channel ({card.input.get('color', '?')}) images "
+            f"but the training images are {what}: choose a matching base model or train from scratch")
+    if int(card.architecture.get("out_channels", 0)) != n_out or card.kind != mode:
+        torch.manual_seed(seed)
+        old = net.head
+        net.head = type(old)(old.in_channels, n_out, 1)  # a new head (same conv kind), other layers kept
+        card.architecture = {**card.architecture, "out_channels": n_out}
+        return net, card, label, True
+    return net, card, label, False
+
+
+def _output_section(base_card, mode: str, names: list[str]) -> dict:
+    from ..inference.instances import DEFAULT_POSTPROCESS
+
+    if mode == "instance":
+        pp = dict(base_card.output.get("postprocess") or {}) if base_card.kind == "instance" else {}
+        return {"kind": "instance", "channels": ["foreground", "distance"], "class_names": names,
+                "postprocess": {**DEFAULT_POSTPROCESS, **pp}}
+    return {"kind": "semantic", "channels": list(names), "class_names": list(names), "postprocess": {}}
+
+
+# --------------------------------------------------------------------------------- data
+@dataclass
+class _ValItem:
+    image: np.ndarray  # (C, H, W) normalised, with context
+    labels: np.ndarray  # (h, w) inner crop, 0 outside the val mask
+    mask: np.ndarray  # (h, w) bool
+    inner: tuple[slice, slice]  # where the inner crop lies in ``image``
+
+
+def _grow(box: tuple[slice, ...], shape: Sequence[int], m: int) -> tuple[slice, ...]:
+    return tuple(slice(max(0, s.start - m), min(n, s.stop + m)) for s, n in zip(box, shape))
+
+
+def _build_units(pairs: list[_Pair], regions: list[Region], norm_spec: dict | None, target_ps, mode: str):
+    """Training :class:`~.data.Sample` list and validation items, as 2D crops of the regions."""
+    from ..inference.normalize import normalization_limits
+    from .data import Sample
+
+    train, val = [], []
+    for pair, reg in zip(pairs, regions):
+        if reg.source == "empty":
+            continue
+        nd = pair.labels.ndim
+        axes = ("ZYX" if nd == 3 else "YX") + ("C" if pair.channels > 1 or pair.image.ndim > nd else "")
+        channels = list(range(pair.channels)) if "C" in axes else None
+        low, high = normalization_limits(pair.image, axes, norm_spec, channels)
+        ctx = _grow(reg.box, pair.labels.shape, CONTEXT)
+        if nd == 3:  # Z is not grown: slices are separate 2D samples
+            ctx = (reg.box[0], *ctx[1:])
+        img = np.asarray(pair.image[ctx], dtype=np.float32)
+        if img.ndim == nd:
+            img = img[..., None]
+        if low is not None:
+            img = (img - low) / np.maximum(high - low, 1e-6)
+        img = img.astype(np.float32, copy=False)
+        lab = np.asarray(pair.labels[ctx])
+        # region masks in the context crop; labels outside the region are never read
+        off = tuple(b.start - c.start for b, c in zip(reg.box, ctx))
+        inner = tuple(slice(o, o + s) for o, s in zip(off, reg.mask.shape))
+        m_all = np.zeros(lab.shape, bool)
+        m_all[inner] = reg.mask
+        m_val = np.zeros(lab.shape, bool)
+        if reg.val is not None:
+            m_val[inner] = reg.val
+        lab = np.where(m_all, lab, 0).astype(np.int32)
+        m_train = m_all & ~m_val
+        zoom = None
+        if target_ps is not None and pair.scale_yx is not None:
+            z = (pair.scale_yx[0] / target_ps[0], pair.scale_yx[1] / target_ps[1])
+            if any(abs(v - 1.0) > RESAMPLE_TOLERANCE for v in z):
+                zoom = z
+        for z in range(img.shape[0]) if nd == 3 else [None]:
+            if z is None:
+                im2, lab2, tr2, va2 = img, lab, m_train, m_val
+            else:
+                im2, lab2, tr2, va2 = img[z], lab[z], m_train[z], m_val[z]
+            if zoom is not None:
+                im2, lab2, tr2, va2 = _zoom(im2, lab2, tr2, va2, zoom)
+            name = pair.name if z is None else f"{pair.name} z={reg.box[0].start + z}"
+            if tr2.any():
+                train.append(Sample(im2 if im2.shape[-1] > 1 else im2[..., 0], lab2, tr2.astype(np.float32),
+                                    name=name, group=pair.name))
+            if va2.any():
+                val.append(_val_item(im2, lab2, va2))
+    return train, val
+
+
+def _zoom(im, lab, tr, va, zoom):
+    from scipy import ndimage as ndi
+
+    im = ndi.zoom(im, (*zoom, 1), order=1, mode="mirror")
+    out = [ndi.zoom(a.astype(np.uint8) if a.dtype == bool else a, zoom, order=0, mode="nearest") for a in (lab, tr, va)]
+    return im, out[0], out[1].astype(bool), out[2].astype(bool)
+
+
+def _val_item(im: np.ndarray, lab: np.ndarray, va: np.ndarray) -> _ValItem:
+    from .regions import _box_of
+
+    box = _box_of(va)
+    ctx = _grow(box, va.shape, 32)
+    inner = tuple(slice(b.start - c.start, b.stop - c.start) for b, c in zip(box, ctx))
+    chw = np.ascontiguousarray(np.moveaxis(im[ctx], -1, 0))
+    mask = va[box]
+    return _ValItem(chw, np.where(mask, lab[box], 0).astype(np.int32), mask, inner)
+
+
+def _validate(net, mode: str, items: list[_ValItem], postprocess: dict) -> dict:
+    """Validation scores on the held-out parts.
+
+    ``score`` is AP@0.5 pooled over all held-out parts (TP / (TP + FP + FN),
+    objects cut by the part's edge included) for instance models, the mean
+    foreground-class Dice (pooled pixels) for semantic ones.  ``key`` orders
+    epochs (AP@0.5, then foreground Dice, for instance).
+    """
+    from ..analysis.metrics import counts
+
+    was_training = net.training
+    net.eval()
+    try:
+        if mode == "instance":
+            from ..inference.instances import instances_from_maps
+            from .loop import predict_maps
+
+            pp = {k: postprocess[k] for k in ("fg_threshold", "seed_threshold", "min_size") if k in postprocess}
+            tp = fp = fn = 0
+            inter = tot = 0
+            for it in items:
+                fg, dist = predict_maps(net, it.image)
+                fg, dist = fg[it.inner], dist[it.inner]
+                pred = np.where(it.mask, instances_from_maps(fg, dist, **pp), 0)
+                c = counts(it.labels, pred, (0.5,))[0]
+                tp, fp, fn = tp + c[0], fp + c[1], fn + c[2]
+                a, b = it.labels > 0, pred > 0
+                inter += int((a & b).sum())
+                tot += int(a.sum() + b.sum())
+            ap = 1.0 if tp + fp + fn == 0 else tp / (tp + fp + fn)
+            dice = 1.0 if tot == 0 else 2 * inter / tot
+            return {"score": float(ap), "ap50": float(ap), "dice": float(dice), "key": (float(ap), float(dice))}
+        from .semantic import predict_classes
+
+        k = int(net.head.out_channels)
+        inter, tot = np.zeros(k), np.zeros(k)
+        for it in items:
+            pred = predict_classes(net, it.image)[it.inner]
+            t, p = it.labels[it.mask], pred[it.mask]
+            inter += np.bincount(t[t == p], minlength=k)[:k]
+            tot += np.bincount(t, minlength=k)[:k] + np.bincount(p, minlength=k)[:k]
+        present = [i for i in range(1, k) if tot[i] > 0]
+        per = {i: 2 * inter[i] / tot[i] for i in present}
+        d = float(np.mean(list(per.values()))) if per else 1.0
+        return {"score": d, "dice": d, "dice_per_class": {int(i): float(v) for i, v in per.items()}, "key": (d,)}
+    finally:
+        net.train(was_training)
+
+
+class _StepLoss:
+    """Per-step losses from the 50-step running mean that ``train_iter`` reports.
+
+    ``train_iter``'s ``info["loss"]`` is the mean of the last ``min(step, 50)``
+    losses; seeing every step, the newest loss follows exactly:
+    ``l_k = s_k - s_{k-1} + l_{k-50}`` with ``s_k = 50 * mean_k`` (``l`` = 0 before step 1).
+    An ``info["step_loss"]`` entry, when present, is used as is.
+    """
+
+    WINDOW = 50
+
+    def __init__(self) -> None:
+        self.values: list[float] = []
+        self._sum = 0.0
+
+    def update(self, step: int, info: dict) -> float:
+        if "step_loss" in info:
+            v = float(info["step_loss"])
+        else:
+            s = float(info["loss"]) * min(step, self.WINDOW)
+            v = s - self._sum + (self.values[step - 1 - self.WINDOW] if step > self.WINDOW else 0.0)
+            self._sum = s
+        self.values.append(v)
+        return v
+
+
+# --------------------------------------------------------------------------------- output folder
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+
+
+def default_model_name(prefix: str = "finetuned") -> str:
+    """A user-model name not used yet (``finetuned-1``, ``finetuned-2``...)."""
+    from ..models.registry import list_models, user_models_dir
+
+    taken = {m.name for m in list_models()} | ({p.name for p in user_models_dir().iterdir()}
+                                               if user_models_dir().is_dir() else set())
+    i = 1
+    while f"{prefix}-{i}" in taken:
+        i += 1
+    return f"{prefix}-{i}"
+
+
+def model_folder(out=None, name: str | None = None, overwrite: bool = False) -> tuple[Path, str]:
+    """Where a trained model goes: ``out``, or ``user_models_dir()/name``; and its name.
+
+    Raises
+    ------
+    ParameterError
+        Bad name, a name a shipped model has, or an existing model without ``overwrite``.
+    """
+    from ..models.registry import list_models, user_models_dir
+    from ..models.spec import CARD_NAME
+
+    if out is None:
+        name = name or default_model_name()
+        folder = user_models_dir() / name
+    else:
+        folder = Path(out).expanduser()
+        name = name or folder.name
+    if not _NAME_RE.match(name or ""):
+        raise ParameterError(f"model name {name!r}: use letters, digits, '.', '_', '+' or '-' (no spaces or slashes)")
+    if any(m.source == "shipped" and m.name == name for m in list_models()):
+        raise ParameterError(f"{name!r} is the name of a shipped model; choose another name")
+    if folder.exists() and not folder.is_dir():
+        raise ParameterError(f"{folder} exists and is not a folder")
+    if (folder / CARD_NAME).exists() and not overwrite:
+        raise ParameterError(f"a model already exists in {folder}; choose another name (or overwrite=True, "
+                             "--overwrite)")
+    return folder, name
+
+
+# --------------------------------------------------------------------------------- main
+def finetune_iter(
+    images,
+    labels,
+    *,
+    base=None,
+    mode: str = "instance",
+    class_names: Sequence[str] | None = None,
+    roi=None,
+    minutes: float | None = None,
+    epochs: int | None = None,
+    lr: float | None = None,
+    augment: bool = True,
+    val_fraction: float = 0.2,
+    early_stopping: bool = True,
+    device: str = "auto",
+    out=None,
+    name: str | None = None,
+    cancel: CancelToken | None = None,
+    scale=None,
+    overwrite: bool = False,
+    patience: int = PATIENCE,
+    patch_size: int | None = None,
+    batch_size: int | None = None,
+    steps_per_epoch: int | None = None,
+    threads: int | None = None,
+    seed: int = 0,
+) -> Generator[Progress, None, FinetuneResult]:
+    """Train a segmentation model on painted labels; yields progress, returns a :class:`FinetuneResult`.
+
+    Parameters
+    ----------
+    images : array-like or Volume, or a sequence of them
+        ``(Y, X)``, ``(Y, X, C)`` (RGB(A) or channels; channels first is
+        recognised too), ``(Z, Y, X)`` or ``(Z, Y, X, C)``; numpy or dask.
+        Raw intensities: they are normalised as the model card says.
+    labels : ndarray of int, or a sequence of them (one per image)
+        ``(Y, X)`` / ``(Z, Y, X)`` on the image grid, 0 = not painted.
+        ``instance``: one id per object; ``semantic``: the class id.
+    base : None, str or path
+        None (or ``"scratch"``): a new U-Net (16 base channels, depth 4);
+        else a model name or folder (2D, same input channels).
+    mode : {"instance", "semantic"}
+    class_names : sequence of str, optional
+        ``semantic``: names of classes 1, 2, ... (background implicit).
+    roi : optional
+        Polygons (napari Shapes data, data coordinates) limiting the
+        annotated region: one list for a single image, or one entry (None or
+        a list) per image.  Default: the painted labels' bounding box + 16 px.
+    minutes, epochs : float, int, optional
+        Budget; the first reached ends training.  Neither: 2 minutes.
+    lr : float, optional
+        Peak learning rate; default 1e-3 from scratch, 3e-4 fine-tuning.
+    augment : bool
+        Flips, rotations, zoom (0.8-1.25x), intensity, blur, noise (and H&E
+        stain variation for RGB images).
+    val_fraction : float
+        Share of the annotations held out for validation (0 = none).
+    early_stopping : bool
+        Stop when the validation score has not improved for ``patience`` epochs.
+    device : {"auto", "cpu", "cuda", "mps"}
+    out : path, optional
+        Model folder; default ``user_models_dir() / name``.
+    name : str, optional
+        Model name (default: ``out``'s folder name, or ``finetuned-N``).
+    cancel : CancelToken, optional
+        Checked every step: training stops within one step, the best
+        checkpoint so far is kept and the result returned (``cancelled``).
+    scale : sequence of float, optional
+        Pixel size ((Z,) Y, X) of the images (one for all, or one per
+        image).  With a base model that has a pixel size, images are
+        resampled to it; the saved card records the pixel size trained at.
+    overwrite : bool
+        Replace an existing model in the target folder.
+    patience, patch_size, batch_size, steps_per_epoch, seed
+        Advanced settings (defaults: patch 128 px on CPU / 256 on GPU capped
+        by the region size, batch 8 / 16, an epoch = enough steps to see
+        the training pixels about twice, 10 to 100).
+    threads : int, optional
+        torch CPU threads; default ``OMP_NUM_THREADS`` if set, else the
+        physical cores.  (On a loaded machine OpenMP's spin-waiting makes 2
+        threads much slower than 1 unless ``OMP_WAIT_POLICY=PASSIVE`` is set
+        before torch is imported; ``medseg train`` and the widget set it.)
+
+    Yields
+    ------
+    Progress
+        One before training (``info["region"]``: the text of
+        :func:`describe_region`), then one per step with ``info``: ``epoch``
+        (completed epochs), ``loss`` (this step), ``val_score`` (last
+        validation, None before), ``best``, ``device``, ``eta_s``,
+        ``elapsed_s``; at an epoch's end also ``epoch_end=True`` and
+        ``epoch_loss`` (mean loss of the epoch).
+
+    Returns
+    -------
+    FinetuneResult
+
+    Raises
+    ------
+    ParameterError, ModelError
+        Bad inputs, nothing painted, a base model that does not fit.
+    """
+    import torch
+
+    from ..models.device import select_device
+    from ..models.spec import ModelCard, build_network, save_model
+    from .augment import AugmentConfig
+    from .data import typical_diameter
+    from .loop import TrainConfig, train_iter
+    from .semantic import semantic_train_iter
+
+    t_start = time.perf_counter()
+    if mode not in MODES:
+        raise ParameterError(f"mode must be 'instance' or 'semantic', got {mode!r}")
+    is_single = isinstance(labels, np.ndarray) or (hasattr(labels, "shape") and not isinstance(labels, (list, tuple)))
+    imgs = [images] if is_single else list(images)
+    labs = [labels] if is_single else list(labels)
+    if not labs:
+        raise ParameterError("no training pairs given")
+    if len(imgs) != len(labs):
+        raise ParameterError(f"{len(imgs)} images but {len(labs)} labels: give one labels image per image")
+    if minutes is not None and not minutes > 0:
+        raise ParameterError(f"minutes must be > 0, got {minutes}")
+    if epochs is not None and int(epochs) < 1:
+        raise ParameterError(f"epochs must be >= 1, got {epochs}")
+    if minutes is None and epochs is None:
+        minutes = DEFAULT_MINUTES
+    cancel = cancel or CancelToken()
+    scales = _per_image(scale, len(imgs), "scale")
+    pairs = [_as_pair(im, lab, f"image {i}", s) for i, (im, lab, s) in enumerate(zip(imgs, labs, scales))]
+    chans = {(p.channels, p.rgb) for p in pairs}
+    if len(chans) != 1:
+        raise ParameterError(f"all training images need the same channels, got {sorted(chans)}")
+    channels, rgb = chans.pop()
+    folder, name = model_folder(out, name, overwrite)
+
+    # regions and validation split
+    rois = per_image_roi(roi, len(pairs))
+    regions = [find_region(p.labels, r, index=i, name=p.name, mode=mode) for i, (p, r) in enumerate(zip(pairs, rois))]
+    if all(r.source == "empty" for r in regions):
+        raise ParameterError("nothing is painted in the labels and no ROI was given: paint some objects first")
+    val_text = split_validation(regions, [p.labels for p in pairs], fraction=val_fraction, mode=mode)
+    region_text = describe_regions(regions, val_text, mode)
+
+    # model
+    names = _class_names(class_names, [p.labels for p in pairs], mode)
+    n_out = 2 if mode == "instance" else len(names)
+    net, base_card, base_label, new_head = _load_base(base, mode, channels, rgb, n_out, seed)
+    target_ps = base_card.pixel_size
+    if target_ps is None:
+        known = [p.scale_yx for p in pairs if p.scale_yx is not None]
+        target_ps = list(known[0]) if known else None
+    norm_spec = base_card.input.get("normalization") or dict(DEFAULT_NORMALIZATION)
+    train_samples, val_items = _build_units(pairs, regions, norm_spec, target_ps, mode)
+    if not train_samples:
+        raise ParameterError("no annotated pixels are left for training after the validation split; paint more")
+    if mode == "instance" and not any(s.labels.any() for s in train_samples):
+        raise ParameterError("the training part of the annotation has no objects: paint some objects")
+    for s in train_samples:
+        s.weight = s.weight.astype(np.float32, copy=False)
+
+    dev, dev_reason = select_device(device)
+    on_gpu = dev.type == "cuda"
+    divisor = int(getattr(net, "divisor", 8))
+    biggest = max(max(s.labels.shape) for s in train_samples)
+    if patch_size is None:
+        patch_size = 256 if on_gpu else 128
+        patch_size = min(patch_size, max(64, -(-biggest // divisor) * divisor))
+    patch_size = int(patch_size)
+    if patch_size % divisor:
+        raise ParameterError(f"patch_size {patch_size} must be a multiple of {divisor}")
+    batch_size = int(batch_size or (16 if on_gpu else 8))
+    train_px = sum(float(s.weight.sum()) for s in train_samples)
+    spe = int(steps_per_epoch or np.clip(math.ceil(2 * train_px / (batch_size * patch_size ** 2)), 10, 100))
+    if threads is None and os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        threads = int(os.environ["OMP_NUM_THREADS"])
+    if lr is None:
+        lr = LR_SCRATCH if base_label is None else LR_FINETUNE
+    aug = AugmentConfig.none()
+    if augment:
+        aug = AugmentConfig(zoom=(0.8, 1.25), p_stain=0.5 if (channels == 3 and rgb) else 0.0)
+    cfg = TrainConfig(steps=None if epochs is None else int(epochs) * spe, minutes=minutes, batch_size=batch_size,
+                      patch_size=patch_size, lr=float(lr), warmup_steps=min(10, spe), final_lr_ratio=0.05,
+                      steps_per_epoch=spe, val_every=0, seed=seed, augment=aug, device=device,
+                      num_threads=threads)
+
+    # the card of the new model
+    card = ModelCard(
+        name=name,
+        description=(f"{mode} model fine-tuned from {base_label}" if base_label else f"{mode} model trained from "
+                     "scratch") + f" on {len(pairs)} painted image(s) with napari-medseg",
+        architecture=dict(base_card.architecture),
+        input={**base_card.input, "normalization": norm_spec,
+               "pixel_size": None if target_ps is None else [float(v) for v in target_ps],
+               "pixel_unit": base_card.input.get("pixel_unit", "µm") if target_ps is not None else "px"},
+        output=_output_section(base_card, mode, names),
+        training={"base_model": base_label, "head_reinitialised": new_head, "mode": mode, "classes": names[1:],
+                  "data": [{"name": p.name, "shape": list(p.labels.shape), "channels": p.channels,
+                            "region": r.source, "region_box": [[s.start, s.stop] for s in r.box],
+                            "region_pixels": r.area, "painted": r.n_objects, "validation": r.val_note}
+                           for p, r in zip(pairs, regions)],
+                  "validation_split": val_text, "n_train_patches_from": len(train_samples),
+                  "lr": float(lr), "batch_size": batch_size, "patch_size": patch_size, "steps_per_epoch": spe,
+                  "augment": bool(augment), "budget_minutes": minutes, "budget_epochs": epochs, "seed": seed,
+                  "device": dev_reason, "finished": False},
+    )
+    if mode == "instance":
+        d = typical_diameter([s.labels for s in train_samples])
+        if math.isfinite(d):
+            card.training["typical_object_diameter_px"] = round(d, 2)
+    # the inner loop gets the samples already normalised
+    inner_card = copy.deepcopy(card)
+    inner_card.input["normalization"] = {"kind": "none"}
+
+    yield Progress(0, 0, "preparing: " + region_text.splitlines()[0],
+                   {"region": region_text, "epoch": 0, "loss": None, "val_score": None, "best": None,
+                    "device": dev_reason, "eta_s": None if minutes is None else 60.0 * minutes, "elapsed_s": 0.0})
+
+    inner_cancel = CancelToken()
+    if mode == "instance":
+        inner = train_iter(net, inner_card, train_samples, None, cfg, cancel=inner_cancel)
+    else:
+        inner = semantic_train_iter(net, inner_card, train_samples, cfg, cancel=inner_cancel)
+
+    history: list[dict] = []
+    best: dict | None = None
+    best_state: dict | None = None
+    losses = _StepLoss()
+    epoch_losses: list[float] = []
+    last_val: dict | None = None
+    stopped_early = False
+    cancelled = False
+    step = 0
+    t_train = time.perf_counter()
+    total_steps = cfg.steps
+
+    def snapshot() -> dict:
+        return {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
+
+    def save(state: dict, final: bool) -> None:
+        c = copy.deepcopy(card)
+        c.training.update({"epochs": len(history), "steps": step, "seconds": round(time.perf_counter() - t_start, 1),
+                           "finished": final, "cancelled": cancelled, "stopped_early": stopped_early,
+                           "best_epoch": None if best is None else best["epoch"],
+                           "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                           "history": [{k: v for k, v in h.items() if k != "key"} for h in history]})
+        if best is not None:
+            metric = "val_ap50" if mode == "instance" else "val_dice"
+            c.metrics = {metric: round(best["val_score"], 4),
+                         "val_metric": ("AP@0.5 pooled over the held-out annotation" if mode == "instance"
+                                        else "mean foreground Dice over the held-out annotation"),
+                         **({"val_dice_fg": round(best["dice"], 4)} if mode == "instance" else
+                            {"val_dice_per_class": best.get("dice_per_class", {})})}
+        copy_net = build_network(c)
+        copy_net.load_state_dict(state)
+        save_model(folder, copy_net, c)
+        nonlocal saved_card
+        saved_card = c
+
+    saved_card = card
+
+    def end_epoch() -> dict:
+        nonlocal best, best_state, last_val
+        n_ep = len(history) + 1
+        entry = {"epoch": n_ep, "step": step, "loss": float(np.mean(epoch_losses)) if epoch_losses else None,
+                 "val_score": None, "seconds": round(time.perf_counter() - t_train, 1)}
+        epoch_losses.clear()
+        if val_items:
+            scores = _validate(net, mode, val_items, card.output.get("postprocess", {}))
+            last_val = scores
+            entry.update({k: v for k, v in scores.items() if k not in ("score",)})
+            entry["val_score"] = scores["score"]
+            history.append(entry)
+            if best is None or scores["key"] > best["key"]:
+                best = entry
+                best_state = snapshot()
+                save(best_state, final=False)
+        else:
+            history.append(entry)
+            best_state = snapshot()
+            save(best_state, final=False)
+        return entry
+
+    def finish() -> None:
+        """Keep the best weights (or the last ones) and write the final model."""
+        nonlocal best_state
+        if best_state is None or (not val_items and step > (history[-1]["step"] if history else 0)):
+            best_state = snapshot()
+        net.load_state_dict(best_state)
+        save(best_state, final=True)
+
+    try:
+        while True:
+            if cancel.cancelled and not cancelled:
+                inner_cancel.cancel()
+                cancelled = True
+            try:
+                p = next(inner)
+            except StopIteration:
+                break
+            step = p.step
+            info = p.info or {}
+            loss = losses.update(step, info)
+            epoch_losses.append(loss)
+            if cancel.cancelled:
+                inner_cancel.cancel()
+                cancelled = True
+            out_info = {"epoch": len(history), "step": step, "loss": loss, "device": dev_reason}
+            if step % spe == 0 and not cancelled:
+                entry = end_epoch()
+                out_info.update(epoch_end=True, epoch=entry["epoch"], epoch_loss=entry["loss"])
+                if (early_stopping and val_items and best is not None
+                        and entry["epoch"] - best["epoch"] >= patience):
+                    stopped_early = True
+                    inner_cancel.cancel()
+            elapsed = time.perf_counter() - t_train
+            etas = []
+            if minutes is not None:
+                etas.append(max(0.0, 60.0 * minutes - elapsed))
+            if total_steps:
+                etas.append(max(0.0, (total_steps - step) * elapsed / max(step, 1)))
+            out_info.update(val_score=None if last_val is None else last_val["score"],
+                            best=None if best is None else best["val_score"],
+                            eta_s=min(etas) if etas else None, elapsed_s=round(elapsed, 1))
+            total = int(p.total) if p.total else (total_steps or 0)
+            msg = f"epoch {len(history) + (0 if out_info.get('epoch_end') else 1)}, step {step}, loss {loss:.3f}"
+            if last_val is not None:
+                msg += f", val {last_val['score']:.3f}"
+            yield Progress(step, max(total, step), msg, out_info)
+        # a last, partial epoch
+        if not cancelled and not stopped_early and step > (history[-1]["step"] if history else 0):
+            entry = end_epoch()
+            yield Progress(step, step, f"epoch {entry['epoch']} (last, partial)",
+                           {"epoch": entry["epoch"], "step": step, "loss": entry["loss"], "epoch_end": True,
+                            "epoch_loss": entry["loss"], "val_score": entry["val_score"],
+                            "best": None if best is None else best["val_score"], "device": dev_reason,
+                            "eta_s": 0.0, "elapsed_s": round(time.perf_counter() - t_train, 1)})
+        finish()
+    except GeneratorExit:  # the napari worker's quit(): keep the best checkpoint so far
+        cancelled = True
+        inner.close()
+        finish()
+        raise
+    finally:
+        inner.close()
+    net.to("cpu").to(memory_format=torch.contiguous_format).eval()
+    return FinetuneResult(folder, saved_card, [{k: v for k, v in h.items() if k != "key"} for h in history],
+                          None if best is None else {k: v for k, v in best.items() if k != "key"}, region_text,
+                          cancelled, stopped_early, net)
+
+
+def train(images, labels, *, progress: Callable[[Progress], Any] | None = None, **kwargs) -> FinetuneResult:
+    """Fine-tune or train a model on painted labels (blocking); see :func:`finetune_iter`.
+
+    Parameters
+    ----------
+    images, labels
+        One image and its labels, or sequences of them.
+    progress : callable, optional
+        Called with each :class:`~napari_medseg.progress.Progress`.
+    **kwargs
+        ``base``, ``mode``, ``class_names``, ``roi``, ``minutes``, ``epochs``,
+        ``lr``, ``augment``, ``val_fraction``, ``early_stopping``, ``device``,
+        ``out``, ``name``, ``cancel``, ``scale``...
+
+    Returns
+    -------
+    FinetuneResult
+        ``model_path`` is usable at once: ``napari_medseg.segment(img, result.model_path)``.
+
+    Examples
+    --------
+    >>> import napari_medseg as ms                                            # doctest: +SKIP
+    >>> res = ms.train(image, painted, base="nuclei", minutes=2, name="mine")  # doctest: +SKIP
+    >>> labels = ms.segment(other_image, "mine")                              # doctest: +SKIP
+    """
+    return run(finetune_iter(images, labels, **kwargs), progress)
+
+
+def describe_region(labels, roi=None, **kwargs) -> str:
+    """Text saying which pixels training would use (see :func:`.regions.describe_region`)."""
+    from .regions import describe_region as _describe
+
+    return _describe(labels, roi, **kwargs)
