@@ -113,7 +113,7 @@ def _as_pair(image, labels, name: str, scale) -> _Pair:
     if hasattr(image, "data") and hasattr(image, "axes") and hasattr(image, "world_axes"):  # a Volume
         vol = image
         image, axes = (vol.data[0] if isinstance(vol.data, list) else vol.data), vol.axes.upper()
-        name = name or vol.name
+        name = name or vol.name or ""
         if scale is None and vol.scale is not None:
             scale = [s for s, a in zip(vol.scale, vol.world_axes) if a in "ZYX"]
     if hasattr(labels, "data") and hasattr(labels, "axes"):
@@ -487,6 +487,7 @@ def finetune_iter(
     batch_size: int | None = None,
     steps_per_epoch: int | None = None,
     threads: int | None = None,
+    names: Sequence[str] | None = None,
     seed: int = 0,
 ) -> Generator[Progress, None, FinetuneResult]:
     """Train a segmentation model on painted labels; yields progress, returns a :class:`FinetuneResult`.
@@ -535,6 +536,8 @@ def finetune_iter(
         resampled to it; the saved card records the pixel size trained at.
     overwrite : bool
         Replace an existing model in the target folder.
+    names : sequence of str, optional
+        Image names for reports and the card (default: a Volume's name, or ``image N``).
     patience, patch_size, batch_size, steps_per_epoch, seed
         Advanced settings (defaults: patch 128 px on CPU / 256 on GPU capped
         by the region size, batch 8 / 16, an epoch = enough steps to see
@@ -591,7 +594,12 @@ def finetune_iter(
         minutes = DEFAULT_MINUTES
     cancel = cancel or CancelToken()
     scales = _per_image(scale, len(imgs), "scale")
-    pairs = [_as_pair(im, lab, f"image {i}", s) for i, (im, lab, s) in enumerate(zip(imgs, labs, scales))]
+    names = list(names) if names is not None else [""] * len(imgs)
+    if len(names) != len(imgs):
+        raise ParameterError(f"{len(names)} names for {len(imgs)} images")
+    pairs = [_as_pair(im, lab, n, s) for im, lab, n, s in zip(imgs, labs, names, scales)]
+    for i, p in enumerate(pairs):
+        p.name = p.name or f"image {i}"
     chans = {(p.channels, p.rgb) for p in pairs}
     if len(chans) != 1:
         raise ParameterError(f"all training images need the same channels, got {sorted(chans)}")
@@ -607,8 +615,8 @@ def finetune_iter(
     region_text = describe_regions(regions, val_text, mode)
 
     # model
-    names = _class_names(class_names, [p.labels for p in pairs], mode)
-    n_out = 2 if mode == "instance" else len(names)
+    cls_names = _class_names(class_names, [p.labels for p in pairs], mode)
+    n_out = 2 if mode == "instance" else len(cls_names)
     net, base_card, base_label, new_head = _load_base(base, mode, channels, rgb, n_out, seed)
     target_ps = base_card.pixel_size
     if target_ps is None:
@@ -657,8 +665,8 @@ def finetune_iter(
         input={**base_card.input, "normalization": norm_spec,
                "pixel_size": None if target_ps is None else [float(v) for v in target_ps],
                "pixel_unit": base_card.input.get("pixel_unit", "µm") if target_ps is not None else "px"},
-        output=_output_section(base_card, mode, names),
-        training={"base_model": base_label, "head_reinitialised": new_head, "mode": mode, "classes": names[1:],
+        output=_output_section(base_card, mode, cls_names),
+        training={"base_model": base_label, "head_reinitialised": new_head, "mode": mode, "classes": cls_names[1:],
                   "data": [{"name": p.name, "shape": list(p.labels.shape), "channels": p.channels,
                             "region": r.source, "region_box": [[s.start, s.stop] for s in r.box],
                             "region_pixels": r.area, "painted": r.n_objects, "validation": r.val_note}

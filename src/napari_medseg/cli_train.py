@@ -1,0 +1,167 @@
+"""``medseg train``: train or fine-tune a segmentation model on painted label images.
+
+::
+
+    medseg train --images A.tif B.tif --labels A_lab.tif B_lab.tif [--base NAME|PATH|scratch]
+                 [--mode instance|semantic] [--out MODEL_DIR | --name NAME] [--minutes M] [--epochs N]
+                 [--classes a,b] [--lr LR] [--no-augment] [--no-early-stopping] [--val-fraction F]
+                 [--device auto|cpu|cuda|mps] [--overwrite] [--quiet]
+
+The model folder it writes is usable at once: ``medseg segment IMG -o OUT
+--model MODEL_DIR`` (or ``--model NAME`` when saved in the user model folder).
+Only the annotated region of each labels image is used (the painted labels'
+bounding box + 16 px); inside it unpainted pixels count as background.
+
+Wiring (in ``cli.py``)::
+
+    from . import cli_train
+    COMMANDS["train"] = (cli_train.HELP, cli_train.add_arguments, cli_train.run)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from .errors import ParameterError
+
+HELP = "train or fine-tune a segmentation model on painted label images"
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {v}")
+    return v
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the ``train`` options to ``p``."""
+    p.add_argument("--images", nargs="+", required=True, metavar="IMG", type=Path,
+                   help="training images (TIFF or DICOM), 2D or 3D")
+    p.add_argument("--labels", nargs="+", required=True, metavar="LAB", type=Path,
+                   help="painted labels, one per image in the same order (0 = not painted)")
+    p.add_argument("--base", default="scratch", metavar="NAME|PATH",
+                   help="model to start from (name or folder), or 'scratch' (default) for a new U-Net")
+    p.add_argument("--mode", choices=["instance", "semantic"], default="instance",
+                   help="instance: one id per object; semantic: label value = class id (default instance)")
+    p.add_argument("--out", type=Path, default=None, metavar="MODEL_DIR",
+                   help="model folder to write (default: the user model folder / --name)")
+    p.add_argument("--name", default=None, help="model name (default: the --out folder's name, or finetuned-N)")
+    p.add_argument("--minutes", type=_positive_float, default=None, metavar="M",
+                   help="time budget in minutes (default 2 when --epochs is not given)")
+    p.add_argument("--epochs", type=_positive_int, default=None, metavar="N", help="number of epochs")
+    p.add_argument("--classes", default=None, metavar="a,b",
+                   help="semantic mode: names of classes 1, 2, ... separated by commas")
+    p.add_argument("--lr", type=_positive_float, default=None,
+                   help="peak learning rate (default 1e-3 from scratch, 3e-4 fine-tuning)")
+    p.add_argument("--no-augment", action="store_true", help="no flips, rotations, zoom or intensity changes")
+    p.add_argument("--no-early-stopping", action="store_true", help="train for the whole budget")
+    p.add_argument("--val-fraction", type=float, default=0.2, metavar="F",
+                   help="share of the annotation held out for validation (default 0.2; 0 = none)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for torch")
+    p.add_argument("--batch-size", type=_positive_int, default=None, help="patches per step (default 8 CPU, 16 GPU)")
+    p.add_argument("--patch-size", type=_positive_int, default=None,
+                   help="patch side in pixels, a multiple of 8 (default 128 CPU, 256 GPU, capped by the region)")
+    p.add_argument("--overwrite", action="store_true", help="replace a model already in the target folder")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``train`` on an ``argparse`` sub-parser collection; returns its parser."""
+    p = subparsers.add_parser("train", help=HELP, description=HELP)
+    add_arguments(p)
+    p.set_defaults(_run=run)
+    return p
+
+
+def _read_one(path: Path, what: str):
+    from .io import read
+
+    vols = read(path)
+    if len(vols) != 1:
+        raise ParameterError(f"{what} {path} holds {len(vols)} images; give one file per image")
+    return vols[0]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``medseg train``; returns the exit status (0 = a model was written)."""
+    if "torch" not in sys.modules:
+        # OpenMP spin-waiting makes torch's threads crawl when anything else runs (our patch thread included)
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from .progress import run as drain
+    from .training.finetune import finetune_iter
+
+    if len(args.images) != len(args.labels):
+        raise ParameterError(f"{len(args.images)} --images but {len(args.labels)} --labels: give one labels file "
+                             "per image, in the same order")
+    images, labels = [], []
+    for ip, lp in zip(args.images, args.labels):
+        img = _read_one(ip, "image")
+        lab = _read_one(lp, "labels")
+        if any(a in lab.axes for a in "CST"):
+            raise ParameterError(f"labels {lp} have axes {lab.axes!r}; expected (Z,) Y, X")
+        img.name = ip.name
+        images.append(img)
+        labels.append(lab.data[0] if isinstance(lab.data, list) else lab.data)
+    classes = None if args.classes is None else [c.strip() for c in args.classes.split(",") if c.strip()]
+
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=0, desc="train", unit="step", file=sys.stderr)
+
+    def report(p) -> None:
+        info = p.info or {}
+        if "region" in info:
+            print(info["region"], file=sys.stderr)
+            print(f"device: {info.get('device')}", file=sys.stderr)
+            return
+        if bar is not None:
+            bar.total = p.total
+            bar.n = p.step
+            val = info.get("val_score")
+            bar.set_postfix_str(f"epoch {info.get('epoch')} loss {info['loss']:.3f}"
+                                + ("" if val is None else f" val {val:.3f}"), refresh=False)
+            bar.refresh()
+        if info.get("epoch_end") and (bar is None or args.quiet):
+            return
+        if info.get("epoch_end"):
+            val = info.get("val_score")
+            bar.write(f"epoch {info['epoch']}: loss {info['epoch_loss']:.4f}"
+                      + ("" if val is None else f", val {val:.4f} (best {info['best']:.4f})"))
+
+    try:
+        res = drain(finetune_iter(images, labels, base=None if args.base == "scratch" else args.base, mode=args.mode,
+                                  class_names=classes, minutes=args.minutes, epochs=args.epochs, lr=args.lr,
+                                  augment=not args.no_augment, val_fraction=args.val_fraction,
+                                  early_stopping=not args.no_early_stopping, device=args.device, out=args.out,
+                                  name=args.name, overwrite=args.overwrite, threads=args.threads,
+                                  batch_size=args.batch_size, patch_size=args.patch_size), report)
+    finally:
+        if bar is not None:
+            bar.close()
+    card = res.card
+    score = ", ".join(f"{k} {v}" for k, v in card.metrics.items() if isinstance(v, (int, float)))
+    how = "cancelled" if res.cancelled else "stopped early" if res.stopped_early else "done"
+    print(f"{res.model_path}: model {card.name!r} ({card.kind}), {len(res.history)} epoch(s), {how}"
+          + (f", best epoch {res.best['epoch']}: {score}" if res.best else ", no validation"))
+    print(f"use it with: medseg segment IMAGE -o OUTDIR --model {res.model_path}")
+    return 0
