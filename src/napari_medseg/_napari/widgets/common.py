@@ -67,6 +67,7 @@ class LayerCombo(QComboBox):
         events.inserted.connect(self._on_inserted)
         events.removed.connect(self._on_removed)
         events.moved.connect(self.refresh)
+        events.reordered.connect(self.refresh)
         for layer in viewer.layers:
             layer.events.name.connect(self.refresh)
         self.currentIndexChanged.connect(self._on_index)

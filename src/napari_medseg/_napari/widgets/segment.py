@@ -81,12 +81,12 @@ class SegmentWidget(QWidget):
         self.tile_size.setRange(0, 8192)
         self.tile_size.setSingleStep(64)
         self.tile_size.setSpecialValueText("auto")
-        self.tile_size.setToolTip("Edge of the square (cubic) tiles fed to the network, in pixels; "
-                                  "auto picks one that fits the device memory")
+        self.tile_size.setToolTip("Largest tile edge fed to the network, in pixels, halo included; "
+                                  "auto: 1024 for 2D models, 128 for 3D. Smaller tiles use less memory.")
         self.batch_size = QSpinBox()
         self.batch_size.setRange(0, 256)
         self.batch_size.setSpecialValueText("auto")
-        self.batch_size.setToolTip("Tiles per network call; auto picks from the device")
+        self.batch_size.setToolTip("Tiles per network call; auto: 1 on the CPU, 4 (2D) / 2 (3D) on a GPU")
         self.keep_probabilities = QCheckBox("keep probabilities")
         self.keep_probabilities.setToolTip("Also add the network's probability maps as an image layer")
         self.advanced = QCollapsible("Advanced")
