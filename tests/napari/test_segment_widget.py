@@ -367,3 +367,16 @@ def test_pixel_size_is_none_without_physical_units() -> None:
     assert _spatial_scale(nm, "YX") == pytest.approx((0.2, 0.3))
     timed = Image(np.zeros((2, 4, 5)), scale=(7.0, 1.5, 2.5), units=("second", "micrometer", "micrometer"))
     assert _spatial_scale(timed, "TYX") == pytest.approx((1.5, 2.5))
+
+
+def test_refresh_lists_a_model_saved_after_the_widget_opened(viewer_widget, models_dir, qtbot) -> None:
+    _viewer, widget = viewer_widget
+    assert widget.model_picker.select("tiny")
+    assert "fresh" not in [m.name for m in widget.model_picker.models()]
+    make_random_model(models_dir / "fresh", name="fresh", seed=4)  # e.g. written by fine-tuning
+    qtbot.mouseClick(widget.model_picker.refresh_button, _left())
+    names = [m.name for m in widget.model_picker.models()]
+    assert "fresh" in names
+    assert widget.model_picker.current().name == "tiny"  # the selection survives a refresh
+    fresh = next(m for m in widget.model_picker.models() if m.name == "fresh")
+    assert fresh.source == "user" and fresh.path == models_dir / "fresh"
