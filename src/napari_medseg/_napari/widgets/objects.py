@@ -1,0 +1,680 @@
+"""The Objects dock widget: detect, measure, classify and tabulate objects (QuPath-like).
+
+Source: a Labels layer (the user's or ours), or an Image layer plus a model
+(segmentation or box detection).  Run calls
+:func:`napari_medseg.analysis.objects_api.detect_iter` in a napari thread
+worker; the checked Image layers give per-channel intensity columns.
+
+Outputs (never a change to the user's layers)
+---------------------------------------------
+* ``<source> objects``: a Points layer at the objects' centroids, coloured by
+  class, carrying the whole table as ``features`` (class, score, probability
+  and every measurement).  Box models give ``<source> boxes``, a Shapes layer
+  of rectangles, instead.
+* ``<image> objects labels``: for segmentation models, the objects' Labels
+  layer, with the table as ``features`` (``index`` = label id).
+* A user's Labels layer is only read: its data, features and selected label
+  stay as they were (its table lives on the Points layer).
+
+A re-run on the same source replaces the layers this widget made for it.
+Classification (gates or a trained classifier) rewrites the ``class`` (and
+``probability``) columns of the table and of the output layers' features,
+and recolours them.  Table rows are in output-layer order: row ``i`` is point
+(or rectangle) ``i``.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from dataclasses import dataclass, field
+from html import escape
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from napari.layers import Image, Labels, Points
+from napari.utils.notifications import show_error
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ...errors import MedsegError, ParameterError
+from ...progress import Progress
+from .._worker import JobOutcome, ProgressJob
+from .common import DevicePicker, LayerCombo, ModelPicker, RunCancelRow, StatusLine
+from .objects_classify import ClassifierPanel, GatePanel
+from .objects_layers import (
+    OBJECTS_OF,
+    LayerChecklist,
+    boxes_layer,
+    centroids,
+    class_colors,
+    column_name,
+    geometry_kwargs,
+    labels_of,
+    measure_geometry,
+    points_layer,
+    rgba,
+    unique_name,
+)
+from .objects_plot import PlotPanel
+from .objects_table import ObjectsTable
+
+if TYPE_CHECKING:
+    import napari
+
+    from ...analysis.objects_api import ObjectsResult
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("labels layer", "image + model")
+_RGB = ("red", "green", "blue", "alpha")
+
+
+@dataclass
+class _RunContext:
+    """What the GUI thread captured at Run time (layers may change meanwhile)."""
+
+    source: weakref.ref
+    name: str
+    geometry: dict[str, Any]
+    model: Any = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def _intensity_items(layer: Image, shape: tuple[int, ...]) -> list[tuple[str, Any]]:
+    """``[(column name, (Z,)Y,X array)]`` for one Image layer; RGB layers give one entry per colour."""
+    data = layer.data[0] if layer.multiscale else layer.data
+    base = column_name(layer.name)
+    if layer.rgb:
+        if tuple(data.shape[:-1]) != tuple(shape):
+            raise ParameterError(f"image layer {layer.name!r} has shape {tuple(data.shape[:-1])}, "
+                                 f"the objects {tuple(shape)}: intensities need the same grid")
+        return [(f"{base}_{_RGB[i]}", data[..., i]) for i in range(min(int(data.shape[-1]), 4))]
+    if tuple(data.shape) != tuple(shape):
+        raise ParameterError(f"image layer {layer.name!r} has shape {tuple(data.shape)}, "
+                             f"the objects {tuple(shape)}: intensities need the same grid")
+    return [(base, data)]
+
+
+class ObjectsWidget(QWidget):
+    """Dock widget: objects from labels or a model, their table, plots, gates and classifier.
+
+    Parameters
+    ----------
+    napari_viewer : napari.Viewer
+        Injected by napari (npe2 widget contribution).
+    """
+
+    def __init__(self, napari_viewer: napari.Viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        # --- source rows
+        self.source_kind = QComboBox()
+        self.source_kind.addItems(list(SOURCES))
+        self.labels_combo = LayerCombo(napari_viewer, Labels)
+        self.image_combo = LayerCombo(napari_viewer, Image)
+        self.model_picker = ModelPicker()
+        self.device_picker = DevicePicker()
+        self.intensity_list = LayerChecklist(napari_viewer)
+        self._labels_row = QWidget()
+        f1 = QFormLayout(self._labels_row)
+        f1.setContentsMargins(0, 0, 0, 0)
+        f1.addRow("labels", self.labels_combo)
+        self._model_rows = QWidget()
+        f2 = QFormLayout(self._model_rows)
+        f2.setContentsMargins(0, 0, 0, 0)
+        f2.addRow("image", self.image_combo)
+        f2.addRow("model", self.model_picker)
+        f2.addRow("device", self.device_picker)
+        top = QFormLayout()
+        top.addRow("objects from", self.source_kind)
+        self.buttons = RunCancelRow("Detect objects")
+        self.run_button = self.buttons.run_button
+        self.cancel_button = self.buttons.cancel_button
+        self.status = StatusLine("Pick a Labels layer, or an image and a model, then Detect.")
+        self.counts_label = QLabel()
+        self.counts_label.setWordWrap(True)
+        # --- tabs
+        self.table_view = ObjectsTable()
+        self.export_csv_button = QPushButton("Export CSV…")
+        table_tab = QWidget()
+        tl = QVBoxLayout(table_tab)
+        tl.setContentsMargins(2, 2, 2, 2)
+        tl.addWidget(self.table_view, 1)
+        row = QHBoxLayout()
+        row.addStretch(1)
+        row.addWidget(self.export_csv_button)
+        tl.addLayout(row)
+        self.plot_panel = PlotPanel()
+        self.gate_panel = GatePanel()
+        self.classifier_panel = ClassifierPanel(napari_viewer)
+        self.tabs = QTabWidget()
+        self.tabs.addTab(table_tab, "Table")
+        self.tabs.addTab(self.plot_panel, "Plot")
+        self.tabs.addTab(self.gate_panel, "Gate")
+        self.tabs.addTab(self.classifier_panel, "Classifier")
+
+        lay = QVBoxLayout(self)
+        lay.addLayout(top)
+        lay.addWidget(self._labels_row)
+        lay.addWidget(self._model_rows)
+        inten = QFormLayout()
+        inten.addRow("intensities", self.intensity_list)
+        lay.addLayout(inten)
+        lay.addWidget(self.buttons)
+        lay.addWidget(self.status)
+        lay.addWidget(self.counts_label)
+        lay.addWidget(self.tabs, 1)
+
+        # --- state
+        self.result: ObjectsResult | None = None
+        self.table = None  #: the current objects table (pandas DataFrame), classes included
+        self.colors: dict[str, str] = {}
+        self.classifier = None  #: the last trained or loaded ObjectClassifier
+        self._job: ProgressJob | None = None
+        self._train_job: ProgressJob | None = None
+        self._out: weakref.ref | None = None  # Points/Shapes layer of the current objects
+        self._our_labels: weakref.ref | None = None  # Labels layer we made for the current objects
+        self._created: dict[tuple[str, int], tuple[weakref.ref, weakref.ref]] = {}
+        self._focusing = False
+
+        self.source_kind.currentIndexChanged.connect(self._on_source_kind)
+        self.image_combo.layerChanged.connect(self._on_image_changed)
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.export_csv_button.clicked.connect(lambda: self.export_csv())
+        self.table_view.objectActivated.connect(self.focus_object)
+        self.gate_panel.gateApplied.connect(self.apply_gate)
+        cp = self.classifier_panel
+        cp.train_button.clicked.connect(self.train)
+        cp.new_marks_button.clicked.connect(lambda: self.new_marks_layer())
+        cp.save_button.clicked.connect(lambda: self.save_classifier())
+        cp.load_button.clicked.connect(lambda: self.load_classifier())
+        cp.markClassChanged.connect(self._on_mark_class)
+        cp.marks_combo.layerChanged.connect(lambda *_: self._on_mark_class(cp.mark_class.currentText()))
+        self.model_picker.refresh()
+        if self.labels_combo.layer() is None and self.image_combo.layer() is not None:
+            self.source_kind.setCurrentIndex(1)
+        self._on_source_kind()
+        self._on_image_changed(self.image_combo.layer())
+        self.device_picker.populate()
+
+    # ================================================================== public API
+    @property
+    def running(self) -> bool:
+        """Whether a detection or a training is in progress."""
+        return any(j is not None and j.running for j in (self._job, self._train_job))
+
+    @property
+    def output_layer(self) -> Points | Any | None:
+        """The Points (or Shapes) layer of the current objects, if still in the viewer."""
+        lay = self._out() if self._out is not None else None
+        return lay if lay is not None and any(x is lay for x in self.viewer.layers) else None
+
+    @property
+    def objects_labels_layer(self) -> Labels | None:
+        """The Labels layer this widget made for the current objects (segmentation models)."""
+        lay = self._our_labels() if self._our_labels is not None else None
+        return lay if lay is not None and any(x is lay for x in self.viewer.layers) else None
+
+    def counts(self) -> dict[str, int]:
+        """Objects per class in the current table (classes in colour order)."""
+        if self.table is None:
+            return {}
+        cls = [str(c) for c in self.table["class"]]
+        return {c: n for c in self.colors if (n := cls.count(c))}
+
+    def run(self) -> None:
+        """Detect and measure the objects of the chosen source in a worker thread (returns at once)."""
+        if self.running:
+            return
+        try:
+            ctx, make_gen = self._prepare()
+        except MedsegError as exc:
+            self.status.set(str(exc), error=True)
+            return
+        self._job = ProgressJob(make_gen, lambda outcome: self._finish(ctx, outcome), on_progress=self._on_progress,
+                                desc=f"Objects of {ctx.name}", owner=self)
+        self.buttons.set_running(True)
+        self.status.set(f"Detecting objects in {ctx.name}…")
+        self._job.start()
+
+    def cancel(self) -> None:
+        """Stop a running detection; no layer is added or changed."""
+        if self._job is not None and self._job.running:
+            self._job.cancel()
+            self.status.set("Cancelling…")
+
+    def apply_gate(self, gate: Any) -> None:
+        """Classify every object with a gate (``<name>+`` / ``<name>-``)."""
+        from ...analysis.gating import gate_classes
+
+        if self.table is None:
+            self.status.set("Detect objects first.", error=True)
+            return
+        try:
+            classes = gate_classes(self.table, gate)
+        except MedsegError as exc:
+            self._report_error(exc, "Gate")
+            return
+        self._set_classes(classes, None)
+        t = gate.threshold
+        self.status.set(f"Gate {gate.label} {gate.op} {t:.4g}: " + ", ".join(f"{c} {n}" for c, n in
+                                                                            self.counts().items()))
+
+    def train(self) -> None:
+        """Train the object classifier on the marked objects and classify all (worker thread)."""
+        if self.running:
+            return
+        try:
+            marks = self._marks()
+        except MedsegError as exc:
+            self._report_error(exc, "Training")
+            return
+        table = self.table.copy()
+
+        def make_gen(token):
+            return _train_iter(table, marks, token)
+
+        self._train_job = ProgressJob(make_gen, lambda o: self._finish_train(marks, o), desc="Training classifier",
+                                      owner=self)
+        self.classifier_panel.train_button.setEnabled(False)
+        self.classifier_panel.info.setText(f"Training on {len(marks)} marked objects…")
+        self._train_job.start()
+
+    def new_marks_layer(self, name: str = "object marks") -> Points:
+        """Add an empty Points layer for marking objects (its ``class`` feature is the mark class)."""
+        import pandas as pd
+
+        ref = self.output_layer
+        ndim = ref.ndim if ref is not None else 2
+        geom = {"scale": tuple(ref.scale), "translate": tuple(ref.translate)} if ref is not None else {}
+        if ref is not None and getattr(ref, "units", None) is not None:
+            geom["units"] = tuple(ref.units)
+        cls = self.classifier_panel.mark_class.currentText() or "positive"
+        layer = Points(ndim=ndim, name=unique_name(self.viewer, name), features=pd.DataFrame(
+            {"class": pd.Series([], dtype=object)}), feature_defaults={"class": cls}, face_color="class",
+            symbol="cross", size=max(6.0, float(getattr(ref, "current_size", 6) or 6)), **geom)
+        self.viewer.add_layer(layer)
+        layer.mode = "add"
+        self.classifier_panel.marks_combo.set_layer(layer)
+        return layer
+
+    def save_classifier(self, path: str | Path | None = None) -> Path | None:
+        """Save the classifier as JSON (default folder: ``<user models>/classifiers``)."""
+        if self.classifier is None:
+            self.status.set("Train or load a classifier first.", error=True)
+            return None
+        if path is None:
+            start = classifiers_dir()
+            start.mkdir(parents=True, exist_ok=True)
+            path, _ = QFileDialog.getSaveFileName(self, "Save object classifier", str(start / "classifier.json"),
+                                                  "Object classifier (*.json)")
+            if not path:
+                return None
+        out = self.classifier.save(path)
+        self.classifier_panel.info.setText(f"Saved {out.name} in {out.parent}")
+        return out
+
+    def load_classifier(self, path: str | Path | None = None) -> bool:
+        """Load a classifier JSON and classify the current objects with it."""
+        from ...analysis.classify import ObjectClassifier
+
+        if path is None:
+            start = classifiers_dir()
+            path, _ = QFileDialog.getOpenFileName(self, "Load object classifier", str(start),
+                                                  "Object classifier (*.json)")
+            if not path:
+                return False
+        try:
+            clf = ObjectClassifier.load(path)
+            self.classifier = clf
+            if self.table is not None:
+                classes, prob = clf.predict(self.table)
+                self._set_classes(classes, prob)
+        except MedsegError as exc:
+            self._report_error(exc, "Loading the classifier")
+            return False
+        self.classifier_panel.info.setText(f"Loaded {Path(path).name}: classes {', '.join(clf.classes_)}")
+        return True
+
+    def export_csv(self, path: str | Path | None = None) -> Path | None:
+        """Write the objects table as CSV (asks for a file when ``path`` is None)."""
+        from ...analysis.objects_api import write_objects_csv
+
+        if self.table is None:
+            self.status.set("Nothing to export: detect objects first.", error=True)
+            return None
+        if path is None:
+            out = self.output_layer
+            default = f"{column_name(out.name) if out is not None else 'objects'}.csv"
+            path, _ = QFileDialog.getSaveFileName(self, "Export objects table", default, "CSV (*.csv)")
+            if not path:
+                return None
+        try:
+            written = write_objects_csv(path, self.table)
+        except (MedsegError, OSError) as exc:
+            self._report_error(exc, "Export")
+            return None
+        self.status.set(f"Wrote {len(self.table)} objects to {written}")
+        return written
+
+    def export_plot(self, path: str | Path | None = None) -> Path | None:
+        """Save the Plot tab's figure as PNG."""
+        return self.plot_panel.export_png(path)
+
+    def focus_object(self, row: int) -> None:
+        """Centre the viewer on the object in table row ``row`` and select it."""
+        out = self.output_layer
+        if self.table is None or out is None or not 0 <= row < len(self.table) or self._focusing:
+            return
+        self._focusing = True
+        try:
+            px = centroids(self.table.iloc[[row]], self.result.axes)[0]
+            world = np.asarray(out.data_to_world(px), np.float64)
+            dims = self.viewer.dims
+            offset = dims.ndim - world.size
+            point = np.asarray(dims.point, np.float64)
+            point[offset:] = world
+            for ax in dims.not_displayed:
+                if ax >= offset:
+                    dims.set_point(ax, float(point[ax]))
+            self.viewer.camera.center = tuple(float(point[d]) for d in dims.displayed)
+            out.selected_data = {int(row)}
+            lab = self.objects_labels_layer
+            if lab is not None:
+                lab.selected_label = int(self.table["id"].iloc[row])
+            self.table_view.select_row(row)
+        finally:
+            self._focusing = False
+
+    # ================================================================== Qt events
+    def showEvent(self, event: Any) -> None:
+        super().showEvent(event)
+        self.model_picker.refresh()
+
+    def closeEvent(self, event: Any) -> None:
+        self.cancel()
+        super().closeEvent(event)
+
+    # ================================================================== running
+    def _prepare(self):
+        """Context and generator factory for a run, from the current controls (GUI thread)."""
+        from .segment import _axes_of
+
+        device = self.device_picker.device()
+        if self.source_kind.currentIndex() == 0:
+            src = self.labels_combo.layer()
+            if src is None:
+                raise ParameterError("No Labels layer: pick one, or switch to 'image + model'.")
+            lab = labels_of(src)
+            if lab.ndim not in (2, 3):
+                raise ParameterError(f"Labels layer {src.name!r} has {lab.ndim} dimensions; objects are 2D or 3D")
+            shape = lab.shape
+            intensity = []
+            for layer in self.intensity_list.checked_layers():
+                intensity += _intensity_items(layer, shape)
+            image = axes = model = None
+        else:
+            src = self.image_combo.layer()
+            model = self.model_picker.current()
+            if src is None:
+                raise ParameterError("No image layer: open or select an image first.")
+            if model is None:
+                raise ParameterError("No model: add one with 'folder…'.")
+            image = src.data[0] if src.multiscale else src.data
+            axes = _axes_of(src, image.ndim, bool(src.rgb))
+            if axes is None or "T" in axes:
+                raise ParameterError(f"image {src.name!r} (shape {tuple(image.shape)}) is not one 2D/3D image; "
+                                     "objects are detected one time point at a time")
+            shape = tuple(int(image.shape[axes.index(a)]) for a in axes if a in "ZYX")
+            intensity = _intensity_items(src, shape)
+            for layer in self.intensity_list.checked_layers():
+                if layer is not src:
+                    intensity += _intensity_items(layer, shape)
+            lab = None
+        names = [n for n, _ in intensity]
+        if len(set(names)) != len(names):
+            raise ParameterError(f"intensity layers need different names; got {names}")
+        ndim = len(shape)
+        spacing, translate, unit = measure_geometry(src, ndim)
+        ctx = _RunContext(weakref.ref(src), src.name, geometry_kwargs(src, ndim), model,
+                          {"device": device, "unit": unit, "spacing": spacing})
+        model_path = None if model is None else model.path
+
+        def make_gen(token):
+            from ...analysis.objects_api import detect_iter  # torch (if any) loads here, in the worker
+
+            return detect_iter(image, model_path if model_path is not None else "auto", labels=lab,
+                               intensity=intensity or None, scale=spacing, translate=translate, units=unit,
+                               axes=axes, device=device, cancel=token)
+
+        return ctx, make_gen
+
+    def _on_progress(self, p: Progress) -> None:
+        if self._job is not None and not self._job.cancel_requested:
+            total = f" ({p.step}/{p.total})" if p.total else ""
+            self.status.set(f"{p.message or 'Running'}{total}")
+
+    def _finish(self, ctx: _RunContext, outcome: JobOutcome) -> None:
+        self.buttons.set_running(False)
+        if outcome.cancelled:
+            self.status.set(f"Cancelled after {outcome.elapsed:.1f} s; no layer was added.")
+            return
+        if outcome.error is not None:
+            self._report_error(outcome.error, "Detection")
+            return
+        res = outcome.result
+        try:
+            self._show_result(ctx, res)
+        except Exception as exc:  # keep napari alive whatever the layers make of the result
+            self._report_error(exc, "Showing the objects")
+            return
+        model = f" with {res.model_name}" if res.model_name else ""
+        self.status.set(f"{len(res)} objects in {ctx.name}{model} in {outcome.elapsed:.1f} s"
+                        + (f"\n{res.device_reason}" if res.device_reason else ""))
+
+    def _show_result(self, ctx: _RunContext, res: ObjectsResult) -> None:
+        table = res.table.reset_index(drop=True)
+        classes = [str(c) for c in table["class"]]
+        colors = class_colors(list(res.class_names) + sorted(set(classes) - set(res.class_names)))
+        meta = {OBJECTS_OF: ctx.name, "napari_medseg": {"kind": res.kind, "model": res.model_name,
+                                                         "unit": res.unit, "score": res.info.get("score", "")}}
+        src = ctx.source()
+        if res.kind == "detection":
+            out = boxes_layer(res.boxes, table, colors, ctx.geometry, f"{ctx.name} boxes", dict(meta))
+        else:
+            out = points_layer(table, res.axes, colors, ctx.geometry, f"{ctx.name} objects", dict(meta))
+        lab_layer = None
+        if res.kind in ("instance", "semantic"):
+            lab_layer = Labels(res.labels, name=f"{ctx.name} objects labels", features=_labels_features(table),
+                               metadata=dict(meta), **ctx.geometry)
+        # the viewer changes only once every new layer exists
+        self.result, self.table, self.colors = res, table, colors
+        if lab_layer is not None:
+            self._our_labels = weakref.ref(self._put_layer("labels", src, lab_layer))
+        else:
+            self._our_labels = None
+            self._drop_layer("labels", src)
+        self._out = weakref.ref(self._put_layer("objects", src, out))
+        self._refresh_views()
+
+    def _put_layer(self, kind: str, src: Any, layer: Any) -> Any:
+        """Replace the layer this widget made earlier for ``src`` (same slot) or add ``layer``."""
+        old = self._ours(kind, src)
+        if old is not None:
+            idx = self.viewer.layers.index(old)
+            layer.name = old.name
+            self.viewer.layers.remove(old)
+            self.viewer.layers.insert(idx, layer)
+        else:
+            layer.name = unique_name(self.viewer, layer.name)
+            self.viewer.add_layer(layer)
+        if src is not None:
+            self._created[(kind, id(src))] = (weakref.ref(src), weakref.ref(layer))
+        return layer
+
+    def _drop_layer(self, kind: str, src: Any) -> None:
+        old = self._ours(kind, src)
+        if old is not None:
+            self.viewer.layers.remove(old)
+
+    def _ours(self, kind: str, src: Any) -> Any:
+        entry = self._created.get((kind, id(src))) if src is not None else None
+        if entry is None:
+            return None
+        src_ref, out_ref = entry
+        out = out_ref()
+        if src_ref() is src and out is not None and any(lay is out for lay in self.viewer.layers):
+            return out
+        return None
+
+    # ================================================================== classes
+    def _set_classes(self, classes: Any, probability: Any | None) -> None:
+        from ...analysis.objects_api import _order_columns
+
+        table = self.table.copy()
+        table["class"] = np.asarray([str(c) for c in classes], dtype=object)
+        if probability is None:
+            table = table.drop(columns=["probability"], errors="ignore")
+        else:
+            table["probability"] = np.asarray(probability, np.float64)
+        table = _order_columns(table)
+        names = sorted({str(c) for c in table["class"]})
+        self.colors = class_colors(names, {c: v for c, v in self.colors.items() if c in names})
+        self.colors = {c: self.colors[c] for c in names}
+        self.table = table
+        out = self.output_layer
+        if out is not None:
+            out.features = table
+            col = rgba(list(table["class"]), self.colors)
+            if isinstance(out, Points):
+                out.face_color = col
+            elif len(table):
+                out.edge_color = col
+            out.refresh()
+        lab = self.objects_labels_layer
+        if lab is not None:
+            lab.features = _labels_features(table)
+        self._refresh_views()
+
+    def _refresh_views(self) -> None:
+        self.table_view.set_table(self.table)
+        self.plot_panel.set_table(self.table, self.colors)
+        self.gate_panel.set_table(self.table, self.colors)
+        counts = self.counts()
+        total = 0 if self.table is None else len(self.table)
+        parts = [f'<span style="color:{self.colors[c]}">&#9632;</span> {escape(c)}: {n}' for c, n in counts.items()]
+        self.counts_label.setText(f"<b>{total} objects</b> &nbsp; " + " &nbsp; ".join(parts))
+
+    # ================================================================== classifier
+    def _marks(self) -> dict[int, str]:
+        """Object id -> class from the marks layer's points."""
+        if self.table is None or self.result is None:
+            raise ParameterError("Detect objects first, then mark some of each class.")
+        marks = self.classifier_panel.marks_combo.layer()
+        out = self.output_layer
+        if marks is None:
+            raise ParameterError("No marks layer: press 'New' and click objects of each class.")
+        if marks is out or OBJECTS_OF in marks.metadata:
+            raise ParameterError(f"{marks.name!r} holds objects, not marks; pick or create a marks layer ('New')")
+        if "class" not in marks.features.columns:
+            raise ParameterError(f"Points layer {marks.name!r} has no 'class' feature to learn from")
+        if out is None:
+            raise ParameterError("The objects layer was removed; detect the objects again.")
+        if marks.ndim != out.ndim:
+            raise ParameterError(f"marks layer {marks.name!r} is {marks.ndim}D, the objects {out.ndim}D")
+        pts = np.asarray(marks.data, np.float64)
+        px = np.array([out.world_to_data(marks.data_to_world(p)) for p in pts]).reshape(len(pts), out.ndim)
+        marked = self.result.marks_from_points(px, list(marks.features["class"]))
+        classes = set(marked.values())
+        if len(classes) < 2:
+            raise ParameterError(f"mark objects of at least two classes (marked: {sorted(classes) or 'none'}); "
+                                 "points must lie on objects")
+        return marked
+
+    def _finish_train(self, marks: dict[int, str], outcome: JobOutcome) -> None:
+        self.classifier_panel.train_button.setEnabled(True)
+        if outcome.cancelled:
+            self.classifier_panel.info.setText("Training cancelled.")
+            return
+        if outcome.error is not None:
+            self._report_error(outcome.error, "Training")
+            return
+        clf, classes, prob = outcome.result
+        self.classifier = clf
+        self._set_classes(classes, prob)
+        per = {}
+        for c in marks.values():
+            per[c] = per.get(c, 0) + 1
+        self.classifier_panel.info.setText(
+            f"Trained on {len(marks)} objects ({', '.join(f'{c} {n}' for c, n in sorted(per.items()))}), "
+            f"{len(clf.features_)} features, in {outcome.elapsed:.1f} s")
+        self.status.set("Classified: " + ", ".join(f"{c} {n}" for c, n in self.counts().items()))
+
+    def _on_mark_class(self, text: str) -> None:
+        marks = self.classifier_panel.marks_combo.layer()
+        if not text or marks is None or OBJECTS_OF in marks.metadata or "class" not in marks.features.columns:
+            return
+        defaults = marks.feature_defaults
+        values = defaults.iloc[0].to_dict() if len(defaults) else {}
+        values["class"] = text
+        try:
+            marks.feature_defaults = values
+        except (ValueError, TypeError) as exc:  # a user layer whose features napari cannot default
+            log.warning("cannot set the mark class on %s: %s", marks.name, exc)
+
+    # ================================================================== misc
+    def _on_source_kind(self, *_: Any) -> None:
+        labels = self.source_kind.currentIndex() == 0
+        self._labels_row.setVisible(labels)
+        self._model_rows.setVisible(not labels)
+
+    def _on_image_changed(self, layer: Any) -> None:
+        if layer is not None:
+            self.model_picker.pick_default_for(bool(layer.rgb))
+
+    def _report_error(self, exc: BaseException, what: str) -> None:
+        if isinstance(exc, MedsegError):
+            msg = f"{what} failed: {exc}"
+        else:
+            log.error("%s failed", what, exc_info=(type(exc), exc, exc.__traceback__))
+            msg = f"{what} failed ({type(exc).__name__}): {exc}"
+        self.status.set(msg, error=True)
+        show_error(msg)
+
+
+def _labels_features(table: Any) -> Any:
+    """The table for a Labels layer: napari maps rows to label values by an ``index`` column."""
+    t = table.copy()
+    t.insert(0, "index", np.asarray(t["id"], np.int64))
+    return t
+
+
+def _train_iter(table: Any, marks: dict[int, str], token: Any):
+    """Worker body of Train: fit on the marks, classify every object."""
+    from ...analysis.classify import ObjectClassifier
+
+    yield Progress(0, 2, "training")
+    token.raise_if_cancelled()
+    clf = ObjectClassifier().fit(table, marks, id_column="id")
+    yield Progress(1, 2, "classifying")
+    classes, prob = clf.predict(table)
+    return clf, classes, prob
+
+
+def classifiers_dir() -> Path:
+    """Where classifiers are saved by default: ``<user models dir>/classifiers``."""
+    from ...models.registry import user_models_dir
+
+    return user_models_dir() / "classifiers"
