@@ -38,7 +38,7 @@ import numpy as np
 from ..errors import ModelError, ParameterError
 from ..progress import CancelToken, Progress
 from .stitch import DISK_STAGING_BYTES, LabelStore, plan_blocks, stitch_block
-from .tiling import ArraySource, TileGrid, read_batch, tile_batches, unet_receptive_radius
+from .tiling import ArraySource, TileGrid, read_batch, unet_receptive_radius
 
 #: Largest tile edge (pixels) by model dimensionality when ``tile_size`` is None.
 DEFAULT_TILE = {2: 1024, 3: 128}
@@ -348,10 +348,22 @@ def segment_iter(
 
     predictor = _Predictor(info.path, net, card, dev, reason, batch_size, n_extra, model_tile, precision)
     tiles_all = list(grid)
-    batches = tile_batches(grid, batch_size)
     blocks = plan_blocks(spatial_shape, blk_shape, blk_halo) if instance else []
-    needs, ready_at, refs = _block_tiles(grid, blocks)
-    order = sorted(range(len(blocks)), key=lambda i: (ready_at[i], i))
+    needs, refs = _block_tiles(grid, blocks)
+    # Block-major tile order: each block's missing tiles, block after block, so
+    # that only the tiles a later block still needs stay cached (one tile row
+    # across the image, not the ~3 rows a plain raster order would hold).
+    if instance:
+        seen: set[int] = set()
+        tile_order = []
+        for need in needs:
+            for ti in need:
+                if ti not in seen:
+                    seen.add(ti)
+                    tile_order.append(tiles_all[ti])
+    else:
+        tile_order = tiles_all
+    batches = [tile_order[i:i + batch_size] for i in range(0, len(tile_order), batch_size)]
     n_out = 2 if instance else int(card.architecture["out_channels"])
     probs = np.zeros((n_out, *spatial_shape), np.float16) if return_probabilities else None
 
@@ -365,6 +377,7 @@ def segment_iter(
     core_crop = tuple(slice(h, h + c) for h, c in zip(grid.halo, grid.core_shape))
     try:
         bi = 0
+        done: set[int] = set()
         for k, tiles in enumerate(batches):
             if cancel is not None:
                 cancel.raise_if_cancelled()
@@ -382,17 +395,17 @@ def segment_iter(
                     probs[(slice(None), *tile.core)] = c
                 if instance:
                     cache[tile.index] = c.astype(np.float16)
+                    done.add(tile.index)
                 else:
                     store.write(tile.core, np.argmax(c, axis=0).astype(store.array.dtype))
             timings["write"] += time.perf_counter() - t
             step += 1
             yield Progress(step, total, f"network: tile batch {k + 1}/{len(batches)}",
                            {"stage": "network", "device": predictor.device.type})
-            last = tiles[-1].index
-            while bi < len(order) and ready_at[order[bi]] <= last:
+            while bi < len(blocks) and done.issuperset(needs[bi]):
                 if cancel is not None:
                     cancel.raise_if_cancelled()
-                b = blocks[order[bi]]
+                b = blocks[bi]
                 t = time.perf_counter()
                 fg, dist = _assemble(b.region, needs[b.index], tiles_all, cache)
                 for ti in needs[b.index]:
@@ -510,17 +523,16 @@ def plan_tiles(spatial_shape: Sequence[int], mdims: int, divisor: int, depth: in
     return grid, model_tile
 
 
-def _block_tiles(grid: TileGrid, blocks) -> tuple[list[list[int]], list[int], dict[int, int]]:
-    """For each block: tiles whose core meets its region, the last one in raster order; tile ref counts."""
-    needs, ready, refs = [], [], {}
+def _block_tiles(grid: TileGrid, blocks) -> tuple[list[list[int]], dict[int, int]]:
+    """For each block: the tiles whose core meets its region (raster order); and per tile, how many blocks need it."""
+    needs, refs = [], {}
     for b in blocks:
         ranges = [range(r.start // c, (r.stop - 1) // c + 1) for r, c in zip(b.region, grid.core_shape)]
         idx = [int(np.ravel_multi_index(pos, grid.counts)) for pos in itertools.product(*ranges)]
         needs.append(idx)
-        ready.append(max(idx))
         for i in idx:
             refs[i] = refs.get(i, 0) + 1
-    return needs, ready, refs
+    return needs, refs
 
 
 def _assemble(region, tile_ids, tiles, cache) -> tuple[np.ndarray, np.ndarray]:
