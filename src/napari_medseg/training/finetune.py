@@ -36,6 +36,7 @@ import math
 import os
 import re
 import time
+import warnings
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -554,7 +555,7 @@ def finetune_iter(
         One before training (``info["region"]``: the text of
         :func:`describe_region`), then one per step with ``info``: ``epoch``
         (completed epochs), ``loss`` (this step), ``val_score`` (last
-        validation, None before), ``best``, ``device``, ``eta_s``,
+        validation, None before), ``best`` (and ``best_epoch``), ``device``, ``eta_s``,
         ``elapsed_s``; at an epoch's end also ``epoch_end=True`` and
         ``epoch_loss`` (mean loss of the epoch).
 
@@ -754,8 +755,10 @@ def finetune_iter(
         return entry
 
     def finish() -> None:
-        """Keep the best weights (or the last ones) and write the final model."""
+        """Keep the best weights (or the last ones) and write the final model (nothing if no step was made)."""
         nonlocal best_state
+        if step == 0 and best_state is None:
+            return
         if best_state is None or (not val_items and step > (history[-1]["step"] if history else 0)):
             best_state = snapshot()
         net.load_state_dict(best_state)
@@ -793,6 +796,7 @@ def finetune_iter(
                 etas.append(max(0.0, (total_steps - step) * elapsed / max(step, 1)))
             out_info.update(val_score=None if last_val is None else last_val["score"],
                             best=None if best is None else best["val_score"],
+                            best_epoch=None if best is None else best["epoch"],
                             eta_s=min(etas) if etas else None, elapsed_s=round(elapsed, 1))
             total = int(p.total) if p.total else (total_steps or 0)
             msg = f"epoch {len(history) + (0 if out_info.get('epoch_end') else 1)}, step {step}, loss {loss:.3f}"
@@ -805,13 +809,17 @@ def finetune_iter(
             yield Progress(step, step, f"epoch {entry['epoch']} (last, partial)",
                            {"epoch": entry["epoch"], "step": step, "loss": entry["loss"], "epoch_end": True,
                             "epoch_loss": entry["loss"], "val_score": entry["val_score"],
-                            "best": None if best is None else best["val_score"], "device": dev_reason,
+                            "best": None if best is None else best["val_score"],
+                            "best_epoch": None if best is None else best["epoch"], "device": dev_reason,
                             "eta_s": 0.0, "elapsed_s": round(time.perf_counter() - t_train, 1)})
         finish()
     except GeneratorExit:  # the napari worker's quit(): keep the best checkpoint so far
         cancelled = True
         inner.close()
-        finish()
+        try:
+            finish()
+        except Exception as exc:  # e.g. closed by the garbage collector at interpreter exit
+            warnings.warn(f"could not save the checkpoint of {name!r} on close: {exc}", stacklevel=2)
         raise
     finally:
         inner.close()
