@@ -190,6 +190,12 @@ def test_labels_detect_gate_train_export_click(viewer_widget, qtbot, tmp_path) -
     want_world = t[["centroid_y_um", "centroid_x_um"]].iloc[row].to_numpy()
     np.testing.assert_allclose(viewer.camera.center[-2:], want_world, atol=1e-6)
     assert out.selected_data == {row}
+    # and the other way: selecting a point in the viewer selects its row, the camera stays
+    centre = tuple(viewer.camera.center)
+    out.selected_data = {2}
+    current = tv.view.currentIndex()
+    assert tv.proxy.mapToSource(current).row() == 2
+    assert tuple(viewer.camera.center) == centre
 
     qtbot.wait(300)
     shot_dir = Path(os.environ.get("MEDSEG_SCREENSHOT_DIR") or tmp_path)
@@ -326,3 +332,50 @@ def test_snap_to_gap_makes_a_greater_than_gate_match_otsus_split() -> None:
     assert t == pytest.approx((20.36 + 98.7) / 2)
     assert (v > t).tolist() == [False, False, False, False, True, True, True, True]
     assert snap_to_gap(v, 42.0, "mean") == 42.0  # unbinned methods are left alone
+
+
+def test_bccd_smear_with_the_shipped_box_model(viewer_widget, qtbot, tmp_path) -> None:
+    """A real blood smear and the shipped ``bccd`` model: rectangles per class, counts, table, click."""
+    from skimage.io import imread
+
+    from napari_medseg.models.registry import list_models
+
+    try:
+        from conftest import dataset
+    except ImportError:  # pragma: no cover - rootdir layouts differ
+        from tests.conftest import dataset
+    if "bccd" not in {m.name for m in list_models() if m.source == "shipped"}:
+        pytest.skip("the shipped bccd model is not installed")
+    path = dataset("bccd", "val", "images", "BloodImage_00014.jpg")
+    viewer, widget = viewer_widget
+    rgb = imread(str(path))
+    smear = viewer.add_image(rgb, name="smear", rgb=True)
+    widget.source_kind.setCurrentIndex(1)
+    widget.image_combo.set_layer(smear)
+    assert widget.model_picker.select("bccd")
+    _run_and_wait(qtbot, widget)
+    assert widget.result is not None and widget.result.kind == "detection", widget.status.text()
+    boxes = viewer.layers["smear boxes"]
+    n = len(widget.table)
+    assert n > 0 and len(boxes.data) == n and sum(widget.counts().values()) == n
+    assert set(widget.counts()) <= {"WBC", "RBC", "Platelets"}
+    assert f"{n} objects" in widget.counts_label.text()
+    # boxes as drawn are the detector's boxes (pixel-edge -> data coordinates)
+    for r in range(n):
+        y0, x0, y1, x1 = widget.result.boxes[r]
+        np.testing.assert_allclose(boxes.data[r].min(axis=0), [y0 - 0.5, x0 - 0.5], atol=1e-4)
+        np.testing.assert_allclose(boxes.data[r].max(axis=0), [y1 - 0.5, x1 - 0.5], atol=1e-4)
+    widget.focus_object(n - 1)
+    t = widget.table
+    np.testing.assert_allclose(viewer.camera.center[-2:], t[["centroid_y", "centroid_x"]].iloc[n - 1], atol=1e-6)
+    assert boxes.selected_data == {n - 1}
+    widget.tabs.setCurrentWidget(widget.plot_panel)
+    widget.plot_panel.kind.setCurrentText("scatter")
+    widget.plot_panel.x_column.setCurrentText("area_px2")
+    widget.plot_panel.y_column.setCurrentText("mean_smear_blue")
+    viewer.reset_view()
+    qtbot.wait(300)
+    shot_dir = Path(os.environ.get("MEDSEG_SCREENSHOT_DIR") or tmp_path)
+    shot_dir.mkdir(parents=True, exist_ok=True)
+    shot = viewer.screenshot(str(shot_dir / "medseg_objects_bccd.png"), canvas_only=False)
+    assert shot.ndim == 3 and shot.shape[0] > 200

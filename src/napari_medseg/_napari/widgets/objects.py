@@ -68,6 +68,7 @@ from .objects_layers import (
 )
 from .objects_plot import PlotPanel
 from .objects_table import ObjectsTable
+from .objects_training import ClassifierActions
 
 if TYPE_CHECKING:
     import napari
@@ -106,7 +107,7 @@ def _intensity_items(layer: Image, shape: tuple[int, ...]) -> list[tuple[str, An
     return [(base, data)]
 
 
-class ObjectsWidget(QWidget):
+class ObjectsWidget(ClassifierActions, QWidget):
     """Dock widget: objects from labels or a model, their table, plots, gates and classifier.
 
     Parameters
@@ -187,6 +188,7 @@ class ObjectsWidget(QWidget):
         self._our_labels: weakref.ref | None = None  # Labels layer we made for the current objects
         self._created: dict[tuple[str, int], tuple[weakref.ref, weakref.ref]] = {}
         self._focusing = False
+        self._viewer_selection: set[int] = set()
 
         self.source_kind.currentIndexChanged.connect(self._on_source_kind)
         self.image_combo.layerChanged.connect(self._on_image_changed)
@@ -272,82 +274,6 @@ class ObjectsWidget(QWidget):
         self.status.set(f"Gate {gate.label} {gate.op} {t:.4g}: " + ", ".join(f"{c} {n}" for c, n in
                                                                             self.counts().items()))
 
-    def train(self) -> None:
-        """Train the object classifier on the marked objects and classify all (worker thread)."""
-        if self.running:
-            return
-        try:
-            marks = self._marks()
-        except MedsegError as exc:
-            self._report_error(exc, "Training")
-            return
-        table = self.table.copy()
-
-        def make_gen(token):
-            return _train_iter(table, marks, token)
-
-        self._train_job = ProgressJob(make_gen, lambda o: self._finish_train(marks, o), desc="Training classifier",
-                                      owner=self)
-        self.classifier_panel.train_button.setEnabled(False)
-        self.classifier_panel.info.setText(f"Training on {len(marks)} marked objects…")
-        self._train_job.start()
-
-    def new_marks_layer(self, name: str = "object marks") -> Points:
-        """Add an empty Points layer for marking objects (its ``class`` feature is the mark class)."""
-        import pandas as pd
-
-        ref = self.output_layer
-        ndim = ref.ndim if ref is not None else 2
-        geom = {"scale": tuple(ref.scale), "translate": tuple(ref.translate)} if ref is not None else {}
-        if ref is not None and getattr(ref, "units", None) is not None:
-            geom["units"] = tuple(ref.units)
-        cls = self.classifier_panel.mark_class.currentText() or "positive"
-        layer = Points(ndim=ndim, name=unique_name(self.viewer, name), features=pd.DataFrame(
-            {"class": pd.Series([], dtype=object)}), feature_defaults={"class": cls}, face_color="class",
-            symbol="cross", size=max(6.0, float(getattr(ref, "current_size", 6) or 6)), **geom)
-        self.viewer.add_layer(layer)
-        layer.mode = "add"
-        self.classifier_panel.marks_combo.set_layer(layer)
-        return layer
-
-    def save_classifier(self, path: str | Path | None = None) -> Path | None:
-        """Save the classifier as JSON (default folder: ``<user models>/classifiers``)."""
-        if self.classifier is None:
-            self.status.set("Train or load a classifier first.", error=True)
-            return None
-        if path is None:
-            start = classifiers_dir()
-            start.mkdir(parents=True, exist_ok=True)
-            path, _ = QFileDialog.getSaveFileName(self, "Save object classifier", str(start / "classifier.json"),
-                                                  "Object classifier (*.json)")
-            if not path:
-                return None
-        out = self.classifier.save(path)
-        self.classifier_panel.info.setText(f"Saved {out.name} in {out.parent}")
-        return out
-
-    def load_classifier(self, path: str | Path | None = None) -> bool:
-        """Load a classifier JSON and classify the current objects with it."""
-        from ...analysis.classify import ObjectClassifier
-
-        if path is None:
-            start = classifiers_dir()
-            path, _ = QFileDialog.getOpenFileName(self, "Load object classifier", str(start),
-                                                  "Object classifier (*.json)")
-            if not path:
-                return False
-        try:
-            clf = ObjectClassifier.load(path)
-            self.classifier = clf
-            if self.table is not None:
-                classes, prob = clf.predict(self.table)
-                self._set_classes(classes, prob)
-        except MedsegError as exc:
-            self._report_error(exc, "Loading the classifier")
-            return False
-        self.classifier_panel.info.setText(f"Loaded {Path(path).name}: classes {', '.join(clf.classes_)}")
-        return True
-
     def export_csv(self, path: str | Path | None = None) -> Path | None:
         """Write the objects table as CSV (asks for a file when ``path`` is None)."""
         from ...analysis.objects_api import write_objects_csv
@@ -397,6 +323,23 @@ class ObjectsWidget(QWidget):
             self.table_view.select_row(row)
         finally:
             self._focusing = False
+        self._viewer_selection: set[int] = set()
+
+    def _on_viewer_selection(self, *_: Any) -> None:
+        """A point/box selected in the viewer selects its table row (the camera stays)."""
+        out = self.output_layer
+        if out is None or self._focusing:
+            return
+        sel = {int(i) for i in out.selected_data}
+        if sel == self._viewer_selection:
+            return
+        self._viewer_selection = sel
+        if len(sel) == 1:
+            self._focusing = True
+            try:
+                self.table_view.select_row(next(iter(sel)))
+            finally:
+                self._focusing = False
 
     # ================================================================== Qt events
     def showEvent(self, event: Any) -> None:
@@ -507,6 +450,8 @@ class ObjectsWidget(QWidget):
             self._our_labels = None
             self._drop_layer("labels", src)
         self._out = weakref.ref(self._put_layer("objects", src, out))
+        self._viewer_selection = set()
+        out.events.highlight.connect(self._on_viewer_selection)
         self._refresh_views()
 
     def _put_layer(self, kind: str, src: Any, layer: Any) -> Any:
@@ -577,63 +522,6 @@ class ObjectsWidget(QWidget):
         parts = [f'<span style="color:{self.colors[c]}">&#9632;</span> {escape(c)}: {n}' for c, n in counts.items()]
         self.counts_label.setText(f"<b>{total} objects</b> &nbsp; " + " &nbsp; ".join(parts))
 
-    # ================================================================== classifier
-    def _marks(self) -> dict[int, str]:
-        """Object id -> class from the marks layer's points."""
-        if self.table is None or self.result is None:
-            raise ParameterError("Detect objects first, then mark some of each class.")
-        marks = self.classifier_panel.marks_combo.layer()
-        out = self.output_layer
-        if marks is None:
-            raise ParameterError("No marks layer: press 'New' and click objects of each class.")
-        if marks is out or OBJECTS_OF in marks.metadata:
-            raise ParameterError(f"{marks.name!r} holds objects, not marks; pick or create a marks layer ('New')")
-        if "class" not in marks.features.columns:
-            raise ParameterError(f"Points layer {marks.name!r} has no 'class' feature to learn from")
-        if out is None:
-            raise ParameterError("The objects layer was removed; detect the objects again.")
-        if marks.ndim != out.ndim:
-            raise ParameterError(f"marks layer {marks.name!r} is {marks.ndim}D, the objects {out.ndim}D")
-        pts = np.asarray(marks.data, np.float64)
-        px = np.array([out.world_to_data(marks.data_to_world(p)) for p in pts]).reshape(len(pts), out.ndim)
-        marked = self.result.marks_from_points(px, list(marks.features["class"]))
-        classes = set(marked.values())
-        if len(classes) < 2:
-            raise ParameterError(f"mark objects of at least two classes (marked: {sorted(classes) or 'none'}); "
-                                 "points must lie on objects")
-        return marked
-
-    def _finish_train(self, marks: dict[int, str], outcome: JobOutcome) -> None:
-        self.classifier_panel.train_button.setEnabled(True)
-        if outcome.cancelled:
-            self.classifier_panel.info.setText("Training cancelled.")
-            return
-        if outcome.error is not None:
-            self._report_error(outcome.error, "Training")
-            return
-        clf, classes, prob = outcome.result
-        self.classifier = clf
-        self._set_classes(classes, prob)
-        per = {}
-        for c in marks.values():
-            per[c] = per.get(c, 0) + 1
-        self.classifier_panel.info.setText(
-            f"Trained on {len(marks)} objects ({', '.join(f'{c} {n}' for c, n in sorted(per.items()))}), "
-            f"{len(clf.features_)} features, in {outcome.elapsed:.1f} s")
-        self.status.set("Classified: " + ", ".join(f"{c} {n}" for c, n in self.counts().items()))
-
-    def _on_mark_class(self, text: str) -> None:
-        marks = self.classifier_panel.marks_combo.layer()
-        if not text or marks is None or OBJECTS_OF in marks.metadata or "class" not in marks.features.columns:
-            return
-        defaults = marks.feature_defaults
-        values = defaults.iloc[0].to_dict() if len(defaults) else {}
-        values["class"] = text
-        try:
-            marks.feature_defaults = values
-        except (ValueError, TypeError) as exc:  # a user layer whose features napari cannot default
-            log.warning("cannot set the mark class on %s: %s", marks.name, exc)
-
     # ================================================================== misc
     def _on_source_kind(self, *_: Any) -> None:
         labels = self.source_kind.currentIndex() == 0
@@ -659,22 +547,3 @@ def _labels_features(table: Any) -> Any:
     t = table.copy()
     t.insert(0, "index", np.asarray(t["id"], np.int64))
     return t
-
-
-def _train_iter(table: Any, marks: dict[int, str], token: Any):
-    """Worker body of Train: fit on the marks, classify every object."""
-    from ...analysis.classify import ObjectClassifier
-
-    yield Progress(0, 2, "training")
-    token.raise_if_cancelled()
-    clf = ObjectClassifier().fit(table, marks, id_column="id")
-    yield Progress(1, 2, "classifying")
-    classes, prob = clf.predict(table)
-    return clf, classes, prob
-
-
-def classifiers_dir() -> Path:
-    """Where classifiers are saved by default: ``<user models dir>/classifiers``."""
-    from ...models.registry import user_models_dir
-
-    return user_models_dir() / "classifiers"

@@ -44,7 +44,8 @@ class LayerChecklist(QListWidget):
         self._checked: set[int] = set()  # ids of checked layers
         self.setMaximumHeight(90)
         self.setToolTip("Image layers whose intensities are measured in every object "
-                        "(mean/min/max/std per layer and channel)")
+                        "(mean/min/max/std per layer and channel); with 'image + model' the "
+                        "source image is always measured")
         ev = viewer.layers.events
         ev.inserted.connect(self._on_inserted)
         ev.removed.connect(self._on_removed)
