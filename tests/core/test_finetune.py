@@ -91,7 +91,7 @@ def test_validation_split_strip_slices_and_whole_images():
     assert "strip" in text and r.val is not None
     assert r.val.sum() > 0 and (r.train & r.val).sum() == 0 and (r.train | r.val).sum() == r.area
     assert 0.1 < r.val.sum() / r.area < 0.35
-    # 3D region of >= 5 slices: the last slices are held out
+    # 3D region of >= 5 annotated slices: the last block of slices with paint on both sides
     vol = np.zeros((10, 32, 32), np.int32)
     vol[2:9, 8:20, 8:20] = 1
     vol[2:9, 22:28, 22:28] = 2
@@ -101,11 +101,21 @@ def test_validation_split_strip_slices_and_whole_images():
     split_validation(r3, [vol], fraction=0.2)
     assert r3[0].box[0] == slice(2, 9)
     assert r3[0].val[-1].all() and not r3[0].val[:-1].any()  # round(0.2 * 7) = 1 slice: z = 8
-    # three images: the last one is held out whole
-    labs = [blobs(seed=i)[1] for i in range(3)]
+    assert "slice 8 held out" in r3[0].val_note
+    # every other slice annotated (ROI per slice), paint on 12-16 only: the block keeps paint on both sides
+    sparse = np.zeros((25, 16, 16), np.int32)
+    sparse[12:17, 4:8, 4:8] = 1
+    rect = np.array([[0, 0], [0, 15], [15, 15], [15, 0]], float)
+    r4 = [find_region(sparse, [np.c_[np.full(4, float(z)), rect] for z in range(0, 25, 2)], mode="semantic")]
+    split_validation(r4, [sparse], fraction=0.2, mode="semantic")
+    assert r4[0].val_note == "slices 16, 18, 20 held out"
+    # five images: the last one is held out whole (1 of 5 = 20 %); with three, strips (1 of 3 would be 33 %)
+    labs = [blobs(seed=i)[1] for i in range(5)]
     regs = [find_region(lab_i, index=i, name=f"im{i}") for i, lab_i in enumerate(labs)]
     text = split_validation(regs, labs, fraction=0.2)
-    assert "im2" in text and regs[2].val.all() and regs[0].val is None and regs[1].val is None
+    assert "im4" in text and regs[4].val.all() and all(r.val is None for r in regs[:4])
+    regs = regs[:3]
+    assert "strip" in split_validation(regs, labs[:3], fraction=0.2) and all(0 < r.val.sum() < r.area for r in regs)
     # too few objects: no validation
     tiny = np.zeros((20, 20), np.int32)
     tiny[5:8, 5:8] = 1
@@ -271,7 +281,7 @@ def test_semantic_3d_from_an_instance_base_reinitialises_the_head(models_dir, tm
     assert card.kind == "semantic" and card.architecture["out_channels"] == 3
     assert card.output["class_names"] == ["background", "tumour", "oedema"]
     assert card.training["head_reinitialised"] is True and card.training["base_model"].endswith("base")
-    assert "slices 6-6 held out" in res.region  # region z 1-6, 6 slices -> round(1.2) = 1 slice
+    assert "slice 6 held out" in res.region  # region z 1-6, 6 slices -> round(1.2) = 1 slice
     assert "val_dice" in card.metrics
     from napari_medseg.api import segment
 

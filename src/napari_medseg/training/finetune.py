@@ -8,7 +8,7 @@ user gives (image, labels) pairs, 2D or 3D, typically painted in napari:
    user's ROI polygons.  Inside it unpainted pixels are background; outside
    it the loss weight is exactly 0 and labels are not even read.
 2. **Validation.**  A part of the annotation is held out automatically
-   (whole images when there are >= 3, else a block of slices or a strip of
+   (whole images when there are >= 4, else a block of slices or a strip of
    each region).  Score: AP@0.5 (instance, pooled over the held-out parts)
    or mean foreground Dice (semantic).  The best epoch is kept; training
    stops early when the score has not improved for ``patience`` epochs.

@@ -17,7 +17,7 @@ is never read (labels outside are set to 0 before targets are made), so
 whatever is painted or not painted there cannot change training.
 
 A part of the annotated pixels is held out for validation
-(:func:`split_validation`): whole images when there are at least three, else a
+(:func:`split_validation`): whole images when there are at least four, else a
 block of slices (3D) or a strip at one end of each region along its longer
 side (2D).
 
@@ -39,6 +39,8 @@ from ..errors import ParameterError
 DEFAULT_MARGIN = 16
 #: Fewest annotated objects (instance mode) for an automatic validation split.
 MIN_VAL_OBJECTS = 4
+#: Fewest images for holding out whole images (with 3, one image would be a third of the data).
+MIN_IMAGES_WHOLE_HOLDOUT = 4
 
 
 @dataclass
@@ -301,14 +303,37 @@ def _strip(region: Region, labels_in_box: np.ndarray, fraction: float, mode: str
     return best[1], best[2]
 
 
+def _slice_block(region: Region, labels_in_box: np.ndarray, annotated: list[int], fraction: float
+                 ) -> tuple[np.ndarray, list[int]]:
+    """Hold out ``round(fraction * n)`` consecutive annotated slices, the last block leaving paint on both sides."""
+    k = max(1, round(fraction * len(annotated)))
+    painted = {z for z in annotated if (labels_in_box[z][region.mask[z]] != 0).any()}
+    starts = list(range(len(annotated) - k, -1, -1))
+    pick = next((s for s in starts if painted & set(annotated[s:s + k]) and painted - set(annotated[s:s + k])),
+                starts[0])
+    zs = annotated[pick:pick + k]
+    val = np.zeros_like(region.mask)
+    val[zs] = region.mask[zs]
+    return val, zs
+
+
+def _slices_text(zs: list[int]) -> str:
+    if len(zs) == 1:
+        return f"slice {zs[0]}"
+    if zs == list(range(zs[0], zs[-1] + 1)):
+        return f"slices {zs[0]}-{zs[-1]}"
+    return "slices " + ", ".join(map(str, zs))
+
+
 def split_validation(regions: list[Region], labels: Sequence[np.ndarray], *, fraction: float = 0.2,
                      mode: str = "instance") -> str:
     """Hold out part of the annotations for validation (sets ``Region.val``).
 
-    * at least 3 usable images: the last ``max(1, round(fraction * n))``
-      images are held out whole;
-    * a 3D region spanning at least 5 slices: the last
-      ``max(1, round(fraction * n_slices))`` slices of the region;
+    * at least :data:`MIN_IMAGES_WHOLE_HOLDOUT` (4) usable images: the last
+      ``max(1, round(fraction * n))`` images are held out whole;
+    * a 3D region with at least 5 annotated slices: ``max(1, round(fraction *
+      n))`` consecutive annotated slices, the last such block that leaves
+      painted pixels both in it and outside it;
     * otherwise a strip holding ``fraction`` of the region's pixels at one end
       of its longer side (the end that leaves objects on both sides).
 
@@ -331,7 +356,7 @@ def split_validation(regions: list[Region], labels: Sequence[np.ndarray], *, fra
     if mode == "instance" and sum(r.n_objects for r in used) < MIN_VAL_OBJECTS:
         return (f"no validation: fewer than {MIN_VAL_OBJECTS} painted objects; the last weights are kept "
                 "(paint more objects for a validation score and early stopping)")
-    if len(used) >= 3:
+    if len(used) >= MIN_IMAGES_WHOLE_HOLDOUT:
         n_val = max(1, round(fraction * len(used)))
         for r in used[-n_val:]:
             r.val = r.mask.copy()
@@ -342,12 +367,10 @@ def split_validation(regions: list[Region], labels: Sequence[np.ndarray], *, fra
     for r in used:
         lab = np.asarray(labels[r.index])[r.box]
         nz = r.mask.shape[0] if r.mask.ndim == 3 else 1
-        if r.mask.ndim == 3 and nz >= 5:
-            k = max(1, round(fraction * nz))
-            r.val = np.zeros_like(r.mask)
-            r.val[nz - k:] = r.mask[nz - k:]
-            z0 = r.box[0].start
-            r.val_note = f"slices {z0 + nz - k}-{z0 + nz - 1} held out"
+        annotated = [z for z in range(nz) if r.mask.ndim == 3 and r.mask[z].any()]
+        if len(annotated) >= 5:
+            r.val, zs = _slice_block(r, lab, annotated, fraction)
+            r.val_note = f"{_slices_text([r.box[0].start + z for z in zs])} held out"
         else:
             val, text = _strip(r, lab, fraction, mode)
             if not val.any() or not (r.mask & ~val).any():
