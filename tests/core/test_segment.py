@@ -364,3 +364,17 @@ def test_units_decide_resampling(pixel_model):
         info(scale=(1.0, 1.0), units="s")
     with pytest.raises(ParameterError, match="check the image's scale"):
         info(scale=(100.0, 100.0), units="µm")
+
+
+def test_cached_tiles_stay_within_one_tile_row(pixel_model):
+    # memory grows with the tile and the image width, not the image area
+    folder, _ = pixel_model("instance")
+    gt, img = disk_maps((400, 400), 150, seed=13)
+    res = run(segment_iter(img, str(folder), tile_size=48, postprocess={"block_size": 100, "max_object_size": 24}))
+    ny, nx = [int(v) for v in res.info["grid"].split("tiles=(")[1].split(")")[0].split(",")]
+    assert ny * nx == res.info["tiles"] and ny >= 10 and res.info["blocks"] == 16
+    core = int(res.info["grid"].split("core=(")[1].split(",")[0])
+    shared_rows = -(-2 * 24 // core) + 1  # tile rows two block rows share (their halos)
+    per_block = -(-(100 + 2 * 24) // core) + 1  # tiles along one axis of a block region
+    assert res.info["max_cached_tiles"] <= shared_rows * nx + per_block**2 < res.info["tiles"] / 2
+    assert same_objects(res.labels, gt)

@@ -377,6 +377,7 @@ def segment_iter(
     core_crop = tuple(slice(h, h + c) for h, c in zip(grid.halo, grid.core_shape))
     try:
         bi = 0
+        max_cached = 0
         done: set[int] = set()
         for k, tiles in enumerate(batches):
             if cancel is not None:
@@ -402,6 +403,7 @@ def segment_iter(
             step += 1
             yield Progress(step, total, f"network: tile batch {k + 1}/{len(batches)}",
                            {"stage": "network", "device": predictor.device.type})
+            max_cached = max(max_cached, len(cache))
             while bi < len(blocks) and done.issuperset(needs[bi]):
                 if cancel is not None:
                     cancel.raise_if_cancelled()
@@ -436,7 +438,7 @@ def segment_iter(
         "grid": repr(grid), "tiles": len(grid), "tile_shape": grid.tile_shape, "halo": grid.halo,
         "batch_size": predictor.max_batch, "blocks": len(blocks), "resampled": resample, "zoom": zoom,
         "n_labels": n_labels, "megapixels": n_px / 1e6, "threads": torch.get_num_threads(),
-        "precision": predictor.dtype_name,
+        "precision": predictor.dtype_name, "max_cached_tiles": max_cached,
     }
     return SegmentResult(labels, probs, predictor.device.type, predictor.reason, card.name, timings, res_info)
 
