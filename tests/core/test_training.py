@@ -87,6 +87,8 @@ def test_tiny_training_decreases_loss_and_saves_loadable_model(tmp_path):
     assert res.best is not None and res.best["step"] in (20, 40)
     net2, card2 = load_model(tmp_path / "m")
     assert card2.training["steps_total"] == 40 and card2.metrics["val_during_training"]["ap50"] == res.best["ap50"]
+    assert res.best["seed_threshold"] in (0.3, 0.4, 0.5, 0.6)
+    assert card2.output["postprocess"] == {"min_size": 4, "seed_threshold": res.best["seed_threshold"]}
     x = torch.randn(1, 1, 48, 64)
     assert net2(x).shape == (1, 2, 48, 64)
     # the saved weights are the returned ones

@@ -67,6 +67,9 @@ class TrainConfig:
         ``auto``, ``cpu``, ``cuda``, ``mps``.
     num_threads : int, optional
         torch intra-op CPU threads (default: physical cores).
+    val_seed_thresholds : tuple of float, optional
+        Seed thresholds tried at each validation (best reported); None = the
+        card's ``output.postprocess.seed_threshold`` only.
     """
 
     steps: int | None = None
@@ -87,6 +90,7 @@ class TrainConfig:
     dist_weight: float = 1.0
     device: str = "auto"
     num_threads: int | None = None
+    val_seed_thresholds: tuple[float, ...] | None = (0.3, 0.4, 0.5, 0.6)
 
     def __post_init__(self) -> None:
         if self.steps is None and self.minutes is None:
@@ -175,29 +179,36 @@ def segment_with_net(net, card, image: np.ndarray, **postprocess) -> np.ndarray:
     return instances_from_maps(fg, dist, **pp)
 
 
-def validate(net, card, samples: Sequence[Sample], maps: list | None = None, **postprocess) -> dict:
+def validate(net, card, samples: Sequence[Sample], maps: list | None = None,
+             seed_thresholds: Sequence[float] | None = None, **postprocess) -> dict:
     """Scores of ``net`` on whole validation images (mean over images).
 
     Returns a dict with ``ap50``, ``ap75``, ``map`` (mean AP over IoU
-    0.5:0.05:0.9) and ``dice`` averaged over images, ``n_images``, and the
-    same per ``Sample.group`` under ``by_group``.  ``maps``, when a list,
-    receives each image's ``(fg_prob, dist)`` (to tune post-processing).
+    0.5:0.05:0.9) and ``dice`` averaged over images, ``n_images``, the same
+    per ``Sample.group`` under ``by_group``, and the ``seed_threshold`` used.
+    ``seed_thresholds``, when given, are all tried on the same network maps
+    and the best by mean AP@0.5 is reported (the distance map's level varies
+    during training, so a fixed threshold would make checkpoint selection
+    noisy).  ``maps``, when a list, receives each image's ``(fg_prob, dist)``.
     """
     from ..analysis.metrics import MAP_THRESHOLDS, average_precision, dice
     from ..inference.instances import DEFAULT_POSTPROCESS, instances_from_maps
 
     pp = {**DEFAULT_POSTPROCESS, **card.output.get("postprocess", {}), **postprocess}
     pp = {k: pp[k] for k in ("fg_threshold", "seed_threshold", "min_size") if k in pp}
-    rows = []
+    candidates = [float(t) for t in seed_thresholds] if seed_thresholds else [float(pp["seed_threshold"])]
+    rows: dict[float, list[dict]] = {t: [] for t in candidates}
     for s in samples:
         fg, dist = predict_maps(net, prepare_image(s.image, card.input.get("normalization")))
         if maps is not None:
             maps.append((fg, dist))
-        pred = instances_from_maps(fg, dist, **pp)
-        aps = average_precision(s.labels, pred, MAP_THRESHOLDS)
-        rows.append({"group": s.group, "ap50": float(aps[0]), "ap75": float(aps[5]), "map": float(aps.mean()),
-                     "dice": dice(s.labels, pred)})
-    return summarize(rows)
+        for t in candidates:
+            pred = instances_from_maps(fg, dist, **{**pp, "seed_threshold": t})
+            aps = average_precision(s.labels, pred, MAP_THRESHOLDS)
+            rows[t].append({"group": s.group, "ap50": float(aps[0]), "ap75": float(aps[5]),
+                            "map": float(aps.mean()), "dice": dice(s.labels, pred)})
+    results = {t: summarize(r) | {"seed_threshold": t} for t, r in rows.items()}
+    return max(results.values(), key=lambda r: (r.get("ap50", 0.0), r.get("map", 0.0)))
 
 
 def summarize(rows: list[dict]) -> dict:
@@ -337,12 +348,15 @@ def train_iter(
                       "n_train_images": len(train), "n_val_images": len(val or [])}
         if scores is not None:
             c.metrics = {**c.metrics, "val_during_training": scores}
+            if "seed_threshold" in scores:  # the threshold that scored best on val
+                c.output = {**c.output, "postprocess": {**c.output.get("postprocess", {}),
+                                                        "seed_threshold": scores["seed_threshold"]}}
         return c
 
     def run_validation() -> dict:
         nonlocal best, best_state
         net.eval()
-        scores = validate(net, card, val)
+        scores = validate(net, card, val, seed_thresholds=cfg.val_seed_thresholds)
         net.train()
         scores = {"step": step, **scores}
         history.append({"step": step, "seconds": round(elapsed(), 1),
@@ -354,7 +368,7 @@ def train_iter(
                 save_model(out_path, _cpu_copy(net, best_state), finished_card(best))
         if log:
             log(f"step {step} ({elapsed():.0f} s): val AP50 {scores['ap50']:.3f} AP75 {scores['ap75']:.3f} "
-                f"mAP {scores['map']:.3f} dice {scores['dice']:.3f} "
+                f"mAP {scores['map']:.3f} dice {scores['dice']:.3f} seed {scores['seed_threshold']} "
                 + " ".join(f"{g}:{v['ap50']:.3f}" for g, v in scores["by_group"].items())
                 + (" *best*" if best is scores else ""))
         return scores
