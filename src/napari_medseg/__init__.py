@@ -25,6 +25,8 @@ _LAZY = {
     "classify": "napari_medseg.analysis.classify",
     "ObjectClassifier": "napari_medseg.analysis.classify",
     "Gate": "napari_medseg.analysis.gating",
+    "detect": "napari_medseg.analysis.objects_api",
+    "write_objects_csv": "napari_medseg.analysis.objects_api",
 }
 
 __all__ = ["__version__", *_LAZY]
