@@ -174,11 +174,21 @@ def train_one(name: str, args) -> None:
     print(f"[{name}] {len(train)} train / {len(val)} val images", flush=True)
     diameter = typical_diameter([s.labels for s in train])
     torch.manual_seed(args.seed)
-    net = UNet(spec["channels"], 2, dims=2, base_channels=args.base, depth=args.depth, norm="batch")
     card = make_card(name, spec, args, diameter)
+    if args.init:  # continue from saved weights (same architecture)
+        from napari_medseg.models.spec import load_model
+
+        net, init_card = load_model(Path(args.init) / name if (Path(args.init) / name).is_dir() else args.init)
+        if init_card.architecture != card.architecture:
+            raise SystemExit(f"--init model architecture {init_card.architecture} differs from {card.architecture}")
+        prev = init_card.training
+        card.training["initialised_from"] = {"steps": prev.get("steps_total", prev.get("steps")),
+                                             "seconds": prev.get("seconds"), "seed": prev.get("seed")}
+    else:
+        net = UNet(spec["channels"], 2, dims=2, base_channels=args.base, depth=args.depth, norm="batch")
     out = Path(args.out) / name
     cfg = TrainConfig(minutes=args.minutes, steps=args.steps, batch_size=args.batch, patch_size=args.patch,
-                      lr=args.lr, seed=args.seed, val_every=args.val_every, num_threads=args.threads,
+                      lr=args.lr, seed=args.seed, val_every=args.val_every, warmup_steps=args.warmup, num_threads=args.threads,
                       augment=AugmentConfig(**spec["augment"]), group_weights=spec["train_groups"], device="auto")
 
     def report(p):
@@ -219,6 +229,8 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--val-every", type=int, default=300)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--init", default=None, help="model folder (or parent of <name>/) to start from")
+    ap.add_argument("--warmup", type=int, default=50)
     args = ap.parse_args(argv)
     if args.minutes is None and args.steps is None:
         ap.error("give --minutes or --steps")
