@@ -254,7 +254,7 @@ def test_cancel_keeps_the_best_checkpoint_as_a_valid_model(models_dir):
     assert res.cancelled and len(res.history) == 2
     net, card = load_model(models_dir / "cut")
     assert card.training["cancelled"] is True and card.training["steps"] <= 11
-    best = max(res.history, key=lambda h: (h["val_score"], h["dice"]))
+    best = max(res.history, key=lambda h: (h["val_score"], h["dice"], h["epoch"]))  # ties: the later epoch
     assert res.best["epoch"] == best["epoch"] and card.training["best_epoch"] == best["epoch"]
     # closing the generator (what napari's worker.quit() does) also leaves a valid model
     gen = finetune_iter([p[0] for p in pairs], [p[1] for p in pairs], epochs=50, name="closed", **FAST)
@@ -306,3 +306,18 @@ def test_bad_inputs_fail_fast_with_clear_messages(models_dir, tmp_path):
         next(finetune_iter(img, lab, name="taken"))
     with pytest.raises(ParameterError, match="model name"):
         next(finetune_iter(img, lab, name="a b/c"))
+
+
+def test_images_are_resampled_to_the_base_models_pixel_size(models_dir, tmp_path):
+    base = make_random_model(tmp_path / "fine", name="fine", base_channels=4, depth=2, pixel_size=[0.5, 0.5])
+    img, lab = blobs((48, 48), n=6)
+    reg = [find_region(lab)]
+    split_validation(reg, [lab], fraction=0.0)
+    pair = _Pair(img, lab, "a", 1, False, (1.0, 1.0))
+    (s,), _ = _build_units([pair], reg, {"kind": "none"}, [0.5, 0.5], "instance")
+    assert s.image.shape == (96, 96) and s.labels.shape == (96, 96)  # 1.0 µm pixels -> 0.5 µm: twice as many
+    assert set(np.unique(s.labels)) == set(np.unique(lab)) and s.weight.shape == (96, 96)
+    res = train(img, lab, base=str(base), scale=(1.0, 1.0), epochs=1, name="resampled", **FAST)
+    assert res.card.pixel_size == [0.5, 0.5]
+    res = train(img, lab, base=str(base), epochs=1, name="unknown-size", **FAST)
+    assert res.card.pixel_size is None  # trained at the images' own, unknown, pixel size

@@ -10,15 +10,17 @@ user gives (image, labels) pairs, 2D or 3D, typically painted in napari:
 2. **Validation.**  A part of the annotation is held out automatically
    (whole images when there are >= 4, else a block of slices or a strip of
    each region).  Score: AP@0.5 (instance, pooled over the held-out parts)
-   or mean foreground Dice (semantic).  The best epoch is kept; training
-   stops early when the score has not improved for ``patience`` epochs.
+   or mean foreground Dice (semantic).  The best epoch is kept (the later
+   one on ties); training stops early when the score has not reached the
+   best for ``patience`` epochs.
 3. **3D data.**  Models are 2D: a 3D pair is trained as the 2D slices of its
    annotated region (what the engine does at inference: a 2D model segments
    a Z stack plane by plane).  A 3D base model is refused with a clear
    message.
 4. **Model.**  From a shipped or user model of the same architecture, or from
    scratch (U-Net, 16 base channels, depth 4).  For semantic mode the head is
-   re-initialised when the base has another number of outputs.  The best
+   re-initialised when the base has another number of outputs; a new
+   semantic head starts at the painted class frequencies.  The best
    checkpoint is written to the model folder at every improvement (so a
    cancelled run leaves a valid model) and the card records the base model,
    data shapes, regions, classes, epochs, time and final scores.
@@ -246,6 +248,24 @@ def _load_base(base, mode: str, channels: int, rgb: bool, n_out: int, seed: int)
     return net, card, label, False
 
 
+def _prior_bias(net, samples, n_classes: int) -> None:
+    """Start a new semantic head at the painted class frequencies (bias = log frequency).
+
+    Lesions often cover < 1 % of the pixels; starting from uniform class
+    probabilities wastes the first of the few hundred steps a CPU budget
+    allows on learning that most pixels are background (cf. the prior
+    initialisation of focal-loss detectors, Lin et al. 2017).
+    """
+    import torch
+
+    counts = np.zeros(n_classes)
+    for s in samples:
+        counts += np.bincount(s.labels[s.weight > 0].ravel(), minlength=n_classes)[:n_classes]
+    freq = np.clip(counts / max(counts.sum(), 1.0), 1e-3, 1.0)
+    with torch.no_grad():
+        net.head.bias.copy_(torch.from_numpy(np.log(freq / freq.sum())).to(net.head.bias))
+
+
 def _output_section(base_card, mode: str, names: list[str]) -> dict:
     from ..inference.instances import DEFAULT_POSTPROCESS
 
@@ -316,8 +336,9 @@ def _build_units(pairs: list[_Pair], regions: list[Region], norm_spec: dict | No
                 im2, lab2, tr2, va2 = _zoom(im2, lab2, tr2, va2, zoom)
             name = pair.name if z is None else f"{pair.name} z={reg.box[0].start + z}"
             if tr2.any():
+                painted = bool(lab2[tr2].any())
                 train.append(Sample(im2 if im2.shape[-1] > 1 else im2[..., 0], lab2, tr2.astype(np.float32),
-                                    name=name, group=pair.name))
+                                    name=name, group="painted" if painted else "background"))
             if va2.any():
                 val.append(_val_item(im2, lab2, va2))
     return train, val
@@ -619,18 +640,18 @@ def finetune_iter(
     cls_names = _class_names(class_names, [p.labels for p in pairs], mode)
     n_out = 2 if mode == "instance" else len(cls_names)
     net, base_card, base_label, new_head = _load_base(base, mode, channels, rgb, n_out, seed)
-    target_ps = base_card.pixel_size
-    if target_ps is None:
-        known = [p.scale_yx for p in pairs if p.scale_yx is not None]
-        target_ps = list(known[0]) if known else None
+    # pixel size trained at: the base model's when the images' is known (they are resampled to it), else the
+    # first image's; unknown (None, "scale-free") when no image says its pixel size
+    known = [p.scale_yx for p in pairs if p.scale_yx is not None]
+    target_ps = None if not known else (base_card.pixel_size or list(known[0]))
     norm_spec = base_card.input.get("normalization") or dict(DEFAULT_NORMALIZATION)
     train_samples, val_items = _build_units(pairs, regions, norm_spec, target_ps, mode)
     if not train_samples:
         raise ParameterError("no annotated pixels are left for training after the validation split; paint more")
     if mode == "instance" and not any(s.labels.any() for s in train_samples):
         raise ParameterError("the training part of the annotation has no objects: paint some objects")
-    for s in train_samples:
-        s.weight = s.weight.astype(np.float32, copy=False)
+    if mode == "semantic" and (base_label is None or new_head):
+        _prior_bias(net, train_samples, n_out)
 
     dev, dev_reason = select_device(device)
     on_gpu = dev.type == "cuda"
@@ -652,10 +673,13 @@ def finetune_iter(
     aug = AugmentConfig.none()
     if augment:
         aug = AugmentConfig(zoom=(0.8, 1.25), p_stain=0.5 if (channels == 3 and rgb) else 0.0)
+    # slices / images with paint get 80 % of the patches when some have none (sparse lesions, 3D stacks)
+    groups = {s.group for s in train_samples}
+    group_weights = {"painted": 0.8, "background": 0.2} if len(groups) == 2 else None
     cfg = TrainConfig(steps=None if epochs is None else int(epochs) * spe, minutes=minutes, batch_size=batch_size,
                       patch_size=patch_size, lr=float(lr), warmup_steps=min(10, spe), final_lr_ratio=0.05,
                       steps_per_epoch=spe, val_every=0, seed=seed, augment=aug, device=device,
-                      num_threads=threads)
+                      num_threads=threads, group_weights=group_weights)
 
     # the card of the new model
     card = ModelCard(
@@ -744,7 +768,7 @@ def finetune_iter(
             entry.update({k: v for k, v in scores.items() if k not in ("score",)})
             entry["val_score"] = scores["score"]
             history.append(entry)
-            if best is None or scores["key"] > best["key"]:
+            if best is None or scores["key"] >= best["key"]:  # ties: the later (more trained) weights
                 best = entry
                 best_state = snapshot()
                 save(best_state, final=False)

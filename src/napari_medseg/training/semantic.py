@@ -162,7 +162,8 @@ def semantic_train_iter(
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sampler = SemanticPatchSampler(list(train), patch_size=cfg.patch_size, normalization=card.input.get("normalization"),
-                                   augment=cfg.augment, p_object=cfg.p_object, seed=cfg.seed)
+                                   augment=cfg.augment, p_object=cfg.p_object, group_weights=cfg.group_weights,
+                                   seed=cfg.seed)
     batches = sampler.prefetch(cfg.batch_size)
     budget_s = None if cfg.minutes is None else 60.0 * cfg.minutes
     t0 = time.perf_counter()
