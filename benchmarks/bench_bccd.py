@@ -54,17 +54,18 @@ def box_features(image: np.ndarray, boxes: np.ndarray) -> dict[str, np.ndarray]:
     """Per-box colour statistics (RGB and HSV) and box geometry, one row per box."""
     from skimage.color import rgb2hsv
 
-    hsv = rgb2hsv(image)
-    rgb = image.astype(np.float32) / 255.0
-    planes = {"R": rgb[..., 0], "G": rgb[..., 1], "B": rgb[..., 2],
-              "hue": hsv[..., 0], "sat": hsv[..., 1], "val": hsv[..., 2]}
     cols: dict[str, list[float]] = {}
     h, w = image.shape[:2]
     for b in boxes:
         y0, x0 = int(np.floor(max(b[0], 0))), int(np.floor(max(b[1], 0)))
         y1, x1 = int(np.ceil(min(b[2], h))), int(np.ceil(min(b[3], w)))
+        crop = image[y0:y1, x0:x1, :3]
+        rgb = crop.astype(np.float32) / 255.0
+        hsv = rgb2hsv(crop)
+        planes = {"R": rgb[..., 0], "G": rgb[..., 1], "B": rgb[..., 2],
+                  "hue": hsv[..., 0], "sat": hsv[..., 1], "val": hsv[..., 2]}
         for name, pl in planes.items():
-            v = pl[y0:y1, x0:x1].ravel()
+            v = pl.ravel()
             q = np.percentile(v, [10, 50, 90])
             for stat, val in (("mean", v.mean()), ("std", v.std()), ("p10", q[0]), ("p50", q[1]), ("p90", q[2])):
                 cols.setdefault(f"{name}_{stat}", []).append(float(val))
@@ -91,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--draws", type=int, default=5)
     ap.add_argument("--per-class", type=int, default=10)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--precision", default="auto", help="network arithmetic (auto: float32 on CPU)")
     args = ap.parse_args(argv)
     if not args.data.is_dir():
         print(f"BCCD val not found at {args.data}", file=sys.stderr)
@@ -105,11 +107,13 @@ def main(argv: list[str] | None = None) -> int:
     dets, gts, times = [], [], []
     for s in samples:
         t1 = time.perf_counter()
-        r = detect(s.image, args.model, device=args.device, score_threshold=args.ap_threshold)
+        r = detect(s.image, args.model, device=args.device, score_threshold=args.ap_threshold,
+                   precision=args.precision)
         times.append(time.perf_counter() - t1)
         dets.append((r.boxes, r.classes, r.scores))
         gts.append((s.boxes, [CLASSES[i] for i in s.class_ids]))
     total_s = time.perf_counter() - t
+    used_precision = r.info["precision"]
     ap_scores = evaluate_detections(dets, gts, CLASSES, 0.5)
     at_thr = [(b[sc >= thr], [c for c, keep in zip(cl, sc >= thr) if keep], sc[sc >= thr]) for b, cl, sc in dets]
     op = evaluate_detections(at_thr, gts, CLASSES, 0.5)
@@ -129,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         on_cells += int(inside.sum())
         tp_on += int((tp & inside).sum())
 
-    print(f"## BCCD val detection ({len(samples)} images, model `{card.name}`, device {args.device})\n")
+    print(f"## BCCD val detection ({len(samples)} images, model `{card.name}`, device {args.device}, "
+          f"{used_precision})\n")
     print(f"Ground-truth boxes left out as degenerate (< 2 px): {dropped['degenerate']}. "
           f"AP from detections with score >= {args.ap_threshold}; precision/recall at the operating "
           f"threshold {thr}.\n")

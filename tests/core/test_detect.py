@@ -193,7 +193,8 @@ def test_tiny_training_lowers_loss_and_saves_model(tiny_trained):
 def test_detect_boxes_inside_image_and_tiling_invariant(tiny_trained):
     folder, samples, _, _ = tiny_trained
     img = np.concatenate([np.concatenate([s.image, s.image[::-1]], 1) for s in samples], 0)  # 192 x 192
-    full = detect(img, folder, device="cpu", score_threshold=0.05, max_detections=10**6)
+    kw = {"device": "cpu", "precision": "float32"}
+    full = detect(img, folder, score_threshold=0.05, max_detections=10**6, **kw)
     assert full.info["windows"] == 1
     h, w = img.shape[:2]
     assert len(full) > 0
@@ -203,14 +204,14 @@ def test_detect_boxes_inside_image_and_tiling_invariant(tiny_trained):
     from napari_medseg.inference.tiling import unet_receptive_radius
 
     small = 2 * unet_receptive_radius(2) + 16 + 8  # several windows
-    tiled = detect(img, folder, device="cpu", score_threshold=0.05, tile_size=small, max_detections=10**6)
+    tiled = detect(img, folder, score_threshold=0.05, tile_size=small, max_detections=10**6, **kw)
     assert tiled.info["windows"] > 1
     a = np.lexsort((full.boxes[:, 1], full.boxes[:, 0], full.class_ids))
     b = np.lexsort((tiled.boxes[:, 1], tiled.boxes[:, 0], tiled.class_ids))
     np.testing.assert_array_equal(full.class_ids[a], tiled.class_ids[b])
     np.testing.assert_allclose(full.boxes[a], tiled.boxes[b], atol=1e-3)
     np.testing.assert_allclose(full.scores[a], tiled.scores[b], atol=1e-5)
-    top = detect(img, folder, device="cpu", score_threshold=0.05, tile_size=small, max_detections=5)
+    top = detect(img, folder, score_threshold=0.05, tile_size=small, max_detections=5, **kw)
     np.testing.assert_allclose(top.scores, full.scores[:5], atol=1e-5)
     table = full.to_table()
     assert list(table["id"]) == list(range(1, len(full) + 1))

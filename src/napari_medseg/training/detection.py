@@ -473,6 +473,7 @@ class TrainConfig:
     """Hyper-parameters of :func:`train_detector_iter` (defaults: the shipped BCCD model)."""
 
     name: str = "bccd"
+    description: str = ""
     base_channels: int = 16
     depth: int = 4
     norm: str = "batch"
@@ -600,7 +601,8 @@ def train_detector_iter(
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     card = detection_card(cfg.name, names, base_channels=cfg.base_channels, depth=cfg.depth, norm=cfg.norm,
-                          downsample=cfg.downsample, score_threshold=cfg.score_threshold)
+                          downsample=cfg.downsample, score_threshold=cfg.score_threshold,
+                          description=cfg.description)
     net = build_network(card)
     dev, _ = select_device(cfg.device)
     amp = _autocast_dtype(dev, cfg.precision)  # bfloat16 on CUDA and AMX CPUs (~2x faster), else float32
