@@ -130,3 +130,12 @@ def test_roi_shapes_map_to_image_pixels(setup):
     widget.use_roi.setChecked(True)
     widget.roi_combo.set_layer(shapes)
     assert "inside 1 ROI shape(s), rows 10-20, cols 10-20" in widget.region_label.text()
+    widget.use_roi.setChecked(False)
+    text = widget.region_label.text()
+    assert "bounding box of the painted labels" in text and "8 painted objects" in text
+
+
+def test_region_text_follows_painting(setup, qtbot):
+    viewer, widget, seg, image, labels = setup
+    labels.paint((60, 60), 99, refresh=True)  # a new object in the corner, through napari's paint path
+    qtbot.waitUntil(lambda: "9 painted objects" in widget.region_label.text(), timeout=5_000)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from napari.layers import Image, Labels, Shapes
 from napari.utils.notifications import show_error
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QApplication,
     QCheckBox,
@@ -200,12 +201,19 @@ class TrainWidget(QWidget):
         self.preview_button.clicked.connect(self.preview)
         self.scratch.toggled.connect(self.model_picker.setDisabled)
         self.mode.currentTextChanged.connect(self._on_mode)
+        # the region text follows painting (debounced) and the ROI layer
+        self._region_timer = QTimer(self)
+        self._region_timer.setSingleShot(True)
+        self._region_timer.setInterval(300)
+        self._region_timer.timeout.connect(self._update_region_text)
+        self._watched: list[Any] = []
         for sig in (self.labels_combo.layerChanged, self.roi_combo.layerChanged, self.use_roi.toggled):
-            sig.connect(self._update_region_text)
+            sig.connect(self._watch_layers)
         self.image_combo.layerChanged.connect(self._on_image)
         self.model_picker.refresh()
         self._on_image(self.image_combo.layer())
         self._on_mode(self.mode.currentText())
+        self._watch_layers()
         self._suggest_name()
         self.device_picker.populate()
 
@@ -224,7 +232,7 @@ class TrainWidget(QWidget):
             return
         self._pairs.append((weakref.ref(image), weakref.ref(labels)))
         self.pair_list.addItem(f"{image.name} \u2194 {labels.name}")
-        self._update_region_text()
+        self._watch_layers()
 
     def pairs(self) -> list[tuple[Image, Labels]]:
         """The pairs training will use (the listed ones, else the one chosen in the combos)."""
@@ -358,7 +366,7 @@ class TrainWidget(QWidget):
         if 0 <= row < len(self._pairs):
             del self._pairs[row]
             self.pair_list.takeItem(row)
-            self._update_region_text()
+            self._watch_layers()
 
     def _on_image(self, layer: Any) -> None:
         if layer is not None:
@@ -375,6 +383,26 @@ class TrainWidget(QWidget):
             self.name_edit.setText(default_model_name("my-model"))
         except Exception as exc:  # an unreadable user folder must not break the widget
             log.warning("cannot list models: %s", exc)
+
+    def _schedule_region(self, *_: Any) -> None:
+        self._region_timer.start()
+
+    def _watch_layers(self, *_: Any) -> None:
+        """Re-describe the region when the labels are painted or the ROI shapes change."""
+        for layer in self._watched:
+            for name in ("paint", "data", "set_data"):
+                ev = getattr(layer.events, name, None)
+                if ev is not None:
+                    ev.disconnect(self._schedule_region)
+        self._watched = [lay for _, lay in self.pairs()]
+        if self.use_roi.isChecked() and self.roi_combo.layer() is not None:
+            self._watched.append(self.roi_combo.layer())
+        for layer in self._watched:
+            for name in ("paint", "data", "set_data"):
+                ev = getattr(layer.events, name, None)
+                if ev is not None:
+                    ev.connect(self._schedule_region)
+        self._update_region_text()
 
     def _update_region_text(self, *_: Any) -> None:
         """Say which pixels training will use (computed from the painted labels, cheap)."""
