@@ -22,6 +22,7 @@ from napari.layers import Image, Labels  # noqa: E402
 
 from napari_medseg.models.registry import default_model_for  # noqa: E402
 from napari_medseg.models.testing import make_random_model  # noqa: E402
+from napari_medseg.errors import ModelError  # noqa: E402
 
 pytestmark = pytest.mark.napari
 
@@ -380,3 +381,19 @@ def test_refresh_lists_a_model_saved_after_the_widget_opened(viewer_widget, mode
     assert widget.model_picker.current().name == "tiny"  # the selection survives a refresh
     fresh = next(m for m in widget.model_picker.models() if m.name == "fresh")
     assert fresh.source == "user" and fresh.path == models_dir / "fresh"
+
+
+def test_detection_models_are_not_offered_for_segmentation(viewer_widget, models_dir, qtbot) -> None:
+    import json
+
+    folder = make_random_model(models_dir / "boxes", name="boxes", in_channels=1, seed=5)
+    card = json.loads((folder / "model.json").read_text())
+    card["output"]["kind"] = "detection"
+    (folder / "model.json").write_text(json.dumps(card))
+    _viewer, widget = viewer_widget
+    qtbot.mouseClick(widget.model_picker.refresh_button, _left())
+    names = [m.name for m in widget.model_picker.models()]
+    assert "boxes" not in names and "tiny" in names
+    with pytest.raises(ModelError, match="detection model"):
+        widget.model_picker.add_path(str(folder))
+    assert "boxes" not in [m.name for m in widget.model_picker.models()]

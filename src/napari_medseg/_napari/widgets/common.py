@@ -27,6 +27,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ...errors import ModelError
+
 if TYPE_CHECKING:
     import napari
     from napari.layers import Layer
@@ -137,8 +139,10 @@ class ModelPicker(QWidget):
 
     modelChanged = Signal(object)
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, parent: QWidget | None = None, *, kinds: tuple[str, ...] | None = None) -> None:
         super().__init__(parent)
+        #: output kinds listed (e.g. ``("instance", "semantic")`` for segmentation); None lists all
+        self.kinds = kinds
         self.combo = QComboBox()
         self.combo.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.combo.setPlaceholderText("(no model found)")
@@ -195,6 +199,8 @@ class ModelPicker(QWidget):
             infos = []
         seen = {self._key(i) for i in infos}
         infos += [i for i in self._extra if self._key(i) not in seen]
+        if self.kinds is not None:
+            infos = [i for i in infos if i.card.kind in self.kinds]
         self._infos = infos
         self.combo.blockSignals(True)
         try:
@@ -249,6 +255,10 @@ class ModelPicker(QWidget):
         from ...models.registry import resolve_model
 
         info = resolve_model(path)
+        if self.kinds is not None and info.card.kind not in self.kinds:
+            raise ModelError(
+                f"model {info.name!r} is a {info.card.kind} model; this widget takes {' or '.join(self.kinds)} models"
+            )
         if all(self._key(i) != self._key(info) for i in self._extra):
             self._extra.append(info)
         self.refresh()

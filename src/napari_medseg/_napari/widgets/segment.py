@@ -74,7 +74,7 @@ class SegmentWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.image_combo = LayerCombo(napari_viewer, Image)
-        self.model_picker = ModelPicker()
+        self.model_picker = ModelPicker(kinds=("instance", "semantic"))
         self.device_picker = DevicePicker()
 
         self.tile_size = QSpinBox()
