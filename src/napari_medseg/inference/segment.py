@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import sys
 import time
 import warnings
 from collections.abc import Generator, Sequence
@@ -49,6 +50,33 @@ DEFAULT_MAX_OBJECT = {2: 64, 3: 32}
 #: Relative pixel-size mismatch above which tiles are resampled.
 RESAMPLE_TOLERANCE = 0.05
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+
+
+_LIBC_TRIM = None
+
+
+def release_memory() -> None:
+    """Give freed heap memory back to the OS (glibc ``malloc_trim``; no-op elsewhere).
+
+    Blocks and tiles allocate many 4-20 MB arrays; glibc raises its mmap
+    threshold after the first such free and then serves them from heap arenas
+    that it does not shrink, so the resident size creeps up with the number
+    of blocks (measured: 400 -> 660 MB over an 8192^2 image) although nothing
+    is kept.  Trimming after each block and batch (~0.3 ms) keeps it flat, as
+    dask.distributed does for its workers.
+    """
+    global _LIBC_TRIM
+    if _LIBC_TRIM is None:
+        _LIBC_TRIM = False
+        if sys.platform.startswith("linux"):
+            try:
+                import ctypes
+
+                _LIBC_TRIM = ctypes.CDLL("libc.so.6").malloc_trim
+            except (OSError, AttributeError):  # musl or no glibc
+                pass
+    if _LIBC_TRIM:
+        _LIBC_TRIM(0)
 
 
 def _cpu_has_amx() -> bool:
@@ -399,6 +427,8 @@ def segment_iter(
                     done.add(tile.index)
                 else:
                     store.write(tile.core, np.argmax(c, axis=0).astype(store.array.dtype))
+            del x, y, c
+            release_memory()
             timings["write"] += time.perf_counter() - t
             step += 1
             yield Progress(step, total, f"network: tile batch {k + 1}/{len(batches)}",
@@ -417,6 +447,8 @@ def segment_iter(
                 lab = _instances(fg, dist, n_extra, pp)
                 del fg, dist
                 next_id = stitch_block(store, b, lab, next_id)
+                del lab
+                release_memory()
                 timings["postprocess"] += time.perf_counter() - t
                 bi += 1
                 step += 1

@@ -108,11 +108,9 @@ class LabelStore:
             if self.array.dtype != np.uint16 and n_labels < 65535:
                 return self.array.astype(np.uint16)
             return self.array
-        if self.on_disk:
-            for blk in plan_blocks(self.shape, block_shape, [0] * len(self.shape)):
-                out[blk.core] = self.read(blk.core).astype(out.dtype, copy=False)
-        else:
-            out[...] = self.array.astype(out.dtype, copy=False)
+        # block by block: no full-size temporary (a dtype change would copy it all)
+        for blk in plan_blocks(self.shape, block_shape, [0] * len(self.shape)):
+            out[blk.core] = self.read(blk.core).astype(out.dtype, copy=False)
         if hasattr(out, "flush"):
             out.flush()
         return out
