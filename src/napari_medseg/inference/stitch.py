@@ -91,6 +91,21 @@ class LabelStore:
         if max_id > 65534 and not self.on_disk and self.array.dtype == np.uint16:
             self.array = self.array.astype(np.uint32)
 
+    def slabs(self, region: Box) -> list[tuple[Box, Box]]:
+        """Split ``region`` along its first axis into slabs aligned with the store's chunks.
+
+        Returns ``(box relative to the region, box in the image)`` pairs; slabs keep
+        the temporaries of :func:`stitch_block` small (a few MB, not the block).
+        """
+        step = int(self.array.chunks[0]) if self.on_disk else 512
+        r0 = region[0]
+        edges = [r0.start, *range((r0.start // step + 1) * step, r0.stop, step), r0.stop]
+        out = []
+        for a, b in zip(edges[:-1], edges[1:]):
+            out.append(((slice(a - r0.start, b - r0.start), *[slice(None)] * (len(region) - 1)),
+                        (slice(a, b), *region[1:])))
+        return out
+
     def read(self, box: Box) -> np.ndarray:
         return np.asarray(self.array[box])
 
@@ -176,20 +191,28 @@ def stitch_block(store: LabelStore, block: Block, labels: np.ndarray, next_id: i
     inside[0] = False
     if not inside.any():
         return next_id
-    existing = store.read(block.region)
-    free = existing == 0
-    candidate = inside[labels] & free
-    written = np.bincount(labels[candidate], minlength=n + 1)
+    slabs = store.slabs(block.region)
+    # pass 1: how many still-unclaimed pixels each candidate object would get
+    written = np.zeros(n + 1, np.int64)
+    for rel, box in slabs:
+        lab = labels[rel]
+        free = store.read(box) == 0
+        written += np.bincount(lab[free & inside[lab]], minlength=n + 1)
     keep = inside & (written > 0)
     n_keep = int(keep.sum())
+    if n_keep == 0:
+        return next_id
     store.ensure_capacity(next_id + n_keep)
-    if store.array.dtype != existing.dtype:
-        existing = existing.astype(store.array.dtype)
-    lut = np.zeros(n + 1, existing.dtype)
-    lut[keep] = np.arange(next_id, next_id + n_keep, dtype=existing.dtype)
-    mask = keep[labels] & free
-    existing[mask] = lut[labels[mask]]
-    store.write(block.region, existing)
+    lut = np.zeros(n + 1, store.array.dtype)
+    lut[keep] = np.arange(next_id, next_id + n_keep, dtype=store.array.dtype)
+    # pass 2: write them where nothing was written before (the first block wins)
+    for rel, box in slabs:
+        vals = lut[labels[rel]]
+        existing = store.read(box)
+        mask = (vals > 0) & (existing == 0)
+        if mask.any():
+            existing[mask] = vals[mask]  # in place: a view of an in-memory store, a fresh array from zarr
+            store.write(box, existing)
     return next_id + n_keep
 
 
