@@ -69,7 +69,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--classes", default=None, metavar="a,b",
                    help="semantic mode: names of classes 1, 2, ... separated by commas")
     p.add_argument("--lr", type=_positive_float, default=None,
-                   help="peak learning rate (default 1e-3 from scratch, 3e-4 fine-tuning)")
+                   help="peak learning rate (default 1e-3)")
     p.add_argument("--no-augment", action="store_true", help="no flips, rotations, zoom or intensity changes")
     p.add_argument("--no-early-stopping", action="store_true", help="train for the whole budget")
     p.add_argument("--val-fraction", type=float, default=0.2, metavar="F",

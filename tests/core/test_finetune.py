@@ -321,3 +321,22 @@ def test_images_are_resampled_to_the_base_models_pixel_size(models_dir, tmp_path
     assert res.card.pixel_size == [0.5, 0.5]
     res = train(img, lab, base=str(base), epochs=1, name="unknown-size", **FAST)
     assert res.card.pixel_size is None  # trained at the images' own, unknown, pixel size
+
+
+def test_postprocess_tuning_never_lowers_the_held_out_score(tmp_path):
+    from napari_medseg.training.finetune import TUNE_FG, TUNE_SEED, _val_item, tune_postprocess
+
+    net, _ = load_model(make_random_model(tmp_path / "r", base_channels=4, depth=2, seed=3))
+    items = []
+    for seed in range(2):
+        img, lab = blobs(seed=seed)
+        x = ((img - img.min()) / np.ptp(img))[..., None].astype(np.float32)
+        mask = np.zeros(lab.shape, bool)
+        mask[8:56, 8:56] = True
+        items.append(_val_item(x, lab, mask))
+    given = {"fg_threshold": 0.5, "seed_threshold": 0.5, "min_size": 4}
+    pp, before, after = tune_postprocess(net, items, given)
+    assert after >= before and pp["min_size"] == 4
+    assert pp["fg_threshold"] in TUNE_FG and pp["seed_threshold"] in TUNE_SEED
+    if after == before:
+        assert pp == given

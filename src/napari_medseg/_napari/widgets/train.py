@@ -117,7 +117,7 @@ class TrainWidget(QWidget):
         self.lr.setRange(0.0, 0.1)
         self.lr.setSingleStep(1e-4)
         self.lr.setSpecialValueText("auto")
-        self.lr.setToolTip("Peak learning rate; auto = 1e-3 from scratch, 3e-4 fine-tuning")
+        self.lr.setToolTip("Peak learning rate; auto = 1e-3")
         self.augment = QCheckBox("augmentation")
         self.augment.setChecked(True)
         self.early_stopping = QCheckBox("early stopping")
