@@ -5,6 +5,10 @@
     medseg segment IN... -o OUTDIR [--model NAME|PATH] [--device auto|cpu|cuda|mps]
                                    [--tile-size N] [--batch-size N] [--channel N] [--quiet]
     medseg models
+    medseg evaluate --images DIR --masks DIR [--model NAME|PATH | --labels DIR] [-o report.csv]
+    medseg train --images A.tif... --labels A_lab.tif... [--base NAME] --mode instance|semantic --out DIR
+    medseg detect IN... -o OUTDIR [--model NAME|PATH]
+    medseg demo [nuclei|he|mr] [--run]
 
 Exit status: 0 success, 2 bad usage or input (one-line message on stderr, no
 traceback), 1 unexpected error (with traceback, please report it), 130
@@ -203,7 +207,16 @@ def _run_models(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- main
+def _register_subcommand_modules() -> None:
+    """Add the subcommands that live in their own modules (imported lazily: cheap ``--help``)."""
+    from . import cli_demo, cli_detect, cli_evaluate, cli_train
+
+    for name, mod in (("evaluate", cli_evaluate), ("train", cli_train), ("detect", cli_detect), ("demo", cli_demo)):
+        COMMANDS.setdefault(name, (mod.HELP, mod.add_arguments, mod.run))
+
+
 def build_parser() -> argparse.ArgumentParser:
+    _register_subcommand_modules()
     parser = argparse.ArgumentParser(prog="medseg", description="Deep-learning segmentation for microscopy, "
                                      "pathology and radiology images (napari-medseg).")
     parser.add_argument("--version", action="version", version=f"medseg {__version__}")

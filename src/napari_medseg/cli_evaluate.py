@@ -1,0 +1,53 @@
+"""``medseg evaluate``: score a model (or existing label images) against ground-truth masks."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "score a model or existing labels against instance masks (AP@0.5, AP@0.75, mAP 0.5:0.9, Dice)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--images", required=True, type=Path, metavar="DIR", help="folder of images")
+    p.add_argument("--masks", required=True, type=Path, metavar="DIR",
+                   help="folder of ground-truth instance label images, paired with the images by file stem")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--model", default=None, metavar="NAME|PATH",
+                     help="model to segment each image with (default: picked from the image, grey vs RGB)")
+    src.add_argument("--labels", type=Path, default=None, metavar="DIR",
+                     help="compare existing label images instead of running a model")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("-o", "--output", type=Path, default=None, metavar="report.csv",
+                   help="write per-image rows and the overall row as CSV")
+    p.add_argument("--summary-only", action="store_true", help="print only the overall lines")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .cli import UsageError
+    from .evaluate import evaluate_iter
+    from .progress import run as drain
+
+    for name in ("images", "masks") + (("labels",) if args.labels is not None else ()):
+        folder = getattr(args, name)
+        if not folder.is_dir():
+            raise UsageError(f"--{name} {folder}: not a folder")
+    model = None if args.labels is not None else (args.model or "auto")
+    gen = evaluate_iter(args.images, args.masks, model=model, labels=args.labels, device=args.device)
+    with tqdm(total=0, disable=args.quiet, unit="image", desc="evaluate") as bar:
+        def cb(p):
+            bar.total = p.total
+            bar.n = p.step
+            bar.set_postfix_str(p.message[-40:])
+            bar.refresh()
+
+        report = drain(gen, cb)
+    print(report.format_table(per_image=not args.summary_only))
+    if args.output is not None:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        report.to_csv(args.output)
+        print(f"wrote {args.output}")
+    return 0
