@@ -378,3 +378,24 @@ def test_cached_tiles_stay_within_one_tile_row(pixel_model):
     per_block = -(-(100 + 2 * 24) // core) + 1  # tiles along one axis of a block region
     assert res.info["max_cached_tiles"] <= shared_rows * nx + per_block**2 < res.info["tiles"] / 2
     assert same_objects(res.labels, gt)
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_tile_cache_round_trip(compress):
+    from napari_medseg.inference.segment import TileCache
+
+    cache = TileCache(compress=compress)
+    rng = np.random.default_rng(14)
+    arrs = {i: rng.random((2, 30 + i, 41)).astype(np.float16) for i in range(3)}
+    for i, a in arrs.items():
+        cache.put(i, a)
+    assert len(cache) == 3 and cache.nbytes == cache.max_nbytes > 0
+    for i, a in arrs.items():
+        got = cache.get(i)
+        assert got.dtype == np.float16 and np.array_equal(got, a)  # lossless
+    del cache[1]
+    assert len(cache) == 2 and cache.nbytes < cache.max_nbytes
+    smooth = np.zeros((2, 200, 200), np.float16)
+    cache.put(9, smooth)
+    if compress:
+        assert cache.nbytes - sum(arrs[i].nbytes for i in (0, 2)) < smooth.nbytes / 10 or cache.nbytes < smooth.nbytes
