@@ -4,8 +4,8 @@ The inputs are synthetic uint8 nuclei-like images (a 2048x2048
 ``bench_segment.synthetic_nuclei`` image repeated), stored on disk as zarr
 arrays (1024x1024 chunks) so the input is not in RAM, and the labels go to an
 ``out`` zarr array on disk.  Each size runs in a fresh subprocess, which
-prints its ``ru_maxrss`` (peak RSS) after the imports and model load and at
-the end.  The model is a *small random-weight* U-Net (base_channels=4,
+prints its peak RSS (``VmHWM``) after the imports and model load and at the
+end.  The model is a *small random-weight* U-Net (base_channels=4,
 depth=2): this measures memory, not accuracy, and a default-size network
 would take hours for 268 megapixels on a laptop CPU.  One figure per line::
 
@@ -56,15 +56,23 @@ def make_input(folder: Path, size: int, store: str):
         img.flush()
 
 
-def child(folder: Path, size: int, store: str, model: str, tile: int) -> None:
+def child(folder: Path, size: int, store: str, model: str, tile: int, compress: bool = True) -> None:
     import resource
 
     import torch  # noqa: F401  (imports count in the baseline)
 
+    import napari_medseg.inference.segment as seg
     from napari_medseg.inference.segment import segment_iter
+
+    seg.COMPRESS_CACHE = compress
     from napari_medseg.progress import run
 
     def rss_mb() -> float:
+        # VmHWM: peak RSS of this process image.  Not ru_maxrss: Linux carries the
+        # parent's peak into a child spawned with vfork (as subprocess does) through exec.
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     if store == "zarr":
@@ -83,6 +91,7 @@ def child(folder: Path, size: int, store: str, model: str, tile: int) -> None:
     dt = time.perf_counter() - t
     print(json.dumps({"size": size, "baseline_mb": base, "peak_mb": rss_mb(), "seconds": dt,
                       "labels": int(res.info["n_labels"]), "tiles": res.info["tiles"], "blocks": res.info["blocks"],
+                      "cached_tiles": res.info["max_cached_tiles"], "cache_mb": res.info["max_cache_mb"],
                       "timings": {k: round(v, 2) for k, v in res.timings.items()}}))
 
 
@@ -91,10 +100,14 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[2048, 16384])
     ap.add_argument("--store", choices=["zarr", "memmap"], default="zarr")
     ap.add_argument("--tile-size", type=int, default=1024)
+    ap.add_argument("--no-compress", action="store_true",
+                    help="keep cached tile maps uncompressed (the random model's flat maps compress far "
+                         "better than real ones, ~2x; this gives the upper bound)")
     ap.add_argument("--child", nargs=3, metavar=("FOLDER", "SIZE", "MODEL"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        child(Path(args.child[0]), int(args.child[1]), args.store, args.child[2], args.tile_size)
+        child(Path(args.child[0]), int(args.child[1]), args.store, args.child[2], args.tile_size,
+              not args.no_compress)
         return
 
     from napari_medseg.models.testing import make_random_model
@@ -102,19 +115,22 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="medseg-bench-mem-") as tmp:
         folder = Path(tmp)
         model = str(make_random_model(folder / "small-random", name="small-random", base_channels=4, depth=2))
-        print(f"model=random(unet base4 depth2) store={args.store} tile={args.tile_size}")
+        print(f"model=random(unet base4 depth2) store={args.store} tile={args.tile_size} "
+              f"cache_compression={'off' if args.no_compress else 'on'}")
         results = {}
         for size in args.sizes:
             make_input(folder, size, args.store)
             cmd = [sys.executable, str(Path(__file__).resolve()), "--store", args.store, "--tile-size",
-                   str(args.tile_size), "--child", str(folder), str(size), model]
+                   str(args.tile_size), *(["--no-compress"] if args.no_compress else []),
+                   "--child", str(folder), str(size), model]
             proc = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE)
             if proc.returncode != 0:
                 sys.exit(f"size {size} failed:\n{proc.stderr[-3000:]}")
             r = json.loads(proc.stdout.strip().splitlines()[-1])
             results[size] = r
             print(f"rss_{size}_mb={r['peak_mb']:.0f} (after imports+model {r['baseline_mb']:.0f}; "
-                  f"{r['seconds']:.0f} s, {r['tiles']} tiles, {r['blocks']} blocks, {r['labels']} labels)")
+                  f"{r['seconds']:.0f} s, {r['tiles']} tiles, {r['blocks']} blocks, {r['labels']} labels, "
+                  f"at most {r['cached_tiles']} tiles = {r['cache_mb']} MB cached)")
             print(f"stages_{size}={json.dumps(r['timings'])}")
             for f in folder.glob(f"*{size}.*"):
                 if f.is_dir():

@@ -50,6 +50,8 @@ DEFAULT_MAX_OBJECT = {2: 64, 3: 32}
 #: Relative pixel-size mismatch above which tiles are resampled.
 RESAMPLE_TOLERANCE = 0.05
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+#: Compress the cached tile maps (lossless LZ4) when the image has several blocks.
+COMPRESS_CACHE = True
 
 
 _LIBC_TRIM = None
@@ -401,7 +403,7 @@ def segment_iter(
     total = len(batches) + len(blocks) + 1
     step = 0
     next_id = 1
-    cache = TileCache(compress=len(blocks) > 1)
+    cache = TileCache(compress=COMPRESS_CACHE and len(blocks) > 1)
     core_crop = tuple(slice(h, h + c) for h, c in zip(grid.halo, grid.core_shape))
     try:
         bi = 0
