@@ -131,3 +131,50 @@ def test_bad_configs():
     net = UNet(1, 2, base_channels=4, depth=3)
     with pytest.raises(ParameterError, match="divisor"):
         next(train_iter(net, _card(depth=3), _synthetic(1), config=TrainConfig(steps=1, patch_size=30)))
+
+
+# ---- the shipped models --------------------------------------------------------
+
+SHIPPED = ("nuclei", "nuclei-he")
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_model_cards_are_complete(name):
+    from napari_medseg.models.registry import shipped_models_dir
+
+    folder = shipped_models_dir() / name
+    net, card = load_model(folder)
+    assert card.name == name and card.kind == "instance"
+    assert card.output["channels"] == ["foreground", "distance"]
+    assert set(card.output["postprocess"]) == {"fg_threshold", "seed_threshold", "min_size"}
+    assert card.input["normalization"] == {"kind": "percentile", "low": 1.0, "high": 99.8}
+    assert card.input["pixel_size"] is None and card.training["typical_object_diameter_px"] > 5
+    assert card.training["licence"] == "CC0" and "dsb2018" in card.training["data"]
+    assert card.metrics["dsb2018_val"]["evaluated_with"] == "napari_medseg.api.segment"
+    x = torch.zeros(1, card.in_channels, 64, 64)
+    assert net(x).shape == (1, 2, 64, 64)
+    size = sum(f.stat().st_size for f in shipped_models_dir().glob("nuclei*/*"))
+    assert size < 20 * 2**20
+
+
+@pytest.mark.parametrize("name, modality, floor", [("nuclei", "fluo", 0.6), ("nuclei-he", "histo", 0.3)])
+def test_shipped_model_scores_on_real_val_images(name, modality, floor):
+    """Regression floor on 6 real dsb2018/val images, well below the card's figures."""
+    import csv
+
+    import tifffile
+    from conftest import dataset
+
+    from napari_medseg.analysis.metrics import average_precision
+    from napari_medseg.api import segment
+
+    root = dataset("dsb2018", "val")
+    rows = [r for r in csv.DictReader(open(root / "index.csv")) if r["modality"] == modality][:6]
+    aps = []
+    for r in rows:
+        img = tifffile.imread(root / "images" / f"{r['id']}.tif")
+        true = tifffile.imread(root / "masks" / f"{r['id']}.tif").astype(np.int64)
+        pred = np.asarray(segment(img[..., :3] if img.ndim == 3 else img, name, device="cpu"))
+        assert pred.shape == true.shape
+        aps.append(average_precision(true, pred.astype(np.int64), 0.5))
+    assert np.mean(aps) > floor
