@@ -186,3 +186,21 @@ def test_unet_tiled_equals_whole_image_3d():
     assert len(grid) > 1
     out = predict_full(ArraySource(img, "ZYX"), grid, _net_predict(net), batch_size=2)
     assert np.abs(out - ref).max() < 1e-4
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_folded_batchnorm_network_gives_the_same_output(dims):
+    import torch
+
+    from napari_medseg.inference.segment import fold_batchnorm, inference_network
+
+    net = _unet(dims, depth=2, base=4)
+    x = torch.from_numpy(np.random.default_rng(6).random((2, 1, *([12] * dims)), dtype=np.float32))
+    folded = fold_batchnorm(net)
+    n_bn = lambda m: sum(isinstance(k, (torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)) for k in m.modules())  # noqa: E731
+    assert n_bn(net) == 4 * net.depth - 2 and n_bn(folded) == 0  # the original keeps its batch norms
+    with torch.inference_mode():
+        assert torch.allclose(net(x), folded(x), atol=1e-5)
+    assert inference_network(net) is inference_network(net)  # one copy per network
+    if dims == 2:
+        assert inference_network(net, channels_last=True) is not inference_network(net)
