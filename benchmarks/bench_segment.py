@@ -51,13 +51,13 @@ def synthetic_nuclei(size: int | tuple[int, int], seed: int = 0, density: float 
     return (np.clip(canvas, 0, 1) * 255).astype(np.uint8)
 
 
-def default_model(tmp: Path, base_channels: int = 32, depth: int = 4) -> tuple[str, str]:
-    """Path of the shipped grey default model, else of a random one with the default architecture."""
+def default_model(tmp: Path, base_channels: int = 32, depth: int = 4, random: bool = False) -> tuple[str, str]:
+    """Path of the shipped grey default model, else (or if ``random``) of a random one with base 32, depth 4."""
     from napari_medseg.models.registry import list_models
     from napari_medseg.models.testing import make_random_model
 
     for m in list_models():
-        if m.source == "shipped" and m.name == "nuclei":
+        if m.source == "shipped" and m.name == "nuclei" and not random:
             return str(m.path), f"shipped nuclei ({m.card.architecture})"
     path = make_random_model(tmp / "random-default", name="random-default", base_channels=base_channels,
                              depth=depth, seed=0)
@@ -91,6 +91,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--random-model", action="store_true",
+                    help="a random-weight U-Net (base 32, depth 4) instead of the shipped nuclei model")
     args = ap.parse_args()
 
     from napari_medseg.inference.segment import _Predictor, plan_tiles, segment_iter
@@ -100,7 +102,7 @@ def main() -> None:
 
     img = synthetic_nuclei(args.size)
     with tempfile.TemporaryDirectory() as tmp:
-        path, desc = default_model(Path(tmp))
+        path, desc = default_model(Path(tmp), random=args.random_model)
         print(f"model={desc}")
         dev, _ = select_device(args.device)
         net, card = get_model(path, dev)  # load once, as in a session

@@ -401,3 +401,40 @@ def test_tile_cache_round_trip(compress):
     cache.put(9, smooth)
     if compress:
         assert cache.nbytes - sum(arrs[i].nbytes for i in (0, 2)) < smooth.nbytes / 10 or cache.nbytes < smooth.nbytes
+
+
+def test_postprocessing_in_a_worker_thread(pixel_model, monkeypatch):
+    # pretend a core is free so blocks are post-processed in the worker thread
+    import threading
+
+    monkeypatch.setattr(seg_mod.os, "cpu_count", lambda: 64)
+    threads = set()
+    real = seg_mod._instances
+
+    def spy(*a, **k):
+        threads.add(threading.current_thread().name)
+        return real(*a, **k)
+
+    monkeypatch.setattr(seg_mod, "_instances", spy)
+    folder, _ = pixel_model("instance")
+    gt, img = disk_maps((230, 301), 60, seed=1)
+    out = np.full(gt.shape, 5, np.uint16)
+    res = run(segment_iter(img, str(folder), tile_size=64, out=out,
+                           postprocess={"block_size": 50, "max_object_size": 24}))
+    assert threads and all(t.startswith("medseg-postprocess") for t in threads)
+    assert res.labels is out and same_objects(out, gt) and consecutive(out)
+    # cancelling while blocks are queued in the worker: Cancelled, out untouched, worker stopped
+    out[:] = 5
+    token = CancelToken()
+    seen = []
+
+    def on_progress(p):
+        seen.append(p.info["stage"])
+        if p.info["stage"] == "postprocess":
+            token.cancel()
+
+    with pytest.raises(Cancelled):
+        ms.segment(img, str(folder), tile_size=64, out=out, cancel=token, progress=on_progress,
+                   postprocess={"block_size": 50, "max_object_size": 24})
+    assert "postprocess" in seen and (out == 5).all()
+    assert not any(t.name.startswith("medseg-postprocess") for t in threading.enumerate())

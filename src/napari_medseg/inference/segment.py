@@ -16,8 +16,11 @@ Pipeline (memory grows with the tile and one band of blocks, not the image):
    probabilities (float16) until every post-processing block that needs them
    is done; each block (core + halo larger than the largest object) goes
    through :func:`~napari_medseg.inference.instances.instances_from_maps` and
-   is stitched by the centroid rule (:mod:`.stitch`).  ``semantic`` models:
-   the arg-max of each tile core is written directly.
+   is stitched by the centroid rule (:mod:`.stitch`), in a worker thread
+   while the network goes on when a core is free (GPU runs, or fewer torch
+   threads than cores).  Tiles are computed block after block, so only about
+   one row of tiles is ever cached (LZ4-compressed when that row is large).
+   ``semantic`` models: the arg-max of each tile core is written directly.
 4. Labels are assembled in a private store (RAM, or a temporary zarr on disk
    for huge images when ``out`` is given) and copied into ``out`` only after
    the last yield: a cancelled run leaves ``out`` untouched.
@@ -27,12 +30,15 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import sys
 import threading
 import time
 import warnings
 import weakref
+from collections import deque
 from collections.abc import Generator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +60,12 @@ RESAMPLE_TOLERANCE = 0.05
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 #: Compress the cached tile maps (lossless LZ4) when the image has several blocks.
 COMPRESS_CACHE = True
+#: ... when one row of cached tiles would exceed this many bytes.
+COMPRESS_ABOVE_BYTES = 32 * 2**20
+#: Blocks waiting for post-processing before the network waits for them (bounds memory).
+MAX_PENDING_BLOCKS = 2
+#: Post-process blocks in a worker thread while the network runs (when a core is free).
+OVERLAP_POSTPROCESS = True
 
 
 _LIBC_TRIM = None
@@ -404,9 +416,55 @@ def segment_iter(
     store = LabelStore(spatial_shape, on_disk=on_disk, chunks=[min(b, 1024) for b in blk_shape])
     total = len(batches) + len(blocks) + 1
     step = 0
-    next_id = 1
-    cache = TileCache(compress=COMPRESS_CACHE and len(blocks) > 1)
+    # compress cached maps only when one band of tiles would be big (huge images)
+    band_bytes = n_out * 2 * int(np.prod(grid.core_shape)) * int(np.prod(grid.counts[1:]))
+    cache = TileCache(compress=COMPRESS_CACHE and len(blocks) > 1 and band_bytes > COMPRESS_ABOVE_BYTES)
     core_crop = tuple(slice(h, h + c) for h, c in zip(grid.halo, grid.core_shape))
+    # Post-processing runs in one worker thread, block after block, while the
+    # network goes on with the next tiles (numpy/scipy/skimage release the GIL
+    # for most of their work), when a core is free for it.  Only the worker
+    # touches `refs`, `state` and the label store; the cache has its own lock.
+    state = {"next_id": 1, "postprocess": 0.0}
+    stop = threading.Event()
+
+    def process_block(i: int) -> None:
+        if stop.is_set() or (cancel is not None and cancel.cancelled):
+            return
+        b = blocks[i]
+        t0 = time.perf_counter()
+        fg, dist = _assemble(b.region, needs[i], tiles_all, cache)
+        for ti in needs[i]:
+            refs[ti] -= 1
+            if refs[ti] == 0:
+                del cache[ti]
+        lab = _instances(fg, dist, n_extra, pp)
+        del fg, dist
+        state["next_id"] = stitch_block(store, b, lab, state["next_id"])
+        del lab
+        release_memory()
+        state["postprocess"] += time.perf_counter() - t0
+
+    pool = None
+    if blocks:
+        # a worker thread only when a core is left over: on a GPU, or when torch
+        # does not use every core; otherwise the two would just take turns
+        spare = predictor.device.type != "cpu" or torch.get_num_threads() < (os.cpu_count() or 1)
+        pool = ThreadPoolExecutor(1, thread_name_prefix="medseg-postprocess") if spare and OVERLAP_POSTPROCESS \
+            else _InlineExecutor()
+    pending: deque = deque()
+
+    def finished_blocks(wait_all: bool = False):
+        """Progress for the blocks done so far, in order; waits while too many are queued."""
+        nonlocal step
+        while pending and (wait_all or pending[0][1].done() or len(pending) > MAX_PENDING_BLOCKS):
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            i, fut = pending.popleft()
+            fut.result()  # re-raises a worker error here
+            step += 1
+            yield Progress(step, total, f"objects: block {i + 1}/{len(blocks)}",
+                           {"stage": "postprocess", "objects": state["next_id"] - 1})
+
     try:
         bi = 0
         max_cached = 0
@@ -439,26 +497,12 @@ def segment_iter(
                            {"stage": "network", "device": predictor.device.type})
             max_cached = max(max_cached, len(cache))
             while bi < len(blocks) and done.issuperset(needs[bi]):
-                if cancel is not None:
-                    cancel.raise_if_cancelled()
-                b = blocks[bi]
-                t = time.perf_counter()
-                fg, dist = _assemble(b.region, needs[b.index], tiles_all, cache)
-                for ti in needs[b.index]:
-                    refs[ti] -= 1
-                    if refs[ti] == 0:
-                        del cache[ti]
-                lab = _instances(fg, dist, n_extra, pp)
-                del fg, dist
-                next_id = stitch_block(store, b, lab, next_id)
-                del lab
-                release_memory()
-                timings["postprocess"] += time.perf_counter() - t
+                pending.append((bi, pool.submit(process_block, bi)))
                 bi += 1
-                step += 1
-                yield Progress(step, total, f"objects: block {bi}/{len(blocks)}",
-                               {"stage": "postprocess", "objects": next_id - 1})
-        n_labels = next_id - 1 if instance else n_out - 1
+            yield from finished_blocks()
+        yield from finished_blocks(wait_all=True)
+        timings["postprocess"] = state["postprocess"]
+        n_labels = state["next_id"] - 1 if instance else n_out - 1
         if out is not None and n_labels > np.iinfo(np.dtype(out.dtype)).max:
             raise ParameterError(f"{n_labels} labels do not fit in out's dtype {out.dtype}; use uint32")
         yield Progress(total, total, "writing labels", {"stage": "write"})
@@ -467,6 +511,9 @@ def segment_iter(
         labels = store.commit(out, n_labels, blk_shape)
         timings["write"] += time.perf_counter() - t
     finally:
+        stop.set()
+        if pool is not None:  # let a running block finish before its store goes away
+            pool.shutdown(wait=True, cancel_futures=True)
         store.close()
         cache.clear()
     timings["total"] = time.perf_counter() - t_start
@@ -624,6 +671,23 @@ def inference_network(net, channels_last: bool = False):
     return fused
 
 
+class _InlineExecutor:
+    """Runs submitted work at once in the calling thread (same interface as ThreadPoolExecutor)."""
+
+    def submit(self, fn, *args):
+        from concurrent.futures import Future
+
+        fut: Future = Future()
+        try:
+            fut.set_result(fn(*args))
+        except BaseException as e:  # handed to the caller through the future
+            fut.set_exception(e)
+        return fut
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        pass
+
+
 class TileCache:
     """Tile cores' probability maps (float16) kept until every block needing them is done.
 
@@ -634,6 +698,7 @@ class TileCache:
 
     def __init__(self, compress: bool = False) -> None:
         self._data: dict[int, tuple] = {}
+        self._lock = threading.Lock()
         self.nbytes = 0
         self.max_nbytes = 0
         self._codec = None
@@ -648,26 +713,30 @@ class TileCache:
     def put(self, index: int, arr: np.ndarray) -> None:
         arr = np.ascontiguousarray(arr)
         item = (self._codec.encode(arr), arr.shape, arr.dtype) if self._codec is not None else (arr,)
-        self._data[index] = item
-        self.nbytes += len(item[0]) if self._codec is not None else arr.nbytes
-        self.max_nbytes = max(self.max_nbytes, self.nbytes)
+        with self._lock:
+            self._data[index] = item
+            self.nbytes += len(item[0]) if self._codec is not None else arr.nbytes
+            self.max_nbytes = max(self.max_nbytes, self.nbytes)
 
     def get(self, index: int) -> np.ndarray:
-        item = self._data[index]
+        with self._lock:
+            item = self._data[index]
         if len(item) == 1:
             return item[0]
         return np.frombuffer(self._codec.decode(item[0]), item[2]).reshape(item[1])
 
     def __delitem__(self, index: int) -> None:
-        item = self._data.pop(index)
-        self.nbytes -= len(item[0]) if len(item) == 3 else item[0].nbytes
+        with self._lock:
+            item = self._data.pop(index)
+            self.nbytes -= len(item[0]) if len(item) == 3 else item[0].nbytes
 
     def __len__(self) -> int:
         return len(self._data)
 
     def clear(self) -> None:
-        self._data.clear()
-        self.nbytes = 0
+        with self._lock:
+            self._data.clear()
+            self.nbytes = 0
 
 
 def _assemble(region, tile_ids, tiles, cache) -> tuple[np.ndarray, np.ndarray]:
