@@ -10,8 +10,9 @@ a status line (device, epoch, time left).  The model is written into the
 user model folder under the chosen name at every improvement, so Cancel
 keeps the best checkpoint so far; every model list of the app (the Segment
 widget's too) is refreshed when it appears.  Preview runs the current
-checkpoint on the image at the current slice into a preview Labels layer
-that this widget owns (replaced on the next preview, never a user layer).
+checkpoint on the selected image (the current slice of a volume) into a
+preview Labels layer that this widget owns (replaced on the next preview,
+never a user layer).
 """
 
 from __future__ import annotations
@@ -282,19 +283,20 @@ class TrainWidget(QWidget):
             self.status.set("Cancelling: keeping the best checkpoint so far…")
 
     def preview(self) -> None:
-        """Segment the current slice of the first pair's image with the current checkpoint."""
+        """Segment the selected image (its current slice in 3D) with the current checkpoint."""
         from ...models.spec import CARD_NAME
 
         if self.previewing:
             return
-        pairs = self.pairs()
-        if not pairs:
+        image = self.image_combo.layer() or next((i for i, _ in self.pairs()), None)
+        if image is None:
             self.status.set("Preview: no image to run on.", error=True)
             return
         if self.model_path is None or not (self.model_path / CARD_NAME).exists():
             self.status.set("Preview: no checkpoint yet (train for at least one epoch).", error=True)
             return
-        image = pairs[0][0]
+        scale = _scale_of(image)
+        scale = None if scale is None else scale[-2:]
         data = image.data[0] if image.multiscale else image.data
         n_sp = data.ndim - (1 if image.rgb else 0)
         z = None
@@ -307,7 +309,7 @@ class TrainWidget(QWidget):
         def make_gen(token):
             from ...inference.segment import segment_iter
 
-            return segment_iter(data, path, axes="YXS" if image.rgb else "YX", cancel=token)
+            return segment_iter(data, path, axes="YXS" if image.rgb else "YX", scale=scale, cancel=token)
 
         self._preview_job = ProgressJob(make_gen, lambda out: self._preview_done(image, z, out),
                                         desc="Preview", owner=self)
