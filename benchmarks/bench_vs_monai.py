@@ -84,6 +84,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--random-model", action="store_true",
+                    help="a random-weight U-Net (base 32, depth 4) instead of the shipped nuclei model")
     args = ap.parse_args()
 
     import torch
@@ -97,7 +99,7 @@ def main() -> None:
 
     img = synthetic_nuclei(args.size)
     with tempfile.TemporaryDirectory() as tmp:
-        path, desc = default_model(Path(tmp))
+        path, desc = default_model(Path(tmp), random=args.random_model)
         dev, _ = select_device("auto")
         if dev.type == "cpu":
             configure_cpu_threads()
