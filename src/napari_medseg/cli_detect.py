@@ -32,22 +32,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .cli import _positive_int  # shared argparse type (cli imports this module lazily: no cycle)
 from .errors import ParameterError, ReaderError
 
 HELP = "detect, measure and count objects; write <stem>_objects.csv (and <stem>_labels.tif)"
 
 #: Picture formats read with scikit-image (no pixel size in them).
 PICTURE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
 
 
 def _fraction(text: str) -> float:

@@ -25,6 +25,7 @@ import os
 import sys
 from pathlib import Path
 
+from .cli import _positive_int  # shared argparse type (cli imports this module lazily: no cycle)
 from .errors import ParameterError
 
 HELP = "train or fine-tune a segmentation model on painted label images"
@@ -37,16 +38,6 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
     if not v > 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {v}")
-    return v
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
     return v
 
 
