@@ -11,10 +11,12 @@
                stain (HED) variation, plus the grey images replicated to RGB
                (30 % of the patches) for more touching-nuclei examples.
 
-The best checkpoint (by val AP@0.5) is saved into ``OUT/<name>/`` at every
-improvement, so a cut run still leaves a model.  At the end the
-post-processing thresholds are tuned on the val images and the model is
-scored on ``dsb2018/val`` per modality through the real inference engine
+A fixed, seeded part of ``dsb2018/train`` (``--holdout``, default 10 % of
+each modality) is held out of training: the best checkpoint is chosen on it
+(AP@0.5, saved into ``OUT/<name>/`` at every improvement, so a cut run still
+leaves a model) and the post-processing thresholds are tuned on it.  The
+``dsb2018/val`` images are used only once, at the end, to score the final
+model per modality through the real inference engine
 (:func:`napari_medseg.api.segment`); the scores go into the card.
 """
 
@@ -78,6 +80,19 @@ def load_split(split: str, groups, color: str):
     return out
 
 
+def split_holdout(samples, fraction: float, seed: int):
+    """Split samples into (train, holdout): ``fraction`` of each modality, chosen by ``seed``."""
+    rng = np.random.default_rng(seed)
+    train, hold = [], []
+    for g in sorted({s.group for s in samples}):
+        members = [s for s in samples if s.group == g]
+        n_hold = int(round(fraction * len(members)))
+        pick = set(rng.choice(len(members), n_hold, replace=False).tolist()) if n_hold else set()
+        for i, s in enumerate(members):
+            (hold if i in pick else train).append(s)
+    return train, hold
+
+
 def _machine() -> str:
     """CPU model and core count (training time depends on them)."""
     import os
@@ -118,7 +133,7 @@ def make_card(name: str, spec: dict, args, diameter: float):
 
 
 def tune_postprocess(val, maps, select_groups) -> dict:
-    """Grid-search fg/seed thresholds on cached val maps (mean AP@0.5 then mAP)."""
+    """Grid-search fg/seed thresholds on cached maps of held-out images (mean AP@0.5 then mAP)."""
     from napari_medseg.analysis.metrics import MAP_THRESHOLDS, average_precision
     from napari_medseg.inference.instances import instances_from_maps
 
@@ -136,7 +151,7 @@ def tune_postprocess(val, maps, select_groups) -> dict:
                 key = (round(float(a[0]), 4), float(a.mean()))
                 if best is None or key > best[0]:
                     best = (key, {"fg_threshold": fg_t, "seed_threshold": seed_t, "min_size": min_size})
-    print(f"tuned postprocess {best[1]}: val AP50 {best[0][0]:.3f} mAP {best[0][1]:.3f}", flush=True)
+    print(f"tuned postprocess {best[1]}: held-out AP50 {best[0][0]:.3f} mAP {best[0][1]:.3f}", flush=True)
     return best[1]
 
 
@@ -184,9 +199,12 @@ def train_one(name: str, args) -> None:
     spec = MODELS[name]
     t0 = time.time()
     train = load_split("train", spec["train_groups"], spec["color"])
+    train, hold = split_holdout(train, args.holdout, seed=1234)
+    hold = [s for s in hold if s.group in spec["val_groups"]]
     val = load_split("val", spec["val_groups"], spec["color"])
-    val_select = [s for s in val if s.group in spec["select_groups"]]
-    print(f"[{name}] {len(train)} train / {len(val)} val images", flush=True)
+    hold_select = [s for s in hold if s.group in spec["select_groups"]]
+    print(f"[{name}] {len(train)} train / {len(hold)} held-out train (selection, tuning) / {len(val)} val images",
+          flush=True)
     diameter = typical_diameter([s.labels for s in train])
     torch.manual_seed(args.seed)
     card = make_card(name, spec, args, diameter)
@@ -212,19 +230,21 @@ def train_one(name: str, args) -> None:
             print(f"[{name}] step {p.step}/{p.total} loss {i['loss']:.4f} lr {i['lr']:.2e} "
                   f"val {i['val']} best {i['best']} {i['elapsed_s']:.0f}s", flush=True)
 
-    res = run(train_iter(net, card, train, val_select, cfg, out=out, log=lambda s: print(f"[{name}] {s}", flush=True)),
+    card.training["holdout"] = {"fraction": args.holdout, "seed": 1234, "n_images": len(hold),
+                                "used_for": "checkpoint selection and post-processing thresholds"}
+    res = run(train_iter(net, card, train, hold_select, cfg, out=out, log=lambda s: print(f"[{name}] {s}", flush=True)),
               report)
     net, card = res.net, res.card
-    # Tune post-processing on val maps, then score through the engine.
+    # Tune post-processing on the held-out train maps, then score val once through the engine.
     maps: list = []
-    validate(net, card, val, maps=maps)
-    card.output["postprocess"] = {**card.output["postprocess"], **tune_postprocess(val, maps, spec["select_groups"])}
+    validate(net, card, hold, maps=maps)
+    card.output["postprocess"] = {**card.output["postprocess"], **tune_postprocess(hold, maps, spec["select_groups"])}
     card.training["wall_time_min"] = round((time.time() - t0) / 60, 1)
     card.training["epochs"] = f"{res.steps} steps x {args.batch} patches of {args.patch} px (no fixed epochs)"
     save_model(out, net, card)
     scores = score_with_engine(out, val)
     card = ModelCard.from_json(out / "model.json")
-    card.metrics = {"dsb2018_val": scores, "postprocess_tuned_on": "dsb2018 val",
+    card.metrics = {"dsb2018_val": scores, "postprocess_tuned_on": f"dsb2018 train hold-out ({len(hold)} images)",
                     "val_during_training": res.best}
     card.to_json(out / "model.json")
     print(f"[{name}] final val: {json.dumps(scores)}", flush=True)
@@ -246,6 +266,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--init", default=None, help="model folder (or parent of <name>/) to start from")
     ap.add_argument("--warmup", type=int, default=50)
+    ap.add_argument("--holdout", type=float, default=0.1,
+                    help="fraction of each modality of train held out for checkpoint selection and tuning")
     args = ap.parse_args(argv)
     if args.minutes is None and args.steps is None:
         ap.error("give --minutes or --steps")

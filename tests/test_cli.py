@@ -102,3 +102,20 @@ def test_console_script_help():
     assert exe.returncode == 0 and "segment" in exe.stdout and "models" in exe.stdout
     bad = subprocess.run([sys.executable, "-m", "napari_medseg.cli", "segment"], capture_output=True, text=True)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+def test_segment_tta_flag_reaches_the_engine(tmp_path, models, monkeypatch):
+    from napari_medseg.inference import segment as seg_mod
+
+    seen = {}
+    real = seg_mod.segment_iter
+
+    def spy(*a, **k):
+        seen["tta"] = k.get("tta")
+        return real(*a, **k)
+
+    monkeypatch.setattr(seg_mod, "segment_iter", spy)
+    a = _tiff(tmp_path / "a.tif")
+    assert main(["segment", str(a), "-o", str(tmp_path / "out"), "--model", "grey-one", "--tta", "-q"]) == 0
+    assert seen["tta"] is True
+    assert read(tmp_path / "out" / "a_labels.tif")[0].shape == (70, 90)

@@ -438,3 +438,27 @@ def test_postprocessing_in_a_worker_thread(pixel_model, monkeypatch):
                    postprocess={"block_size": 50, "max_object_size": 24})
     assert "postprocess" in seen and (out == 5).all()
     assert not any(t.name.startswith("medseg-postprocess") for t in threading.enumerate())
+
+
+def test_tta_averages_the_mirror_images(tmp_path):
+    """tta=True equals the mean of the probabilities of the 4 mirror images, flipped back; tiling-independent."""
+    path = make_random_model(tmp_path / "m", depth=3, base_channels=4, seed=3)
+    card = json.loads((path / "model.json").read_text())
+    card["input"]["normalization"] = {"kind": "none"}  # same limits for every mirror image
+    (path / "model.json").write_text(json.dumps(card))
+    img = ndi.gaussian_filter(np.random.default_rng(8).random((90, 121)).astype(np.float32), 2)
+    img = (img - img.mean()) / img.std() * 3  # contrast a random network responds to
+    kw = dict(return_probabilities=True, precision="float32", postprocess={"min_size": 0})
+    tta = run(segment_iter(img, str(path), tta=True, tile_size=256, **kw))
+    tta_tiled = run(segment_iter(img, str(path), tta=True, tile_size=64, **kw))
+    manual = np.zeros(tta.probabilities.shape, np.float64)
+    for axes in ((), (1,), (0,), (0, 1)):
+        p = run(segment_iter(np.ascontiguousarray(np.flip(img, axes)), str(path), tile_size=256, **kw))
+        manual += np.flip(p.probabilities.astype(np.float64), tuple(a + 1 for a in axes))
+    manual /= 4
+    plain = run(segment_iter(img, str(path), tile_size=256, **kw))
+    assert tta.info["tta"] is True and plain.info["tta"] is False
+    assert np.abs(tta.probabilities - manual).max() <= 2e-3
+    assert np.abs(tta.probabilities.astype(np.float32) - tta_tiled.probabilities).max() <= 1e-3
+    # a random network is not mirror-symmetric: the averaging did change the maps
+    assert np.abs(tta.probabilities.astype(np.float32) - plain.probabilities).max() > 1e-2

@@ -202,6 +202,7 @@ def segment_iter(
     postprocess: dict | None = None,
     precision: str = "auto",
     units: str | Sequence[str] | None = None,
+    tta: bool = False,
 ) -> Generator[Progress, None, SegmentResult]:
     """Segment an image, yielding progress; returns a :class:`SegmentResult`.
 
@@ -257,6 +258,12 @@ def segment_iter(
         ``"mm"``, ``"nm"``...).  None: the card's ``pixel_unit``.  Pixel-like
         units (``"pixel"``, ``"px"``, ``""``: an uncalibrated image) turn
         resampling off.
+    tta : bool
+        Test-time augmentation: average the network's maps (after sigmoid /
+        softmax) over the tile and its mirror images along the last two model
+        axes (4 passes, so ~4x the network time).  Smoother maps and slightly
+        better objects (on ``dsb2018/val`` fluorescence, AP@0.5 +0.018 with
+        the shipped ``nuclei`` model, see BENCHMARKS.md).
 
     Yields
     ------
@@ -390,7 +397,7 @@ def segment_iter(
     source = ArraySource(image, axes, channels, low, high)
     timings["normalize"] = time.perf_counter() - t
 
-    predictor = _Predictor(info.path, net, card, dev, reason, batch_size, n_extra, model_tile, precision)
+    predictor = _Predictor(info.path, net, card, dev, reason, batch_size, n_extra, model_tile, precision, tta=tta)
     tiles_all = list(grid)
     blocks = plan_blocks(spatial_shape, blk_shape, blk_halo) if instance else []
     needs, refs = _block_tiles(grid, blocks)
@@ -522,7 +529,7 @@ def segment_iter(
         "batch_size": predictor.max_batch, "blocks": len(blocks), "resampled": resample, "zoom": zoom,
         "n_labels": n_labels, "megapixels": n_px / 1e6, "threads": torch.get_num_threads(),
         "precision": predictor.dtype_name, "max_cached_tiles": max_cached,
-        "max_cache_mb": round(cache.max_nbytes / 2**20, 1),
+        "max_cache_mb": round(cache.max_nbytes / 2**20, 1), "tta": bool(tta),
     }
     return SegmentResult(labels, probs, predictor.device.type, predictor.reason, card.name, timings, res_info)
 
@@ -776,11 +783,16 @@ class _Predictor:
 
     ``__call__(x, crop)`` takes ``(B, C, *tile)`` float32 and returns the
     activated outputs (sigmoid for instance models, softmax for semantic)
-    cropped to ``crop``, as float32 numpy ``(B, K, *core)``.
+    cropped to ``crop``, as float32 numpy ``(B, K, *core)``.  With ``tta``
+    the activated outputs are averaged over the identity and the flips of the
+    last two axes.
     """
 
+    #: flips (tensor dims) averaged by test-time augmentation, besides the identity
+    TTA_FLIPS = ((-1,), (-2,), (-2, -1))
+
     def __init__(self, path, net, card, device, reason: str, batch_size: int, n_extra: int,
-                 model_tile: list[int] | None, precision: str = "auto") -> None:
+                 model_tile: list[int] | None, precision: str = "auto", tta: bool = False) -> None:
         if precision not in PRECISIONS:
             raise ParameterError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.path = path
@@ -790,6 +802,7 @@ class _Predictor:
         self.n_extra = n_extra
         self.model_tile = model_tile
         self.precision = precision
+        self.tta = bool(tta)
         self.instance = card.kind == "instance"
         self._set_device(net, device)
 
@@ -839,15 +852,26 @@ class _Predictor:
                                    antialias=shrink and mode == "bilinear")
             if self.channels_last and xt.ndim == 4:
                 xt = xt.contiguous(memory_format=torch.channels_last)
+            def activate(t):
+                return torch.sigmoid(t) if self.instance else torch.softmax(t, dim=1)
+
             with self._autocast():
                 y = self.net(xt)
             y = y.float()
+            if self.tta:  # average probabilities (not logits) over mirror images
+                y = activate(y)
+                for dims in self.TTA_FLIPS:
+                    with self._autocast():
+                        yf = self.net(torch.flip(xt, dims))
+                    y += torch.flip(activate(yf.float()), dims)
+                y /= 1 + len(self.TTA_FLIPS)
             if self.model_tile is not None:
                 y = F.interpolate(y, size=tuple(spatial), mode=mode, align_corners=False)
             if ne:
                 y = y.reshape(b, y.shape[1], *full)
             y = y[(slice(None), slice(None), *crop)]
-            y = torch.sigmoid(y) if self.instance else torch.softmax(y, dim=1)
+            if not self.tta:
+                y = activate(y)
             return y.cpu().numpy()
 
     def _fallback_to_cpu(self, why: str) -> None:
