@@ -44,6 +44,17 @@ MODELS = {
         "description": "Nuclei in grey images (fluorescence, brightfield, grey H&E): instance segmentation "
                        "by a U-Net predicting foreground and a normalised distance map, then seeded watershed.",
     },
+    # Not shipped: the base of the fine-tuning adaptation benchmark (benchmarks/bench_finetune.py), a model
+    # that never saw brightfield or histology.
+    "nuclei-fluo-only": {
+        "color": "grey", "channels": 1,
+        "train_groups": {"fluo": 1.0},
+        "val_groups": ("fluo",),
+        "select_groups": ("fluo",),
+        "augment": {"p_invert": 0.5},
+        "description": "Nuclei in fluorescence images only (benchmark base, not shipped): U-Net foreground + "
+                       "normalised distance, then seeded watershed.",
+    },
     "nuclei-he": {
         "color": "rgb", "channels": 3,
         # 75 H&E images only: the grey images, replicated to RGB, add touching-nuclei shapes (30 % of patches).
@@ -273,7 +284,7 @@ def main(argv=None) -> int:
         ap.error("give --minutes or --steps")
     if not DSB.exists():
         ap.error(f"dataset not found at {DSB}")
-    for name in (MODELS if args.model == "all" else [args.model]):
+    for name in (["nuclei", "nuclei-he"] if args.model == "all" else [args.model]):
         train_one(name, args)
     return 0
 

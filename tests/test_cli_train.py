@@ -77,3 +77,45 @@ def test_semantic_classes_and_usage_errors(tmp_path, monkeypatch):
             _train_main(args)
     with pytest.raises(ParameterError, match="2 --images but 1 --labels"):
         run(argparse.Namespace(images=[a, a], labels=[la]))  # checked before anything is read
+
+
+def test_roi_boxes_parse_and_rasterise_exactly():
+    from napari_medseg.cli_train import box_polygons, roi_box
+    from napari_medseg.training.regions import find_region
+
+    assert roi_box("8:40,4:30") == ((8, 40), (4, 30)) and roi_box("all") is None
+    assert roi_box("1:3,8:40,4:30") == ((1, 3), (8, 40), (4, 30))
+    for bad in ("8:40", "40:8,0:5", "a:b,0:5", "0:5,0:5,0:5,0:5", "-1:5,0:5"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            roi_box(bad)
+    lab = np.zeros((64, 64), np.int32)
+    lab[50:55, 50:55] = 1  # painted outside the box: not used
+    r = find_region(lab, box_polygons(roi_box("8:40,4:30")))
+    used = np.zeros(lab.shape, bool)
+    used[r.box] = r.mask if r.mask is not None else True
+    expect = np.zeros(lab.shape, bool)
+    expect[8:40, 4:30] = True
+    assert r.source == "roi" and np.array_equal(used, expect)
+    lab3 = np.zeros((5, 64, 64), np.int32)
+    r3 = find_region(lab3, box_polygons(roi_box("1:3,8:40,4:30")))
+    used3 = np.zeros(lab3.shape, bool)
+    used3[r3.box] = r3.mask if r3.mask is not None else True
+    expect3 = np.zeros(lab3.shape, bool)
+    expect3[1:3, 8:40, 4:30] = True
+    assert np.array_equal(used3, expect3)
+
+
+def test_train_with_roi(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MEDSEG_MODELS_DIR", str(tmp_path / "user-models"))
+    (a, la), (b, lb) = _write_pair(tmp_path, 0), _write_pair(tmp_path, 1)
+    rc = _train_main(["--images", str(a), str(b), "--labels", str(la), str(lb), "--out", str(tmp_path / "m"),
+                      "--roi", "0:48,0:64", "all", "--epochs", "1", "--threads", "1", "--batch-size", "2", "-q"])
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert "ROI" in err
+    assert cli.main(["train", "--images", str(a), str(b), "--labels", str(la), str(lb), "--roi", "0:8,0:8", "all",
+                     "all", "--epochs", "1", "-q"]) == 2
+    assert "3 --roi boxes for 2 images" in capsys.readouterr().err
+    assert cli.main(["train", "--images", str(a), "--labels", str(la), "--roi", "0:1,0:8,0:8", "--epochs", "1",
+                     "-q"]) == 2
+    assert "has 3 ranges but labels" in capsys.readouterr().err

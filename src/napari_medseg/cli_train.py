@@ -4,13 +4,17 @@
 
     medseg train --images A.tif B.tif --labels A_lab.tif B_lab.tif [--base NAME|PATH|scratch]
                  [--mode instance|semantic] [--out MODEL_DIR | --name NAME] [--minutes M] [--epochs N]
-                 [--classes a,b] [--lr LR] [--no-augment] [--no-early-stopping] [--val-fraction F]
+                 [--roi BOX [BOX ...]] [--classes a,b] [--lr LR] [--no-augment] [--no-early-stopping]
+                 [--val-fraction F]
                  [--device auto|cpu|cuda|mps] [--overwrite] [--quiet]
 
 The model folder it writes is usable at once: ``medseg segment IMG -o OUT
 --model MODEL_DIR`` (or ``--model NAME`` when saved in the user model folder).
 Only the annotated region of each labels image is used (the painted labels'
 bounding box + 16 px); inside it unpainted pixels count as background.
+``--roi`` gives that region explicitly as a pixel box per image
+(``y0:y1,x0:x1`` or ``z0:z1,y0:y1,x0:x1``, ends exclusive; ``all`` = the
+default region), as a Shapes rectangle does in the Train widget.
 
 Wiring (in ``cli.py``)::
 
@@ -41,6 +45,39 @@ def _positive_float(text: str) -> float:
     return v
 
 
+def roi_box(text: str) -> tuple[tuple[int, int], ...] | None:
+    """Parse ``"y0:y1,x0:x1"`` / ``"z0:z1,y0:y1,x0:x1"`` (pixel indices, ends exclusive); ``"all"`` -> None."""
+    if text.strip().lower() in ("all", "none", "-"):
+        return None
+    parts = [q.strip() for q in text.split(",")]
+    box = []
+    for q in parts:
+        ends = q.split(":")
+        try:
+            lo, hi = (int(e) for e in ends)
+        except ValueError:
+            lo = hi = None
+        if len(ends) != 2 or lo is None or not 0 <= lo < hi:
+            raise argparse.ArgumentTypeError(
+                f"ROI {text!r}: expected y0:y1,x0:x1 or z0:z1,y0:y1,x0:x1 with 0 <= start < end, or 'all'")
+        box.append((lo, hi))
+    if len(box) not in (2, 3):
+        raise argparse.ArgumentTypeError(f"ROI {text!r}: give 2 (Y, X) or 3 (Z, Y, X) ranges")
+    return tuple(box)
+
+
+def box_polygons(box: tuple[tuple[int, int], ...]) -> list:
+    """ROI polygons (as :func:`napari_medseg.training.regions.roi_mask` takes them) of a pixel box."""
+    import numpy as np
+
+    (y0, y1), (x0, x1) = box[-2:]
+    rect = np.array([[y0, x0], [y0, x1 - 1], [y1 - 1, x1 - 1], [y1 - 1, x0]], float)
+    if len(box) == 2:
+        return [rect]
+    z0, z1 = box[0]
+    return [np.c_[np.full(4, float(z)), rect] for z in range(z0, z1)]
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add the ``train`` options to ``p``."""
     p.add_argument("--images", nargs="+", required=True, metavar="IMG", type=Path,
@@ -57,6 +94,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--minutes", type=_positive_float, default=None, metavar="M",
                    help="time budget in minutes (default 2 when --epochs is not given)")
     p.add_argument("--epochs", type=_positive_int, default=None, metavar="N", help="number of epochs")
+    p.add_argument("--roi", nargs="+", type=roi_box, default=None, metavar="BOX",
+                   help="region used for training, one per image (or one for all): y0:y1,x0:x1 or "
+                        "z0:z1,y0:y1,x0:x1 in pixels, ends exclusive; 'all' = the painted labels' bounding region")
     p.add_argument("--classes", default=None, metavar="a,b",
                    help="semantic mode: names of classes 1, 2, ... separated by commas")
     p.add_argument("--lr", type=_positive_float, default=None,
@@ -112,6 +152,21 @@ def run(args: argparse.Namespace) -> int:
         images.append(img)
         labels.append(lab.data[0] if isinstance(lab.data, list) else lab.data)
     classes = None if args.classes is None else [c.strip() for c in args.classes.split(",") if c.strip()]
+    roi = None
+    if args.roi is not None:
+        boxes = list(args.roi)
+        if len(boxes) == 1:
+            boxes = boxes * len(labels)
+        if len(boxes) != len(labels):
+            raise ParameterError(f"{len(args.roi)} --roi boxes for {len(labels)} images: give one per image "
+                                 "(or one for all; 'all' = no ROI for that image)")
+        for b, lab, lp in zip(boxes, labels, args.labels):
+            if b is not None:
+                if len(b) != lab.ndim:
+                    raise ParameterError(f"--roi {b} has {len(b)} ranges but labels {lp} are {lab.ndim}D")
+                if any(lo >= n for (lo, _), n in zip(b, lab.shape)):
+                    raise ParameterError(f"--roi {b} starts outside labels {lp} of shape {tuple(lab.shape)}")
+        roi = [None if b is None else box_polygons(b) for b in boxes]
 
     bar = None
     if not args.quiet:
@@ -141,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         res = drain(finetune_iter(images, labels, base=None if args.base == "scratch" else args.base, mode=args.mode,
-                                  class_names=classes, minutes=args.minutes, epochs=args.epochs, lr=args.lr,
+                                  class_names=classes, roi=roi, minutes=args.minutes, epochs=args.epochs, lr=args.lr,
                                   augment=not args.no_augment, val_fraction=args.val_fraction,
                                   early_stopping=not args.no_early_stopping, device=args.device, out=args.out,
                                   name=args.name, overwrite=args.overwrite, threads=args.threads,
