@@ -29,6 +29,11 @@ Training steps come from :func:`napari_medseg.training.loop.train_iter`
 (instance) or :func:`.semantic.semantic_train_iter` (semantic): AdamW with
 warm-up and cosine decay over the budget, augmented patches made in a
 background thread (both CPU cores stay busy), CUDA mixed precision.
+
+Helpers live in :mod:`.finetune_inputs` (checking the pairs),
+:mod:`.finetune_model` (base model or scratch, heads, class names) and
+:mod:`.finetune_data` (crops, validation items, scoring, threshold tuning);
+this module keeps the loop, the output folder and the public functions.
 """
 
 from __future__ import annotations
@@ -46,15 +51,12 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ModelError, ParameterError
+from ..errors import ParameterError
 from ..progress import CancelToken, Progress, run
-from .regions import Region, describe_regions, find_region, per_image_roi, split_validation
+from .regions import describe_regions, find_region, per_image_roi, split_validation
 
-MODES = ("instance", "semantic")
 #: Time budget (minutes) when neither ``minutes`` nor ``epochs`` is given.
 DEFAULT_MINUTES = 2.0
-#: U-Net of a model trained from scratch.
-SCRATCH_ARCH = {"base_channels": 16, "depth": 4, "norm": "batch"}
 LR_SCRATCH = 1e-3
 #: Also 1e-3: adapting the grey nuclei model to dsb2018 histo (3 images, 2 CPU minutes), 1e-3 beat 3e-4 on all
 #: three image draws tried (histo val AP@0.5 0.435/0.354/0.426 vs 0.319/0.345/0.347; benchmarks/bench_finetune.py).
@@ -63,11 +65,6 @@ LR_FINETUNE = 1e-3
 #: benchmark the held-out strips found a better epoch 19 after a plateau from epoch 6 (seed 1: AP@0.5 0.354 with
 #: patience 10, 0.415 without early stopping).
 PATIENCE = 20
-#: Image context (pixels) kept around each region, seen by the network but never in the loss.
-CONTEXT = 48
-DEFAULT_NORMALIZATION = {"kind": "percentile", "low": 1.0, "high": 99.8}
-#: Relative pixel-size difference above which images are resampled (as the engine does).
-RESAMPLE_TOLERANCE = 0.05
 
 
 @dataclass
@@ -103,368 +100,27 @@ class FinetuneResult:
     net: Any = field(default=None, repr=False)
 
 
-# --------------------------------------------------------------------------------- inputs
-@dataclass
-class _Pair:
-    image: Any  # array-like, spatial axes then channels last: (Y,X,C) / (Z,Y,X,C); C may be absent
-    labels: np.ndarray  # (Y,X) / (Z,Y,X) int
-    name: str
-    channels: int
-    rgb: bool
-    scale_yx: tuple[float, float] | None
-
-
-def _as_pair(image, labels, name: str, scale) -> _Pair:
-    """Put an image and its labels in (spatial..., channels-last) order and check them."""
-    axes = None
-    if hasattr(image, "data") and hasattr(image, "axes") and hasattr(image, "world_axes"):  # a Volume
-        vol = image
-        image, axes = (vol.data[0] if isinstance(vol.data, list) else vol.data), vol.axes.upper()
-        name = name or vol.name or ""
-        if scale is None and vol.scale is not None:
-            scale = [s for s, a in zip(vol.scale, vol.world_axes) if a in "ZYX"]
-    if hasattr(labels, "data") and hasattr(labels, "axes"):
-        labels = labels.data[0] if isinstance(labels.data, list) else labels.data
-    labels = np.asarray(labels)
-    if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):
-        if np.issubdtype(labels.dtype, np.floating) and np.all(np.mod(labels, 1) == 0):
-            labels = labels.astype(np.int64)
-        else:
-            raise ParameterError(f"labels of {name!r} must be integers, got dtype {labels.dtype}")
-    if labels.ndim not in (2, 3):
-        raise ParameterError(f"labels of {name!r} must be 2D (Y, X) or 3D (Z, Y, X), got shape {labels.shape}")
-    if labels.size and labels.min() < 0:
-        raise ParameterError(f"labels of {name!r} have negative values")
-    if not hasattr(image, "shape") or not hasattr(image, "__getitem__"):
-        image = np.asarray(image)
-    shape = tuple(int(s) for s in image.shape)
-    if axes is not None:
-        if "T" in axes:
-            raise ParameterError(f"image {name!r} has a time axis: pick one time point first")
-        ch = next((i for i, a in enumerate(axes) if a in "CS"), None)
-        if ch is not None and ch != len(axes) - 1:
-            image = _moveaxis(image, ch, -1)
-            shape = tuple(int(s) for s in image.shape)
-    elif shape != labels.shape and len(shape) == labels.ndim + 1 and shape[:-1] != labels.shape:
-        # channels first: (C, Y, X) or (Z, C, Y, X)
-        if shape[1:] == labels.shape:
-            image = _moveaxis(image, 0, -1)
-        elif labels.ndim == 3 and shape[0] == labels.shape[0] and shape[2:] == labels.shape[1:]:
-            image = _moveaxis(image, 1, -1)
-        shape = tuple(int(s) for s in image.shape)
-    if shape == labels.shape:
-        channels, rgb = 1, False
-    elif len(shape) == labels.ndim + 1 and shape[:-1] == labels.shape:
-        channels = shape[-1]
-        rgb = channels in (3, 4)
-        if channels == 4:
-            image = image[..., :3]  # drop alpha
-            channels = 3
-    else:
-        raise ParameterError(
-            f"image {name!r} of shape {shape} does not match its labels of shape {labels.shape}: the labels need "
-            "the image's spatial shape ((Z,) Y, X); channels may come first or last")
-    scale_yx = None
-    if scale is not None:
-        s = [float(v) for v in scale]
-        if len(s) < 2 or any(not (v > 0 and math.isfinite(v)) for v in s):
-            raise ParameterError(f"scale of {name!r} must be positive pixel sizes ((Z,) Y, X), got {scale}")
-        scale_yx = (s[-2], s[-1])
-    return _Pair(image, labels, name, channels, rgb, scale_yx)
-
-
-def _moveaxis(a, src: int, dst: int):
-    if isinstance(a, np.ndarray):
-        return np.moveaxis(a, src, dst)
-    try:  # dask and friends
-        import dask.array as da
-
-        return da.moveaxis(da.asarray(a), src, dst)
-    except ImportError:  # pragma: no cover
-        return np.moveaxis(np.asarray(a), src, dst)
-
-
-def _per_image(value, n: int, what: str) -> list:
-    if value is None:
-        return [None] * n
-    if np.ndim(value) == 1 and all(np.isscalar(v) for v in value):
-        return [value] * n
-    value = list(value)
-    if len(value) != n:
-        raise ParameterError(f"{what} has {len(value)} entries for {n} images")
-    return value
-
-
-# --------------------------------------------------------------------------------- model
-def _class_names(class_names, labels: Sequence[np.ndarray], mode: str) -> list[str]:
-    """Full class-name list (background first) for the labels."""
-    if mode == "instance":
-        names = list(class_names or [])
-        return ["background", names[-1] if names else "object"]
-    top = max(int(np.max(lab, initial=0)) for lab in labels)
-    names = [str(c).strip() for c in (class_names or []) if str(c).strip()]
-    if names and names[0].lower() == "background":
-        names = names[1:]
-    if names and top > len(names):
-        raise ParameterError(f"the labels use class {top} but only {len(names)} class name(s) were given: {names}")
-    n = max(top, len(names), 1)
-    names += [f"class_{i}" for i in range(len(names) + 1, n + 1)]
-    return ["background", *names]
-
-
-def _load_base(base, mode: str, channels: int, rgb: bool, n_out: int, seed: int):
-    """``(net, card, base_label, head_reinitialised)``: the network to train and a card to start from."""
-    import torch
-
-    from ..models.spec import ModelCard, build_network, load_model
-
-    if base is None or (isinstance(base, str) and base.strip().lower() in ("", "scratch", "none")):
-        arch = {"type": "unet", "dims": 2, "in_channels": channels, "out_channels": n_out, **SCRATCH_ARCH}
-        color = "grey" if channels == 1 else "rgb" if (channels == 3 and rgb) else "multichannel"
-        card = ModelCard(name="scratch", architecture=arch,
-                         input={"channels": channels, "color": color, "normalization": dict(DEFAULT_NORMALIZATION),
-                                "pixel_size": None, "pixel_unit": "µm"},
-                         output={"kind": mode, "postprocess": {}})
-        torch.manual_seed(seed)
-        return build_network(card), card, None, False
-    from ..models.registry import resolve_model
-
-    info = resolve_model(base)
-    net, card = load_model(info.path, "cpu")  # our own copy: the inference cache's nets are never trained
-    card = copy.deepcopy(card)
-    label = info.name if info.source != "path" else str(info.path)
-    if card.dims != 2:
-        raise ModelError(f"base model {info.name!r} is {card.dims}D; fine-tuning trains 2D models (3D data are "
-                         "trained slice by slice): choose a 2D base model or train from scratch")
-    if card.kind not in MODES:
-        raise ModelError(f"base model {info.name!r} is a {card.kind!r} model; choose a segmentation model")
-    if card.in_channels != channels:
-        what = "RGB" if rgb else f"{channels}-channel" if channels > 1 else "single-channel (grey)"
-        raise ModelError(
-            f"base model {info.name!r} takes {card.in_channels}-channel ({card.input.get('color', '?')}) images "
-            f"but the training images are {what}: choose a matching base model or train from scratch")
-    if int(card.architecture.get("out_channels", 0)) != n_out or card.kind != mode:
-        torch.manual_seed(seed)
-        old = net.head
-        net.head = type(old)(old.in_channels, n_out, 1)  # a new head (same conv kind), other layers kept
-        card.architecture = {**card.architecture, "out_channels": n_out}
-        return net, card, label, True
-    return net, card, label, False
-
-
-def _prior_bias(net, samples, n_classes: int) -> None:
-    """Start a new semantic head at the painted class frequencies (bias = log frequency).
-
-    Lesions often cover < 1 % of the pixels; starting from uniform class
-    probabilities wastes the first of the few hundred steps a CPU budget
-    allows on learning that most pixels are background (cf. the prior
-    initialisation of focal-loss detectors, Lin et al. 2017).
-    """
-    import torch
-
-    counts = np.zeros(n_classes)
-    for s in samples:
-        counts += np.bincount(s.labels[s.weight > 0].ravel(), minlength=n_classes)[:n_classes]
-    freq = np.clip(counts / max(counts.sum(), 1.0), 1e-3, 1.0)
-    with torch.no_grad():
-        net.head.bias.copy_(torch.from_numpy(np.log(freq / freq.sum())).to(net.head.bias))
-
-
-def _output_section(base_card, mode: str, names: list[str]) -> dict:
-    from ..inference.instances import DEFAULT_POSTPROCESS
-
-    if mode == "instance":
-        pp = dict(base_card.output.get("postprocess") or {}) if base_card.kind == "instance" else {}
-        return {"kind": "instance", "channels": ["foreground", "distance"], "class_names": names,
-                "postprocess": {**DEFAULT_POSTPROCESS, **pp}}
-    return {"kind": "semantic", "channels": list(names), "class_names": list(names), "postprocess": {}}
-
-
-# --------------------------------------------------------------------------------- data
-@dataclass
-class _ValItem:
-    image: np.ndarray  # (C, H, W) normalised, with context
-    labels: np.ndarray  # (h, w) inner crop, 0 outside the val mask
-    mask: np.ndarray  # (h, w) bool
-    inner: tuple[slice, slice]  # where the inner crop lies in ``image``
-
-
-def _grow(box: tuple[slice, ...], shape: Sequence[int], m: int) -> tuple[slice, ...]:
-    return tuple(slice(max(0, s.start - m), min(n, s.stop + m)) for s, n in zip(box, shape))
-
-
-def _build_units(pairs: list[_Pair], regions: list[Region], norm_spec: dict | None, target_ps, mode: str):
-    """Training :class:`~.data.Sample` list and validation items, as 2D crops of the regions."""
-    from ..inference.normalize import normalization_limits
-    from .data import Sample
-
-    train, val = [], []
-    for pair, reg in zip(pairs, regions):
-        if reg.source == "empty":
-            continue
-        nd = pair.labels.ndim
-        axes = ("ZYX" if nd == 3 else "YX") + ("C" if pair.channels > 1 or pair.image.ndim > nd else "")
-        channels = list(range(pair.channels)) if "C" in axes else None
-        low, high = normalization_limits(pair.image, axes, norm_spec, channels)
-        ctx = _grow(reg.box, pair.labels.shape, CONTEXT)
-        if nd == 3:  # Z is not grown: slices are separate 2D samples
-            ctx = (reg.box[0], *ctx[1:])
-        img = np.asarray(pair.image[ctx], dtype=np.float32)
-        if img.ndim == nd:
-            img = img[..., None]
-        if low is not None:
-            img = (img - low) / np.maximum(high - low, 1e-6)
-        img = img.astype(np.float32, copy=False)
-        lab = np.asarray(pair.labels[ctx])
-        # region masks in the context crop; labels outside the region are never read
-        off = tuple(b.start - c.start for b, c in zip(reg.box, ctx))
-        inner = tuple(slice(o, o + s) for o, s in zip(off, reg.mask.shape))
-        m_all = np.zeros(lab.shape, bool)
-        m_all[inner] = reg.mask
-        m_val = np.zeros(lab.shape, bool)
-        if reg.val is not None:
-            m_val[inner] = reg.val
-        lab = np.where(m_all, lab, 0).astype(np.int32)
-        m_train = m_all & ~m_val
-        zoom = None
-        if target_ps is not None and pair.scale_yx is not None:
-            z = (pair.scale_yx[0] / target_ps[0], pair.scale_yx[1] / target_ps[1])
-            if any(abs(v - 1.0) > RESAMPLE_TOLERANCE for v in z):
-                zoom = z
-        for z in range(img.shape[0]) if nd == 3 else [None]:
-            if z is None:
-                im2, lab2, tr2, va2 = img, lab, m_train, m_val
-            else:
-                im2, lab2, tr2, va2 = img[z], lab[z], m_train[z], m_val[z]
-            if zoom is not None:
-                im2, lab2, tr2, va2 = _zoom(im2, lab2, tr2, va2, zoom)
-            name = pair.name if z is None else f"{pair.name} z={reg.box[0].start + z}"
-            if tr2.any():
-                painted = bool(lab2[tr2].any())
-                train.append(Sample(im2 if im2.shape[-1] > 1 else im2[..., 0], lab2, tr2.astype(np.float32),
-                                    name=name, group="painted" if painted else "background"))
-            if va2.any():
-                val.append(_val_item(im2, lab2, va2))
-    return train, val
-
-
-def _zoom(im, lab, tr, va, zoom):
-    from scipy import ndimage as ndi
-
-    im = ndi.zoom(im, (*zoom, 1), order=1, mode="mirror")
-    out = [ndi.zoom(a.astype(np.uint8) if a.dtype == bool else a, zoom, order=0, mode="nearest") for a in (lab, tr, va)]
-    return im, out[0], out[1].astype(bool), out[2].astype(bool)
-
-
-def _val_item(im: np.ndarray, lab: np.ndarray, va: np.ndarray) -> _ValItem:
-    from .regions import _box_of
-
-    box = _box_of(va)
-    ctx = _grow(box, va.shape, 32)
-    inner = tuple(slice(b.start - c.start, b.stop - c.start) for b, c in zip(box, ctx))
-    chw = np.ascontiguousarray(np.moveaxis(im[ctx], -1, 0))
-    mask = va[box]
-    return _ValItem(chw, np.where(mask, lab[box], 0).astype(np.int32), mask, inner)
-
-
-def _validate(net, mode: str, items: list[_ValItem], postprocess: dict) -> dict:
-    """Validation scores on the held-out parts.
-
-    ``score`` is AP@0.5 pooled over all held-out parts (TP / (TP + FP + FN),
-    objects cut by the part's edge included) for instance models, the mean
-    foreground-class Dice (pooled pixels) for semantic ones.  ``key`` orders
-    epochs (AP@0.5, then foreground Dice, for instance).
-    """
-    from ..analysis.metrics import counts
-
-    was_training = net.training
-    net.eval()
-    try:
-        if mode == "instance":
-            from ..inference.instances import instances_from_maps
-            from .loop import predict_maps
-
-            pp = {k: postprocess[k] for k in ("fg_threshold", "seed_threshold", "min_size") if k in postprocess}
-            tp = fp = fn = 0
-            inter = tot = 0
-            for it in items:
-                fg, dist = predict_maps(net, it.image)
-                fg, dist = fg[it.inner], dist[it.inner]
-                pred = np.where(it.mask, instances_from_maps(fg, dist, **pp), 0)
-                c = counts(it.labels, pred, (0.5,))[0]
-                tp, fp, fn = tp + c[0], fp + c[1], fn + c[2]
-                a, b = it.labels > 0, pred > 0
-                inter += int((a & b).sum())
-                tot += int(a.sum() + b.sum())
-            ap = 1.0 if tp + fp + fn == 0 else tp / (tp + fp + fn)
-            dice = 1.0 if tot == 0 else 2 * inter / tot
-            return {"score": float(ap), "ap50": float(ap), "dice": float(dice), "key": (float(ap), float(dice))}
-        from .semantic import predict_classes
-
-        k = int(net.head.out_channels)
-        inter, tot = np.zeros(k), np.zeros(k)
-        for it in items:
-            pred = predict_classes(net, it.image)[it.inner]
-            t, p = it.labels[it.mask], pred[it.mask]
-            inter += np.bincount(t[t == p], minlength=k)[:k]
-            tot += np.bincount(t, minlength=k)[:k] + np.bincount(p, minlength=k)[:k]
-        present = [i for i in range(1, k) if tot[i] > 0]
-        per = {i: 2 * inter[i] / tot[i] for i in present}
-        d = float(np.mean(list(per.values()))) if per else 1.0
-        return {"score": d, "dice": d, "dice_per_class": {int(i): float(v) for i, v in per.items()}, "key": (d,)}
-    finally:
-        net.train(was_training)
-
-
-#: Post-processing thresholds tried on the held-out annotation at the end (instance mode).
-TUNE_FG = (0.4, 0.5, 0.6)
-TUNE_SEED = (0.3, 0.4, 0.5, 0.6, 0.7)
-
-
-def tune_postprocess(net, items: list[_ValItem], postprocess: dict) -> tuple[dict, float, float]:
-    """Pick ``fg_threshold`` / ``seed_threshold`` maximising pooled AP@0.5 on the held-out parts.
-
-    The network maps are computed once; the seeded watershed is re-run for
-    each pair of thresholds (3 x 5).  The card's values are kept unless
-    another pair is strictly better.
-
-    Returns
-    -------
-    postprocess : dict
-        ``postprocess`` with the chosen thresholds.
-    ap_before, ap_after : float
-        Pooled AP@0.5 with the given and the chosen thresholds.
-    """
-    from ..analysis.metrics import counts
-    from ..inference.instances import instances_from_maps
-    from .loop import predict_maps
-
-    was_training = net.training
-    net.eval()
-    try:
-        maps = [tuple(m[it.inner] for m in predict_maps(net, it.image)) for it in items]
-    finally:
-        net.train(was_training)
-    min_size = postprocess.get("min_size", 16)
-
-    def ap(fg_t: float, seed_t: float) -> float:
-        c = np.zeros(3, np.int64)
-        for (fg, dist), it in zip(maps, items):
-            pred = np.where(it.mask, instances_from_maps(fg, dist, fg_threshold=fg_t, seed_threshold=seed_t,
-                                                         min_size=min_size), 0)
-            c += counts(it.labels, pred, (0.5,))[0]
-        return 1.0 if c.sum() == 0 else float(c[0] / c.sum())
-
-    cur = (float(postprocess.get("fg_threshold", 0.5)), float(postprocess.get("seed_threshold", 0.5)))
-    before = ap(*cur)
-    best, best_ap = cur, before
-    for fg_t in TUNE_FG:
-        for seed_t in TUNE_SEED:
-            a = ap(fg_t, seed_t)
-            if a > best_ap + 1e-9:
-                best, best_ap = (fg_t, seed_t), a
-    return {**postprocess, "fg_threshold": best[0], "seed_threshold": best[1]}, before, best_ap
-
+from .finetune_data import (  # noqa: F401  (re-exported: tests and callers import them from here)
+    CONTEXT,
+    RESAMPLE_TOLERANCE,
+    TUNE_FG,
+    TUNE_SEED,
+    _build_units,
+    _val_item,
+    _validate,
+    _ValItem,
+    tune_postprocess,
+)
+from .finetune_inputs import _as_pair, _Pair, _per_image  # noqa: F401
+from .finetune_model import (  # noqa: F401
+    DEFAULT_NORMALIZATION,
+    MODES,
+    SCRATCH_ARCH,
+    _class_names,
+    _load_base,
+    _output_section,
+    _prior_bias,
+)
 
 class _StepLoss:
     """Per-step losses from the 50-step running mean that ``train_iter`` reports.
