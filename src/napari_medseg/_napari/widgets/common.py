@@ -7,6 +7,9 @@
 * :class:`DevicePicker` - ``auto`` plus the devices torch can see; filled in a
   background thread so opening the widget does not wait for ``import torch``.
 * :class:`RunCancelRow` and :class:`StatusLine`.
+* :func:`finish_job` and :func:`report_error` - how every widget shows the
+  end of a :class:`~napari_medseg._napari._worker.ProgressJob` (result,
+  cancel or error: status line, notification, Run/Cancel buttons).
 
 Nothing here runs a model; torch is only imported off the GUI thread.
 """
@@ -14,6 +17,7 @@ Nothing here runs a model; torch is only imported off the GUI thread.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from qtpy.QtCore import Qt, Signal
@@ -27,13 +31,14 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ...errors import ModelError
+from ...errors import MedsegError, ModelError
 
 if TYPE_CHECKING:
     import napari
     from napari.layers import Layer
 
     from ...models.registry import ModelInfo
+    from .._worker import JobOutcome
 
 log = logging.getLogger(__name__)
 
@@ -367,6 +372,103 @@ class StatusLine(QLabel):
         self.setText(text)
         self.setToolTip(text)
         self.setStyleSheet("color: #e05555;" if error else "")
+
+
+#: Status text after a cancelled job that adds layers (``{elapsed}``: seconds).
+CANCELLED_NO_LAYER = "Cancelled after {elapsed:.1f} s; no layer was added."
+
+
+def report_error(status: StatusLine, exc: BaseException, what: str) -> str:
+    """Show a failure in the status line (red) and as a napari error notification.
+
+    A :class:`~napari_medseg.errors.MedsegError` is a problem the user can fix
+    and reads ``"<what> failed: <message>"``; any other exception is a bug:
+    its traceback goes to the log and the text names its type,
+    ``"<what> failed (<Type>): <message>"``.
+
+    Parameters
+    ----------
+    status : StatusLine
+        Where the widget says what happened last.
+    exc : BaseException
+        The error (e.g. :attr:`JobOutcome.error`).
+    what : str
+        The action that failed, capitalised (``"Segmentation"``, ``"Training"``).
+
+    Returns
+    -------
+    str
+        The message shown.
+    """
+    if isinstance(exc, MedsegError):
+        msg = f"{what} failed: {exc}"
+    else:
+        log.error("%s failed", what, exc_info=(type(exc), exc, exc.__traceback__))
+        msg = f"{what} failed ({type(exc).__name__}): {exc}"
+    status.set(msg, error=True)
+    _notify_error(msg)
+    return msg
+
+
+def finish_job(
+    outcome: JobOutcome,
+    status: StatusLine,
+    what: str,
+    show: Callable[[Any], str | None],
+    *,
+    buttons: RunCancelRow | None = None,
+    cancelled: str | Callable[[JobOutcome], str | None] = CANCELLED_NO_LAYER,
+    show_what: str | None = None,
+) -> bool:
+    """Show how a :class:`~napari_medseg._napari._worker.ProgressJob` ended (its ``on_done``).
+
+    In order: ``buttons`` go back to "not running"; a cancelled job sets the
+    ``cancelled`` text; a failed job goes to :func:`report_error` as
+    ``what``; a successful one calls ``show(outcome.result)``, whose returned
+    text (if any) becomes the status.  An exception raised by ``show`` (e.g. a
+    result napari cannot display) is reported as ``show_what`` (default
+    ``what``) instead of escaping into Qt's event loop.
+
+    Parameters
+    ----------
+    outcome : JobOutcome
+    status : StatusLine
+    what : str
+        The job's action, for error messages (``"Segmentation"``).
+    show : callable
+        ``show(result) -> str | None``: adds the layers / tables of a result
+        and returns the success text (``None`` leaves the status as it is).
+    buttons : RunCancelRow, optional
+        Reset to "not running" first.
+    cancelled : str or callable
+        Status text for a cancelled job, formatted with ``elapsed`` (seconds),
+        or ``cancelled(outcome) -> str | None`` (``None``: status untouched).
+    show_what : str, optional
+        The action named when ``show`` fails.
+
+    Returns
+    -------
+    bool
+        True when the result was shown.
+    """
+    if buttons is not None:
+        buttons.set_running(False)
+    if outcome.cancelled:
+        text = cancelled(outcome) if callable(cancelled) else cancelled.format(elapsed=outcome.elapsed)
+        if text is not None:
+            status.set(text)
+        return False
+    if outcome.error is not None:
+        report_error(status, outcome.error, what)
+        return False
+    try:
+        text = show(outcome.result)
+    except Exception as exc:  # keep napari alive whatever the layers make of the result
+        report_error(status, exc, show_what or what)
+        return False
+    if text is not None:
+        status.set(text)
+    return True
 
 
 def _notify_error(message: str) -> None:

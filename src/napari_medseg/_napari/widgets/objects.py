@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from napari.layers import Image, Labels, Points
-from napari.utils.notifications import show_error
 from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -50,7 +49,7 @@ from qtpy.QtWidgets import (
 from ...errors import MedsegError, ParameterError
 from ...progress import Progress
 from .._worker import JobOutcome, ProgressJob
-from .common import DevicePicker, LayerCombo, ModelPicker, RunCancelRow, StatusLine
+from .common import DevicePicker, LayerCombo, ModelPicker, RunCancelRow, StatusLine, finish_job, report_error
 from .objects_classify import ClassifierPanel, GatePanel
 from .objects_layers import (
     OBJECTS_OF,
@@ -410,22 +409,13 @@ class ObjectsWidget(ClassifierActions, QWidget):
             self.status.set(f"{p.message or 'Running'}{total}")
 
     def _finish(self, ctx: _RunContext, outcome: JobOutcome) -> None:
-        self.buttons.set_running(False)
-        if outcome.cancelled:
-            self.status.set(f"Cancelled after {outcome.elapsed:.1f} s; no layer was added.")
-            return
-        if outcome.error is not None:
-            self._report_error(outcome.error, "Detection")
-            return
-        res = outcome.result
-        try:
+        def show(res: ObjectsResult) -> str:
             self._show_result(ctx, res)
-        except Exception as exc:  # keep napari alive whatever the layers make of the result
-            self._report_error(exc, "Showing the objects")
-            return
-        model = f" with {res.model_name}" if res.model_name else ""
-        self.status.set(f"{len(res)} objects in {ctx.name}{model} in {outcome.elapsed:.1f} s"
-                        + (f"\n{res.device_reason}" if res.device_reason else ""))
+            model = f" with {res.model_name}" if res.model_name else ""
+            return (f"{len(res)} objects in {ctx.name}{model} in {outcome.elapsed:.1f} s"
+                    + (f"\n{res.device_reason}" if res.device_reason else ""))
+
+        finish_job(outcome, self.status, "Detection", show, buttons=self.buttons, show_what="Showing the objects")
 
     def _show_result(self, ctx: _RunContext, res: ObjectsResult) -> None:
         table = res.table.reset_index(drop=True)
@@ -533,13 +523,7 @@ class ObjectsWidget(ClassifierActions, QWidget):
             self.model_picker.pick_default_for(bool(layer.rgb))
 
     def _report_error(self, exc: BaseException, what: str) -> None:
-        if isinstance(exc, MedsegError):
-            msg = f"{what} failed: {exc}"
-        else:
-            log.error("%s failed", what, exc_info=(type(exc), exc, exc.__traceback__))
-            msg = f"{what} failed ({type(exc).__name__}): {exc}"
-        self.status.set(msg, error=True)
-        show_error(msg)
+        report_error(self.status, exc, what)
 
 
 def _labels_features(table: Any) -> Any:

@@ -23,6 +23,7 @@ from qtpy.QtWidgets import QFileDialog
 from ...errors import MedsegError, ParameterError
 from ...progress import Progress
 from .._worker import JobOutcome, ProgressJob
+from .common import finish_job
 from .objects_layers import OBJECTS_OF, unique_name
 
 log = logging.getLogger(__name__)
@@ -135,23 +136,24 @@ class ClassifierActions:
         return marked
 
     def _finish_train(self, marks: dict[int, str], outcome: JobOutcome) -> None:
+        info = self.classifier_panel.info
+
+        def cancelled(_: JobOutcome) -> None:
+            info.setText("Training cancelled.")
+
+        def show(result: Any) -> str:
+            clf, classes, prob = result
+            self.classifier = clf
+            self._set_classes(classes, prob)
+            per: dict[str, int] = {}
+            for c in marks.values():
+                per[c] = per.get(c, 0) + 1
+            info.setText(f"Trained on {len(marks)} objects ({', '.join(f'{c} {n}' for c, n in sorted(per.items()))}), "
+                         f"{len(clf.features_)} features, in {outcome.elapsed:.1f} s")
+            return "Classified: " + ", ".join(f"{c} {n}" for c, n in self.counts().items())
+
         self.classifier_panel.train_button.setEnabled(True)
-        if outcome.cancelled:
-            self.classifier_panel.info.setText("Training cancelled.")
-            return
-        if outcome.error is not None:
-            self._report_error(outcome.error, "Training")
-            return
-        clf, classes, prob = outcome.result
-        self.classifier = clf
-        self._set_classes(classes, prob)
-        per = {}
-        for c in marks.values():
-            per[c] = per.get(c, 0) + 1
-        self.classifier_panel.info.setText(
-            f"Trained on {len(marks)} objects ({', '.join(f'{c} {n}' for c, n in sorted(per.items()))}), "
-            f"{len(clf.features_)} features, in {outcome.elapsed:.1f} s")
-        self.status.set("Classified: " + ", ".join(f"{c} {n}" for c, n in self.counts().items()))
+        finish_job(outcome, self.status, "Training", show, cancelled=cancelled)
 
     def _on_mark_class(self, text: str) -> None:
         marks = self.classifier_panel.marks_combo.layer()

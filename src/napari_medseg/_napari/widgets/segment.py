@@ -26,13 +26,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from napari.layers import Image, Labels
-from napari.utils.notifications import show_error
 from qtpy.QtWidgets import QCheckBox, QFormLayout, QSpinBox, QVBoxLayout, QWidget
 from superqt import QCollapsible
 
-from ...errors import MedsegError
 from .._worker import JobOutcome, ProgressJob
-from .common import DevicePicker, LayerCombo, ModelPicker, RunCancelRow, StatusLine
+from .common import DevicePicker, LayerCombo, ModelPicker, RunCancelRow, StatusLine, finish_job
 
 if TYPE_CHECKING:
     import napari
@@ -214,35 +212,17 @@ class SegmentWidget(QWidget):
             self.status.set(f"{p.message or 'Running'}{total}")
 
     def _finish(self, ctx: _RunContext, outcome: JobOutcome) -> None:
-        self.buttons.set_running(False)
-        if outcome.cancelled:
-            self.status.set(f"Cancelled after {outcome.elapsed:.1f} s; no layer was added.")
-            return
-        if outcome.error is not None:
-            self._report_error(outcome.error)
-            return
-        result, n_objects = outcome.result
-        try:
-            self._add_outputs(ctx, result)
-        except Exception as exc:  # e.g. a result napari cannot display: keep napari alive
-            self._report_error(exc)
-            return
+        finish_job(outcome, self.status, "Segmentation", lambda res: self._show_result(ctx, res, outcome.elapsed),
+                   buttons=self.buttons)
+
+    def _show_result(self, ctx: _RunContext, res: tuple[Any, int], elapsed: float) -> str:
+        """Add the output layers of a finished run; returns the status text."""
+        result, n_objects = res
+        self._add_outputs(ctx, result)
         what = "object" if ctx.model.card.kind == "instance" else "class"
         plural = "" if n_objects == 1 else ("es" if what == "class" else "s")
         at = "" if ctx.t_index is None else f" at time point {ctx.t_index}"
-        self.status.set(
-            f"{n_objects} {what}{plural}{at} in {outcome.elapsed:.1f} s with {result.model_name}\n"
-            f"{result.device_reason}"
-        )
-
-    def _report_error(self, exc: BaseException) -> None:
-        if isinstance(exc, MedsegError):
-            msg = f"Segmentation failed: {exc}"
-        else:  # a bug, not a user error: keep the traceback in the log
-            log.error("segmentation failed", exc_info=(type(exc), exc, exc.__traceback__))
-            msg = f"Segmentation failed ({type(exc).__name__}): {exc}"
-        self.status.set(msg, error=True)
-        show_error(msg)
+        return f"{n_objects} {what}{plural}{at} in {elapsed:.1f} s with {result.model_name}\n{result.device_reason}"
 
     # --- output layers ----------------------------------------------------------------------
     def _add_outputs(self, ctx: _RunContext, result: Any) -> None:

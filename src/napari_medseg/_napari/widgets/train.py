@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from napari.layers import Image, Labels, Shapes
-from napari.utils.notifications import show_error
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QApplication,
@@ -46,7 +45,7 @@ from superqt import QCollapsible
 
 from ...errors import MedsegError
 from .._worker import JobOutcome, ProgressJob
-from .common import DevicePicker, LayerCombo, ModelPicker, RunCancelRow, StatusLine
+from .common import DevicePicker, LayerCombo, ModelPicker, RunCancelRow, StatusLine, finish_job
 from .plot import CurvePlot
 
 if TYPE_CHECKING:
@@ -447,28 +446,21 @@ class TrainWidget(QWidget):
     def _finish(self, outcome: JobOutcome) -> None:
         from ...models.spec import CARD_NAME
 
-        self.buttons.set_running(False)
-        name = self.model_path.name if self.model_path is not None else "?"
-        if outcome.error is not None:
-            exc = outcome.error
-            if not isinstance(exc, MedsegError):
-                log.error("training failed", exc_info=(type(exc), exc, exc.__traceback__))
-            msg = f"Training failed: {exc}"
-            self.status.set(msg, error=True)
-            show_error(msg)
-        elif outcome.cancelled:
+        def cancelled(outcome: JobOutcome) -> str:
+            name = self.model_path.name if self.model_path is not None else "?"
             kept = self.model_path is not None and (self.model_path / CARD_NAME).exists()
-            self.status.set(f"Cancelled after {outcome.elapsed:.0f} s; "
-                            + (f"the best checkpoint so far is saved as '{name}'." if kept else "nothing was saved."))
-        else:
-            res = outcome.result
+            return (f"Cancelled after {outcome.elapsed:.0f} s; "
+                    + (f"the best checkpoint so far is saved as '{name}'." if kept else "nothing was saved."))
+
+        def show(res: Any) -> str:
             self.last_result = res
             metric = next(((k, v) for k, v in res.card.metrics.items() if isinstance(v, float)), None)
             how = " (stopped early)" if res.stopped_early else ""
-            self.status.set(f"Saved '{res.card.name}' after {len(res.history)} epoch(s) in {outcome.elapsed:.0f} s"
-                            f"{how}" + (f"; best epoch {res.best['epoch']}: {metric[0]} {metric[1]:.3f}"
-                                        if res.best and metric else "")
-                            + f"\n{res.model_path}")
+            return (f"Saved '{res.card.name}' after {len(res.history)} epoch(s) in {outcome.elapsed:.0f} s{how}"
+                    + (f"; best epoch {res.best['epoch']}: {metric[0]} {metric[1]:.3f}" if res.best and metric else "")
+                    + f"\n{res.model_path}")
+
+        finish_job(outcome, self.status, "Training", show, buttons=self.buttons, cancelled=cancelled)
         refresh_model_lists()
         self._suggest_name()
 

@@ -1,0 +1,426 @@
+"""The Evaluate dock widget: compare a prediction Labels layer with a ground-truth one.
+
+Pick the ground-truth and the predicted Labels layers and an IoU threshold,
+press Compare.  The scores are those of ``medseg evaluate`` for one image
+(:func:`napari_medseg.evaluate.score_image`): object counts, AP at IoU 0.5
+and 0.75 and the mean AP over IoU 0.5:0.05:0.9 with the DSB definition
+``TP / (TP + FP + FN)``, and the foreground pixel Dice.  TP/FP/FN are also
+given at the chosen threshold (a match needs IoU strictly above it; see
+:func:`napari_medseg.analysis.metrics.match_instances`).
+
+The whole array of each layer is compared at once, whatever its
+dimensionality: in a 3D layer an id is one 3D object, in a time-lapse (or any
+nD) layer an id is one object across every time point.
+
+Output layers (never a change to the user's layers)
+---------------------------------------------------
+* ``<prediction> false positives``: the predicted objects left unmatched,
+  with their ids, in magenta.
+* ``<ground truth> false negatives``: the true objects left unmatched (missed),
+  with their ids, in yellow.
+
+Each carries the geometry (scale, translate, rotate, shear, affine, units) of
+its source layer and ``metadata["napari_medseg_errors_of"]`` naming the
+compared layers and the threshold.  The widget owns one such pair: Compare
+again replaces them (in place in the layer list), whatever layers are
+compared; a user's layer with the same name is never touched (the new one is
+then called ``... [1]``).  The numerics run in a napari thread worker
+(:class:`~napari_medseg._napari._worker.ProgressJob`).
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+import weakref
+from collections.abc import Generator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from napari.layers import Labels
+from napari.utils.colormaps import DirectLabelColormap
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ...errors import ParameterError
+from ...progress import CancelToken, Progress
+from .._worker import JobOutcome, ProgressJob
+from .common import LayerCombo, RunCancelRow, StatusLine, finish_job, report_error
+from .objects_layers import geometry_kwargs, unique_name
+
+if TYPE_CHECKING:
+    import napari
+
+ERRORS_OF = "napari_medseg_errors_of"  #: metadata key of the output layers: what was compared
+FP_COLOR = "magenta"  #: colour of every false-positive object
+FN_COLOR = "yellow"  #: colour of every false-negative object
+
+#: CSV columns of :meth:`EvaluateWidget.export_csv` (scores as in ``medseg evaluate``).
+CSV_COLUMNS = ("ground_truth", "prediction", "shape", "iou_threshold", "n_true", "n_pred", "tp", "fp", "fn",
+               "ap50", "ap75", "map", "dice", "tp50", "fp50", "fn50", "seconds")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The outcome of comparing two label images.
+
+    Attributes
+    ----------
+    scores : dict
+        :data:`CSV_COLUMNS` keys: layer names, ``shape``, ``iou_threshold``,
+        counts (int), ``tp``/``fp``/``fn`` at ``iou_threshold`` and
+        ``tp50``/``fp50``/``fn50`` at 0.5, ``ap50``, ``ap75``, ``map``,
+        ``dice`` (float in [0, 1]), ``seconds`` (compute time).
+    false_positive_ids, false_negative_ids : ndarray of int64
+        Unmatched predicted / true object ids at ``iou_threshold``.
+    false_positives : ndarray
+        The prediction with every matched object set to 0 (same shape and dtype).
+    false_negatives : ndarray
+        The ground truth with every matched object set to 0.
+    """
+
+    scores: dict[str, Any]
+    false_positive_ids: np.ndarray
+    false_negative_ids: np.ndarray
+    false_positives: np.ndarray
+    false_negatives: np.ndarray
+
+
+def compare_iter(
+    true: Any, pred: Any, iou_threshold: float = 0.5, *, names: tuple[str, str] = ("", ""),
+    cancel: CancelToken | None = None,
+) -> Generator[Progress, None, Comparison]:
+    """Score ``pred`` against ``true`` and cut out the unmatched objects (no napari, no Qt).
+
+    Parameters
+    ----------
+    true, pred : array-like of int, same shape, any number of axes
+        Label images (0 = background).  Read once into numpy (dask arrays are
+        computed) so the scores see one snapshot even if the layer is painted.
+    iou_threshold : float
+        A true and a predicted object match when their IoU is strictly above it.
+    names : (str, str)
+        Ground-truth and prediction names for :attr:`Comparison.scores`.
+    cancel : CancelToken, optional
+        Checked between the steps.
+
+    Yields
+    ------
+    Progress
+        Four steps.
+
+    Returns
+    -------
+    Comparison
+    """
+    from ...analysis.metrics import match_instances
+    from ...evaluate import score_image
+
+    def check() -> None:
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+
+    t0 = time.perf_counter()
+    yield Progress(0, 4, "reading the layers")
+    true = np.array(true, copy=True)
+    pred = np.array(pred, copy=True)
+    if true.shape != pred.shape:
+        raise ParameterError(f"ground truth {true.shape} and prediction {pred.shape} differ in shape")
+    check()
+    yield Progress(1, 4, "scoring at IoU 0.5:0.05:0.9")
+    row = score_image(true, pred)
+    check()
+    yield Progress(2, 4, f"matching at IoU > {iou_threshold:g}")
+    m = match_instances(true, pred, iou_threshold)
+    check()
+    yield Progress(3, 4, "cutting out the unmatched objects")
+    fp = np.where(np.isin(pred, m.false_positives), pred, 0).astype(pred.dtype, copy=False)
+    fn = np.where(np.isin(true, m.false_negatives), true, 0).astype(true.dtype, copy=False)
+    scores = {"ground_truth": names[0], "prediction": names[1], "shape": "x".join(map(str, true.shape)),
+              "iou_threshold": float(iou_threshold), "tp": m.tp, "fp": m.fp, "fn": m.fn}
+    scores |= {k: row[k] for k in ("n_true", "n_pred", "ap50", "ap75", "map", "dice", "tp50", "fp50", "fn50")}
+    scores["seconds"] = time.perf_counter() - t0
+    yield Progress(4, 4, "done")
+    return Comparison(scores, m.false_positives, m.false_negatives, fp, fn)
+
+
+def nd_note(shape: tuple[int, ...]) -> str:
+    """What comparing a layer of this shape means, for 3D and higher (empty for 2D)."""
+    if len(shape) <= 2:
+        return ""
+    if len(shape) == 3:
+        return (f"3D {shape}: the whole volume is compared; an id is one 3D object. For a 2D time-lapse, "
+                "this counts an id as one object over all frames.")
+    return (f"{len(shape)}D {shape}: the whole array is compared at once; an id is one object across every "
+            "time point and slice (ids reused per frame merge into one object).")
+
+
+def _error_colormap(color: str) -> DirectLabelColormap:
+    """Every id in one colour, background transparent."""
+    return DirectLabelColormap(color_dict={None: color, 0: "transparent"})
+
+
+class EvaluateWidget(QWidget):
+    """Dock widget: compare a predicted Labels layer with a ground-truth one.
+
+    Parameters
+    ----------
+    napari_viewer : napari.Viewer
+        Injected by napari (npe2 widget contribution).
+    """
+
+    SCORE_ROWS = (
+        ("n_true", "ground-truth objects"),
+        ("n_pred", "predicted objects"),
+        ("tp", "TP"),
+        ("fp", "FP (predicted, unmatched)"),
+        ("fn", "FN (true, missed)"),
+        ("ap50", "AP@0.5"),
+        ("ap75", "AP@0.75"),
+        ("map", "mean AP 0.5:0.05:0.9"),
+        ("dice", "pixel Dice"),
+    )
+
+    def __init__(self, napari_viewer: napari.Viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.gt_combo = LayerCombo(napari_viewer, Labels)
+        self.gt_combo.setToolTip("The reference objects (e.g. painted by hand)")
+        self.pred_combo = LayerCombo(napari_viewer, Labels)
+        self.pred_combo.setToolTip("The objects to score (e.g. the Segment widget's labels)")
+        self.threshold = QDoubleSpinBox()
+        self.threshold.setRange(0.0, 0.95)
+        self.threshold.setSingleStep(0.05)
+        self.threshold.setDecimals(2)
+        self.threshold.setValue(0.5)
+        self.threshold.setToolTip("A predicted and a true object match when their IoU is above this; "
+                                  "sets TP/FP/FN and the false positive / negative layers")
+        self.note = QLabel("")
+        self.note.setWordWrap(True)
+        self.buttons = RunCancelRow("Compare")
+        self.compare_button = self.buttons.run_button
+        self.cancel_button = self.buttons.cancel_button
+        self.scores_table = QTableWidget(len(self.SCORE_ROWS), 2)
+        self.scores_table.setHorizontalHeaderLabels(["score", "value"])
+        self.scores_table.verticalHeader().setVisible(False)
+        self.scores_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.scores_table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.scores_table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
+        for i, (_, label) in enumerate(self.SCORE_ROWS):
+            self.scores_table.setItem(i, 0, QTableWidgetItem(label))
+            self.scores_table.setItem(i, 1, QTableWidgetItem(""))
+        rows = self.scores_table.verticalHeader()
+        rows.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
+        rows.setDefaultSectionSize(self.fontMetrics().height() + 8)
+        self.scores_table.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.scores_table.setFixedHeight(rows.defaultSectionSize() * len(self.SCORE_ROWS)
+                                         + self.scores_table.horizontalHeader().sizeHint().height()
+                                         + 2 * self.scores_table.frameWidth())
+        self.export_csv_button = QPushButton("Export CSV\u2026")
+        self.export_csv_button.setToolTip("Write the scores row as CSV")
+        self.export_csv_button.setEnabled(False)
+        self.status = StatusLine("Pick the ground truth and the prediction, then Compare.")
+
+        form = QFormLayout()
+        form.addRow("ground truth", self.gt_combo)
+        form.addRow("prediction", self.pred_combo)
+        form.addRow("IoU threshold", self.threshold)
+        lay = QVBoxLayout(self)
+        lay.addLayout(form)
+        lay.addWidget(self.note)
+        lay.addWidget(self.buttons)
+        lay.addWidget(self.scores_table)
+        lay.addWidget(self.export_csv_button)
+        lay.addWidget(self.status)
+        lay.addStretch(1)
+
+        #: the last comparison (None before the first one)
+        self.result: Comparison | None = None
+        self._job: ProgressJob | None = None
+        self._made: dict[str, weakref.ref] = {}  # "fp"/"fn" -> the layer this widget made
+
+        self.compare_button.clicked.connect(self.compare)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.export_csv_button.clicked.connect(lambda: self.export_csv())
+        self.gt_combo.layerChanged.connect(self._update_note)
+        self.pred_combo.layerChanged.connect(self._update_note)
+        napari_viewer.layers.events.inserted.connect(self._pick_distinct)
+        self._pick_distinct()
+
+    # ================================================================== public API
+    @property
+    def running(self) -> bool:
+        """Whether a comparison is in progress."""
+        return self._job is not None and self._job.running
+
+    @property
+    def false_positives_layer(self) -> Labels | None:
+        """The false-positives layer this widget made, if still in the viewer."""
+        return self._ours("fp")
+
+    @property
+    def false_negatives_layer(self) -> Labels | None:
+        """The false-negatives layer this widget made, if still in the viewer."""
+        return self._ours("fn")
+
+    def compare(self) -> None:
+        """Compare the chosen layers in a worker thread (returns at once)."""
+        if self.running:
+            return
+        gt, pred = self.gt_combo.layer(), self.pred_combo.layer()
+        if gt is None or pred is None:
+            self.status.set("Pick a ground-truth and a prediction Labels layer first.", error=True)
+            return
+        gt_data, pred_data = _level0(gt), _level0(pred)
+        if tuple(gt_data.shape) != tuple(pred_data.shape):
+            self.status.set(f"Shapes differ: ground truth {gt.name!r} is {tuple(gt_data.shape)}, prediction "
+                            f"{pred.name!r} is {tuple(pred_data.shape)}. Compare layers on the same pixel grid.",
+                            error=True)
+            return
+        thr = float(self.threshold.value())
+        names = (gt.name, pred.name)
+        ctx = {"gt": weakref.ref(gt), "pred": weakref.ref(pred), "names": names,
+               "geometry": {"fn": geometry_kwargs(gt, gt.ndim), "fp": geometry_kwargs(pred, pred.ndim)},
+               "same_scale": np.allclose(gt.scale, pred.scale) and np.allclose(gt.translate, pred.translate)}
+
+        def make_gen(token: CancelToken):
+            return compare_iter(gt_data, pred_data, thr, names=names, cancel=token)
+
+        self._job = ProgressJob(make_gen, lambda outcome: self._finish(ctx, outcome), on_progress=self._on_progress,
+                                desc=f"Comparing {pred.name}", owner=self)
+        self.buttons.set_running(True)
+        self.status.set(f"Comparing {pred.name!r} with {gt.name!r}…")
+        self._job.start()
+
+    def cancel(self) -> None:
+        """Stop a running comparison at its next step; nothing is added."""
+        if self.running:
+            self._job.cancel()
+            self.status.set("Cancelling…")
+
+    def export_csv(self, path: str | Path | None = None) -> Path | None:
+        """Write the last scores as a one-row CSV (asks for a file when ``path`` is None)."""
+        if self.result is None:
+            self.status.set("Nothing to export: Compare first.", error=True)
+            return None
+        if path is None:
+            s = self.result.scores
+            default = f"{s['prediction']} vs {s['ground_truth']}.csv".replace("/", "_")
+            path, _ = QFileDialog.getSaveFileName(self, "Export scores", default, "CSV (*.csv)")
+            if not path:
+                return None
+        path = Path(path)
+        try:
+            with path.open("w", newline="", encoding="utf-8") as f:
+                w = csv.DictWriter(f, fieldnames=list(CSV_COLUMNS), lineterminator="\n")
+                w.writeheader()
+                w.writerow({k: _csv_value(k, v) for k, v in self.result.scores.items() if k in CSV_COLUMNS})
+        except OSError as exc:
+            report_error(self.status, exc, "Export")
+            return None
+        self.status.set(f"Wrote the scores to {path}")
+        return path
+
+    # ================================================================== slots
+    def closeEvent(self, event: Any) -> None:
+        self.cancel()
+        super().closeEvent(event)
+
+    def _pick_distinct(self, *_: Any) -> None:
+        """With two or more Labels layers, do not offer the same one as both truth and prediction.
+
+        The top-most Labels layer (the newest, e.g. a model's output) becomes
+        the prediction, the one below it the ground truth.
+        """
+        shared = self.gt_combo.layer()
+        if shared is None or shared is not self.pred_combo.layer() or self.gt_combo.count() < 2:
+            return
+        if self.gt_combo.currentIndex() == 0:
+            self.gt_combo.setCurrentIndex(1)
+        else:
+            self.pred_combo.setCurrentIndex(0)
+
+    def _update_note(self, *_: Any) -> None:
+        layer = self.gt_combo.layer() or self.pred_combo.layer()
+        self.note.setText(nd_note(tuple(_level0(layer).shape)) if layer is not None else "")
+
+    def _on_progress(self, p: Progress) -> None:
+        if self._job is not None and not self._job.cancel_requested:
+            self.status.set(f"{p.message} ({p.step}/{p.total})")
+
+    def _finish(self, ctx: dict[str, Any], outcome: JobOutcome) -> None:
+        def show(res: Comparison) -> str:
+            self._show_result(ctx, res)
+            s = res.scores
+            note = "" if ctx["same_scale"] else "\nNote: the layers' scale/translate differ; compared pixel by pixel."
+            return (f"{s['prediction']} vs {s['ground_truth']} at IoU > {s['iou_threshold']:g}: "
+                    f"{s['tp']} TP, {s['fp']} FP, {s['fn']} FN in {outcome.elapsed:.1f} s{note}")
+
+        finish_job(outcome, self.status, "Comparison", show, buttons=self.buttons,
+                   show_what="Showing the comparison")
+
+    # ================================================================== output
+    def _show_result(self, ctx: dict[str, Any], res: Comparison) -> None:
+        s = res.scores
+        gt_name, pred_name = ctx["names"]
+        meta = {"ground_truth": gt_name, "prediction": pred_name, "iou_threshold": s["iou_threshold"]}
+        fn = Labels(res.false_negatives, name=f"{gt_name} false negatives", colormap=_error_colormap(FN_COLOR),
+                    metadata={ERRORS_OF: meta | {"kind": "false negatives"}}, opacity=0.8, **ctx["geometry"]["fn"])
+        fp = Labels(res.false_positives, name=f"{pred_name} false positives", colormap=_error_colormap(FP_COLOR),
+                    metadata={ERRORS_OF: meta | {"kind": "false positives"}}, opacity=0.8, **ctx["geometry"]["fp"])
+        # the viewer changes only once both layers exist
+        self._put_layer("fn", fn)
+        self._put_layer("fp", fp)
+        self.result = res
+        for i, (key, _) in enumerate(self.SCORE_ROWS):
+            v = s[key]
+            self.scores_table.item(i, 1).setText(f"{v:.3f}" if isinstance(v, float) else str(v))
+        t = f"{s['iou_threshold']:g}"
+        self.scores_table.item(2, 0).setText(f"TP (IoU > {t})")
+        self.export_csv_button.setEnabled(True)
+
+    def _ours(self, kind: str) -> Labels | None:
+        ref = self._made.get(kind)
+        layer = ref() if ref is not None else None
+        return layer if layer is not None and any(x is layer for x in self.viewer.layers) else None
+
+    def _put_layer(self, kind: str, layer: Labels) -> None:
+        """Put ``layer`` where this widget's previous ``kind`` layer was, or add it on top."""
+        old = self._ours(kind)
+        if old is not None:
+            idx = self.viewer.layers.index(old)
+            self.viewer.layers.remove(old)
+            layer.name = unique_name(self.viewer, layer.name)
+            self.viewer.layers.insert(idx, layer)
+        else:
+            layer.name = unique_name(self.viewer, layer.name)
+            self.viewer.add_layer(layer)
+        self._made[kind] = weakref.ref(layer)
+
+
+def _level0(layer: Labels) -> Any:
+    """A Labels layer's full-resolution data (level 0 of a multiscale layer), not copied."""
+    return layer.data[0] if layer.multiscale else layer.data
+
+
+def _csv_value(key: str, v: Any) -> Any:
+    if key == "iou_threshold":
+        return f"{v:g}"
+    return f"{v:.4f}" if isinstance(v, float) else v
+
+
+__all__ = ["CSV_COLUMNS", "Comparison", "EvaluateWidget", "compare_iter", "nd_note"]
