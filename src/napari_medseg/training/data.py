@@ -14,6 +14,7 @@ import queue
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
@@ -92,6 +93,36 @@ class Batch:
     weight: np.ndarray
 
 
+def patch_center(rng: np.random.Generator, shape: tuple[int, int], fg_index: np.ndarray, p_object: float,
+                 jitter: float) -> tuple[float, float]:
+    """Random patch centre (row, col) in an image of ``shape`` (Y, X), in pixels.
+
+    With probability ``p_object`` (and only when ``fg_index`` is not empty)
+    the centre is a random labelled pixel moved by up to ``jitter`` pixels
+    along each axis (uniform); otherwise it is uniform over
+    ``[0, Y - 1] x [0, X - 1]``.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Draws, in this order: one ``random()`` (only when ``fg_index`` is
+        not empty), then either ``integers`` + two ``uniform`` (object
+        centre) or two ``uniform`` (anywhere).
+    shape : (int, int)
+    fg_index : ndarray of int
+        Flat (row-major) indices of the labelled pixels.
+    p_object : float
+        Probability of centring on an object, in [0, 1].
+    jitter : float
+        Largest shift from the labelled pixel (pixels).
+    """
+    h, w = shape
+    if len(fg_index) and rng.random() < p_object:
+        r, c = divmod(int(fg_index[rng.integers(len(fg_index))]), w)
+        return (r + rng.uniform(-jitter, jitter), c + rng.uniform(-jitter, jitter))
+    return (rng.uniform(0, h - 1), rng.uniform(0, w - 1))
+
+
 @dataclass
 class PatchSampler:
     """Random augmented patches with instance targets.
@@ -121,6 +152,8 @@ class PatchSampler:
     p_object: float = 0.8
     group_weights: dict[str, float] | None = None
     seed: int = 0
+    #: What :meth:`batch` stacks the patches into (one field per item of :meth:`patch`).
+    batch_type: ClassVar[type] = Batch
 
     def __post_init__(self) -> None:
         if not self.samples:
@@ -142,33 +175,59 @@ class PatchSampler:
             raise ParameterError("group_weights give every sample zero probability")
         self._p = p / p.sum()
 
+    def warped_patch(self, rng: np.random.Generator, index: int | None = None, margin: int = 0
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A randomly placed, geometrically augmented window of one image, its labels and weight.
+
+        The part every sampler shares: picks an image (``index``, or at
+        random with the group weights), a centre (:func:`patch_center`) and
+        a random geometry (:func:`~.augment.random_matrix`), and resamples
+        the normalised image (linear), the labels and the weight map
+        (nearest) in one pass (:func:`~.augment.warp`).  No intensity
+        augmentation and no targets yet: the subclasses add those.
+
+        Parameters
+        ----------
+        rng : numpy.random.Generator
+            Every random draw comes from it (in a fixed order).
+        index : int, optional
+            Which sample; default: drawn from ``rng``.
+        margin : int
+            Extra border (pixels) on each side: the window's side is
+            ``patch_size + 2 * margin``.
+
+        Returns
+        -------
+        image : ndarray of float32, (C, S, S)
+            Normalised, not intensity-augmented.
+        labels : ndarray, (S, S)
+            The sample's labels (same dtype), nearest-neighbour resampled.
+        weight : ndarray of float32, (S, S)
+            The sample's weight map (ones when it has none).
+        """
+        i = int(rng.choice(len(self.samples), p=self._p)) if index is None else index
+        s = self.samples[i]
+        center = patch_center(rng, s.labels.shape, self._fg_index[i], self.p_object, self.patch_size / 4)
+        m = random_matrix(rng, self.augment)
+        weight = np.ones(s.labels.shape, np.float32) if s.weight is None else s.weight.astype(np.float32, copy=False)
+        im, lab, wt = warp([(self._images[i], 1), (s.labels, 0), (weight, 0)], center, m,
+                           self.patch_size + 2 * margin)
+        return im, lab, wt
+
     def patch(self, rng: np.random.Generator | None = None, index: int | None = None
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """One augmented patch: ``(image (C,P,P), fg (P,P), dist (P,P), weight (P,P))``."""
         rng = self._rng if rng is None else rng
-        i = int(rng.choice(len(self.samples), p=self._p)) if index is None else index
-        s, img = self.samples[i], self._images[i]
-        h, w = s.labels.shape
-        fg_idx = self._fg_index[i]
-        if len(fg_idx) and rng.random() < self.p_object:
-            r, c = divmod(int(fg_idx[rng.integers(len(fg_idx))]), w)
-            j = self.patch_size / 4
-            center = (r + rng.uniform(-j, j), c + rng.uniform(-j, j))
-        else:
-            center = (rng.uniform(0, h - 1), rng.uniform(0, w - 1))
-        m = random_matrix(rng, self.augment)
-        size = self.patch_size + 2 * TARGET_MARGIN
-        weight = np.ones((h, w), np.float32) if s.weight is None else s.weight.astype(np.float32, copy=False)
-        im, lab, wt = warp([(img, 1), (s.labels, 0), (weight, 0)], center, m, size)
+        im, lab, wt = self.warped_patch(rng, index, margin=TARGET_MARGIN)
         fg, dist = instance_targets(lab)
         crop = (slice(TARGET_MARGIN, TARGET_MARGIN + self.patch_size),) * 2
         im = pixel_augment(im[(slice(None), *crop)], rng, self.augment)
         return im, fg[crop], dist[crop], np.ascontiguousarray(wt[crop])
 
     def batch(self, n: int, rng: np.random.Generator | None = None) -> Batch:
-        """``n`` patches stacked into a :class:`Batch`."""
+        """``n`` patches stacked into a :attr:`batch_type` (a :class:`Batch` here)."""
         parts = [self.patch(rng) for _ in range(n)]
-        return Batch(*(np.stack(x) for x in zip(*parts)))
+        return self.batch_type(*(np.stack(x) for x in zip(*parts)))
 
     def prefetch(self, n: int, depth: int = 4, stop: threading.Event | None = None) -> Iterator[Batch]:
         """Endless batches made in a background thread (``depth`` kept ready).

@@ -43,6 +43,7 @@ import numpy as np
 
 from ..errors import ParameterError, ReaderError
 from ..progress import CancelToken, Progress
+from .steps import StepBudget, StepLoop, StepRunner
 
 #: TTFNet's Gaussian radius factor: sigma = ALPHA * size / 6.
 ALPHA = 0.54
@@ -57,6 +58,8 @@ RGB8_NORMALIZATION = {"kind": "fixed", "low": 0.0, "high": 255.0}
 #: Heat-map bias at initialisation: sigmoid(-2.19) = 0.1 (CenterNet's prior).
 HEAT_PRIOR_BIAS = -2.19
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
+#: The :class:`Targets` fields, in the order :func:`detection_loss` takes them.
+TARGET_FIELDS = ("heat", "log_size", "offset", "center", "weight")
 
 
 # --------------------------------------------------------------------------- data
@@ -158,6 +161,9 @@ def prepare_sample(sample: DetectionSample, downsample: int, normalization: dict
     from ..inference.normalize import normalization_limits
 
     spec = normalization if normalization is not None else RGB8_NORMALIZATION
+    # Not data.prepare_image: that one returns a C-contiguous copy, and the float32 block
+    # mean of downsample_mean then sums in another order (1-ulp differences); this
+    # (Y, X, C)-strided copy gives bit for bit the input detect_iter feeds the network.
     img = np.moveaxis(np.asarray(sample.image), -1, 0).astype(np.float32)  # (C, Y, X), a copy
     low, high = normalization_limits(sample.image, "YXC", spec)
     if low is not None:  # as ArraySource.normalize does at inference
@@ -584,10 +590,9 @@ def train_detector_iter(
     """
     import torch
 
-    from ..models.spec import build_network, save_model
-
     from ..inference.segment import _autocast_dtype
     from ..models.device import select_device
+    from ..models.spec import build_network, save_model
 
     cfg = config or TrainConfig()
     if cfg.minutes is None and cfg.max_steps is None:
@@ -604,7 +609,7 @@ def train_detector_iter(
                           downsample=cfg.downsample, score_threshold=cfg.score_threshold,
                           description=cfg.description)
     net = build_network(card)
-    dev, _ = select_device(cfg.device)
+    dev, reason = select_device(cfg.device)
     amp = _autocast_dtype(dev, cfg.precision)  # bfloat16 on CUDA and AMX CPUs (~2x faster), else float32
     if cfg.augment.crop % net.divisor:
         raise ParameterError(f"crop {cfg.augment.crop} must be a multiple of the network divisor {net.divisor}")
@@ -612,25 +617,39 @@ def train_detector_iter(
     hold_in = [prepare_sample(s, cfg.downsample)[0] for s in holdout]
     all_sizes = np.concatenate([b[:, 2:] - b[:, :2] for _, b in prepared if len(b)] or [np.ones((1, 2)) * 20])
     init_detection_head(net, K, float(np.mean(np.log(np.maximum(all_sizes, 1e-3)))))
-    channels_last = dev.type == "cpu"  # faster oneDNN convolutions
-    net = net.to(dev, memory_format=torch.channels_last) if channels_last else net.to(dev)
+    # channels-last on the CPU (faster oneDNN convolutions); no loss scaling (bfloat16 does not need it)
+    runner = StepRunner.create(net, dev, reason, lr=cfg.lr, weight_decay=cfg.weight_decay, amp_dtype=amp,
+                               clip_grad_norm=10.0)
     net.train()
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     uncertain = [names.index(c) for c in cfg.uncertain_classes if c in names]
 
-    t0 = time.perf_counter()
-    budget_s = None if cfg.minutes is None else float(cfg.minutes) * 60.0
+    def batches() -> Generator[tuple[np.ndarray, dict[str, np.ndarray]], None, None]:
+        """Endless ``(image (N, 3, crop, crop), {target field: (N, ...)})`` batches drawn from ``rng``."""
+        while True:
+            xs, tg = [], []
+            for i in rng.integers(0, len(prepared), cfg.batch_size):
+                img, b = prepared[int(i)]
+                x, kb, kid, ib, iid = augment_sample(img, b, train[int(i)].class_ids, rng, cfg.augment)
+                xs.append(x)
+                tg.append(encode_targets(x.shape[1:], kb, kid, K, uncertain=uncertain,
+                                         uncertain_weight=cfg.uncertain_weight, ignore_boxes=ib, ignore_ids=iid))
+            yield np.stack(xs), {k: np.stack([getattr(t, k) for t in tg]) for k in TARGET_FIELDS}
+
+    def batch_loss(batch):
+        x, t = batch
+        return x, lambda out: detection_loss(out, *(runner.tensor(t[k]) for k in TARGET_FIELDS))
+
+    def lr_at(f: float, step: int) -> float:
+        return cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps)) * 0.5 * (1 + math.cos(math.pi * min(f, 1.0)))
+
+    budget = StepBudget(cfg.max_steps, cfg.minutes)
+    t0 = budget.t0
     total = int(cfg.max_steps) if cfg.max_steps is not None else 0
     history: list[dict[str, Any]] = []
     best: dict[str, Any] | None = None
     last_eval = t0
     step = 0
     out_dir = Path(out_dir)
-
-    def frac_done() -> float:
-        fs = step / cfg.max_steps if cfg.max_steps is not None else 0.0
-        ft = (time.perf_counter() - t0) / budget_s if budget_s is not None else 0.0
-        return min(1.0, max(fs, ft))
 
     def evaluate_and_save(final: bool) -> dict[str, Any]:
         nonlocal best
@@ -657,41 +676,16 @@ def train_detector_iter(
         ev["saved"] = bool(better)
         return ev
 
-    while True:
-        if cancel is not None:
-            cancel.raise_if_cancelled()
-        f = frac_done()
-        if f >= 1.0:
-            break
-        lr = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps)) * 0.5 * (1 + math.cos(math.pi * f))
-        for g in opt.param_groups:
-            g["lr"] = lr
-        xs, tg = [], []
-        for i in rng.integers(0, len(prepared), cfg.batch_size):
-            img, b = prepared[int(i)]
-            x, kb, kid, ib, iid = augment_sample(img, b, train[int(i)].class_ids, rng, cfg.augment)
-            xs.append(x)
-            tg.append(encode_targets(x.shape[1:], kb, kid, K, uncertain=uncertain,
-                                     uncertain_weight=cfg.uncertain_weight, ignore_boxes=ib, ignore_ids=iid))
-        x = torch.from_numpy(np.stack(xs)).to(dev)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        T = {k: torch.from_numpy(np.stack([getattr(t, k) for t in tg])).to(dev)
-             for k in ("heat", "log_size", "offset", "center", "weight")}
-        with torch.autocast(dev.type, dtype=amp, enabled=amp is not None):
-            out = net(x)
-        loss, parts = detection_loss(out, T["heat"], T["log_size"], T["offset"], T["center"], T["weight"])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 10.0)
-        opt.step()
-        step += 1
-        info: dict[str, Any] = {"loss": float(loss.detach()), **parts, "lr": lr,
-                                "seconds": time.perf_counter() - t0}
+    steps = StepLoop(runner, budget, batches(), batch_loss, lr_at, cancel)
+    for done in steps:
+        step = done.step
+        info: dict[str, Any] = {"loss": done.loss, **done.parts, "lr": done.lr, "seconds": budget.elapsed()}
         if time.perf_counter() - last_eval >= cfg.eval_every_s:
             info["eval"] = evaluate_and_save(False)
             last_eval = time.perf_counter()
         yield Progress(step, total, f"step {step}: loss {info['loss']:.4f}", info)
+    if steps.cancelled:
+        cancel.raise_if_cancelled()
     info = {"eval": evaluate_and_save(True)}
     yield Progress(step, total or step, "done", info)
     return {"steps": step, "seconds": time.perf_counter() - t0, "best": best, "history": history,

@@ -14,13 +14,16 @@ fine-tuning) on in-memory :class:`~napari_medseg.training.data.Sample` lists:
   ``generator.close()``): the best checkpoint so far is kept and returned;
 - CUDA automatic mixed precision when on a GPU; on CPU, channels-last memory
   layout and an explicit intra-op thread count.
+
+The budget, device set-up and optimiser step are shared with the semantic
+and detection loops (:mod:`.steps`); the patches come from
+:class:`~.data.PatchSampler`.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -32,6 +35,8 @@ from ..errors import ParameterError
 from ..progress import CancelToken, Progress
 from .augment import AugmentConfig
 from .data import PatchSampler, Sample, prepare_image
+from .steps import StepBudget, StepLoop, StepRunner, check_budget
+from .steps import set_seeds as _set_seeds  # noqa: F401  (the name other modules imported)
 
 
 @dataclass
@@ -93,12 +98,7 @@ class TrainConfig:
     val_seed_thresholds: tuple[float, ...] | None = (0.3, 0.4, 0.5, 0.6)
 
     def __post_init__(self) -> None:
-        if self.steps is None and self.minutes is None:
-            raise ParameterError("give a number of steps or a time budget in minutes (or both)")
-        if self.steps is not None and self.steps < 1:
-            raise ParameterError(f"steps must be >= 1, got {self.steps}")
-        if self.minutes is not None and self.minutes <= 0:
-            raise ParameterError(f"minutes must be > 0, got {self.minutes}")
+        check_budget(self.steps, self.minutes)
         if self.batch_size < 1:
             raise ParameterError(f"batch_size must be >= 1, got {self.batch_size}")
 
@@ -224,16 +224,6 @@ def summarize(rows: list[dict]) -> dict:
     return out
 
 
-def _set_seeds(seed: int) -> None:
-    import random
-
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
 def train_iter(
     net,
     card,
@@ -280,9 +270,6 @@ def train_iter(
     -------
     TrainResult
     """
-    import torch
-
-    from ..models.device import select_device
     from ..models.spec import save_model
     from .losses import instance_loss
 
@@ -296,50 +283,27 @@ def train_iter(
     if any(s.channels != card.in_channels for s in train):
         raise ParameterError(f"training images must have {card.in_channels} channel(s) for model {card.name!r}")
 
-    _set_seeds(cfg.seed)
-    device, reason = select_device(cfg.device)
-    if device.type == "cpu":
-        from ..models.device import physical_cores
-
-        torch.set_num_threads(cfg.num_threads or physical_cores())
-    net.to(device)
-    channels_last = device.type == "cpu"
-    if channels_last:
-        net.to(memory_format=torch.channels_last)
-    use_amp = device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-
+    runner = StepRunner.for_config(net, cfg)
+    reason = runner.reason
     sampler = PatchSampler(list(train), patch_size=cfg.patch_size, normalization=card.input.get("normalization"),
                            augment=cfg.augment, p_object=cfg.p_object, group_weights=cfg.group_weights, seed=cfg.seed)
     batches = sampler.prefetch(cfg.batch_size)
-    budget_s = None if cfg.minutes is None else 60.0 * cfg.minutes
-    t0 = time.perf_counter()
+    budget = StepBudget(cfg.steps, cfg.minutes)
+
+    def batch_loss(b):
+        return b.image, lambda out: instance_loss(out, runner.tensor(b.fg), runner.tensor(b.dist),
+                                                  runner.tensor(b.weight), dice_weight=cfg.dice_weight,
+                                                  dist_weight=cfg.dist_weight)
+
+    steps = StepLoop(runner, budget, batches, batch_loss, cancel=cancel,
+                     lr_at=lambda f, i: cfg.lr * lr_factor(f, i, cfg.warmup_steps, cfg.final_lr_ratio))
     history: list[dict] = []
     best: dict | None = None
     best_state = None
-    running: list[float] = []
     step = 0
     cancelled = False
     out_path = Path(out) if out is not None else None
-
-    def elapsed() -> float:
-        return time.perf_counter() - t0
-
-    def total_estimate() -> int:
-        est = cfg.steps or 0
-        if budget_s is not None and step > 0:
-            by_time = int(step * budget_s / max(elapsed(), 1e-9))
-            est = min(est, by_time) if est else by_time
-        return max(est, step)
-
-    def progress_fraction() -> float:
-        fr = []
-        if cfg.steps:
-            fr.append(step / cfg.steps)
-        if budget_s is not None:
-            fr.append(elapsed() / budget_s)
-        return max(fr)
+    elapsed = budget.elapsed
 
     def finished_card(scores: dict | None):
         c = copy.deepcopy(card)
@@ -360,7 +324,7 @@ def train_iter(
         net.train()
         scores = {"step": step, **scores}
         history.append({"step": step, "seconds": round(elapsed(), 1),
-                        "loss": float(np.mean(running)) if running else None, **scores})
+                        "loss": steps.running_loss, **scores})
         if best is None or scores["ap50"] > best["ap50"]:
             best = scores
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
@@ -376,37 +340,15 @@ def train_iter(
     net.train()
     last_val = None
     try:
-        while True:
-            if cancel.cancelled:
-                cancelled = True
-                break
-            if cfg.steps is not None and step >= cfg.steps:
-                break
-            if budget_s is not None and elapsed() >= budget_s:
-                break
-            for g in opt.param_groups:
-                g["lr"] = cfg.lr * lr_factor(progress_fraction(), step, cfg.warmup_steps, cfg.final_lr_ratio)
-            b = next(batches)
-            x = torch.from_numpy(b.image).to(device, non_blocking=True)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            fg, dist, w = (torch.from_numpy(a).to(device, non_blocking=True) for a in (b.fg, b.dist, b.weight))
-            with torch.autocast("cuda", enabled=use_amp):
-                logits = net(x)
-            loss, _parts = instance_loss(logits, fg, dist, w, dice_weight=cfg.dice_weight, dist_weight=cfg.dist_weight)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            step += 1
-            running.append(float(loss.detach()))
-            running = running[-50:]
+        for done in steps:
+            step = done.step
             if val and cfg.val_every and step % cfg.val_every == 0:
                 last_val = run_validation()
-            yield Progress(step, total_estimate(), f"training {card.name}: step {step}",
-                           {"epoch": step // cfg.steps_per_epoch, "loss": float(np.mean(running)),
-                            "lr": opt.param_groups[0]["lr"], "val": None if last_val is None else last_val["ap50"],
+            yield Progress(step, budget.total_estimate(step), f"training {card.name}: step {step}",
+                           {"epoch": step // cfg.steps_per_epoch, "loss": steps.running_loss, "lr": done.lr,
+                            "val": None if last_val is None else last_val["ap50"],
                             "best": None if best is None else best["ap50"], "elapsed_s": round(elapsed(), 1)})
+        cancelled = steps.cancelled
     except GeneratorExit:
         cancelled = True
         batches.close()
@@ -418,7 +360,7 @@ def train_iter(
         last_val = run_validation()
     if best_state is not None:
         net.load_state_dict(best_state)
-    net.to("cpu").to(memory_format=torch.contiguous_format).eval()
+    runner.release()
     final = finished_card(best)
     final = replace(final, training={**final.training, "steps_total": step, "best_step": None if best is None else best["step"],
                                      "cancelled": cancelled})

@@ -4,8 +4,10 @@ The counterpart of :mod:`.data` / :mod:`.losses` / :func:`.loop.train_iter`
 for semantic models (``n_classes`` logits, class 0 = background), built on
 the same pieces: :class:`~.data.Sample` (``labels`` hold class ids here),
 the one-pass geometric warp and intensity augmentations of :mod:`.augment`,
-the background patch thread of :meth:`~.data.PatchSampler.prefetch`,
-:class:`~.loop.TrainConfig` and its learning-rate schedule.
+the patch placement and background thread of :class:`~.data.PatchSampler`
+(:meth:`~.data.PatchSampler.warped_patch`, :meth:`~.data.PatchSampler.prefetch`),
+:class:`~.loop.TrainConfig` and its learning-rate schedule, and the
+optimisation steps of :mod:`.steps`.
 
 The loss is a weighted cross-entropy plus a weighted soft Dice over the
 foreground classes; like the instance losses, a pixel of weight 0 contributes
@@ -14,7 +16,6 @@ exactly nothing to the loss or its gradient.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 
@@ -22,9 +23,10 @@ import numpy as np
 
 from ..errors import ParameterError
 from ..progress import CancelToken, Progress
-from .augment import pixel_augment, random_matrix, warp
+from .augment import pixel_augment
 from .data import PatchSampler, Sample
-from .loop import TrainConfig, TrainResult, _set_seeds, lr_factor
+from .loop import TrainConfig, TrainResult, lr_factor
+from .steps import StepBudget, StepLoop, StepRunner
 
 
 @dataclass
@@ -43,29 +45,14 @@ class SemanticPatchSampler(PatchSampler):
     ``p_object``, which keeps small lesions in view.
     """
 
+    batch_type = SemanticBatch
+
     def patch(self, rng: np.random.Generator | None = None, index: int | None = None
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One patch: ``(image (C,P,P) float32, classes (P,P) int64, weight (P,P) float32)``."""
         rng = self._rng if rng is None else rng
-        i = int(rng.choice(len(self.samples), p=self._p)) if index is None else index
-        s, img = self.samples[i], self._images[i]
-        h, w = s.labels.shape
-        fg_idx = self._fg_index[i]
-        if len(fg_idx) and rng.random() < self.p_object:
-            r, c = divmod(int(fg_idx[rng.integers(len(fg_idx))]), w)
-            j = self.patch_size / 4
-            center = (r + rng.uniform(-j, j), c + rng.uniform(-j, j))
-        else:
-            center = (rng.uniform(0, h - 1), rng.uniform(0, w - 1))
-        m = random_matrix(rng, self.augment)
-        weight = np.ones((h, w), np.float32) if s.weight is None else s.weight.astype(np.float32, copy=False)
-        im, lab, wt = warp([(img, 1), (s.labels, 0), (weight, 0)], center, m, self.patch_size)
-        im = pixel_augment(im, rng, self.augment)
-        return im, lab.astype(np.int64), np.ascontiguousarray(wt)
-
-    def batch(self, n: int, rng: np.random.Generator | None = None) -> SemanticBatch:
-        parts = [self.patch(rng) for _ in range(n)]
-        return SemanticBatch(*(np.stack(x) for x in zip(*parts)))
+        im, lab, wt = self.warped_patch(rng, index)
+        return pixel_augment(im, rng, self.augment), lab.astype(np.int64), np.ascontiguousarray(wt)
 
 
 def semantic_loss(logits, classes, weight, *, dice_weight: float = 1.0):
@@ -141,77 +128,32 @@ def semantic_train_iter(
     ``step_loss`` (this step), ``loss`` (mean of the last 50), ``lr`` and
     ``elapsed_s``.
     """
-    import torch
-
-    from ..models.device import physical_cores, select_device
-
     cfg = config
     cancel = cancel or CancelToken()
     k = int(card.architecture["out_channels"])
     if any(int(s.labels.max(initial=0)) >= k for s in train):
         raise ParameterError(f"labels hold class ids >= {k}, the model's number of classes")
-    _set_seeds(cfg.seed)
-    device, reason = select_device(cfg.device)
-    if device.type == "cpu":
-        torch.set_num_threads(cfg.num_threads or physical_cores())
-    net.to(device)
-    channels_last = device.type == "cpu"
-    if channels_last:
-        net.to(memory_format=torch.channels_last)
-    use_amp = device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    runner = StepRunner.for_config(net, cfg)
     sampler = SemanticPatchSampler(list(train), patch_size=cfg.patch_size, normalization=card.input.get("normalization"),
                                    augment=cfg.augment, p_object=cfg.p_object, group_weights=cfg.group_weights,
                                    seed=cfg.seed)
     batches = sampler.prefetch(cfg.batch_size)
-    budget_s = None if cfg.minutes is None else 60.0 * cfg.minutes
-    t0 = time.perf_counter()
-    step, running, cancelled = 0, [], False
+    budget = StepBudget(cfg.steps, cfg.minutes)
 
-    def fraction() -> float:
-        fr = []
-        if cfg.steps:
-            fr.append(step / cfg.steps)
-        if budget_s is not None:
-            fr.append((time.perf_counter() - t0) / budget_s)
-        return max(fr)
+    def batch_loss(b: SemanticBatch):
+        return b.image, lambda out: semantic_loss(out, runner.tensor(b.classes), runner.tensor(b.weight),
+                                                  dice_weight=cfg.dice_weight)
 
+    steps = StepLoop(runner, budget, batches, batch_loss, cancel=cancel,
+                     lr_at=lambda f, i: cfg.lr * lr_factor(f, i, cfg.warmup_steps, cfg.final_lr_ratio))
     net.train()
     try:
-        while True:
-            if cancel.cancelled:
-                cancelled = True
-                break
-            if (cfg.steps is not None and step >= cfg.steps) or (
-                    budget_s is not None and time.perf_counter() - t0 >= budget_s):
-                break
-            for g in opt.param_groups:
-                g["lr"] = cfg.lr * lr_factor(fraction(), step, cfg.warmup_steps, cfg.final_lr_ratio)
-            b = next(batches)
-            x = torch.from_numpy(b.image).to(device, non_blocking=True)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            cls = torch.from_numpy(b.classes).to(device, non_blocking=True)
-            w = torch.from_numpy(b.weight).to(device, non_blocking=True)
-            with torch.autocast("cuda", enabled=use_amp):
-                logits = net(x)
-            loss, _ = semantic_loss(logits, cls, w, dice_weight=cfg.dice_weight)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            step += 1
-            value = float(loss.detach())
-            running = [*running[-49:], value]
-            total = cfg.steps or 0
-            if budget_s is not None:
-                by_time = int(step * budget_s / max(time.perf_counter() - t0, 1e-9))
-                total = min(total, by_time) if total else by_time
-            yield Progress(step, max(total, step), f"training {card.name}: step {step}",
-                           {"step_loss": value, "loss": float(np.mean(running)), "lr": opt.param_groups[0]["lr"],
-                            "elapsed_s": round(time.perf_counter() - t0, 1), "device": reason})
+        for done in steps:
+            yield Progress(done.step, budget.total_estimate(done.step), f"training {card.name}: step {done.step}",
+                           {"step_loss": done.loss, "loss": steps.running_loss, "lr": done.lr,
+                            "elapsed_s": round(budget.elapsed(), 1), "device": runner.reason})
     finally:
         batches.close()
-    net.to("cpu").to(memory_format=torch.contiguous_format).eval()
-    return TrainResult(net=net, card=card, path=None, steps=step, best=None, history=[], cancelled=cancelled)
+    runner.release()
+    return TrainResult(net=net, card=card, path=None, steps=steps.step, best=None, history=[],
+                       cancelled=steps.cancelled)
