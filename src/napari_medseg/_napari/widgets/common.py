@@ -20,7 +20,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from qtpy.QtCore import Qt, Signal
+from qtpy.QtCore import QObject, Qt, Signal
 from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -132,6 +132,35 @@ def model_fits(info: ModelInfo, rgb: bool) -> bool:
         return False
 
 
+class _ModelEvents(QObject):
+    """App-wide "the set of models changed" signal (a model was saved or deleted)."""
+
+    changed = Signal()
+
+
+_MODEL_EVENTS: _ModelEvents | None = None
+
+
+def model_events() -> _ModelEvents:
+    """The one :class:`_ModelEvents` object; every :class:`ModelPicker` listens to it."""
+    global _MODEL_EVENTS
+    if _MODEL_EVENTS is None:
+        _MODEL_EVENTS = _ModelEvents()
+    return _MODEL_EVENTS
+
+
+def notify_models_changed() -> None:
+    """Tell every model picker (Segment, Train... widgets) to re-read the model registry."""
+    model_events().changed.emit()
+
+
+def _disconnect_quietly(signal: Any, slot: Any) -> None:
+    try:
+        signal.disconnect(slot)
+    except (TypeError, RuntimeError):  # already gone with its receiver
+        pass
+
+
 class ModelPicker(QWidget):
     """Model combo box with refresh and "add a model folder" buttons.
 
@@ -168,6 +197,14 @@ class ModelPicker(QWidget):
         self.combo.currentIndexChanged.connect(lambda *_: self.modelChanged.emit(self.current()))
         self.refresh_button.clicked.connect(self.refresh)
         self.browse_button.clicked.connect(self._browse)
+        model_events().changed.connect(self._on_models_changed)
+        self.destroyed.connect(lambda *_: _disconnect_quietly(model_events().changed, self._on_models_changed))
+
+    def _on_models_changed(self) -> None:
+        try:
+            self.refresh()
+        except Exception as exc:  # one broken picker must not stop the others
+            log.warning("model list refresh failed: %s", exc)
 
     @staticmethod
     def _key(info: ModelInfo) -> str:

@@ -27,7 +27,6 @@ import numpy as np
 from napari.layers import Image, Labels, Shapes
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
-    QApplication,
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
@@ -495,15 +494,9 @@ class TrainWidget(QWidget):
 
 def refresh_model_lists() -> None:
     """Re-read the model registry in every model picker of the app (the Segment widget's too)."""
-    app = QApplication.instance()
-    if app is None:
-        return
-    for w in app.allWidgets():
-        if isinstance(w, ModelPicker):
-            try:
-                w.refresh()
-            except Exception as exc:  # one broken picker must not stop the others
-                log.warning("model list refresh failed: %s", exc)
+    from .common import notify_models_changed
+
+    notify_models_changed()
 
 
 def _scale_of(image: Image) -> tuple[float, ...] | None:
