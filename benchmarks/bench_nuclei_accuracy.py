@@ -9,6 +9,8 @@ on the same images in the same run:
 - the shipped model a user gets for that image (``nuclei`` for grey images,
   ``nuclei-he`` for RGB histology; also ``nuclei`` on the histology converted
   to grey), through :func:`napari_medseg.api.segment`;
+- the same with test-time augmentation (``tta=True``: maps averaged over 4
+  mirror images);
 - a classical baseline: Otsu threshold (foreground = the minority side, so
   bright and dark nuclei both work), hole filling, small-object removal,
   then the scikit-image distance-transform watershed (seeds = local maxima of
@@ -94,8 +96,12 @@ def main(argv=None) -> int:
             grey = (rgb2gray(rgb) * 255).astype(np.float32)
             add(mod, "nuclei (shipped, grey of RGB)", true, lambda: segment(grey, "nuclei", device=args.device),
                 r["id"])
+            add(mod, "nuclei-he (shipped, RGB) + tta", true,
+                lambda: segment(rgb, "nuclei-he", device=args.device, tta=True), r["id"])
         else:
             add(mod, "nuclei (shipped)", true, lambda: segment(img, "nuclei", device=args.device), r["id"])
+            add(mod, "nuclei (shipped) + tta", true, lambda: segment(img, "nuclei", device=args.device, tta=True),
+                r["id"])
         add(mod, "Otsu + watershed (skimage)", true, lambda: otsu_watershed(img), r["id"])
 
     print("| modality | method | n images | AP@0.5 | AP@0.75 | mAP 0.5:0.9 | Dice | pooled AP@0.5 | s/image |")
