@@ -119,3 +119,28 @@ def test_segment_tta_flag_reaches_the_engine(tmp_path, models, monkeypatch):
     assert main(["segment", str(a), "-o", str(tmp_path / "out"), "--model", "grey-one", "--tta", "-q"]) == 0
     assert seen["tta"] is True
     assert read(tmp_path / "out" / "a_labels.tif")[0].shape == (70, 90)
+
+
+def test_segment_3d_flag_labels_a_stack_in_3d(tmp_path, models, monkeypatch, capsys):
+    from napari_medseg.inference import ortho3d
+
+    seen = {}
+    real = ortho3d.segment_3d_from_2d_iter
+
+    def spy(*a, **k):
+        seen.update(k)
+        return real(*a, **k)
+
+    monkeypatch.setattr(ortho3d, "segment_3d_from_2d_iter", spy)
+    rng = np.random.default_rng(0)
+    stack = tmp_path / "stack.tif"
+    tifffile.imwrite(stack, rng.integers(0, 255, (6, 40, 50)).astype(np.uint8), imagej=True,
+                     resolution=(4.0, 4.0), metadata={"unit": "um", "spacing": 0.5, "axes": "ZYX"})
+    assert main(["segment", str(stack), "-o", str(tmp_path / "out"), "--model", "grey-one", "--3d", "-q"]) == 0
+    assert seen["scale"] == pytest.approx([0.5, 0.25, 0.25])  # from the file: Z spacing 2x the pixel size
+    out = read(tmp_path / "out" / "stack_labels.tif")[0]
+    assert out.shape == (6, 40, 50) and out.axes == "ZYX"
+    # a 2D image has no Z axis to build 3D objects along
+    assert main(["segment", str(_tiff(tmp_path / "flat.tif")), "-o", str(tmp_path / "o2"), "--model", "grey-one",
+                 "--3d", "-q"]) == 2
+    assert "need a Z axis" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 >>> import napari_medseg as ms                                   # doctest: +SKIP
 >>> labels = ms.segment(image)                                   # doctest: +SKIP
 >>> labels, probs = ms.segment(image, "nuclei", return_probabilities=True)  # doctest: +SKIP
+>>> nuclei_3d = ms.segment(stack, "nuclei", scale=(2.0, 0.5, 0.5), do_3d=True)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -55,8 +56,12 @@ def segment(
         Preallocated integer array (e.g. ``np.memmap``, zarr) of the image's
         spatial shape to write the labels into (returned).
     **kwargs
-        ``halo``, ``postprocess``, ``cancel``: see
-        :func:`napari_medseg.inference.segment.segment_iter`.
+        ``halo``, ``postprocess``, ``cancel``, ``units``, ``precision``,
+        ``tta``, ``do_3d``: see
+        :func:`napari_medseg.inference.segment.segment_iter`.  ``do_3d=True``
+        gives 3D objects in a Z stack from a 2D instance model (planes along
+        Z, Y and X, Z resampled to isotropic voxels from ``scale``; see
+        :mod:`napari_medseg.inference.ortho3d`).
 
     Returns
     -------

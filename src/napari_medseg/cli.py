@@ -3,7 +3,7 @@
 ::
 
     medseg segment IN... -o OUTDIR [--model NAME|PATH] [--device auto|cpu|cuda|mps]
-                                   [--tile-size N] [--batch-size N] [--channel N] [--quiet]
+                                   [--tile-size N] [--batch-size N] [--channel N] [--tta] [--3d] [--quiet]
     medseg models
     medseg evaluate --images DIR --masks DIR [--model NAME|PATH | --labels DIR] [-o report.csv]
     medseg train --images A.tif... --labels A_lab.tif... [--base NAME] --mode instance|semantic --out DIR
@@ -72,6 +72,9 @@ def _segment_args(p: argparse.ArgumentParser) -> None:
                    help="use only channel N of multichannel (C axis) images")
     p.add_argument("--tta", action="store_true",
                    help="test-time augmentation: average over 4 mirror images (~4x slower, slightly better)")
+    p.add_argument("--3d", dest="do_3d", action="store_true",
+                   help="3D objects in Z stacks from a 2D instance model: predict on planes along Z, Y and X "
+                        "(Z resampled to the X/Y pixel size), label in 3D; the stack must fit in memory")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
@@ -134,7 +137,7 @@ def _segment_volume(vol, args, bar_desc: str):
         try:
             res = run(segment_iter(frame, args.model, axes=f_axes, scale=scale, units=units, device=args.device,
                                    tile_size=args.tile_size, batch_size=args.batch_size,
-                                   tta=getattr(args, "tta", False)), update)
+                                   tta=getattr(args, "tta", False), do_3d=getattr(args, "do_3d", False)), update)
         finally:
             if bar is not None:
                 bar.close()

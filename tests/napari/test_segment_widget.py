@@ -397,3 +397,74 @@ def test_detection_models_are_not_offered_for_segmentation(viewer_widget, models
     with pytest.raises(ModelError, match="detection model"):
         widget.model_picker.add_path(str(folder))
     assert "boxes" not in [m.name for m in widget.model_picker.models()]
+
+
+def _stack(shape=(12, 40, 48), seed=30) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    img = rng.normal(10, 2, shape).astype(np.float32)
+    zz, yy, xx = np.indices(shape)
+    for _ in range(3):
+        cz, cy, cx = rng.integers(4, shape[0] - 4), rng.integers(8, shape[1] - 8), rng.integers(8, shape[2] - 8)
+        img[(zz - cz) ** 2 * 4 + (yy - cy) ** 2 + (xx - cx) ** 2 < 40] += 50
+    return img
+
+
+def test_3d_checkbox_only_for_z_stacks_and_2d_instance_models(viewer_widget, models_dir, qtbot) -> None:
+    viewer, widget = viewer_widget
+    make_random_model(models_dir / "sem", name="sem", kind="semantic", n_classes=3, seed=7)
+    make_random_model(models_dir / "vol", name="vol", dims=3, seed=8)
+    widget.model_picker.refresh()
+    flat = viewer.add_image(_blobs(seed=31), name="flat")
+    rgb = viewer.add_image(np.stack([_blobs(seed=32)] * 3, -1).clip(0, 255).astype(np.uint8), name="he", rgb=True)
+    stack = viewer.add_image(_stack(), name="stack")
+    cases = [(flat, "tiny", False), (rgb, "tiny-rgb", False), (stack, "tiny", True), (stack, "sem", False),
+             (stack, "vol", False), (flat, "tiny", False)]
+    for layer, model, enabled in cases:
+        _select(widget, layer, model)
+        assert widget.do_3d.isEnabled() is enabled, (layer.name, model)
+        if not enabled:
+            assert "Unavailable" in widget.do_3d.toolTip()
+
+
+def test_3d_objects_from_the_2d_model_use_the_layer_scale(viewer_widget, qtbot) -> None:
+    viewer, widget = viewer_widget
+    data = _stack()
+    img = viewer.add_image(data, name="stack", scale=(1.0, 0.5, 0.5), units=("micrometer",) * 3)
+    _select(widget, img, "tiny")
+    widget.do_3d.setChecked(True)
+    _run_and_wait(qtbot, widget)
+    out = viewer.layers["stack labels"]
+    assert out.data.shape == data.shape
+    np.testing.assert_array_equal(out.scale, [1.0, 0.5, 0.5])
+    meta = out.metadata["napari_medseg"]
+    assert meta["parameters"]["do_3d"] is True and meta["parameters"]["scale"] == pytest.approx((1.0, 0.5, 0.5))
+    assert meta["timings"]["resample"] > 0  # Z spacing 2x the pixel size: resampled to 24 planes
+    assert widget.status.text().split()[1] in ("object", "objects"), widget.status.text()
+
+    # no physical units: the Z / XY ratio of the layer scale is still used
+    plain = viewer.add_image(data, name="plain", scale=(3.0, 1.0, 1.0))
+    _select(widget, plain, "tiny")
+    _run_and_wait(qtbot, widget)
+    meta = viewer.layers["plain labels"].metadata["napari_medseg"]
+    assert meta["parameters"]["scale"] == pytest.approx((3.0, 1.0, 1.0)) and meta["parameters"]["units"] == "pixel"
+    assert meta["timings"]["resample"] > 0 and viewer.layers["plain labels"].data.shape == data.shape
+
+    widget.do_3d.setChecked(False)  # plane by plane: the engine's own path, no resampling step
+    _run_and_wait(qtbot, widget)
+    meta = viewer.layers["plain labels"].metadata["napari_medseg"]
+    assert meta["parameters"]["do_3d"] is False and "resample" not in meta["timings"]
+
+
+def test_screenshot_with_3d_option(make_napari_viewer, models_dir, qtbot) -> None:
+    viewer = make_napari_viewer(show=True)
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-medseg", "Segment")
+    qtbot.waitUntil(lambda: widget.device_picker.ready, timeout=60_000)
+    img = viewer.add_image(_stack((16, 64, 64)), name="stack", scale=(2.0, 1.0, 1.0))
+    _select(widget, img, "tiny")
+    widget.do_3d.setChecked(True)
+    _run_and_wait(qtbot, widget)
+    qtbot.wait(200)
+    assert widget.do_3d.isVisible() and widget.do_3d.isEnabled()
+    path = Path("/tmp") / "medseg_segment_widget_3d.png"
+    viewer.screenshot(str(path), canvas_only=False)
+    assert path.is_file()

@@ -203,6 +203,7 @@ def segment_iter(
     precision: str = "auto",
     units: str | Sequence[str] | None = None,
     tta: bool = False,
+    do_3d: bool = False,
 ) -> Generator[Progress, None, SegmentResult]:
     """Segment an image, yielding progress; returns a :class:`SegmentResult`.
 
@@ -264,6 +265,16 @@ def segment_iter(
         axes (4 passes, so ~4x the network time).  Smoother maps and slightly
         better objects (on ``dsb2018/val`` fluorescence, AP@0.5 +0.018 with
         the shipped ``nuclei`` model, see BENCHMARKS.md).
+    do_3d : bool
+        3D objects in a Z stack from a 2D instance model: the model runs on
+        the planes along Z, Y and X of the stack (Z first resampled to
+        ~isotropic voxels from ``scale``), the maps are averaged and labelled
+        in 3D, and the labels come back on the image grid.  Holds the whole
+        stack in memory.  Delegates to
+        :func:`napari_medseg.inference.ortho3d.segment_3d_from_2d_iter` (see
+        it for the method, the ``postprocess`` keys and the limits); raises
+        ParameterError when the image has no Z axis and ModelError for
+        semantic or 3D models.
 
     Yields
     ------
@@ -281,6 +292,14 @@ def segment_iter(
     Cancelled
         When ``cancel`` was set.
     """
+    if do_3d:
+        from .ortho3d import segment_3d_from_2d_iter
+
+        return (yield from segment_3d_from_2d_iter(
+            image, model, axes=axes, scale=scale, units=units, device=device, tta=tta, postprocess=postprocess,
+            cancel=cancel, tile_size=tile_size, batch_size=batch_size, return_probabilities=return_probabilities,
+            halo=halo, precision=precision, out=out))
+
     import torch
 
     from ..models.cache import get_model
