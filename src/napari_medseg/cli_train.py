@@ -180,6 +180,10 @@ def run(args: argparse.Namespace) -> int:
             print(info["region"], file=sys.stderr)
             print(f"device: {info.get('device')}", file=sys.stderr)
             return
+        if "base_val_score" in info:
+            print(f"base model: val {info['base_val_score']:.4f} on the held-out annotation (kept unless an epoch "
+                  "does at least as well)", file=sys.stderr)
+            return
         if bar is not None:
             bar.total = p.total
             bar.n = p.step
@@ -209,5 +213,8 @@ def run(args: argparse.Namespace) -> int:
     how = "cancelled" if res.cancelled else "stopped early" if res.stopped_early else "done"
     print(f"{res.model_path}: model {card.name!r} ({card.kind}), {len(res.history)} epoch(s), {how}"
           + (f", best epoch {res.best['epoch']}: {score}" if res.best else ", no validation"))
+    if card.training.get("kept_base_weights"):
+        print("no trained epoch did as well as the base model on the held-out annotation: the base weights were kept "
+              "(with post-processing re-tuned); paint more objects or train longer")
     print(f"use it with: medseg segment IMAGE -o OUTDIR --model {res.model_path}")
     return 0

@@ -16,7 +16,7 @@ from napari_medseg.errors import ModelError, ParameterError
 from napari_medseg.models.registry import list_models
 from napari_medseg.models.spec import load_model
 from napari_medseg.models.testing import make_random_model
-from napari_medseg.progress import CancelToken
+from napari_medseg.progress import CancelToken, run
 from napari_medseg.training.augment import AugmentConfig
 from napari_medseg.training.data import PatchSampler
 from napari_medseg.training.finetune import (
@@ -340,3 +340,36 @@ def test_postprocess_tuning_never_lowers_the_held_out_score(tmp_path):
     assert pp["fg_threshold"] in TUNE_FG and pp["seed_threshold"] in TUNE_SEED
     if after == before:
         assert pp == given
+
+
+def test_base_model_is_epoch_zero_and_kept_when_no_epoch_beats_it(models_dir, tmp_path, monkeypatch):
+    """Fine-tuning never ends worse than the base on the held-out annotation: the base is scored first."""
+    import napari_medseg.training.finetune as ft
+    from safetensors.numpy import load_file
+
+    base = make_random_model(tmp_path / "base", name="tinybase", base_channels=4, depth=2)
+    img, lab = blobs((64, 64), n=8)
+    scores = iter([0.9, 0.5, 0.6, 0.7])  # base 0.9, then three epochs that never reach it
+    real = ft._validate
+
+    def fake_validate(net, mode, items, pp):
+        r = real(net, mode, items, pp)
+        s = next(scores)
+        return {**r, "score": s, "key": (s, 0.0)}
+
+    monkeypatch.setattr(ft, "_validate", fake_validate)
+    monkeypatch.setattr(ft, "tune_postprocess", lambda net, items, pp: (pp, 0.0, 0.0))
+    progress = []
+    res = run(finetune_iter(img, lab, base=str(base), epochs=3, early_stopping=False, name="kept", **FAST),
+              progress.append)
+    assert [p.info["base_val_score"] for p in progress if "base_val_score" in (p.info or {})] == [0.9]
+    assert [h["val_score"] for h in res.history] == [0.5, 0.6, 0.7]
+    assert res.best["epoch"] == 0 and res.card.training["kept_base_weights"] is True
+    saved = load_file(str(res.model_path / "weights.safetensors"))
+    orig = load_file(str(base / "weights.safetensors"))
+    assert set(saved) == set(orig) and all(np.array_equal(saved[k], orig[k]) for k in orig)
+
+    # an epoch at least as good as the base replaces it
+    scores = iter([0.5, 0.4, 0.5, 0.3])
+    res = run(finetune_iter(img, lab, base=str(base), epochs=3, early_stopping=False, name="trained", **FAST))
+    assert res.best["epoch"] == 2 and res.card.training["kept_base_weights"] is False

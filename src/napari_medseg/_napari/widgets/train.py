@@ -60,6 +60,10 @@ if "torch" not in sys.modules:  # OpenMP spin-waiting starves the GUI and the pa
 PREVIEW_OF = "napari_medseg_preview_of"  #: metadata key of the preview layer
 
 
+def _fmt_num(v: float | None) -> str:
+    return "?" if v is None else f"{v:.3f}"
+
+
 def _fmt_time(s: float | None) -> str:
     if s is None:
         return "?"
@@ -431,6 +435,11 @@ class TrainWidget(QWidget):
         if "region" in info:
             self.region_label.setText(info["region"])
             return
+        if "base_val_score" in info:  # the base model scored before training: epoch 0 of the curve
+            self.plot.add_point(0, None, info["base_val_score"], 0)
+            self.status.set(f"{info.get('device', '')}\nbase model: val {info['base_val_score']:.3f} "
+                            "(kept unless an epoch does at least as well)")
+            return
         if info.get("epoch_end"):
             self.plot.add_point(info["epoch"], info.get("epoch_loss"), info.get("val_score"), info.get("best_epoch"))
             if not self._announced:  # the first checkpoint is on disk: show it in every model list
@@ -438,8 +447,8 @@ class TrainWidget(QWidget):
                 refresh_model_lists()
         val = info.get("val_score")
         self.status.set(f"{info.get('device', '')}\nepoch {info.get('epoch', 0) + (0 if info.get('epoch_end') else 1)}"
-                        f", step {p.step}/{p.total or '?'}, loss {info.get('loss', float('nan')):.3f}"
-                        + ("" if val is None else f", val {val:.3f} (best {info.get('best'):.3f})")
+                        f", step {p.step}/{p.total or '?'}, loss {_fmt_num(info.get('loss'))}"
+                        + ("" if val is None else f", val {val:.3f} (best {_fmt_num(info.get('best'))})")
                         + f", time left {_fmt_time(info.get('eta_s'))}")
 
     def _finish(self, outcome: JobOutcome) -> None:
@@ -457,6 +466,8 @@ class TrainWidget(QWidget):
             how = " (stopped early)" if res.stopped_early else ""
             return (f"Saved '{res.card.name}' after {len(res.history)} epoch(s) in {outcome.elapsed:.0f} s{how}"
                     + (f"; best epoch {res.best['epoch']}: {metric[0]} {metric[1]:.3f}" if res.best and metric else "")
+                    + ("\nNo epoch beat the base model on the held-out annotation: its weights were kept."
+                       if res.card.training.get("kept_base_weights") else "")
                     + f"\n{res.model_path}")
 
         finish_job(outcome, self.status, "Training", show, buttons=self.buttons, cancelled=cancelled)
