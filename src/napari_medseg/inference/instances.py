@@ -86,7 +86,6 @@ def instances_from_maps(
     >>> instances_from_maps(fg, d, min_size=1)[2]
     array([0, 1, 1, 1, 1, 2, 2, 2, 0], dtype=int32)
     """
-    from skimage.segmentation import watershed
 
     fg_prob = np.asarray(fg_prob)
     dist = np.asarray(dist)

@@ -71,6 +71,7 @@ from .segment import (
     _zoom,
     infer_axes,
     segment_iter,
+    unpack_image,
 )
 
 #: Largest number of voxels (input grid and isotropic working grid) handled at once.
@@ -116,23 +117,6 @@ def _plane_centre_distance(fg: np.ndarray, dist: np.ndarray, fg_threshold: float
     sub = (slice(None, None, step),) * 3
     d = dist[sub][fg[sub] > fg_threshold]
     return float(np.percentile(d.astype(np.float32), 99)) if d.size else None
-
-
-def _unpack(image, axes, scale, units):
-    """Array, axes, scale and units from a Volume, a multiscale list or an array."""
-    if hasattr(image, "data") and hasattr(image, "axes") and hasattr(image, "world_axes"):  # a Volume
-        vol = image
-        image = vol.data[0] if isinstance(vol.data, list) else vol.data
-        axes = axes or vol.axes
-        if scale is None and vol.scale is not None:
-            scale = [s for s, a in zip(vol.scale, vol.world_axes) if a in "ZYX"]
-            if units is None and vol.units is not None:
-                units = [u for u, a in zip(vol.units, vol.world_axes) if a in "ZYX"]
-    if isinstance(image, (list, tuple)) and image and hasattr(image[0], "shape"):
-        image = image[0]  # multiscale pyramid: full resolution
-    if not hasattr(image, "shape") or not hasattr(image, "__getitem__"):
-        image = np.asarray(image)
-    return image, axes, scale, units
 
 
 def _voxel_size_zyx(scale: Sequence[float] | None, units, spatial: str) -> tuple[list[float] | None, list | None]:
@@ -262,7 +246,7 @@ def segment_3d_from_2d_iter(
 
     check()
     # ---- the image -------------------------------------------------------
-    image, axes, scale, units = _unpack(image, axes, scale, units)
+    image, axes, scale, units = unpack_image(image, axes, scale, units)
     shape = tuple(int(s) for s in image.shape)
     axes = _check_axes(axes if axes is not None else infer_axes(shape), len(shape))
     if "Z" not in axes:

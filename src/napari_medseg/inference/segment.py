@@ -155,6 +155,27 @@ class SegmentResult:
     info: dict = field(default_factory=dict)
 
 
+def unpack_image(image, axes: str | None, scale, units):
+    """``(array, axes, scale, units)`` from a Volume, a multiscale list (level 0 is used) or an array-like.
+
+    A :class:`~napari_medseg.volume.Volume` fills in ``axes``, and ``scale`` /
+    ``units`` of its Z, Y, X axes, where they were not given.
+    """
+    if hasattr(image, "data") and hasattr(image, "axes") and hasattr(image, "world_axes"):  # a Volume
+        vol = image
+        image = vol.data[0] if isinstance(vol.data, list) else vol.data
+        axes = axes or vol.axes
+        if scale is None and vol.scale is not None:
+            scale = [s for s, a in zip(vol.scale, vol.world_axes) if a in "ZYX"]
+            if units is None and vol.units is not None:
+                units = [u for u, a in zip(vol.units, vol.world_axes) if a in "ZYX"]
+    if isinstance(image, (list, tuple)) and image and hasattr(image[0], "shape"):
+        image = image[0]  # multiscale pyramid (napari layer data): full resolution
+    if not hasattr(image, "shape") or not hasattr(image, "__getitem__"):
+        image = np.asarray(image)
+    return image, axes, scale, units
+
+
 def infer_axes(shape: Sequence[int]) -> str:
     """Axes of an image from its shape alone.
 
@@ -311,18 +332,7 @@ def segment_iter(
     timings = dict.fromkeys(("load", "normalize", "read", "network", "postprocess", "write"), 0.0)
 
     # ---- the image -------------------------------------------------------
-    if hasattr(image, "data") and hasattr(image, "axes") and hasattr(image, "world_axes"):  # a Volume
-        vol = image
-        image = vol.data[0] if isinstance(vol.data, list) else vol.data
-        axes = axes or vol.axes
-        if scale is None and vol.scale is not None:
-            scale = [s for s, a in zip(vol.scale, vol.world_axes) if a in "ZYX"]
-            if units is None and vol.units is not None:
-                units = [u for u, a in zip(vol.units, vol.world_axes) if a in "ZYX"]
-    if isinstance(image, (list, tuple)) and image and hasattr(image[0], "shape"):
-        image = image[0]  # multiscale pyramid (napari layer data): full resolution
-    if not hasattr(image, "shape") or not hasattr(image, "__getitem__"):
-        image = np.asarray(image)
+    image, axes, scale, units = unpack_image(image, axes, scale, units)
     shape = tuple(int(s) for s in image.shape)
     axes = _check_axes(axes if axes is not None else infer_axes(shape), len(shape))
     spatial_axes = "".join(a for a in axes if a in "ZYX")
