@@ -462,3 +462,15 @@ def test_tta_averages_the_mirror_images(tmp_path):
     assert np.abs(tta.probabilities.astype(np.float32) - tta_tiled.probabilities).max() <= 1e-3
     # a random network is not mirror-symmetric: the averaging did change the maps
     assert np.abs(tta.probabilities.astype(np.float32) - plain.probabilities).max() > 1e-2
+
+
+def test_labels_false_gives_the_same_maps_and_no_objects(tmp_path):
+    path = make_random_model(tmp_path / "m", depth=3, base_channels=4, seed=1)
+    img = ndi.gaussian_filter(np.random.default_rng(6).random((97, 140)).astype(np.float32), 3)
+    kw = dict(tile_size=64, return_probabilities=True, precision="float32")
+    full = run(segment_iter(img, str(path), **kw))
+    maps = run(segment_iter(img, str(path), labels=False, **kw))
+    assert np.array_equal(maps.probabilities, full.probabilities)
+    assert maps.info["blocks"] == 0 and maps.info["n_labels"] == 0 and not maps.labels.any()
+    with pytest.raises(ParameterError, match="return_probabilities=True"):
+        run(segment_iter(img, str(path), labels=False))

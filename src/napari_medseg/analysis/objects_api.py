@@ -519,16 +519,10 @@ def detect_iter(
         kind, class_names = "labels", [DEFAULT_CLASS]
         info["score"] = "1.0: objects came from a label image, not from a model"
     else:
-        from ..models.registry import default_model_for, resolve_model
+        from ..models.registry import resolve_model_or_auto
 
-        if isinstance(model, str) and model == "auto":
-            rgb = "S" in img_axes and int(arr.shape[img_axes.index("S")]) in (3, 4)
-            name = default_model_for(rgb)
-            if name is None:
-                raise ModelError(f"no installed segmentation model takes {'RGB' if rgb else 'single-channel'} "
-                                 "images; give a model name or folder (see `medseg models`)")
-            model = name
-        minfo = resolve_model(model)
+        rgb = "S" in img_axes and int(arr.shape[img_axes.index("S")]) in (3, 4)
+        minfo = resolve_model_or_auto(model, rgb, what="segmentation model")
         kind = minfo.card.kind
         t = time.perf_counter()
         if kind == "detection":

@@ -19,8 +19,8 @@ segmenter, as Cellpose's ``do_3D`` does with its flows:
    the top of a nucleus sits near the centre of a small disk in its YX plane
    (2D distance high) but near the border in the ZX and ZY planes (low): the
    mean is high only near the 3D centre, which gives one seed per nucleus.
-   The engine's own per-plane labelling is switched off in these runs
-   (``fg_threshold=1``: no pixel passes), since only its maps are used.
+   These runs make only the maps (``segment_iter(..., labels=False)``): no
+   per-plane objects are made, since only the maps are used.
 3. **3D instances.**  :func:`~napari_medseg.inference.instances.instances_from_maps`
    labels the mean maps in 3D (seeded watershed, face connectivity) with the
    card's ``fg_threshold``.  The seed threshold is raised from the card's
@@ -69,7 +69,10 @@ from .segment import (
     SegmentResult,
     _check_axes,
     _zoom,
+    check_out,
+    check_scale,
     infer_axes,
+    model_channels,
     segment_iter,
     unpack_image,
 )
@@ -123,11 +126,7 @@ def _voxel_size_zyx(scale: Sequence[float] | None, units, spatial: str) -> tuple
     """``scale`` and ``units`` reordered to Z, Y, X; scale converted to one unit when the axes' units differ."""
     if scale is None:
         return None, None
-    scale = [float(s) for s in scale]
-    if len(scale) != len(spatial):
-        raise ParameterError(f"scale {tuple(scale)} needs one value per spatial axis {spatial!r}")
-    if any(not (s > 0 and math.isfinite(s)) for s in scale):
-        raise ParameterError(f"scale {tuple(scale)} must be positive")
+    scale = check_scale(scale, spatial)
     order = [spatial.index(a) for a in "ZYX"]
     scale = [scale[i] for i in order]
     if units is None or isinstance(units, str):
@@ -234,7 +233,7 @@ def segment_3d_from_2d_iter(
     """
     from scipy import ndimage as ndi
 
-    from ..models.registry import default_model_for, resolve_model
+    from ..models.registry import resolve_model_or_auto
     from .instances import DEFAULT_POSTPROCESS, instances_from_maps
 
     t_start = time.perf_counter()
@@ -264,12 +263,7 @@ def segment_3d_from_2d_iter(
     if nz < 2:
         raise ParameterError(f"3D objects need at least 2 planes along Z; this stack has {nz}")
     scale_zyx, units_zyx = _voxel_size_zyx(scale, units, spatial)
-    if out is not None:
-        want = tuple(shape[axes.index(a)] for a in spatial)
-        if tuple(out.shape) != want:
-            raise ParameterError(f"out has shape {tuple(out.shape)}; the labels need {want} ({spatial})")
-        if not np.issubdtype(np.dtype(out.dtype), np.integer):
-            raise ParameterError(f"out must have an integer dtype, not {out.dtype}")
+    check_out(out, tuple(shape[axes.index(a)] for a in spatial), spatial)
 
     # ---- anisotropy: the isotropic working grid --------------------------
     anisotropy = 1.0
@@ -287,13 +281,7 @@ def segment_3d_from_2d_iter(
         )
 
     # ---- the model -------------------------------------------------------
-    if isinstance(model, str) and model == "auto":
-        name = default_model_for(is_rgb)
-        if name is None:
-            raise ModelError(f"no installed model takes {'RGB' if is_rgb else 'single-channel'} images; "
-                             "give a model name or folder (see `medseg models`)")
-        model = name
-    info = resolve_model(model)
+    info = resolve_model_or_auto(model, is_rgb)
     card = info.card
     if card.kind != "instance":
         raise ModelError(
@@ -303,11 +291,7 @@ def segment_3d_from_2d_iter(
     if card.dims != 2:
         raise ModelError(f"model {card.name!r} is already {card.dims}D: segment the stack with it directly "
                          "(do_3d is for 2D models)")
-    m_ch = card.in_channels
-    if n_ch != m_ch and not (is_rgb and n_ch == 4 and m_ch == 3):
-        what = "RGB" if is_rgb else f"{n_ch}-channel"
-        raise ModelError(f"model {card.name!r} takes {m_ch}-channel ({card.input.get('color', '?')}) images but "
-                         f"this is a {what} image (axes {axes!r}); choose a matching model or pick the channel(s) first")
+    model_channels(card, n_ch, is_rgb, axes)  # raises when the channels do not fit
 
     # ---- post-processing parameters (the 3D step) ----------------------
     pp = dict(DEFAULT_POSTPROCESS)
@@ -361,8 +345,7 @@ def segment_3d_from_2d_iter(
         bs = batch_size if batch_size is not None else planes_per_batch(arr.shape[1:3])
         sub = segment_iter(arr, info.path, axes=sub_axes, scale=sub_scale, units=sub_units, device=device,
                            tile_size=tile_size, batch_size=bs, return_probabilities=True, cancel=cancel,
-                           halo=halo, postprocess={"fg_threshold": 1.0, "min_size": 0}, precision=precision,
-                           tta=tta)
+                           halo=halo, precision=precision, tta=tta, labels=False)
         base = 1 + k * UNITS_PER_PASS
         try:
             while True:

@@ -176,6 +176,43 @@ def unpack_image(image, axes: str | None, scale, units):
     return image, axes, scale, units
 
 
+def check_scale(scale: Sequence[float] | None, spatial_axes: str) -> list[float] | None:
+    """``scale`` as floats, one positive finite pixel size per spatial axis (None stays None)."""
+    if scale is None:
+        return None
+    scale = [float(s) for s in scale]
+    if len(scale) != len(spatial_axes):
+        raise ParameterError(f"scale {tuple(scale)} needs one value per spatial axis {spatial_axes!r}")
+    if any(not (s > 0 and math.isfinite(s)) for s in scale):
+        raise ParameterError(f"scale {tuple(scale)} must be positive")
+    return scale
+
+
+def check_out(out, spatial_shape: Sequence[int], spatial_axes: str) -> None:
+    """Raise ParameterError unless ``out`` (if given) is an integer array of the labels' shape."""
+    if out is None:
+        return
+    if tuple(out.shape) != tuple(spatial_shape):
+        raise ParameterError(f"out has shape {tuple(out.shape)}; the labels need {tuple(spatial_shape)} "
+                             f"({spatial_axes})")
+    if not np.issubdtype(np.dtype(out.dtype), np.integer):
+        raise ParameterError(f"out must have an integer dtype, not {out.dtype}")
+
+
+def model_channels(card, n_img_ch: int, is_rgb: bool, axes: str) -> list[int] | None:
+    """Image channels to feed ``card``'s model: None (all), ``[0, 1, 2]`` (RGBA without alpha); else ModelError."""
+    m_ch = card.in_channels
+    if n_img_ch == m_ch:
+        return None
+    if is_rgb and n_img_ch == 4 and m_ch == 3:
+        return [0, 1, 2]  # drop alpha
+    what = "RGB" if is_rgb else f"{n_img_ch}-channel"
+    raise ModelError(
+        f"model {card.name!r} takes {m_ch}-channel ({card.input.get('color', '?')}) images but this is a "
+        f"{what} image (axes {axes!r}); choose a matching model or pick the channel(s) first"
+    )
+
+
 def infer_axes(shape: Sequence[int]) -> str:
     """Axes of an image from its shape alone.
 
@@ -225,6 +262,7 @@ def segment_iter(
     units: str | Sequence[str] | None = None,
     tta: bool = False,
     do_3d: bool = False,
+    labels: bool = True,
 ) -> Generator[Progress, None, SegmentResult]:
     """Segment an image, yielding progress; returns a :class:`SegmentResult`.
 
@@ -296,6 +334,11 @@ def segment_iter(
         it for the method, the ``postprocess`` keys and the limits); raises
         ParameterError when the image has no Z axis and ModelError for
         semantic or 3D models.
+    labels : bool
+        False: compute only the probability maps (needs
+        ``return_probabilities``); no objects or classes are made and the
+        returned labels are all 0.  For callers that combine maps themselves
+        (the 3D-from-2D path).
 
     Yields
     ------
@@ -313,6 +356,8 @@ def segment_iter(
     Cancelled
         When ``cancel`` was set.
     """
+    if not labels and not return_probabilities:
+        raise ParameterError("labels=False computes only the probability maps: set return_probabilities=True")
     if do_3d:
         from .ortho3d import segment_3d_from_2d_iter
 
@@ -325,7 +370,7 @@ def segment_iter(
 
     from ..models.cache import get_model
     from ..models.device import configure_cpu_threads, select_device
-    from ..models.registry import default_model_for, resolve_model
+    from ..models.registry import resolve_model_or_auto
     from .normalize import normalization_limits
 
     t_start = time.perf_counter()
@@ -342,30 +387,13 @@ def segment_iter(
     ch_axis = next((i for i, a in enumerate(axes) if a in "CS"), None)
     n_img_ch = 1 if ch_axis is None else shape[ch_axis]
     is_rgb = "S" in axes and n_img_ch in (3, 4)
-    if scale is not None:
-        scale = [float(s) for s in scale]
-        if len(scale) != len(spatial_axes):
-            raise ParameterError(f"scale {tuple(scale)} needs one value per spatial axis {spatial_axes!r}")
-        if any(not (s > 0 and math.isfinite(s)) for s in scale):
-            raise ParameterError(f"scale {tuple(scale)} must be positive")
-    if out is not None:
-        if tuple(out.shape) != spatial_shape:
-            raise ParameterError(f"out has shape {tuple(out.shape)}; the labels need {spatial_shape} ({spatial_axes})")
-        if not np.issubdtype(np.dtype(out.dtype), np.integer):
-            raise ParameterError(f"out must have an integer dtype, not {out.dtype}")
+    scale = check_scale(scale, spatial_axes)
+    check_out(out, spatial_shape, spatial_axes)
     if cancel is not None:
         cancel.raise_if_cancelled()
 
     # ---- the model -------------------------------------------------------
-    if isinstance(model, str) and model == "auto":
-        name = default_model_for(is_rgb)
-        if name is None:
-            raise ModelError(
-                f"no installed model takes {'RGB' if is_rgb else 'single-channel'} images; "
-                "give a model name or folder (see `medseg models`)"
-            )
-        model = name
-    info = resolve_model(model)
+    info = resolve_model_or_auto(model, is_rgb)
     card = info.card
     if card.kind not in ("instance", "semantic"):
         raise ModelError(f"model {card.name!r} is a {card.kind!r} model; segmentation needs 'instance' or 'semantic'")
@@ -374,17 +402,7 @@ def segment_iter(
         raise ModelError(f"model {card.name!r} is {mdims}D but the image has only the spatial axes {spatial_axes!r}")
     if mdims == 3 and spatial_axes != "ZYX":
         raise ModelError(f"3D model {card.name!r} needs Z, Y and X axes; the image has {spatial_axes!r}")
-    m_ch = card.in_channels
-    channels = None
-    if n_img_ch != m_ch:
-        if is_rgb and n_img_ch == 4 and m_ch == 3:
-            channels = [0, 1, 2]  # drop alpha
-        else:
-            what = "RGB" if is_rgb else f"{n_img_ch}-channel"
-            raise ModelError(
-                f"model {card.name!r} takes {m_ch}-channel ({card.input.get('color', '?')}) images but this is a "
-                f"{what} image (axes {axes!r}); choose a matching model or pick the channel(s) first"
-            )
+    channels = model_channels(card, n_img_ch, is_rgb, axes)
 
     t = time.perf_counter()
     dev, reason = select_device(device)
@@ -412,6 +430,7 @@ def segment_iter(
     pp.update({k: v for k, v in (card.output.get("postprocess") or {}).items()})
     pp.update(postprocess or {})
     instance = card.kind == "instance"
+    objects = instance and labels  # instance post-processing, block by block
     max_obj = float(pp.pop("max_object_size", DEFAULT_MAX_OBJECT[mdims]))
     block = pp.pop("block_size", DEFAULT_BLOCK[mdims])
     pp = {k: pp[k] for k in ("fg_threshold", "seed_threshold", "min_size") if k in pp}
@@ -428,12 +447,12 @@ def segment_iter(
 
     predictor = _Predictor(info.path, net, card, dev, reason, batch_size, n_extra, model_tile, precision, tta=tta)
     tiles_all = list(grid)
-    blocks = plan_blocks(spatial_shape, blk_shape, blk_halo) if instance else []
+    blocks = plan_blocks(spatial_shape, blk_shape, blk_halo) if objects else []
     needs, refs = _block_tiles(grid, blocks)
     # Block-major tile order: each block's missing tiles, block after block, so
     # that only the tiles a later block still needs stay cached (one tile row
     # across the image, not the ~3 rows a plain raster order would hold).
-    if instance:
+    if objects:
         seen: set[int] = set()
         tile_order = []
         for need in needs:
@@ -520,10 +539,10 @@ def segment_iter(
                 c = y[i][sub]
                 if probs is not None:
                     probs[(slice(None), *tile.core)] = c
-                if instance:
+                if objects:
                     cache.put(tile.index, c.astype(np.float16))
                     done.add(tile.index)
-                else:
+                elif labels:
                     store.write(tile.core, np.argmax(c, axis=0).astype(store.array.dtype))
             del x, y, c
             release_memory()
@@ -538,7 +557,7 @@ def segment_iter(
             yield from finished_blocks()
         yield from finished_blocks(wait_all=True)
         timings["postprocess"] = state["postprocess"]
-        n_labels = state["next_id"] - 1 if instance else n_out - 1
+        n_labels = state["next_id"] - 1 if objects else (n_out - 1 if labels else 0)
         if out is not None and n_labels > np.iinfo(np.dtype(out.dtype)).max:
             raise ParameterError(f"{n_labels} labels do not fit in out's dtype {out.dtype}; use uint32")
         yield Progress(total, total, "writing labels", {"stage": "write"})

@@ -149,3 +149,22 @@ def default_model_for(image_is_rgb: bool) -> str | None:
         if is_compatible(m.card, image_is_rgb) and m.card.kind in ("instance", "semantic"):
             return m.name
     return None
+
+
+def resolve_model_or_auto(name_or_path, image_is_rgb: bool, what: str = "model") -> ModelInfo:
+    """:func:`resolve_model`, with ``"auto"`` meaning :func:`default_model_for` the image.
+
+    ``what`` names the kind of model in the error message.
+
+    Raises
+    ------
+    ModelError
+        ``"auto"`` and no installed model takes such images, or nothing matches.
+    """
+    if isinstance(name_or_path, str) and name_or_path == "auto":
+        name = default_model_for(image_is_rgb)
+        if name is None:
+            raise ModelError(f"no installed {what} takes {'RGB' if image_is_rgb else 'single-channel'} images; "
+                             "give a model name or folder (see `medseg models`)")
+        name_or_path = name
+    return resolve_model(name_or_path)
