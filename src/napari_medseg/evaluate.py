@@ -171,13 +171,16 @@ def _load(x) -> np.ndarray:
     return read_array(x) if isinstance(x, Path) else np.asarray(x)
 
 
-def score_image(true: np.ndarray, pred: np.ndarray, name: str = "", thresholds=MAP_THRESHOLDS) -> dict:
-    """One report row for a pair of label images (see :data:`COLUMNS`)."""
+def score_image(true: np.ndarray, pred: np.ndarray, name: str = "", thresholds=MAP_THRESHOLDS, ov=None) -> dict:
+    """One report row for a pair of label images (see :data:`COLUMNS`).
+
+    ``ov``: :func:`~napari_medseg.analysis.metrics.overlap` of the pair when the caller already has it.
+    """
     true = np.asarray(true)
     pred = np.asarray(pred)
     if true.shape != pred.shape:
         raise ParameterError(f"{name}: mask {true.shape} and prediction {pred.shape} differ in shape")
-    c = counts(true.astype(np.int64, copy=False), pred.astype(np.int64, copy=False), thresholds)
+    c = counts(true.astype(np.int64, copy=False), pred.astype(np.int64, copy=False), thresholds, ov=ov)
     ap = c[:, 0] / np.maximum(c.sum(axis=1), 1)
     ap[c.sum(axis=1) == 0] = 1.0
     i75 = list(thresholds).index(0.75) if 0.75 in thresholds else None

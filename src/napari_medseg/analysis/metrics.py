@@ -152,7 +152,8 @@ def _match(ov: Overlap, threshold: float) -> Matching:
     )
 
 
-def match_instances(true: np.ndarray, pred: np.ndarray, iou_threshold: float = 0.5) -> Matching:
+def match_instances(true: np.ndarray, pred: np.ndarray, iou_threshold: float = 0.5,
+                    ov: Overlap | None = None) -> Matching:
     """Match true and predicted objects one-to-one where IoU > ``iou_threshold``.
 
     Uses the optimal (Hungarian) assignment that maximises the summed IoU of
@@ -164,6 +165,8 @@ def match_instances(true: np.ndarray, pred: np.ndarray, iou_threshold: float = 0
         Label images, 0 = background.
     iou_threshold : float
         A pair counts as a match only when its IoU is strictly greater.
+    ov : Overlap, optional
+        ``overlap(true, pred)`` when the caller already has it (not recomputed).
 
     Returns
     -------
@@ -179,7 +182,7 @@ def match_instances(true: np.ndarray, pred: np.ndarray, iou_threshold: float = 0
     >>> m.pairs.tolist(), m.false_negatives.tolist(), m.false_positives.tolist()
     ([[1, 3]], [2], [4])
     """
-    return _match(overlap(true, pred), iou_threshold)
+    return _match(overlap(true, pred) if ov is None else ov, iou_threshold)
 
 
 def errors(true: np.ndarray, pred: np.ndarray, iou_threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
@@ -220,12 +223,15 @@ def average_precision(
     return np.array([_match(ov, float(t)).ap for t in thresholds])
 
 
-def counts(true: np.ndarray, pred: np.ndarray, thresholds: Sequence[float] = MAP_THRESHOLDS) -> np.ndarray:
+def counts(true: np.ndarray, pred: np.ndarray, thresholds: Sequence[float] = MAP_THRESHOLDS,
+           ov: Overlap | None = None) -> np.ndarray:
     """``(TP, FP, FN)`` per threshold, shape (len(thresholds), 3), int64.
 
     Sum these over images to pool a data set (as StarDist's ``by_image=False``).
+    ``ov``: ``overlap(true, pred)`` when the caller already has it.
     """
-    ov = overlap(true, pred)
+    if ov is None:
+        ov = overlap(true, pred)
     out = np.zeros((len(thresholds), 3), np.int64)
     for i, t in enumerate(thresholds):
         m = _match(ov, float(t))

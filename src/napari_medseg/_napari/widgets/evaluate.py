@@ -127,7 +127,7 @@ def compare_iter(
     -------
     Comparison
     """
-    from ...analysis.metrics import match_instances
+    from ...analysis.metrics import match_instances, overlap
     from ...evaluate import score_image
 
     def check() -> None:
@@ -142,10 +142,11 @@ def compare_iter(
         raise ParameterError(f"ground truth {true.shape} and prediction {pred.shape} differ in shape")
     check()
     yield Progress(1, 4, "scoring at IoU 0.5:0.05:0.9")
-    row = score_image(true, pred)
+    ov = overlap(true, pred)  # computed once, for the scores and the matching
+    row = score_image(true, pred, ov=ov)
     check()
     yield Progress(2, 4, f"matching at IoU > {iou_threshold:g}")
-    m = match_instances(true, pred, iou_threshold)
+    m = match_instances(true, pred, iou_threshold, ov=ov)
     check()
     yield Progress(3, 4, "cutting out the unmatched objects")
     fp = np.where(np.isin(pred, m.false_positives), pred, 0).astype(pred.dtype, copy=False)
