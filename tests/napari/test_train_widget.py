@@ -139,3 +139,23 @@ def test_region_text_follows_painting(setup, qtbot):
     viewer, widget, seg, image, labels = setup
     labels.paint((60, 60), 99, refresh=True)  # a new object in the corner, through napari's paint path
     qtbot.waitUntil(lambda: "9 painted objects" in widget.region_label.text(), timeout=5_000)
+
+
+def test_fine_tuning_shows_the_base_model_as_epoch_zero(setup, qtbot, tmp_path):
+    from napari_medseg.models.testing import make_random_model
+
+    viewer, widget, seg, image, labels = setup
+    make_random_model(tmp_path / "models" / "tinybase", name="tinybase", base_channels=4, depth=2)
+    widget.model_picker.refresh()
+    assert widget.model_picker.select("tinybase")
+    widget.scratch.setChecked(False)
+    widget.minutes.setValue(0)
+    widget.epochs.setValue(2)
+    widget.name_edit.setText("from-base")
+    qtbot.mouseClick(widget.train_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT)
+    assert widget.plot.epochs[0] == 0 and widget.plot.losses[0] is None and widget.plot.scores[0] is not None
+    assert widget.plot.epochs[1:] == [1, 2]
+    res = widget.last_result
+    assert res is not None and res.card.training["base_model"].endswith("tinybase")
+    assert "Saved 'from-base'" in widget.status.text()

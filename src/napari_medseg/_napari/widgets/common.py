@@ -144,6 +144,11 @@ _MODEL_EVENTS: _ModelEvents | None = None
 def model_events() -> _ModelEvents:
     """The one :class:`_ModelEvents` object; every :class:`ModelPicker` listens to it."""
     global _MODEL_EVENTS
+    if _MODEL_EVENTS is not None:
+        try:
+            _MODEL_EVENTS.objectName()  # raises once Qt has deleted it (e.g. with a previous QApplication)
+        except RuntimeError:
+            _MODEL_EVENTS = None
     if _MODEL_EVENTS is None:
         _MODEL_EVENTS = _ModelEvents()
     return _MODEL_EVENTS
@@ -152,13 +157,6 @@ def model_events() -> _ModelEvents:
 def notify_models_changed() -> None:
     """Tell every model picker (Segment, Train... widgets) to re-read the model registry."""
     model_events().changed.emit()
-
-
-def _disconnect_quietly(signal: Any, slot: Any) -> None:
-    try:
-        signal.disconnect(slot)
-    except (TypeError, RuntimeError):  # already gone with its receiver
-        pass
 
 
 class ModelPicker(QWidget):
@@ -197,8 +195,8 @@ class ModelPicker(QWidget):
         self.combo.currentIndexChanged.connect(lambda *_: self.modelChanged.emit(self.current()))
         self.refresh_button.clicked.connect(self.refresh)
         self.browse_button.clicked.connect(self._browse)
+        # a bound method of this QObject: Qt drops the connection when the picker is destroyed
         model_events().changed.connect(self._on_models_changed)
-        self.destroyed.connect(lambda *_: _disconnect_quietly(model_events().changed, self._on_models_changed))
 
     def _on_models_changed(self) -> None:
         try:

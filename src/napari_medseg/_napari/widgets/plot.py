@@ -77,14 +77,15 @@ class CurvePlot(QWidget):
                 p.setPen(fg)
                 p.drawText(area, Qt.AlignmentFlag.AlignCenter, "curves appear after the first epoch")
                 return
-            n_max = max(self.epochs[-1], 2)
+            e0 = min(self.epochs[0], 1)  # 0 when the base model was scored before training
+            n_max = max(self.epochs[-1], e0 + 1)
             losses = [v for v in self.losses if v is not None]
             lo, hi = (min(losses), max(losses)) if losses else (0.0, 1.0)
             if hi - lo < 1e-9:
                 lo, hi = lo - 0.5, hi + 0.5
 
             def x_of(e: float) -> float:
-                return area.left() + (e - 1) / max(n_max - 1, 1) * area.width()
+                return area.left() + (e - e0) / max(n_max - e0, 1) * area.width()
 
             def y_of(v: float, a: float, b: float) -> float:
                 return area.bottom() - (v - a) / (b - a) * area.height()
@@ -98,7 +99,7 @@ class CurvePlot(QWidget):
                 p.drawText(QRectF(area.right() + 4, y - fm.height() / 2, right, fm.height()),
                            Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, f"{v:.1f}")
             p.drawText(QRectF(area.left(), area.bottom() + 2, area.width(), fm.height()),
-                       Qt.AlignmentFlag.AlignCenter, f"epoch (1-{self.epochs[-1]})")
+                       Qt.AlignmentFlag.AlignCenter, f"epoch ({e0}-{self.epochs[-1]})")
             for values, color, a, b in ((self.losses, LOSS_COLOR, lo, hi), (self.scores, VAL_COLOR, 0.0, 1.0)):
                 pts = [QPointF(x_of(e), y_of(v, a, b)) for e, v in zip(self.epochs, values) if v is not None]
                 p.setPen(QPen(color, 2))
