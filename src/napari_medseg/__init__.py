@@ -23,7 +23,7 @@ _LAZY = {
     "read_tiff": "napari_medseg.io.tiff",
     "read_dicom": "napari_medseg.io.dicom",
     "write_labels_tiff": "napari_medseg.io.tiff",
-    "Volume": "napari_medseg.volume",
+    "Volume": "napari_medseg.geometry",
     "segment": "napari_medseg.api",
     "list_models": "napari_medseg.api",
     "load_model": "napari_medseg.api",

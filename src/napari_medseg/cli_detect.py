@@ -88,7 +88,7 @@ def read_inputs(path: Path) -> list[Any]:
         Missing or unreadable input.
     """
     from .io import read
-    from .volume import Volume
+    from .geometry import Volume
 
     if not path.exists():
         raise ReaderError(f"{path} does not exist")

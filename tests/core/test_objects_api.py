@@ -8,7 +8,6 @@ import pytest
 
 from napari_medseg.analysis.measure import measure
 from napari_medseg.analysis.objects_api import (
-    _scale_in_um,
     box_table,
     detect,
     detect_iter,
@@ -16,7 +15,7 @@ from napari_medseg.analysis.objects_api import (
 )
 from napari_medseg.errors import ModelError, ParameterError
 from napari_medseg.progress import Cancelled, CancelToken
-from napari_medseg.volume import Volume
+from napari_medseg.geometry import Volume
 
 
 def _labels_2d() -> tuple[np.ndarray, np.ndarray]:
@@ -122,11 +121,13 @@ def test_cancel_before_start():
         list(detect_iter(labels=lab, cancel=tok))
 
 
-def test_scale_in_um():
-    assert _scale_in_um([0.001, 0.002], "mm") == pytest.approx([1.0, 2.0])
-    assert _scale_in_um([500.0], "nm") == pytest.approx([0.5])
-    assert _scale_in_um([0.3], "um") == pytest.approx([0.3])
-    assert _scale_in_um([1.0], "px") is None and _scale_in_um(None, "um") is None
+def test_unit_conversions_for_the_engine():
+    from napari_medseg.geometry import convert, is_length
+
+    assert [convert(v, "mm", "µm") for v in (0.001, 0.002)] == pytest.approx([1.0, 2.0])
+    assert convert(500.0, "nm", "um") == pytest.approx(0.5)
+    assert convert(0.3, "um", "micrometer") == 0.3
+    assert not is_length("px") and not is_length(None) and is_length("millimeter")
 
 
 # ---------------------------------------------------------------------------- boxes

@@ -353,21 +353,23 @@ def test_dicom_mr_sample_geometry_and_pixel_size(viewer_widget, qtbot) -> None:
     assert tuple(str(u) for u in out.units) == ("second", "millimeter", "millimeter", "millimeter")
     params = out.metadata["napari_medseg"]["parameters"]
     assert params["axes"] == "ZYX" and params["time_index"] == 2
-    # pixel size = column norms of the affine's Z, Y, X part, mm -> µm
+    # pixel size = column norms of the affine's Z, Y, X part, in the layer's own unit (the engine converts)
     spacing_mm = np.linalg.norm(img.affine.linear_matrix[1:, 1:], axis=0)
-    np.testing.assert_allclose(params["scale"], spacing_mm * 1000, rtol=1e-9)
+    np.testing.assert_allclose(params["scale"], spacing_mm, rtol=1e-9)
+    assert tuple(params["units"]) == ("mm", "mm", "mm")
     assert not out.data[0].any() and not out.data[1].any()
 
 
 def test_pixel_size_is_none_without_physical_units() -> None:
-    from napari_medseg._napari.widgets.segment import _spatial_scale
+    from napari_medseg._napari.layers import engine_scale
 
     plain = Image(np.zeros((4, 5)), scale=(2.0, 3.0))  # unit "pixel": unknown size
-    assert _spatial_scale(plain, "YX") is None
+    assert engine_scale(plain) == (None, None)
     nm = Image(np.zeros((4, 5)), scale=(200.0, 300.0), units=("nanometer", "nanometer"))
-    assert _spatial_scale(nm, "YX") == pytest.approx((0.2, 0.3))
-    timed = Image(np.zeros((2, 4, 5)), scale=(7.0, 1.5, 2.5), units=("second", "micrometer", "micrometer"))
-    assert _spatial_scale(timed, "TYX") == pytest.approx((1.5, 2.5))
+    assert engine_scale(nm) == ((200.0, 300.0), ("nm", "nm"))
+    timed = Image(np.zeros((2, 4, 5)), scale=(7.0, 1.5, 2.5), units=("second", "micrometer", "micrometer"),
+                  metadata={"axes": "TYX"})
+    assert engine_scale(timed) == ((1.5, 2.5), ("µm", "µm"))
 
 
 def test_refresh_lists_a_model_saved_after_the_widget_opened(viewer_widget, models_dir, qtbot) -> None:

@@ -49,6 +49,25 @@ def get_dicom_reader(path: PathOrPaths) -> Callable[[PathOrPaths], list[LayerDat
     return _read_dicom_layers if ok else None
 
 
+def get_volume_reader(path: PathOrPaths) -> Callable[[PathOrPaths], list[LayerData]] | None:
+    """Return a reader for a single NIfTI (``.nii``, ``.nii.gz``) or NRRD (``.nrrd``, ``.nhdr``) file, or None."""
+    from ..io.radiology import is_nifti_path, is_nrrd_path
+
+    p = _single(path)
+    if p is None or not (is_nifti_path(p) or is_nrrd_path(p)) or not os.path.isfile(p):
+        return None
+    return read_volume_layers
+
+
+def read_volume_layers(path: PathOrPaths) -> list[LayerData]:
+    """Layers of a NIfTI or NRRD file: data ``(Z, Y, X)``, affine to LPS ``(z, y, x)`` mm."""
+    from ..io.radiology import is_nifti_path, read_nifti, read_nrrd
+
+    p = _single(path)
+    vols = read_nifti(p) if is_nifti_path(p) else read_nrrd(p)
+    return [v.to_layer_data() for v in vols]
+
+
 def _read_tiff_layers(path: PathOrPaths) -> list[LayerData]:
     from ..io.tiff import read_tiff
 

@@ -38,13 +38,14 @@ Column names (2D; 3D adds ``z`` columns, replaces ``area`` by ``volume`` and
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from ..errors import ParameterError
+from ..geometry import Geometry
+from ..geometry.units import ascii_unit, common_unit, per_axis
 
 #: Measurement groups :func:`measure` can compute (all by default).
 PROPERTIES: tuple[str, ...] = (
@@ -58,17 +59,6 @@ PROPERTIES: tuple[str, ...] = (
     "axis_lengths",
     "intensity",
 )
-
-_UNIT_ALIASES = {
-    "µm": "um", "μm": "um", "um": "um", "micron": "um", "microns": "um",
-    "micrometer": "um", "micrometre": "um", "micrometers": "um", "micrometres": "um",
-    "mm": "mm", "millimeter": "mm", "millimetre": "mm", "millimeters": "mm", "millimetres": "mm",
-    "nm": "nm", "nanometer": "nm", "nanometre": "nm",
-    "cm": "cm", "centimeter": "cm", "centimetre": "cm",
-    "m": "m", "meter": "m", "metre": "m",
-    "px": "px", "pixel": "px", "pixels": "px", "voxel": "px", "voxels": "px",
-}
-
 
 def unit_suffix(units: str | Sequence[str] | None, ndim: int, default: str = "px") -> str:
     """ASCII suffix for column names from a unit name or one unit per axis.
@@ -84,26 +74,8 @@ def unit_suffix(units: str | Sequence[str] | None, ndim: int, default: str = "px
     """
     if units is None:
         return default
-    if isinstance(units, str):
-        units = [units] * ndim
-    units = list(units)
-    if len(units) != ndim:
-        raise ParameterError(f"units has {len(units)} entries, expected {ndim} (one per spatial axis)")
-    out = set()
-    for u in units:
-        key = str(u).strip()
-        norm = _UNIT_ALIASES.get(key, _UNIT_ALIASES.get(key.lower()))
-        if norm is None:
-            norm = re.sub(r"[^0-9a-z]", "", key.lower().replace("µ", "u").replace("μ", "u"))
-        if not norm:
-            raise ParameterError(f"unit {u!r} has no usable name")
-        out.add(norm)
-    if len(out) != 1:
-        raise ParameterError(
-            f"all spatial axes must have the same unit to measure lengths, got {units}; "
-            "convert the spacing to one unit first"
-        )
-    return out.pop()
+    per = per_axis(units, ndim)
+    return ascii_unit(common_unit(per))
 
 
 # --------------------------------------------------------------------------- input checks
@@ -509,6 +481,7 @@ def measure(
     properties: Sequence[str] = PROPERTIES,
     *,
     translate: Sequence[float] | None = None,
+    geometry: Geometry | None = None,
     channel_axis: int | None = None,
     as_dict: bool = False,
 ) -> Any:
@@ -542,6 +515,15 @@ def measure(
     translate : sequence of float, optional
         World position of the centre of pixel 0 (napari's ``translate``), in
         ``units``.  Default 0.
+    geometry : Geometry, optional
+        The labels' full index -> world mapping (axes ``"YX"`` or ``"ZYX"``),
+        e.g. a DICOM/NIfTI series' oblique affine in LPS mm.  Replaces
+        ``spacing``, ``translate`` and ``units`` (give none of them with it).
+        Sizes come from the affine's linear part: lengths along each axis from
+        its column norms, area/volume of a pixel from ``|det|``; the world
+        columns (``centroid_z_mm``...) are the affine applied to the pixel
+        index (patient LPS ``(z, y, x)`` for radiology), and the world
+        bounding box is that of the mapped pixel-box corners.
     channel_axis : int, optional
         Channel axis of a multi-channel ``image`` array.
     as_dict : bool
@@ -588,10 +570,24 @@ def measure(
     unknown = [p for p in props if p not in PROPERTIES]
     if unknown:
         raise ParameterError(f"unknown properties {unknown}; choose from {list(PROPERTIES)}")
-    default_unit = "px" if spacing is None and translate is None else "um"
-    unit = unit_suffix(units, ndim, default=default_unit)
-    sp = _check_vector("spacing", spacing, ndim, 1.0, positive=True)
-    tr = _check_vector("translate", translate, ndim, 0.0, positive=False)
+    if geometry is not None:
+        if spacing is not None or translate is not None or units is not None:
+            raise ParameterError("give either geometry or spacing/translate/units, not both")
+        if not isinstance(geometry, Geometry) or geometry.ndim != ndim or set(geometry.axes) - set("ZYX"):
+            raise ParameterError(f"geometry {geometry!r} does not fit {ndim}D labels (axes YX or ZYX)")
+        unit = ascii_unit(geometry.length_unit)
+        sp = geometry.spacing
+        cell = geometry.voxel_size
+        to_world = geometry.index_to_world
+    else:
+        default_unit = "px" if spacing is None and translate is None else "um"
+        unit = unit_suffix(units, ndim, default=default_unit)
+        sp = _check_vector("spacing", spacing, ndim, 1.0, positive=True)
+        tr = _check_vector("translate", translate, ndim, 0.0, positive=False)
+        cell = float(np.prod(sp))
+
+        def to_world(idx: np.ndarray) -> np.ndarray:
+            return tr + idx * sp
     channels = _channels(image, labels.shape, channel_names, channel_axis) if "intensity" in props else []
     axes = "zyx"[3 - ndim:]
 
@@ -609,17 +605,19 @@ def measure(
     if "centroid" in props:
         for i, a in enumerate(axes):
             cols[f"centroid_{a}"] = centroid[:, i]
+        world = to_world(centroid) if n else np.zeros((0, ndim))
         for i, a in enumerate(axes):
-            cols[f"centroid_{a}_{unit}"] = tr[i] + centroid[:, i] * sp[i]
+            cols[f"centroid_{a}_{unit}"] = world[:, i]
     if "bbox" in props:
         for j, arr in enumerate((lo, hi)):
             for i, a in enumerate(axes):
                 cols[f"bbox_{a}{j}"] = arr[:, i].astype(np.int64)
-        for j, arr in enumerate((lo, hi)):
+        w_lo, w_hi = _world_box(to_world, lo - 0.5, hi - 0.5)
+        for j, arr in enumerate((w_lo, w_hi)):
             for i, a in enumerate(axes):
-                cols[f"bbox_{a}{j}_{unit}"] = tr[i] + (arr[:, i] - 0.5) * sp[i]
+                cols[f"bbox_{a}{j}_{unit}"] = arr[:, i]
 
-    size = counts * float(np.prod(sp))
+    size = counts * cell
     size_name = f"area_{unit}2" if ndim == 2 else f"volume_{unit}3"
     if "area" in props:
         cols["n_pixels"] = px.counts
@@ -673,6 +671,19 @@ def measure(
     except ImportError as err:  # pragma: no cover - pandas comes with napari
         raise ParameterError("pandas is not installed; call measure(..., as_dict=True)") from err
     return pd.DataFrame(cols)
+
+
+def _world_box(to_world: Any, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """World min/max over the ``2**ndim`` corners of index boxes ``[lo, hi]`` (pixel edges), ``(n, ndim)`` each."""
+    n, ndim = lo.shape
+    if n == 0:
+        return np.zeros((0, ndim)), np.zeros((0, ndim))
+    corners = []
+    for bits in np.ndindex(*(2,) * ndim):
+        pick = np.array(bits, bool)
+        corners.append(to_world(np.where(pick, hi, lo).astype(np.float64)))
+    stack = np.stack(corners)
+    return stack.min(axis=0), stack.max(axis=0)
 
 
 def _box(lo: np.ndarray, hi: np.ndarray) -> tuple[slice, ...]:

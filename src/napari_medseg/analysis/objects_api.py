@@ -52,6 +52,7 @@ import numpy as np
 
 from ..errors import ModelError, ParameterError
 from ..progress import CancelToken, Progress, run
+from ..geometry import Geometry, ascii_unit, is_length, is_volume, normalize_unit
 from .measure import PROPERTIES, measure, unit_suffix
 
 #: Class of objects that have no class of their own (instance models, given labels).
@@ -59,9 +60,6 @@ DEFAULT_CLASS = "object"
 
 #: Columns that lead every objects table, in this order (when present).
 LEADING_COLUMNS = ("id", "class", "score", "probability")
-
-#: Metres per unit, to give segmentation models their pixel size in µm.
-_METRES = {"nm": 1e-9, "um": 1e-6, "mm": 1e-3, "cm": 1e-2, "m": 1.0}
 
 _RGB_NAMES = ("red", "green", "blue", "alpha")
 
@@ -85,6 +83,8 @@ class ObjectsResult:
         Classes the objects can have (the model's, or ``["object"]``).
     unit : str
         Unit suffix of the physical columns (``"um"``, ``"mm"``, ``"px"``).
+    geometry : Geometry or None
+        Index -> world mapping of ``labels`` (None: measured in pixels).
     spacing, translate : tuple of float
         Pixel size and world position of pixel 0 per spatial axis (Z, Y, X order).
     axes : str
@@ -111,6 +111,7 @@ class ObjectsResult:
     device_reason: str = ""
     timings: dict = field(default_factory=dict)
     info: dict = field(default_factory=dict)
+    geometry: Geometry | None = None
 
     def __len__(self) -> int:
         return int(len(self.table))
@@ -185,24 +186,19 @@ class ObjectsResult:
 # ------------------------------------------------------------------------------- helpers
 
 
-def _unpack_image(image: Any, axes: str | None, scale, translate, units, channel_names):
+def _unpack_image(image: Any, axes: str | None, scale, translate, units, channel_names, geometry):
     """Array, axes and geometry from an array or a Volume (explicit arguments win)."""
-    if hasattr(image, "data") and hasattr(image, "axes") and hasattr(image, "world_axes"):  # a Volume
+    if is_volume(image):
         vol = image
         image = vol.data[0] if isinstance(vol.data, list) else vol.data
         axes = axes or vol.axes
-        keep = [i for i, a in enumerate(vol.world_axes) if a in "ZYX"]
-        if scale is None and vol.scale is not None:
-            scale = [float(vol.scale[i]) for i in keep]
-        if translate is None and vol.translate is not None:
-            translate = [float(vol.translate[i]) for i in keep]
-        if units is None and vol.units is not None:
-            units = [str(vol.units[i]) for i in keep]
+        if geometry is None and scale is None and translate is None and units is None:
+            geometry = vol.spatial_geometry()
         if channel_names is None and vol.channel_names:
             channel_names = list(vol.channel_names)
     if not hasattr(image, "shape") or not hasattr(image, "__getitem__"):
         image = np.asarray(image)
-    return image, axes, scale, translate, units, channel_names
+    return image, axes, scale, translate, units, channel_names, geometry
 
 
 def _image_axes(shape: tuple[int, ...], axes: str | None) -> str:
@@ -217,13 +213,6 @@ def _image_axes(shape: tuple[int, ...], axes: str | None) -> str:
             or ("C" in axes and "S" in axes):
         raise ParameterError(f"axes {axes!r} must use each of Z, Y, X, C (or S) at most once and include Y and X")
     return axes
-
-
-def _scale_in_um(scale: Sequence[float] | None, unit: str) -> list[float] | None:
-    """Pixel size in µm for the segmentation engine; None when the unit is not a length."""
-    if scale is None or unit not in _METRES:
-        return None
-    return [float(s) * _METRES[unit] / 1e-6 for s in scale]
 
 
 def _intensity_of_image(image: Any, axes: str, channel_names: Sequence[str] | None):
@@ -406,6 +395,7 @@ def detect_iter(
     scale: Sequence[float] | float | None = None,
     translate: Sequence[float] | None = None,
     units: str | Sequence[str] | None = None,
+    geometry: Geometry | None = None,
     axes: str | None = None,
     channel_names: Sequence[str] | None = None,
     device: str = "auto",
@@ -443,6 +433,12 @@ def detect_iter(
     units : str or sequence of str, optional
         Length unit (``"µm"``, ``"mm"``...).  Default ``"µm"`` when ``scale``
         or ``translate`` is given, else ``"px"``.
+    geometry : Geometry, optional
+        The full index -> world mapping of the spatial axes (e.g. a DICOM or
+        NIfTI series' affine in LPS mm), instead of ``scale``/``translate``/
+        ``units``.  A :class:`~napari_medseg.geometry.Volume` image brings its
+        own.  Volumes come from ``|det|`` of the affine, lengths from its
+        column norms, world columns from the affine.
     axes : str, optional
         Axis letters of ``image`` from ``Z Y X C S``; guessed from the shape
         when None (2D -> ``YX``, 3D ending in 3/4 -> ``YXS``, other 3D -> ``ZYX``).
@@ -479,8 +475,8 @@ def detect_iter(
         raise ParameterError("give an image (and a model) or a label image to detect objects")
     arr = img_axes = None
     if image is not None:
-        arr, axes, scale, translate, units, channel_names = _unpack_image(
-            image, axes, scale, translate, units, channel_names)
+        arr, axes, scale, translate, units, channel_names, geometry = _unpack_image(
+            image, axes, scale, translate, units, channel_names, geometry)
         img_axes = _image_axes(tuple(int(s) for s in arr.shape), axes)
         spatial = "".join(a for a in img_axes if a in "ZYX")
         sp_shape = tuple(int(arr.shape[img_axes.index(a)]) for a in spatial)
@@ -496,15 +492,28 @@ def detect_iter(
     ndim = len(spatial)
     if ndim not in (2, 3):
         raise ParameterError(f"objects are measured in 2D or 3D; this image has spatial axes {spatial!r}")
-    default_unit = "px" if scale is None and translate is None else "um"
-    unit = unit_suffix(units, ndim, default=default_unit)
-    sp = (np.full(ndim, float(scale)) if np.isscalar(scale) else
-          np.ones(ndim) if scale is None else np.asarray(scale, np.float64).ravel())
-    tr = np.zeros(ndim) if translate is None else np.asarray(translate, np.float64).ravel()
-    if sp.size != ndim or tr.size != ndim:
-        raise ParameterError(f"scale and translate need one value per spatial axis {spatial!r}")
-    if not np.all(np.isfinite(sp)) or np.any(sp <= 0) or not np.all(np.isfinite(tr)):
-        raise ParameterError(f"scale must be finite and > 0 and translate finite, got {tuple(sp)}, {tuple(tr)}")
+    if geometry is not None:
+        if scale is not None or translate is not None or units is not None:
+            raise ParameterError("give either geometry or scale/translate/units, not both")
+        if not isinstance(geometry, Geometry) or geometry.axes != spatial:
+            raise ParameterError(f"geometry {geometry!r} does not fit the spatial axes {spatial!r}")
+        if not geometry.calibrated:
+            geometry = None  # a plain pixel grid: measured in px as without one
+        else:
+            unit = ascii_unit(geometry.length_unit)
+            sp, tr = geometry.spacing, geometry.origin
+    if geometry is None:
+        default_unit = "px" if scale is None and translate is None else "um"
+        unit = unit_suffix(units, ndim, default=default_unit)
+        sp = (np.full(ndim, float(scale)) if np.isscalar(scale) else
+              np.ones(ndim) if scale is None else np.asarray(scale, np.float64).ravel())
+        tr = np.zeros(ndim) if translate is None else np.asarray(translate, np.float64).ravel()
+        if sp.size != ndim or tr.size != ndim:
+            raise ParameterError(f"scale and translate need one value per spatial axis {spatial!r}")
+        if not np.all(np.isfinite(sp)) or np.any(sp <= 0) or not np.all(np.isfinite(tr)):
+            raise ParameterError(f"scale must be finite and > 0 and translate finite, got {tuple(sp)}, {tuple(tr)}")
+        if unit != "px":
+            geometry = Geometry.from_scale(spatial, sp, tr, units=normalize_unit(unit))
     if intensity is None and arr is not None:
         intensity = _intensity_of_image(arr, img_axes, channel_names)
     if cancel is not None:
@@ -541,7 +550,9 @@ def detect_iter(
         elif kind in ("instance", "semantic"):
             from ..inference.segment import segment_iter
 
-            res = yield from _relay(segment_iter(arr, minfo.path, axes=img_axes, scale=_scale_in_um(sp, unit),
+            seg_scale = None if geometry is None or not is_length(geometry.length_unit) else tuple(sp)
+            seg_units = None if seg_scale is None else (geometry.length_unit,) * ndim
+            res = yield from _relay(segment_iter(arr, minfo.path, axes=img_axes, scale=seg_scale, units=seg_units,
                                                  device=device, tile_size=tile_size, batch_size=batch_size,
                                                  return_probabilities=True, cancel=cancel), 1)
             info.update(res.info)
@@ -567,7 +578,10 @@ def detect_iter(
         chans = _normalise_intensity(intensity, sp_shape)
         table = box_table(boxes, classes, scores, spacing=sp, translate=tr, unit=unit, intensity=chans)
     else:
-        table = measure(lab, intensity, spacing=sp, units=unit, translate=tr, properties=properties)
+        if geometry is not None:
+            table = measure(lab, intensity, geometry=geometry, properties=properties)
+        else:
+            table = measure(lab, intensity, spacing=sp, units=unit, translate=tr, properties=properties)
         table = table.rename(columns={"label": "id"})
         ids = np.asarray(table["id"], np.int64)
         if kind == "semantic":
@@ -584,7 +598,7 @@ def detect_iter(
     table = _order_columns(table)
     return ObjectsResult(table, kind, None if kind == "detection" else lab, boxes, class_names, unit,
                          tuple(float(v) for v in sp), tuple(float(v) for v in tr), spatial, model_name, dev,
-                         reason, timings, info)
+                         reason, timings, info, geometry)
 
 
 def detect(

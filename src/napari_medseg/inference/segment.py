@@ -158,7 +158,7 @@ class SegmentResult:
 def unpack_image(image, axes: str | None, scale, units):
     """``(array, axes, scale, units)`` from a Volume, a multiscale list (level 0 is used) or an array-like.
 
-    A :class:`~napari_medseg.volume.Volume` fills in ``axes``, and ``scale`` /
+    A :class:`~napari_medseg.geometry.Volume` fills in ``axes``, and ``scale`` /
     ``units`` of its Z, Y, X axes, where they were not given.
     """
     if hasattr(image, "data") and hasattr(image, "axes") and hasattr(image, "world_axes"):  # a Volume
@@ -270,7 +270,7 @@ def segment_iter(
     ----------
     image : array-like or Volume
         numpy, dask, zarr or ``np.memmap`` array (read tile by tile, never
-        loaded whole), or a :class:`~napari_medseg.volume.Volume` (its axes
+        loaded whole), or a :class:`~napari_medseg.geometry.Volume` (its axes
         and scale are used).
     model : str or path
         Model name (``"nuclei"``, see :func:`napari_medseg.list_models`), a

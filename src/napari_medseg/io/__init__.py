@@ -1,4 +1,4 @@
-"""File readers and writers: paths in, :class:`~napari_medseg.volume.Volume` out.
+"""File readers and writers: paths in, :class:`~napari_medseg.geometry.Volume` out.
 
 No napari, Qt or torch here.
 """
@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 from ..errors import ReaderError
-from ..volume import Volume
+from ..geometry import Volume
 
 TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8", ".tf2")
 
@@ -20,7 +20,7 @@ def is_tiff_path(path: str | os.PathLike) -> bool:
 
 
 def read(path: str | os.PathLike) -> list[Volume]:
-    """Read a TIFF file, a DICOM file, a DICOM series folder or a DICOMDIR.
+    """Read a TIFF, NIfTI or NRRD file, a DICOM file, a DICOM series folder or a DICOMDIR.
 
     Parameters
     ----------
@@ -44,8 +44,14 @@ def read(path: str | os.PathLike) -> list[Volume]:
         from .tiff import read_tiff
 
         return read_tiff(p)
+    from .radiology import is_nifti_path, is_nrrd_path, read_nifti, read_nrrd
+
+    if p.is_file() and is_nifti_path(p):
+        return read_nifti(p)
+    if p.is_file() and is_nrrd_path(p):
+        return read_nrrd(p)
     from .dicom import is_dicom_path, read_dicom
 
     if is_dicom_path(p):
         return read_dicom(p)
-    raise ReaderError(f"{p} is neither a TIFF file nor DICOM data (file, series folder or DICOMDIR)")
+    raise ReaderError(f"{p} is neither a TIFF, NIfTI or NRRD file nor DICOM data (file, series folder or DICOMDIR)")

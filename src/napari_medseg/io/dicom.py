@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ReaderError
-from ..volume import Volume
+from ..geometry import LPS, Volume
 from .dicom_geometry import StackLayout, lps_affine_zyx, plan_stack, time_affine
 from .dicom_header import (
     KEEP_TAGS,
@@ -437,7 +437,8 @@ def _build_stack(frames: list[Frame], name: str, source: Path) -> Volume:
     if fmt.rgb:
         axes += "S"
     meta["warnings"] = warn_list
-    return Volume(data=data, axes=axes, name=name, affine=affine, units=units, contrast_limits=cl, metadata=meta)
+    return Volume(data=data, axes=axes, name=name, affine=affine, units=units, contrast_limits=cl, metadata=meta,
+                  frame=LPS)
 
 
 def _build_flat(frames: list[Frame], name: str, source: Path) -> Volume:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ReaderError
-from ..volume import Volume
+from ..geometry import LPS, Volume
 from .dicom_geometry import POSITION_TOL_MM, lps_affine_zyx, plan_stack, slice_normal
 from .dicom_header import Frame
 from .dicom_pixels import decode
@@ -102,4 +102,4 @@ def build_seg_volume(frames: list[Frame], name: str, meta: dict[str, Any]) -> Vo
     if layout.info.get("filled_slices"):
         meta["empty_slices"] = layout.info["filled_slices"]
     return Volume(data=labels, axes="ZYX", name=name, affine=affine, units=("mm", "mm", "mm"),
-                  layer_type="labels", metadata=meta)
+                  layer_type="labels", metadata=meta, frame=LPS)

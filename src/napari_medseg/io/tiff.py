@@ -3,7 +3,7 @@
 Reading
 -------
 :func:`read_tiff` turns every image series of a TIFF file into a
-:class:`~napari_medseg.volume.Volume` with
+:class:`~napari_medseg.geometry.Volume` with
 
 * axes in the canonical order ``T C Z Y X S`` (a subset of it), mapped from
   tifffile's series axes: ``S`` (samples) stays ``S`` for RGB(A) images and
@@ -38,7 +38,6 @@ import logging
 import math
 import os
 import threading
-import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Sequence
 from fractions import Fraction
@@ -48,7 +47,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import ParameterError, ReaderError
-from ..volume import Volume
+from ..geometry import Volume
+from .atomic import atomic_write
+from ..geometry.units import METRES, SECONDS, convert, exact, normalize_unit
 
 __all__ = ["LAZY_THRESHOLD_BYTES", "normalize_unit", "read_tiff", "write_labels_tiff"]
 
@@ -83,78 +84,8 @@ _DAMAGE = ("invalid page offset", "invalid offset to page", "invalid circular re
 _CANONICAL = "TCZYXS"
 _log = logging.getLogger(__name__)
 
-# --------------------------------------------------------------------------- units
-
-_UNIT_NAMES = {
-    # lengths
-    "µm": "µm", "μm": "µm", "um": "µm", "micron": "µm", "microns": "µm", "micrometer": "µm",
-    "micrometre": "µm", "micrometers": "µm", "micrometres": "µm", "\\u00b5m": "µm", "u": "µm",
-    "nm": "nm", "nanometer": "nm", "nanometre": "nm", "nanometers": "nm",
-    "mm": "mm", "millimeter": "mm", "millimetre": "mm", "millimeters": "mm",
-    "cm": "cm", "centimeter": "cm", "centimetre": "cm", "centimeters": "cm",
-    "m": "m", "meter": "m", "metre": "m", "meters": "m",
-    "in": "inch", "inch": "inch", "inches": "inch",
-    "å": "Å", "angstrom": "Å", "ångström": "Å",
-    # no physical unit
-    "": "pixel", "pixel": "pixel", "pixels": "pixel", "px": "pixel", "none": "pixel",
-    # times
-    "s": "s", "sec": "s", "second": "s", "seconds": "s",
-    "ms": "ms", "msec": "ms", "millisecond": "ms", "milliseconds": "ms",
-    "µs": "µs", "μs": "µs", "us": "µs", "microsecond": "µs", "microseconds": "µs",
-    "min": "min", "minute": "min", "minutes": "min",
-    "h": "h", "hr": "h", "hour": "h", "hours": "h",
-}
-# exact sizes (Fraction, so that conversions do not add rounding noise)
-_METRES = {"nm": Fraction(1, 10**9), "µm": Fraction(1, 10**6), "mm": Fraction(1, 1000),
-           "cm": Fraction(1, 100), "m": Fraction(1), "inch": Fraction(254, 10000),
-           "Å": Fraction(1, 10**10)}
-_SECONDS = {"µs": Fraction(1, 10**6), "ms": Fraction(1, 1000), "s": Fraction(1),
-            "min": Fraction(60), "h": Fraction(3600)}
 # ImageJ spells units in ASCII; "micron" is what ImageJ itself writes for µm.
 _IMAGEJ_UNIT = {"µm": "micron", "Å": "angstrom"}
-
-
-def normalize_unit(unit: Any) -> str:
-    """Return the short symbol of a length or time unit.
-
-    Parameters
-    ----------
-    unit : str or object with ``str()``
-        A unit as found in files or napari (``"micron"``, ``"\\u00B5m"``,
-        ``"um"``, ``"micrometer"``, a pint unit, ``None``...).
-
-    Returns
-    -------
-    str
-        ``"µm"`` (U+00B5), ``"nm"``, ``"mm"``, ``"cm"``, ``"m"``, ``"inch"``,
-        ``"Å"``, ``"s"``, ``"ms"``, ``"µs"``, ``"min"``, ``"h"`` or ``"pixel"``
-        for no physical unit; anything else is returned stripped, unchanged.
-
-    Examples
-    --------
-    >>> normalize_unit("micron"), normalize_unit("\\\\u00B5m"), normalize_unit(None)
-    ('µm', 'µm', 'pixel')
-    """
-    if unit is None:
-        return "pixel"
-    text = str(unit).strip()
-    return _UNIT_NAMES.get(text.lower(), _UNIT_NAMES.get(text, text))
-
-
-def _exact(value: float) -> Fraction:
-    """The decimal a float prints as, as an exact fraction (0.65 -> 13/20)."""
-    return Fraction(repr(float(value)))
-
-
-def _convert(value: Fraction | float, src: str, dst: str) -> float:
-    """Convert ``value`` from unit ``src`` to unit ``dst`` (same kind)."""
-    v = value if isinstance(value, Fraction) else _exact(value)
-    if src == dst:
-        return float(v)
-    for table in (_METRES, _SECONDS):
-        if src in table and dst in table:
-            return float(v * table[src] / table[dst])
-    raise ParameterError(f"cannot convert {src!r} to {dst!r}")
 
 
 # --------------------------------------------------------------------------- reading
@@ -472,10 +403,10 @@ def _pixel_size(tf: Any, page: Any, axes: str, folded: set[str], ome_px: ET.Elem
         found["X"] = found["Y"]
     # one length unit for Z/Y/X (napari compares scale numbers across axes)
     ref = found.get("X", found.get("Y", (None, None)))[1]
-    if ref in _METRES:
+    if ref in METRES:
         for a in "ZY":
-            if a in found and found[a][1] in _METRES and found[a][1] != ref:
-                found[a] = (_convert(found[a][0], found[a][1], ref), ref)
+            if a in found and found[a][1] in METRES and found[a][1] != ref:
+                found[a] = (convert(found[a][0], found[a][1], ref), ref)
     scale, units = [], []
     for a in world:
         if a in found and a not in folded:
@@ -530,7 +461,7 @@ def _plain_resolution_um(page: Any) -> tuple[float, float] | None:
         return None
     if unit == "inch" and all(float(1 / f) in _SCREEN_DPI for f in fr):
         return None  # 72/96 dpi: a screen default written by image software, not a pixel size
-    return _convert(fr[0], unit, "µm"), _convert(fr[1], unit, "µm")
+    return convert(fr[0], unit, "µm"), convert(fr[1], unit, "µm")
 
 
 # ---- tifffile warnings
@@ -611,7 +542,7 @@ def write_labels_tiff(path: str | os.PathLike, labels: Any, scale: Sequence[floa
     axes = _label_axes(axes, ndim)
     scale_t = _label_scale(scale, ndim)
     units_t = _label_units(units, axes)
-    dtype = _label_dtype(arr)
+    dtype = label_dtype(arr)
 
     imagej_meta = _imagej_calibration(axes, scale_t, units_t) if dtype in (np.uint8, np.uint16) else None
     if imagej_meta is not None:
@@ -620,15 +551,15 @@ def write_labels_tiff(path: str | os.PathLike, labels: Any, scale: Sequence[floa
         sx, sy = scale_t[axes.index("X")], scale_t[axes.index("Y")]
         kwargs: dict[str, Any] = dict(
             imagej=True, photometric="minisblack", metadata={"axes": out_axes, **imagej_meta},
-            resolution=(_rational(1 / _exact(sx)), _rational(1 / _exact(sy))))
+            resolution=(_rational(1 / exact(sx)), _rational(1 / exact(sy))))
     else:
         order = list(range(ndim))
         kwargs = dict(compression="zlib", photometric="minisblack",
                       metadata={"axes": axes, "scale": list(scale_t), "units": list(units_t)})
         ix, iy = axes.index("X"), axes.index("Y")
-        if units_t[ix] in _METRES and units_t[iy] in _METRES:
-            kwargs["resolution"] = (_rational(1 / _exact(_convert(scale_t[ix], units_t[ix], "cm"))),
-                                    _rational(1 / _exact(_convert(scale_t[iy], units_t[iy], "cm"))))
+        if units_t[ix] in METRES and units_t[iy] in METRES:
+            kwargs["resolution"] = (_rational(1 / exact(convert(scale_t[ix], units_t[ix], "cm"))),
+                                    _rational(1 / exact(convert(scale_t[iy], units_t[iy], "cm"))))
             kwargs["resolutionunit"] = tifffile.RESUNIT.CENTIMETER
         else:
             kwargs["resolutionunit"] = tifffile.RESUNIT.NONE
@@ -645,18 +576,7 @@ def write_labels_tiff(path: str | os.PathLike, labels: Any, scale: Sequence[floa
         data = _planes(arr, dtype)
         kwargs.update(shape=shape, dtype=dtype)
 
-    p.parent.mkdir(parents=True, exist_ok=True)
-    # same folder, so that the rename is atomic; not mkstemp, whose 0600 mode
-    # would stick to the final file
-    tmp = p.parent / f".{p.name}.{uuid.uuid4().hex[:12]}.part"
-    try:
-        tifffile.imwrite(tmp, data, **kwargs)
-        os.replace(tmp, p)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return p
+    return atomic_write(p, lambda tmp: tifffile.imwrite(tmp, data, **kwargs))
 
 
 def _label_axes(axes: str | None, ndim: int) -> str:
@@ -695,7 +615,7 @@ def _label_units(units: Sequence[Any] | str | None, axes: str) -> tuple[str, ...
     return out
 
 
-def _label_dtype(arr: Any) -> np.dtype:
+def label_dtype(arr: Any) -> np.dtype:
     dt = np.dtype(arr.dtype)
     if dt == np.bool_:
         return np.dtype(np.uint8)
@@ -748,19 +668,19 @@ def _imagej_calibration(axes: str, scale: tuple[float, ...], units: tuple[str, .
         return None
     meta: dict[str, Any] = {}
     if xy != "pixel":
-        if xy not in _METRES:
+        if xy not in METRES:
             return None
         meta["unit"] = _IMAGEJ_UNIT.get(xy, xy)
     if "Z" in s:
         if u["Z"] == xy:
             meta["spacing"] = s["Z"]
-        elif u["Z"] in _METRES and xy in _METRES:
-            meta["spacing"] = _convert(s["Z"], u["Z"], xy)
+        elif u["Z"] in METRES and xy in METRES:
+            meta["spacing"] = convert(s["Z"], u["Z"], xy)
         else:
             return None
     if "T" in s:
-        if u["T"] in _SECONDS:
-            meta["finterval"] = _convert(s["T"], u["T"], "s")
+        if u["T"] in SECONDS:
+            meta["finterval"] = convert(s["T"], u["T"], "s")
         elif not (u["T"] == "pixel" and s["T"] == 1.0):
             return None
     if xy == "pixel" and (s["X"] != 1.0 or s["Y"] != 1.0 or s.get("Z", 1.0) != 1.0):

@@ -60,7 +60,7 @@ from ...errors import ParameterError
 from ...progress import CancelToken, Progress
 from .._worker import JobOutcome, ProgressJob
 from .common import LayerCombo, RunCancelRow, StatusLine, finish_job, report_error
-from .objects_layers import geometry_kwargs, unique_name
+from ..layers import output_geometry, unique_name
 
 if TYPE_CHECKING:
     import napari
@@ -295,7 +295,7 @@ class EvaluateWidget(QWidget):
         thr = float(self.threshold.value())
         names = (gt.name, pred.name)
         ctx = {"gt": weakref.ref(gt), "pred": weakref.ref(pred), "names": names,
-               "geometry": {"fn": geometry_kwargs(gt, gt.ndim), "fp": geometry_kwargs(pred, pred.ndim)},
+               "geometry": {"fn": output_geometry(gt), "fp": output_geometry(pred)},
                "same_scale": np.allclose(gt.scale, pred.scale) and np.allclose(gt.translate, pred.translate)}
 
         def make_gen(token: CancelToken):

@@ -51,6 +51,7 @@ from ...progress import Progress
 from .._worker import JobOutcome, ProgressJob
 from .common import DevicePicker, LayerCombo, ModelPicker, RunCancelRow, StatusLine, finish_job, report_error
 from .objects_classify import ClassifierPanel, GatePanel
+from ..layers import labels_of, layer_axes, measure_geometry, output_geometry, output_metadata, unique_name
 from .objects_layers import (
     OBJECTS_OF,
     LayerChecklist,
@@ -58,12 +59,8 @@ from .objects_layers import (
     centroids,
     class_colors,
     column_name,
-    geometry_kwargs,
-    labels_of,
-    measure_geometry,
     points_layer,
     rgba,
-    unique_name,
 )
 from .objects_plot import PlotPanel
 from .objects_table import ObjectsTable
@@ -352,8 +349,6 @@ class ObjectsWidget(ClassifierActions, QWidget):
     # ================================================================== running
     def _prepare(self):
         """Context and generator factory for a run, from the current controls (GUI thread)."""
-        from .segment import _axes_of
-
         device = self.device_picker.device()
         if self.source_kind.currentIndex() == 0:
             src = self.labels_combo.layer()
@@ -375,7 +370,7 @@ class ObjectsWidget(ClassifierActions, QWidget):
             if model is None:
                 raise ParameterError("No model: add one with 'folder…'.")
             image = src.data[0] if src.multiscale else src.data
-            axes = _axes_of(src, image.ndim, bool(src.rgb))
+            axes = layer_axes(src)
             if axes is None or "T" in axes:
                 raise ParameterError(f"image {src.name!r} (shape {tuple(image.shape)}) is not one 2D/3D image; "
                                      "objects are detected one time point at a time")
@@ -389,17 +384,18 @@ class ObjectsWidget(ClassifierActions, QWidget):
         if len(set(names)) != len(names):
             raise ParameterError(f"intensity layers need different names; got {names}")
         ndim = len(shape)
-        spacing, translate, unit = measure_geometry(src, ndim)
-        ctx = _RunContext(weakref.ref(src), src.name, geometry_kwargs(src, ndim), model,
-                          {"device": device, "unit": unit, "spacing": spacing})
+        geometry = measure_geometry(src, ndim)
+        unit = None if geometry is None else geometry.length_unit
+        spacing = None if geometry is None else tuple(float(s) for s in geometry.spacing)
+        ctx = _RunContext(weakref.ref(src), src.name, output_geometry(src, ndim), model,
+                          {"device": device, "unit": unit, "spacing": spacing, "source_meta": output_metadata(src)})
         model_path = None if model is None else model.path
 
         def make_gen(token):
             from ...analysis.objects_api import detect_iter  # torch (if any) loads here, in the worker
 
             return detect_iter(image, model_path if model_path is not None else "auto", labels=lab,
-                               intensity=intensity or None, scale=spacing, translate=translate, units=unit,
-                               axes=axes, device=device, cancel=token)
+                               intensity=intensity or None, geometry=geometry, axes=axes, device=device, cancel=token)
 
         return ctx, make_gen
 
@@ -422,7 +418,8 @@ class ObjectsWidget(ClassifierActions, QWidget):
         classes = [str(c) for c in table["class"]]
         colors = class_colors(list(res.class_names) + sorted(set(classes) - set(res.class_names)))
         meta = {OBJECTS_OF: ctx.name, "napari_medseg": {"kind": res.kind, "model": res.model_name,
-                                                         "unit": res.unit, "score": res.info.get("score", "")}}
+                                                         "unit": res.unit, "score": res.info.get("score", "")},
+                **ctx.params.get("source_meta", {})}
         src = ctx.source()
         if res.kind == "detection":
             out = boxes_layer(res.boxes, table, colors, ctx.geometry, f"{ctx.name} boxes", dict(meta))

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from napari.layers import Image, Labels, Points, Shapes
+from napari.layers import Image, Points, Shapes
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QListWidget, QListWidgetItem, QWidget
 
@@ -126,46 +126,6 @@ def column_name(name: str) -> str:
     return re.sub(r"[^0-9A-Za-z]+", "_", name).strip("_") or "image"
 
 
-def measure_geometry(layer: Any, ndim: int) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None, str | None]:
-    """(spacing, translate, unit) of a layer's last ``ndim`` axes for measurements.
-
-    A layer whose units are not one length (napari's default ``pixel``)
-    is measured in pixels: ``(None, None, None)``.
-    """
-    scale = tuple(float(s) for s in layer.scale[-ndim:])
-    translate = tuple(float(t) for t in layer.translate[-ndim:])
-    units = getattr(layer, "units", None)
-    if units is None:
-        return None, None, None
-    names = []
-    for u in tuple(units)[-ndim:]:
-        try:
-            if not u.dimensionality == {"[length]": 1}:  # pint: not a length (pixel, second...)
-                return None, None, None
-        except AttributeError:
-            return None, None, None
-        names.append(f"{u:~}" if f"{u:~}" else str(u))
-    if len(set(names)) != 1:
-        return None, None, None
-    return scale, translate, names[0]
-
-
-def geometry_kwargs(layer: Any, ndim: int) -> dict[str, Any]:
-    """scale/translate/units/affine... of a layer's last ``ndim`` axes, for an output layer."""
-    geom: dict[str, Any] = {
-        "scale": tuple(layer.scale[-ndim:]),
-        "translate": tuple(layer.translate[-ndim:]),
-    }
-    if layer.ndim == ndim:  # rotate/shear/affine only carry over between layers of the same dimensionality
-        geom["rotate"] = np.array(layer.rotate, copy=True)
-        geom["shear"] = np.array(layer.shear, copy=True)
-        geom["affine"] = np.array(layer.affine.affine_matrix, copy=True)
-    units = getattr(layer, "units", None)
-    if units is not None:
-        geom["units"] = tuple(units)[-ndim:]
-    return geom
-
-
 def centroids(table: Any, axes: str) -> np.ndarray:
     """``(n, ndim)`` centroid pixel indices from an objects table."""
     return np.stack([np.asarray(table[f"centroid_{a.lower()}"], np.float64) for a in axes], axis=1) \
@@ -195,20 +155,3 @@ def boxes_layer(boxes: np.ndarray, table: Any, colors: dict[str, str], geom: dic
                               edge_color=rgba(list(table["class"]), colors), face_color="transparent")
     shapes.features = table.reset_index(drop=True)
     return shapes
-
-
-def labels_of(layer: Labels) -> np.ndarray:
-    """A Labels layer's data (level 0) as a numpy array (never copied when it already is one)."""
-    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
-    return np.asarray(data)
-
-
-def unique_name(viewer: Any, name: str) -> str:
-    """``name``, or ``name [k]`` with the smallest free k."""
-    names = {lay.name for lay in viewer.layers}
-    if name not in names:
-        return name
-    k = 1
-    while f"{name} [{k}]" in names:
-        k += 1
-    return f"{name} [{k}]"

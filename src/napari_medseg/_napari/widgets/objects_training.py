@@ -24,7 +24,8 @@ from ...errors import MedsegError, ParameterError
 from ...progress import Progress
 from .._worker import JobOutcome, ProgressJob
 from .common import finish_job
-from .objects_layers import OBJECTS_OF, unique_name
+from ..layers import unique_name
+from .objects_layers import OBJECTS_OF
 
 log = logging.getLogger(__name__)
 

@@ -30,6 +30,15 @@ from qtpy.QtWidgets import QCheckBox, QFormLayout, QSpinBox, QVBoxLayout, QWidge
 from superqt import QCollapsible
 
 from .._worker import JobOutcome, ProgressJob
+from ..layers import (
+    engine_scale,
+    insert_axis,
+    layer_axes,
+    output_geometry,
+    output_metadata,
+    unique_name,
+    voxel_ratio_scale,
+)
 from .common import DevicePicker, LayerCombo, ModelPicker, RunCancelRow, StatusLine, finish_job
 
 if TYPE_CHECKING:
@@ -43,7 +52,6 @@ log = logging.getLogger(__name__)
 OUTPUT_OF = "napari_medseg_output_of"  #: metadata key: name of the image an output came from
 META = "napari_medseg"  #: metadata key: model, device, parameters, timings
 
-_DEFAULT_AXES = {2: "YX", 3: "ZYX", 4: "TZYX"}
 
 
 @dataclass
@@ -57,6 +65,7 @@ class _RunContext:
     geometry: dict[str, Any]
     t_index: int | None = None  #: time point segmented, for layers with a T axis
     t_size: int = 0
+    source_meta: dict[str, Any] | None = None  #: what outputs inherit from the image's metadata (frame)
 
 
 class SegmentWidget(QWidget):
@@ -151,8 +160,7 @@ class SegmentWidget(QWidget):
             self.status.set("No model: add one with 'folder…' or fine-tune one first.", error=True)
             return
         data = image.data[0] if image.multiscale else image.data  # level 0, not copied
-        rgb = bool(image.rgb)
-        axes = _axes_of(image, data.ndim, rgb)
+        axes = layer_axes(image)
         t_index, t_size = None, 0
         if axes is not None and "T" in axes:  # segment the time point on screen
             ti = axes.index("T")
@@ -161,9 +169,11 @@ class SegmentWidget(QWidget):
             t_index = int(np.clip(np.round(pos[ti]), 0, t_size - 1))
             data = data[(slice(None),) * ti + (t_index,)]  # a view (numpy) or lazy slice (dask)
         core_axes = None if axes is None else axes.replace("T", "")
+        scale, units = engine_scale(image) if axes is not None else (None, None)
         params: dict[str, Any] = {
             "axes": core_axes,
-            "scale": _spatial_scale(image, axes),
+            "scale": scale,
+            "units": units,
             "device": self.device_picker.device(),
             "tile_size": self.tile_size.value() or None,
             "batch_size": self.batch_size.value() or None,
@@ -172,8 +182,9 @@ class SegmentWidget(QWidget):
             "do_3d": self.do_3d.isChecked() and _why_no_3d(image, model) is None,
         }
         if params["do_3d"] and params["scale"] is None:  # no physical units: the Z/XY ratio still counts
-            params["scale"], params["units"] = _voxel_ratio_scale(image, axes), "pixel"
-        ctx = _RunContext(weakref.ref(image), image.name, model, params, _geometry_of(image), t_index, t_size)
+            params["scale"], params["units"] = voxel_ratio_scale(image), "pixel"
+        ctx = _RunContext(weakref.ref(image), image.name, model, params, output_geometry(image), t_index, t_size,
+                          output_metadata(image))
         model_ref = model.path
 
         def make_gen(token):
@@ -248,6 +259,7 @@ class SegmentWidget(QWidget):
         """Add or update the output layers; every new layer is built before the viewer changes."""
         image = ctx.image()
         meta = {
+            **(ctx.source_meta or {}),
             OUTPUT_OF: ctx.image_name,
             META: {
                 "model": result.model_name,
@@ -265,7 +277,7 @@ class SegmentWidget(QWidget):
         plan = []  # (kind, existing layer to write one time point into | None, new layer | None)
         for kind, arr in outputs:
             # probabilities have a leading class axis K: after T when there is one
-            geom = ctx.geometry if kind == "labels" else _insert_axis(ctx.geometry, 0 if ctx.t_index is None else 1)
+            geom = ctx.geometry if kind == "labels" else insert_axis(ctx.geometry, 0 if ctx.t_index is None else 1)
             name = f"{ctx.image_name} {kind}"
             if ctx.t_index is not None:
                 full_shape = (ctx.t_size, *arr.shape)
@@ -318,28 +330,14 @@ class SegmentWidget(QWidget):
             self.viewer.layers.remove(old)
             self.viewer.layers.insert(idx, layer)
         else:
-            layer.name = _unique_name(self.viewer, layer.name)
+            layer.name = unique_name(self.viewer, layer.name)
             self.viewer.add_layer(layer)
         if image is not None:
             self._created[(kind, id(image))] = (weakref.ref(image), weakref.ref(layer))
 
 
 def _copy_meta(meta: dict[str, Any]) -> dict[str, Any]:
-    return {OUTPUT_OF: meta[OUTPUT_OF], META: dict(meta[META])}
-
-
-def _axes_of(image: Any, ndim: int, rgb: bool) -> str | None:
-    """Axis letters of a layer's data: from our reader's metadata, else by dimensionality.
-
-    None (let the engine decide) for layers with more than four world axes.
-    """
-    axes = str(image.metadata.get("axes", "")) if isinstance(image.metadata, dict) else ""
-    if "C" in axes and len(axes) == ndim + 1:  # one channel layer split off by channel_axis
-        axes = axes.replace("C", "")
-    if len(axes) == ndim and axes.endswith("S") == rgb:
-        return axes
-    base = _DEFAULT_AXES.get(ndim - (1 if rgb else 0))
-    return None if base is None else base + ("S" if rgb else "")
+    return {k: dict(v) if isinstance(v, dict) else v for k, v in meta.items()}
 
 
 def _why_no_3d(image: Any, model: ModelInfo | None) -> str | None:
@@ -348,108 +346,10 @@ def _why_no_3d(image: Any, model: ModelInfo | None) -> str | None:
         return "pick an image and a model"
     if model.card.kind != "instance" or model.card.dims != 2:
         return f"{model.name} is not a 2D instance model"
-    data = image.data[0] if image.multiscale else image.data
-    axes = _axes_of(image, data.ndim, bool(image.rgb))
+    axes = layer_axes(image)
     if axes is None or "Z" not in axes:
         return "the image has no Z axis"
     return None
-
-
-def _voxel_ratio_scale(image: Any, axes: str | None) -> tuple[float, ...] | None:
-    """Data-axis step lengths along Z/Y/X in world units of any kind (for the Z / XY ratio of 3D objects)."""
-    from napari.utils.transforms import Affine
-
-    if axes is None:
-        return None
-    world = axes.replace("S", "").replace("C", "")
-    data2world = Affine(scale=image.scale, translate=image.translate, rotate=image.rotate, shear=image.shear)
-    spacing = np.linalg.norm(np.asarray(image.affine.linear_matrix) @ data2world.linear_matrix, axis=0)
-    return tuple(float(s) for a, s in zip(world, spacing, strict=False) if a in "ZYX") or None
-
-
-def _spatial_scale(image: Any, axes: str | None) -> tuple[float, ...] | None:
-    """Pixel size along the Z/Y/X data axes in µm, or None when the layer has no physical units.
-
-    The size is the length of each data axis' column in the full data -> world
-    matrix (``affine`` composed with ``scale``/``rotate``/``shear``), so DICOM
-    layers, whose spacing lives in the affine with ``scale`` 1, are right too.
-    napari's default unit ``pixel`` means "unknown": the model then sees the
-    image at its native sampling.
-    """
-    from napari.utils.transforms import Affine
-
-    if axes is None:
-        return None
-    world = axes.replace("S", "").replace("C", "")
-    data2phys = Affine(scale=image.scale, translate=image.translate, rotate=image.rotate, shear=image.shear)
-    spacing = np.linalg.norm(np.asarray(image.affine.linear_matrix) @ data2phys.linear_matrix, axis=0)
-    units = list(getattr(image, "units", None) or [None] * len(spacing))
-    out = []
-    for ax, s, u in zip(world, spacing, units, strict=False):
-        if ax not in "ZYX":
-            continue
-        um = _to_micrometre(float(s), u)
-        if um is None:
-            return None
-        out.append(um)
-    return tuple(out) if out else None
-
-
-def _to_micrometre(value: float, unit: Any) -> float | None:
-    if unit is None:
-        return None
-    try:
-        q = value * unit
-        return float(q.to("micrometer").magnitude)
-    except Exception:  # pixel, second, or anything that is not a length
-        return None
-
-
-def _geometry_of(image: Any) -> dict[str, Any]:
-    """World geometry of a layer, to give its outputs (spatial axes only for RGB)."""
-    geom = {
-        "scale": tuple(image.scale),
-        "translate": tuple(image.translate),
-        "rotate": np.array(image.rotate, copy=True),
-        "shear": np.array(image.shear, copy=True),
-        "affine": np.array(image.affine.affine_matrix, copy=True),
-    }
-    units = getattr(image, "units", None)
-    if units is not None:
-        geom["units"] = tuple(units)
-    return geom
-
-
-def _insert_axis(geometry: dict[str, Any], pos: int) -> dict[str, Any]:
-    """Geometry with one extra unit-scale, zero-offset world axis at ``pos`` (probabilities' K axis)."""
-    n = len(geometry["scale"])
-    keep = [i for i in range(n + 1) if i != pos]
-
-    def grow(mat: np.ndarray, size: int) -> np.ndarray:
-        out = np.eye(size + 1)
-        idx = [keep[i] if i < n else size for i in range(n + 1)]  # last row/col: homogeneous part
-        out[np.ix_(idx, idx)] = mat
-        return out
-
-    geom = {
-        "scale": (*geometry["scale"][:pos], 1.0, *geometry["scale"][pos:]),
-        "translate": (*geometry["translate"][:pos], 0.0, *geometry["translate"][pos:]),
-        "affine": grow(np.asarray(geometry["affine"]), n + 1),
-    }
-    if "units" in geometry:
-        units = [str(u) for u in geometry["units"]]
-        geom["units"] = (*units[:pos], "pixel", *units[pos:])
-    return geom  # rotate/shear stay at identity: napari's rotate of the shifted axes would not match
-
-
-def _unique_name(viewer: Any, name: str) -> str:
-    names = {lay.name for lay in viewer.layers}
-    if name not in names:
-        return name
-    i = 1
-    while f"{name} [{i}]" in names:
-        i += 1
-    return f"{name} [{i}]"
 
 
 def _count_objects(result: Any) -> tuple[Any, int]:

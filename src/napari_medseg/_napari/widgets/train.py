@@ -44,6 +44,8 @@ from superqt import QCollapsible
 
 from ...errors import MedsegError
 from .._worker import JobOutcome, ProgressJob
+from ...geometry import convert, is_length
+from ..layers import engine_scale, layer_axes
 from .common import DevicePicker, LayerCombo, ModelPicker, RunCancelRow, StatusLine, finish_job
 from .plot import CurvePlot
 
@@ -311,7 +313,8 @@ class TrainWidget(QWidget):
         def make_gen(token):
             from ...inference.segment import segment_iter
 
-            return segment_iter(data, path, axes="YXS" if image.rgb else "YX", scale=scale, cancel=token)
+            return segment_iter(data, path, axes="YXS" if image.rgb else "YX", scale=scale,
+                                units=None if scale is None else "µm", cancel=token)
 
         self._preview_job = ProgressJob(make_gen, lambda out: self._preview_done(image, z, out),
                                         desc="Preview", owner=self)
@@ -511,11 +514,13 @@ def refresh_model_lists() -> None:
 
 
 def _scale_of(image: Image) -> tuple[float, ...] | None:
-    """Pixel size of an image layer's spatial axes in µm, or None when unknown (see the Segment widget)."""
-    from .segment import _axes_of, _spatial_scale
-
-    data = image.data[0] if image.multiscale else image.data
-    return _spatial_scale(image, _axes_of(image, data.ndim, bool(image.rgb)))
+    """Pixel size of an image layer's Z/Y/X axes in µm (the unit training works in), None when unknown."""
+    if layer_axes(image) is None:
+        return None
+    scale, units = engine_scale(image)
+    if scale is None or not all(is_length(u) for u in units):
+        return None
+    return tuple(convert(s, u, "µm") for s, u in zip(scale, units))
 
 
 def roi_polygons(shapes: Shapes, image: Image) -> list[np.ndarray]:

@@ -12,6 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from .grid import Geometry
+from .units import napari_unit
+
 
 @dataclass
 class Volume:
@@ -47,6 +50,9 @@ class Volume:
         napari layer type.
     metadata : dict
         Anything else worth keeping (source path, DICOM tags, OME XML...).
+    frame : str, optional
+        ``"LPS"`` when the world is patient coordinates in mm (DICOM, NIfTI,
+        NRRD; see :mod:`napari_medseg.geometry.grid`), None otherwise.
     """
 
     data: Any
@@ -61,6 +67,7 @@ class Volume:
     colormap: str | list[str] | None = None
     layer_type: str = "image"
     metadata: dict[str, Any] = field(default_factory=dict)
+    frame: str | None = None
 
     def __post_init__(self) -> None:
         base = self.data[0] if isinstance(self.data, list) else self.data
@@ -102,6 +109,16 @@ class Volume:
         base = self.data[0] if isinstance(self.data, list) else self.data
         return tuple(base.shape)
 
+    @property
+    def geometry(self) -> Geometry:
+        """The index -> world mapping of the ``world_axes`` (from ``affine``, or ``scale``/``translate``)."""
+        return Geometry.from_napari(self.world_axes, scale=self.scale, translate=self.translate,
+                                    affine=self.affine, units=self.units, frame=self.frame)
+
+    def spatial_geometry(self) -> Geometry:
+        """The geometry of the Z/Y/X axes alone (time dropped), e.g. for measurements in mm³."""
+        return self.geometry.subset("".join(a for a in self.world_axes if a in "ZYX"))
+
     def to_layer_data(self) -> tuple[Any, dict[str, Any], str]:
         """Return a napari ``(data, kwargs, layer_type)`` tuple.
 
@@ -111,6 +128,8 @@ class Volume:
         kw: dict[str, Any] = {"name": self.name}
         meta = dict(self.metadata)
         meta["axes"] = self.axes
+        if self.frame is not None:
+            meta["frame"] = self.frame
         if self.units is not None:
             meta["units"] = tuple(self.units)
         if self.affine is not None:
@@ -120,7 +139,8 @@ class Volume:
         if self.translate is not None:
             kw["translate"] = tuple(float(t) for t in self.translate)
         if self.units is not None:
-            kw["units"] = tuple(_napari_unit(u) for u in self.units)
+            kw["units"] = tuple(napari_unit(u) for u in self.units)
+        kw["axis_labels"] = tuple(self.world_axes.lower())
         if self.multiscale:
             kw["multiscale"] = True
         if self.layer_type == "image":
@@ -140,12 +160,6 @@ class Volume:
         return self.data, kw, self.layer_type
 
 
-_UNIT_ALIASES = {"µm": "micrometer", "um": "micrometer", "micron": "micrometer", "mm": "millimeter",
-                 "nm": "nanometer", "cm": "centimeter", "m": "meter", "s": "second", "ms": "millisecond",
-                 "pixel": "pixel", "px": "pixel", "": "pixel", "µs": "microsecond",
-                 "min": "minute", "h": "hour", "inch": "inch", "Å": "angstrom"}
-
-
-def _napari_unit(u: str) -> str:
-    """Translate a short unit symbol to the pint name napari accepts."""
-    return _UNIT_ALIASES.get(u, u)
+def is_volume(obj: Any) -> bool:
+    """Whether ``obj`` is a :class:`Volume` (or quacks like one: data, axes, world axes, geometry)."""
+    return isinstance(obj, Volume) or all(hasattr(obj, a) for a in ("data", "axes", "world_axes", "geometry"))
