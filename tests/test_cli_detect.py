@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 import tifffile
 
-from napari_medseg import cli, cli_detect
+from napari_medseg import cli
+from napari_medseg.cli import detect as cli_detect
 from napari_medseg.io import read
 from napari_medseg.models import registry
 from napari_medseg.models.testing import make_random_model

@@ -9,7 +9,7 @@ import pytest
 import tifffile
 
 from napari_medseg import cli
-from napari_medseg.cli_train import add_parser, run
+from napari_medseg.cli.train import add_parser, run
 from napari_medseg.errors import ParameterError
 from napari_medseg.models.spec import load_model
 
@@ -80,7 +80,7 @@ def test_semantic_classes_and_usage_errors(tmp_path, monkeypatch):
 
 
 def test_roi_boxes_parse_and_rasterise_exactly():
-    from napari_medseg.cli_train import box_polygons, roi_box
+    from napari_medseg.cli.train import box_polygons, roi_box
     from napari_medseg.training.regions import find_region
 
     assert roi_box("8:40,4:30") == ((8, 40), (4, 30)) and roi_box("all") is None

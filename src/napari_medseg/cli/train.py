@@ -29,8 +29,8 @@ import os
 import sys
 from pathlib import Path
 
-from .cli import _positive_int  # shared argparse type (cli imports this module lazily: no cycle)
-from .errors import ParameterError
+from .main import _positive_int  # shared argparse type (cli imports this module lazily: no cycle)
+from ..errors import ParameterError
 
 HELP = "train or fine-tune a segmentation model on painted label images"
 
@@ -123,7 +123,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _read_one(path: Path, what: str):
-    from .io import read
+    from ..io import read
 
     vols = read(path)
     if len(vols) != 1:
@@ -136,8 +136,8 @@ def run(args: argparse.Namespace) -> int:
     if "torch" not in sys.modules:
         # OpenMP spin-waiting makes torch's threads crawl when anything else runs (our patch thread included)
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from .progress import run as drain
-    from .training.finetune import finetune_iter
+    from ..progress import run as drain
+    from ..training.finetune import finetune_iter
 
     if len(args.images) != len(args.labels):
         raise ParameterError(f"{len(args.images)} --images but {len(args.labels)} --labels: give one labels file "

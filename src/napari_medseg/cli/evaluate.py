@@ -27,9 +27,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .cli import UsageError
-    from .evaluate import evaluate_iter
-    from .progress import run as drain
+    from .main import UsageError
+    from ..evaluate import evaluate_iter
+    from ..progress import run as drain
 
     for name in ("images", "masks") + (("labels",) if args.labels is not None else ()):
         folder = getattr(args, name)

@@ -26,8 +26,8 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from . import __version__
-from .errors import MedsegError
+from .. import __version__
+from ..errors import MedsegError
 
 #: name -> (help, add_arguments(parser), run(args) -> exit code)
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
@@ -98,8 +98,8 @@ def _segment_volume(vol, args, bar_desc: str):
     """Labels for one volume (looping over T); returns (labels, axes, scale, units, result)."""
     import numpy as np
 
-    from .inference.segment import segment_iter
-    from .progress import run
+    from ..inference.segment import segment_iter
+    from ..progress import run
 
     data = vol.data[0] if isinstance(vol.data, list) else vol.data
     axes = vol.axes
@@ -158,8 +158,8 @@ def _segment_volume(vol, args, bar_desc: str):
 
 @command("segment", "segment images with a U-Net model and write label TIFFs", _segment_args)
 def _run_segment(args: argparse.Namespace) -> int:
-    from .io import read
-    from .io.tiff import write_labels_tiff
+    from ..io import read
+    from ..io.tiff import write_labels_tiff
 
     args.output.mkdir(parents=True, exist_ok=True)
     if args.output.exists() and not args.output.is_dir():
@@ -188,7 +188,7 @@ def _models_args(p: argparse.ArgumentParser) -> None:
 
 @command("models", "list the models available by name", _models_args)
 def _run_models(args: argparse.Namespace) -> int:
-    from .models.registry import list_models, shipped_models_dir, user_models_dir
+    from ..models.registry import list_models, shipped_models_dir, user_models_dir
 
     models = list_models()
     if args.paths:
@@ -215,7 +215,7 @@ def _run_models(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- main
 def _register_subcommand_modules() -> None:
     """Add the subcommands that live in their own modules (imported lazily: cheap ``--help``)."""
-    from . import cli_demo, cli_detect, cli_evaluate, cli_train
+    from . import demo as cli_demo, detect as cli_detect, evaluate as cli_evaluate, train as cli_train
 
     for name, mod in (("evaluate", cli_evaluate), ("train", cli_train), ("detect", cli_detect), ("demo", cli_demo)):
         COMMANDS.setdefault(name, (mod.HELP, mod.add_arguments, mod.run))

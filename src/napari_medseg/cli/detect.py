@@ -32,8 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .cli import _positive_int  # shared argparse type (cli imports this module lazily: no cycle)
-from .errors import ParameterError, ReaderError
+from .main import _positive_int  # shared argparse type (cli imports this module lazily: no cycle)
+from ..errors import ParameterError, ReaderError
 
 HELP = "detect, measure and count objects; write <stem>_objects.csv (and <stem>_labels.tif)"
 
@@ -87,8 +87,8 @@ def read_inputs(path: Path) -> list[Any]:
     ReaderError
         Missing or unreadable input.
     """
-    from .io import read
-    from .volume import Volume
+    from ..io import read
+    from ..volume import Volume
 
     if not path.exists():
         raise ReaderError(f"{path} does not exist")
@@ -122,8 +122,8 @@ def _spatial_geometry(vol: Any) -> tuple[list[float] | None, list[float] | None,
 
 def _detect_volume(vol: Any, args: argparse.Namespace, desc: str):
     """Run :func:`~napari_medseg.analysis.objects_api.detect_iter` on one volume under a progress bar."""
-    from .analysis.objects_api import _intensity_of_image, detect_iter
-    from .progress import run as drain
+    from ..analysis.objects_api import _intensity_of_image, detect_iter
+    from ..progress import run as drain
 
     data = vol.data[0] if isinstance(vol.data, list) else vol.data
     axes = vol.axes
@@ -168,15 +168,15 @@ def _detect_volume(vol: Any, args: argparse.Namespace, desc: str):
 
 def run(args: argparse.Namespace) -> int:
     """Run ``medseg detect``; returns 0, raises :class:`~napari_medseg.errors.MedsegError` on bad input."""
-    from .analysis.objects_api import write_objects_csv
-    from .cli import _stem
-    from .io.tiff import write_labels_tiff
+    from ..analysis.objects_api import write_objects_csv
+    from .main import _stem
+    from ..io.tiff import write_labels_tiff
 
     out: Path = args.output
     if out.exists() and not out.is_dir():
         raise ParameterError(f"output {out} exists and is not a folder")
     if args.model != "auto":  # a bad model name fails before any file is read
-        from .models.registry import resolve_model
+        from ..models.registry import resolve_model
 
         args.model = resolve_model(args.model).path
     out.mkdir(parents=True, exist_ok=True)
