@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 import tifffile
 
-from napari_medseg import cli, cli_detect
+from napari_medseg.cli import detect as cli_detect
+from napari_medseg.cli import main
 from napari_medseg.io import read
 from napari_medseg.models import registry
 from napari_medseg.models.testing import make_random_model
@@ -18,11 +19,9 @@ pytest.importorskip("torch")
 
 
 @pytest.fixture
-def medseg(monkeypatch):
-    """``medseg`` main with ``detect`` registered (as the lead wires it in cli.py)."""
-    if "detect" not in cli.COMMANDS:
-        monkeypatch.setitem(cli.COMMANDS, "detect", (cli_detect.HELP, cli_detect.add_arguments, cli_detect.run))
-    return cli.main
+def medseg():
+    """``medseg``'s main (``detect`` is in its registry)."""
+    return main
 
 
 @pytest.fixture

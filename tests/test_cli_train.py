@@ -8,16 +8,19 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_medseg import cli
-from napari_medseg.cli_train import add_parser, run
+from napari_medseg.cli import main
+from napari_medseg.cli.train import add_parser, run
 from napari_medseg.errors import ParameterError
 from napari_medseg.models.spec import load_model
 
 
 def _train_main(argv: list[str]) -> int:
-    """Through ``medseg`` when ``train`` is wired into cli.py, else through this module's parser."""
-    if "train" in cli.COMMANDS:
-        return cli.main(["train", *argv])
+    """``medseg train ARGV...`` through ``medseg``'s main."""
+    return main(["train", *argv])
+
+
+def _train_run(argv: list[str]) -> int:
+    """``train``'s ``run`` on arguments parsed by the module's own parser (errors raise, as they do under main)."""
     parser = argparse.ArgumentParser(prog="medseg")
     add_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["train", *argv])
@@ -50,8 +53,8 @@ def test_train_then_segment_with_the_written_model(tmp_path, monkeypatch, capsys
     net, card = load_model(model_dir)
     assert card.name == "mymodel" and card.kind == "instance" and card.training["epochs"] == 1
     assert [d["name"] for d in card.training["data"]] == ["im0.tif", "im1.tif"]
-    rc = cli.main(["segment", str(a), "-o", str(tmp_path / "seg"), "--model", str(model_dir), "--device", "cpu",
-                   "-q"])
+    rc = main(["segment", str(a), "-o", str(tmp_path / "seg"), "--model", str(model_dir), "--device", "cpu",
+               "-q"])
     assert rc == 0
     seg = tifffile.imread(tmp_path / "seg" / "im0_labels.tif")
     assert seg.shape == (64, 64) and np.issubdtype(seg.dtype, np.integer)
@@ -70,17 +73,15 @@ def test_semantic_classes_and_usage_errors(tmp_path, monkeypatch):
     assert card.output["class_names"] == ["background", "left", "right"] and card.architecture["out_channels"] == 3
     # the same name again without --overwrite is refused
     args = ["--images", str(a), "--labels", str(la), "--name", "halves", "--epochs", "1", "-q"]
-    if "train" in cli.COMMANDS:
-        assert cli.main(["train", *args]) == 2
-    else:
-        with pytest.raises(ParameterError, match="already exists"):
-            _train_main(args)
+    assert main(["train", *args]) == 2
+    with pytest.raises(ParameterError, match="already exists"):
+        _train_run(args)
     with pytest.raises(ParameterError, match="2 --images but 1 --labels"):
         run(argparse.Namespace(images=[a, a], labels=[la]))  # checked before anything is read
 
 
 def test_roi_boxes_parse_and_rasterise_exactly():
-    from napari_medseg.cli_train import box_polygons, roi_box
+    from napari_medseg.cli.train import box_polygons, roi_box
     from napari_medseg.training.regions import find_region
 
     assert roi_box("8:40,4:30") == ((8, 40), (4, 30)) and roi_box("all") is None
@@ -113,9 +114,9 @@ def test_train_with_roi(tmp_path, monkeypatch, capsys):
     assert rc == 0
     err = capsys.readouterr().err
     assert "ROI" in err
-    assert cli.main(["train", "--images", str(a), str(b), "--labels", str(la), str(lb), "--roi", "0:8,0:8", "all",
-                     "all", "--epochs", "1", "-q"]) == 2
+    assert main(["train", "--images", str(a), str(b), "--labels", str(la), str(lb), "--roi", "0:8,0:8", "all",
+                 "all", "--epochs", "1", "-q"]) == 2
     assert "3 --roi boxes for 2 images" in capsys.readouterr().err
-    assert cli.main(["train", "--images", str(a), "--labels", str(la), "--roi", "0:1,0:8,0:8", "--epochs", "1",
-                     "-q"]) == 2
+    assert main(["train", "--images", str(a), "--labels", str(la), "--roi", "0:1,0:8,0:8", "--epochs", "1",
+                 "-q"]) == 2
     assert "has 3 ranges but labels" in capsys.readouterr().err

@@ -19,22 +19,23 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it (imported on first attribute access)
 _LAZY = {
-    "read": "napari_medseg.io",
+    "read": "napari_medseg.api",
     "read_tiff": "napari_medseg.io.tiff",
     "read_dicom": "napari_medseg.io.dicom",
-    "write_labels_tiff": "napari_medseg.io.tiff",
+    "write_labels": "napari_medseg.api",
+    "write_labels_tiff": "napari_medseg.api",
     "Volume": "napari_medseg.geometry",
     "segment": "napari_medseg.api",
     "list_models": "napari_medseg.api",
     "load_model": "napari_medseg.api",
-    "measure": "napari_medseg.analysis.measure",
-    "classify": "napari_medseg.analysis.classify",
+    "measure": "napari_medseg.api",
+    "classify": "napari_medseg.api",
     "ObjectClassifier": "napari_medseg.analysis.classify",
     "Gate": "napari_medseg.analysis.gating",
-    "detect": "napari_medseg.analysis.objects_api",
-    "write_objects_csv": "napari_medseg.analysis.objects_api",
-    "train": "napari_medseg.training.finetune",
-    "evaluate": "napari_medseg.evaluate",
+    "detect": "napari_medseg.api",
+    "write_objects_csv": "napari_medseg.api",
+    "train": "napari_medseg.api",
+    "evaluate": "napari_medseg.api",
 }
 
 __all__ = ["__version__", *_LAZY]

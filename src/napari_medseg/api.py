@@ -1,18 +1,67 @@
 """The public verbs of napari-medseg, usable without napari.
 
+Every verb ``napari_medseg.<verb>`` resolves here: :func:`read`,
+:func:`segment`, :func:`detect`, :func:`measure`, :func:`classify`,
+:func:`train`, :func:`evaluate`, :func:`list_models`, :func:`load_model`,
+:func:`write_labels` (also :func:`write_labels_tiff`) and
+:func:`write_objects_csv`.  Each is a thin wrapper that imports its
+implementation on first call, so ``import napari_medseg.api`` stays cheap
+(no torch, napari or Qt).
+
 >>> import napari_medseg as ms                                   # doctest: +SKIP
 >>> labels = ms.segment(image)                                   # doctest: +SKIP
 >>> labels, probs = ms.segment(image, "nuclei", return_probabilities=True)  # doctest: +SKIP
 >>> nuclei_3d = ms.segment(stack, "nuclei", scale=(2.0, 0.5, 0.5), do_3d=True)  # doctest: +SKIP
+>>> (vol,) = ms.read("cells.tif")                               # doctest: +SKIP
+>>> res = ms.detect(vol.data, "nuclei", scale=vol.scale[-2:], units="µm")  # doctest: +SKIP
+>>> ms.write_objects_csv("cells_objects.csv", res.table)        # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .progress import Progress, run
+
+if TYPE_CHECKING:  # annotations only: importing these at run time would be costly
+    from .analysis.classify import ObjectClassifier
+    from .analysis.gating import Gate
+    from .analysis.objects_api import ObjectsResult
+    from .evaluate import EvalReport
+    from .models.registry import ModelInfo
+    from .training.finetune import FinetuneResult
+    from .volume import Volume
+
+
+def read(path: str | os.PathLike) -> list[Volume]:
+    """Read a TIFF file, a DICOM file, a DICOM series folder or a DICOMDIR.
+
+    Parameters
+    ----------
+    path : str or path-like
+        File or folder.
+
+    Returns
+    -------
+    list of Volume
+        One entry per image (a folder with several DICOM series gives
+        several), with axes, pixel size and metadata.
+
+    Raises
+    ------
+    ReaderError
+        When the path holds nothing this package can read; the message says why.
+
+    See Also
+    --------
+    napari_medseg.io.read : the implementation.
+    """
+    from .io import read as impl
+
+    return impl(path)
 
 
 def segment(
@@ -87,11 +136,195 @@ def segment(
     return res.labels
 
 
-def list_models():
-    """Models available by name (shipped, then user), as :class:`~napari_medseg.models.registry.ModelInfo`."""
-    from .models.registry import list_models as _list
+def detect(image: Any = None, model: str | os.PathLike = "auto", **kwargs: Any) -> ObjectsResult:
+    """Detect, measure and tabulate the objects of an image (or of a label image).
 
-    return _list()
+    The model's kind chooses the path: segmentation models (``instance``,
+    ``semantic``) give labels that are measured, detection models give
+    boxes; with ``labels=`` no model runs.
+
+    Parameters
+    ----------
+    image : array-like or Volume, optional
+        ``YX``, ``YXS`` (RGB), ``CYX``, ``ZYX``...  Needed unless ``labels``
+        is given; then it only supplies intensities.
+    model : str or path
+        Model name, folder, or ``"auto"`` (``nuclei-he`` for RGB, ``nuclei``
+        for grey images).
+    **kwargs
+        ``labels``, ``intensity``, ``scale``, ``translate``, ``units``,
+        ``axes``, ``channel_names``, ``device``, ``score_threshold``,
+        ``tile_size``, ``batch_size``, ``properties``, ``cancel``,
+        ``progress``: see :func:`napari_medseg.analysis.objects_api.detect_iter`.
+
+    Returns
+    -------
+    ObjectsResult
+        ``.table`` (pandas DataFrame, one row per object), ``.labels`` or
+        ``.boxes``, ``.counts()``.
+
+    See Also
+    --------
+    napari_medseg.analysis.objects_api.detect : the implementation.
+    write_objects_csv : save ``.table``.
+
+    Examples
+    --------
+    >>> import napari_medseg as ms                                         # doctest: +SKIP
+    >>> ms.detect(rgb, "bccd").counts()                                    # doctest: +SKIP
+    {'WBC': 1, 'RBC': 14, 'Platelets': 2}
+    >>> res = ms.detect(labels=lab, intensity=img, scale=(0.5, 0.5), units="µm")  # doctest: +SKIP
+    """
+    from .analysis.objects_api import detect as impl
+
+    return impl(image, model, **kwargs)
+
+
+def measure(labels: Any, image: Any = None, *args: Any, **kwargs: Any) -> Any:
+    """Measure every object of a label image; one row per object.
+
+    Parameters
+    ----------
+    labels : array-like of int, shape (Y, X) or (Z, Y, X)
+        Label image, 0 = background.
+    image : array-like, mapping or list of (name, array), optional
+        Intensity image(s) for the ``mean_/min_/max_/std_<channel>`` columns.
+    *args, **kwargs
+        ``spacing``, ``units``, ``channel_names``, ``properties`` (also by
+        position, in that order), ``translate``, ``channel_axis``,
+        ``as_dict``: see :func:`napari_medseg.analysis.measure.measure`.
+
+    Returns
+    -------
+    pandas.DataFrame or dict of str to ndarray
+        One row per object, sorted by label id (``area_um2``,
+        ``centroid_y_um``, ``mean_DAPI``...).
+
+    Raises
+    ------
+    ParameterError
+        ``labels`` is not a 2D/3D non-negative integer image, or the other
+        arguments do not match it.
+
+    See Also
+    --------
+    napari_medseg.analysis.measure.measure : the implementation.
+    """
+    from .analysis.measure import measure as impl
+
+    return impl(labels, image, *args, **kwargs)
+
+
+def classify(table: Any, classifier: ObjectClassifier | Gate | Sequence[Gate], **gate_options: Any) -> Any:
+    """Add a ``class`` column (and ``probability`` for a trained classifier) to a table.
+
+    Parameters
+    ----------
+    table : DataFrame or mapping of str to array
+        Measurement table, one row per object (e.g. from :func:`measure`).
+    classifier : ObjectClassifier, Gate or sequence of Gate
+        A trained classifier, or gates (classes such as ``"CD3+ CD8-"``).
+    **gate_options
+        ``positive``, ``negative``, ``sep``: see
+        :func:`napari_medseg.analysis.gating.gate_classes`.
+
+    Returns
+    -------
+    DataFrame or dict
+        A copy of ``table`` (same type) with the new columns.
+
+    See Also
+    --------
+    napari_medseg.analysis.classify.classify : the implementation.
+    """
+    from .analysis.classify import classify as impl
+
+    return impl(table, classifier, **gate_options)
+
+
+def train(images: Any, labels: Any, *, progress: Callable[[Progress], Any] | None = None,
+          **kwargs: Any) -> FinetuneResult:
+    """Fine-tune or train a segmentation model on painted labels (blocking).
+
+    Parameters
+    ----------
+    images, labels
+        One image and its painted labels (0 = not painted), or sequences of them.
+    progress : callable, optional
+        Called with each :class:`~napari_medseg.progress.Progress`.
+    **kwargs
+        ``base``, ``mode``, ``class_names``, ``roi``, ``minutes``, ``epochs``,
+        ``lr``, ``augment``, ``val_fraction``, ``early_stopping``, ``device``,
+        ``out``, ``name``, ``overwrite``, ``cancel``, ``scale``...: see
+        :func:`napari_medseg.training.finetune.finetune_iter`.
+
+    Returns
+    -------
+    FinetuneResult
+        ``model_path`` is usable at once: ``segment(img, result.model_path)``.
+
+    See Also
+    --------
+    napari_medseg.training.finetune.train : the implementation.
+
+    Examples
+    --------
+    >>> import napari_medseg as ms                                            # doctest: +SKIP
+    >>> res = ms.train(image, painted, base="nuclei", minutes=2, name="mine")  # doctest: +SKIP
+    """
+    from .training.finetune import train as impl
+
+    return impl(images, labels, progress=progress, **kwargs)
+
+
+def evaluate(images: Any, masks: Any, model: str | os.PathLike | None = None, labels: Any = None,
+             **kwargs: Any) -> EvalReport:
+    """Score a model (or existing labels) against instance masks.
+
+    Parameters
+    ----------
+    images : folder, list of paths or list of arrays
+        The images; with ``labels`` they only name the rows.
+    masks : folder, list of paths or list of arrays
+        Ground-truth instance label images (0 = background), paired with the
+        images by file name (folders / paths) or by position (arrays).
+    model : str or path, optional
+        Model name or folder to segment each image with.
+    labels : folder, list of paths or list of arrays, optional
+        Existing predictions to score instead of running a model.
+    **kwargs
+        ``device``, ``thresholds``, ``progress`` and extra keyword arguments
+        for :func:`segment`: see :func:`napari_medseg.evaluate.evaluate`.
+
+    Returns
+    -------
+    EvalReport
+        ``.rows``, ``.overall``, ``.to_csv(path)``, ``.format_table()``.
+
+    See Also
+    --------
+    napari_medseg.evaluate.evaluate : the implementation.
+    """
+    from .evaluate import evaluate as impl
+
+    return impl(images, masks, model, labels, **kwargs)
+
+
+def list_models() -> list[ModelInfo]:
+    """Models available by name (shipped, then user).
+
+    Returns
+    -------
+    list of ModelInfo
+        ``.name``, ``.source``, ``.path``, ``.card`` of each model.
+
+    See Also
+    --------
+    napari_medseg.models.registry.list_models : the implementation.
+    """
+    from .models.registry import list_models as impl
+
+    return impl()
 
 
 def load_model(name_or_path: str | os.PathLike, device: str = "auto"):
@@ -99,6 +332,17 @@ def load_model(name_or_path: str | os.PathLike, device: str = "auto"):
 
     The network is in eval mode; do not train the returned object in place
     (it is shared): fine-tuning builds its own copy.
+
+    Parameters
+    ----------
+    name_or_path : str or path-like
+        Model name (see :func:`list_models`) or model folder.
+    device : {"auto", "cpu", "cuda", "mps"}
+
+    Returns
+    -------
+    network : torch.nn.Module
+    card : ModelCard
     """
     from .models.cache import get_model
     from .models.device import select_device
@@ -107,3 +351,76 @@ def load_model(name_or_path: str | os.PathLike, device: str = "auto"):
     info = resolve_model(name_or_path)
     dev, _ = select_device(device)
     return get_model(info.path, dev)
+
+
+def write_labels(path: str | os.PathLike, labels: Any, scale: Sequence[float] | None = None,
+                 units: Sequence[Any] | str | None = None, axes: str | None = None) -> Path:
+    """Write a label image with its pixel size as a TIFF (ImageJ/Fiji open it calibrated).
+
+    Also available as :func:`write_labels_tiff`.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Destination file (``.tif``), written atomically.
+    labels : array-like of int or bool
+        Label ids, 0 = background; 2 to 4 dimensions.
+    scale : sequence of float, optional
+        Pixel step along each axis of ``labels`` in ``units`` (default 1).
+    units : str or sequence, optional
+        Unit of each axis, or one unit for all non-T axes (default ``"pixel"``).
+    axes : str, optional
+        Letters from ``TZYX`` ending in ``YX``; default by dimension.
+
+    Returns
+    -------
+    Path
+        The written file.
+
+    Raises
+    ------
+    ParameterError
+        Negative, non-integer or too many dimensions in the labels, or
+        inconsistent ``scale``/``units``/``axes``.
+
+    See Also
+    --------
+    napari_medseg.io.tiff.write_labels_tiff : the implementation.
+    """
+    from .io.tiff import write_labels_tiff as impl
+
+    return impl(path, labels, scale=scale, units=units, axes=axes)
+
+
+#: The former name of :func:`write_labels` (same function).
+write_labels_tiff = write_labels
+
+
+def write_objects_csv(path: str | os.PathLike, table: Any) -> Path:
+    """Write an objects table (e.g. :func:`detect`'s ``.table``) as CSV, atomically.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Destination (``<stem>_objects.csv``).
+    table : pandas.DataFrame or mapping of str to 1D array
+        One row per object.
+
+    Returns
+    -------
+    Path
+        The written file.
+
+    See Also
+    --------
+    napari_medseg.analysis.objects_api.write_objects_csv : the implementation.
+    """
+    from .analysis.objects_api import write_objects_csv as impl
+
+    return impl(path, table)
+
+
+__all__ = [
+    "classify", "detect", "evaluate", "list_models", "load_model", "measure", "read", "segment", "train",
+    "write_labels", "write_labels_tiff", "write_objects_csv",
+]

@@ -41,9 +41,11 @@ def test_manifest_schema_is_valid() -> None:
     pm = PluginManifest.from_distribution(DIST)
     assert pm.name == DIST
     assert {s.key for s in pm.contributions.sample_data} == {"nuclei", "he", "mr"}
-    assert [w.layer_types for w in pm.contributions.writers] == [["labels"]]
+    assert [w.layer_types for w in pm.contributions.writers] == [["labels"], ["labels"]]
+    assert [w.filename_extensions for w in pm.contributions.writers] == [[".tif", ".tiff"], [".nii.gz", ".nii", ".nrrd"]]
     assert {r.command for r in pm.contributions.readers} == {
         "napari-medseg.get_tiff_reader",
+        "napari-medseg.get_volume_reader",
         "napari-medseg.get_dicom_reader",
     }
 

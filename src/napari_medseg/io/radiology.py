@@ -172,9 +172,10 @@ def write_labels_nifti(path: str | os.PathLike, labels: Any, geometry: Geometry)
     path : str or path-like
         Destination ``.nii`` or ``.nii.gz`` (gzip); written atomically.
     labels : array-like of int
-        ``(Z, Y, X)`` (or ``(Y, X)``, written as one slice) label ids.
+        ``(Z, Y, X)`` (or ``(Y, X)``, written as one slice; or ``(T, Z, Y, X)``,
+        written as 4D with the time step) label ids.
     geometry : Geometry
-        Index -> world of ``labels`` (axes ``"ZYX"`` or ``"YX"``), lengths in
+        Index -> world of ``labels`` (axes ``"ZYX"``, ``"YX"`` or ``"TZYX"``), lengths in
         any unit (written in mm).  With ``frame="LPS"`` the world is patient
         coordinates; otherwise it is written as it is (the NIfTI then has
         ``sform_code`` 0, "arbitrary coordinates").
@@ -198,17 +199,31 @@ def write_labels_nifti(path: str | os.PathLike, labels: Any, geometry: Geometry)
         raise ParameterError(f"{p}: a NIfTI file name must end in .nii or .nii.gz")
     arr = np.asarray(labels)
     dtype = label_dtype(arr)
-    geometry = _geometry_zyx(geometry, arr.ndim, p)
-    if arr.ndim == 2:
-        arr = arr[np.newaxis]
+    dt = None
+    if arr.ndim == 4:
+        if not isinstance(geometry, Geometry) or geometry.axes != "TZYX":
+            raise ParameterError(f"{p}: 4D labels need a TZYX geometry, got {geometry!r}")
+        t_unit = geometry.units[0]
+        dt = float(geometry.spacing[0])
+        if t_unit in SECONDS:
+            dt = convert(dt, t_unit, "s")
+        geometry = geometry.subset("ZYX")
+        data = np.asarray(arr.transpose(3, 2, 1, 0), dtype=dtype)
+    else:
+        geometry = _geometry_zyx(geometry, arr.ndim, p)
+        if arr.ndim == 2:
+            arr = arr[np.newaxis]
+        data = np.asarray(arr.transpose(2, 1, 0), dtype=dtype)
     g = geometry.with_length_unit("mm") if geometry.calibrated else geometry
     ras = lps_zyx_to_ras_xyz(g.affine)
-    data = np.asarray(arr.transpose(2, 1, 0), dtype=dtype)
     img = nib.Nifti1Image(data, ras)
     code = 1 if geometry.frame == LPS else 2  # 1 = scanner anatomical, 2 = aligned to another scan
     img.set_sform(ras, code=code)
     img.set_qform(ras, code=code)
-    img.header.set_xyzt_units("mm" if g.calibrated else "unknown")
+    if dt is not None:
+        zooms = list(img.header.get_zooms())
+        img.header.set_zooms((*zooms[:3], dt))
+    img.header.set_xyzt_units("mm" if g.calibrated else "unknown", "sec" if dt is not None else "unknown")
     img.header["descrip"] = b"napari-medseg labels"
     return atomic_write(p, lambda tmp: nib.save(img, str(tmp)))
 

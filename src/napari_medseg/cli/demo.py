@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from .common import Command
+
 HELP = "open napari with a sample image (nuclei, he or mr) and the Segment widget; --run segments it at once"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the ``demo`` options to ``p``."""
     p.add_argument("sample", nargs="?", default="nuclei", choices=["nuclei", "he", "mr"],
                    help="which shipped sample to open (default: nuclei)")
     p.add_argument("--run", action="store_true", help="press Run in the Segment widget once it is ready")
@@ -16,6 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``medseg demo``: open napari (blocks until its window is closed); returns 0."""
     import napari
     from qtpy.QtCore import QTimer
 
@@ -45,3 +49,9 @@ def run(args: argparse.Namespace) -> int:
         QTimer.singleShot(0, start)
     napari.run()
     return 0
+
+
+COMMAND = Command("demo", HELP, add_arguments, run)
+add_parser = COMMAND.add_parser
+
+__all__ = ["COMMAND", "HELP", "add_arguments", "add_parser", "run"]

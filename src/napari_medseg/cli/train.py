@@ -16,10 +16,8 @@ bounding box + 16 px); inside it unpainted pixels count as background.
 (``y0:y1,x0:x1`` or ``z0:z1,y0:y1,x0:x1``, ends exclusive; ``all`` = the
 default region), as a Shapes rectangle does in the Train widget.
 
-Wiring (in ``cli.py``)::
-
-    from . import cli_train
-    COMMANDS["train"] = (cli_train.HELP, cli_train.add_arguments, cli_train.run)
+Registered in :data:`napari_medseg.cli.main.COMMANDS` as :data:`COMMAND`;
+:func:`add_parser` adds it to any argparse subparsers.
 """
 
 from __future__ import annotations
@@ -29,20 +27,10 @@ import os
 import sys
 from pathlib import Path
 
-from .cli import _positive_int  # shared argparse type (cli imports this module lazily: no cycle)
-from .errors import ParameterError
+from ..errors import ParameterError
+from .common import Command, positive_float, positive_int, progress_bar, read_one
 
 HELP = "train or fine-tune a segmentation model on painted label images"
-
-
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {v}")
-    return v
 
 
 def roi_box(text: str) -> tuple[tuple[int, int], ...] | None:
@@ -91,44 +79,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=None, metavar="MODEL_DIR",
                    help="model folder to write (default: the user model folder / --name)")
     p.add_argument("--name", default=None, help="model name (default: the --out folder's name, or finetuned-N)")
-    p.add_argument("--minutes", type=_positive_float, default=None, metavar="M",
+    p.add_argument("--minutes", type=positive_float, default=None, metavar="M",
                    help="time budget in minutes (default 2 when --epochs is not given)")
-    p.add_argument("--epochs", type=_positive_int, default=None, metavar="N", help="number of epochs")
+    p.add_argument("--epochs", type=positive_int, default=None, metavar="N", help="number of epochs")
     p.add_argument("--roi", nargs="+", type=roi_box, default=None, metavar="BOX",
                    help="region used for training, one per image (or one for all): y0:y1,x0:x1 or "
                         "z0:z1,y0:y1,x0:x1 in pixels, ends exclusive; 'all' = the painted labels' bounding region")
     p.add_argument("--classes", default=None, metavar="a,b",
                    help="semantic mode: names of classes 1, 2, ... separated by commas")
-    p.add_argument("--lr", type=_positive_float, default=None,
+    p.add_argument("--lr", type=positive_float, default=None,
                    help="peak learning rate (default 1e-3)")
     p.add_argument("--no-augment", action="store_true", help="no flips, rotations, zoom or intensity changes")
     p.add_argument("--no-early-stopping", action="store_true", help="train for the whole budget")
     p.add_argument("--val-fraction", type=float, default=0.2, metavar="F",
                    help="share of the annotation held out for validation (default 0.2; 0 = none)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for torch")
-    p.add_argument("--batch-size", type=_positive_int, default=None, help="patches per step (default 8 CPU, 16 GPU)")
-    p.add_argument("--patch-size", type=_positive_int, default=None,
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="patches per step (default 8 CPU, 16 GPU)")
+    p.add_argument("--patch-size", type=positive_int, default=None,
                    help="patch side in pixels, a multiple of 8 (default 128 CPU, 256 GPU, capped by the region)")
     p.add_argument("--overwrite", action="store_true", help="replace a model already in the target folder")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-
-
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    """Register ``train`` on an ``argparse`` sub-parser collection; returns its parser."""
-    p = subparsers.add_parser("train", help=HELP, description=HELP)
-    add_arguments(p)
-    p.set_defaults(_run=run)
-    return p
-
-
-def _read_one(path: Path, what: str):
-    from .io import read
-
-    vols = read(path)
-    if len(vols) != 1:
-        raise ParameterError(f"{what} {path} holds {len(vols)} images; give one file per image")
-    return vols[0]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -136,16 +107,16 @@ def run(args: argparse.Namespace) -> int:
     if "torch" not in sys.modules:
         # OpenMP spin-waiting makes torch's threads crawl when anything else runs (our patch thread included)
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from .progress import run as drain
-    from .training.finetune import finetune_iter
+    from ..progress import run as drain
+    from ..training.finetune import finetune_iter
 
     if len(args.images) != len(args.labels):
         raise ParameterError(f"{len(args.images)} --images but {len(args.labels)} --labels: give one labels file "
                              "per image, in the same order")
     images, labels = [], []
     for ip, lp in zip(args.images, args.labels):
-        img = _read_one(ip, "image")
-        lab = _read_one(lp, "labels")
+        img = read_one(ip, "image")
+        lab = read_one(lp, "labels")
         if any(a in lab.axes for a in "CST"):
             raise ParameterError(f"labels {lp} have axes {lab.axes!r}; expected (Z,) Y, X")
         img.name = ip.name
@@ -167,12 +138,6 @@ def run(args: argparse.Namespace) -> int:
                 if any(lo >= n for (lo, _), n in zip(b, lab.shape)):
                     raise ParameterError(f"--roi {b} starts outside labels {lp} of shape {tuple(lab.shape)}")
         roi = [None if b is None else box_polygons(b) for b in boxes]
-
-    bar = None
-    if not args.quiet:
-        from tqdm import tqdm
-
-        bar = tqdm(total=0, desc="train", unit="step", file=sys.stderr)
 
     def report(p) -> None:
         info = p.info or {}
@@ -198,16 +163,13 @@ def run(args: argparse.Namespace) -> int:
             bar.write(f"epoch {info['epoch']}: loss {info['epoch_loss']:.4f}"
                       + ("" if val is None else f", val {val:.4f} (best {info['best']:.4f})"))
 
-    try:
+    with progress_bar("train", quiet=args.quiet, total=0, leave=True) as bar:
         res = drain(finetune_iter(images, labels, base=None if args.base == "scratch" else args.base, mode=args.mode,
                                   class_names=classes, roi=roi, minutes=args.minutes, epochs=args.epochs, lr=args.lr,
                                   augment=not args.no_augment, val_fraction=args.val_fraction,
                                   early_stopping=not args.no_early_stopping, device=args.device, out=args.out,
                                   name=args.name, overwrite=args.overwrite, threads=args.threads,
                                   batch_size=args.batch_size, patch_size=args.patch_size), report)
-    finally:
-        if bar is not None:
-            bar.close()
     card = res.card
     score = ", ".join(f"{k} {v}" for k, v in card.metrics.items() if isinstance(v, (int, float)))
     how = "cancelled" if res.cancelled else "stopped early" if res.stopped_early else "done"
@@ -218,3 +180,9 @@ def run(args: argparse.Namespace) -> int:
               "(with post-processing re-tuned); paint more objects or train longer")
     print(f"use it with: medseg segment IMAGE -o OUTDIR --model {res.model_path}")
     return 0
+
+
+COMMAND = Command("train", HELP, add_arguments, run)
+add_parser = COMMAND.add_parser
+
+__all__ = ["COMMAND", "HELP", "add_arguments", "add_parser", "box_polygons", "roi_box", "run"]

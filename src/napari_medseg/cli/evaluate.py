@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .common import Command, check_input_folder, drain
+
 HELP = "score a model or existing labels against instance masks (AP@0.5, AP@0.75, mAP 0.5:0.9, Dice)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the ``evaluate`` options to ``p``."""
     p.add_argument("--images", required=True, type=Path, metavar="DIR", help="folder of images")
     p.add_argument("--masks", required=True, type=Path, metavar="DIR",
                    help="folder of ground-truth instance label images, paired with the images by file stem")
@@ -25,29 +28,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from .cli import UsageError
-    from .evaluate import evaluate_iter
-    from .progress import run as drain
+    """Run ``medseg evaluate``: print the scores (and write the CSV); returns 0."""
+    from ..evaluate import evaluate_iter
 
     for name in ("images", "masks") + (("labels",) if args.labels is not None else ()):
-        folder = getattr(args, name)
-        if not folder.is_dir():
-            raise UsageError(f"--{name} {folder}: not a folder")
+        check_input_folder(getattr(args, name), name)
     model = None if args.labels is not None else (args.model or "auto")
     gen = evaluate_iter(args.images, args.masks, model=model, labels=args.labels, device=args.device)
-    with tqdm(total=0, disable=args.quiet, unit="image", desc="evaluate") as bar:
-        def cb(p):
-            bar.total = p.total
-            bar.n = p.step
-            bar.set_postfix_str(p.message[-40:])
-            bar.refresh()
-
-        report = drain(gen, cb)
+    report = drain(gen, "evaluate", quiet=args.quiet, unit="image", total=0, leave=True,
+                   postfix=lambda p: p.message[-40:])
     print(report.format_table(per_image=not args.summary_only))
     if args.output is not None:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         report.to_csv(args.output)
         print(f"wrote {args.output}")
     return 0
+
+
+COMMAND = Command("evaluate", HELP, add_arguments, run)
+add_parser = COMMAND.add_parser
+
+__all__ = ["COMMAND", "HELP", "add_arguments", "add_parser", "run"]

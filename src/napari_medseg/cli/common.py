@@ -1,0 +1,351 @@
+"""Helpers shared by the ``medseg`` subcommands.
+
+Everything here is cheap to import (no numpy, torch or napari at module
+level): ``medseg --help`` imports every subcommand module.
+
+* :class:`Command`: one registry entry (name, help, arguments, run), as
+  :mod:`napari_medseg.cli.main` lists them;
+* :class:`UsageError`: bad command-line input (exit status 2);
+* argparse types: :func:`positive_int`, :func:`positive_float`, :func:`fraction`;
+* paths: :func:`stem`, :func:`check_input_folder`, :func:`check_output_folder`;
+* inputs: :func:`read_inputs` (TIFF/DICOM/pictures), :func:`read_one`;
+* geometry of a :class:`~napari_medseg.geometry.Volume`: :func:`engine_scale`,
+  :func:`labels_geometry`, :func:`write_labels_like` (NIfTI for patient
+  coordinates, TIFF with pixel size otherwise);
+* progress: :func:`progress_bar`, :func:`show_progress`, :func:`drain`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Generator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ..errors import MedsegError, ParameterError, ReaderError
+
+T = TypeVar("T")
+
+#: Picture formats read with scikit-image (no pixel size in them).
+PICTURE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+
+
+class UsageError(MedsegError):
+    """Bad command-line input (exit status 2)."""
+
+
+@dataclass(frozen=True)
+class Command:
+    """One ``medseg`` subcommand.
+
+    Attributes
+    ----------
+    name : str
+        The verb (``medseg NAME ...``).
+    help : str
+        One line for ``medseg --help`` (also the subcommand's description).
+    add_arguments : callable
+        ``add_arguments(parser)`` adds the subcommand's options.
+    run : callable
+        ``run(args) -> int`` runs it; returns the exit status and raises
+        :class:`~napari_medseg.errors.MedsegError` for bad input.
+    """
+
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+    def add_parser(self, subparsers: Any) -> argparse.ArgumentParser:
+        """Add this subcommand to an ``argparse`` subparsers object.
+
+        Parameters
+        ----------
+        subparsers
+            What :meth:`argparse.ArgumentParser.add_subparsers` returned.
+
+        Returns
+        -------
+        argparse.ArgumentParser
+            The subcommand's parser; parsed arguments have ``_run`` set to :attr:`run`.
+        """
+        p = subparsers.add_parser(self.name, help=self.help, description=self.help)
+        self.add_arguments(p)
+        p.set_defaults(_run=self.run)
+        return p
+
+
+# ---------------------------------------------------------------- argparse types
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1.
+
+    Raises
+    ------
+    argparse.ArgumentTypeError
+        Not an integer, or < 1.
+    """
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a number > 0.
+
+    Raises
+    ------
+    argparse.ArgumentTypeError
+        Not a number, or <= 0.
+    """
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {v}")
+    return v
+
+
+def fraction(text: str) -> float:
+    """argparse type: a number in [0, 1].
+
+    Raises
+    ------
+    argparse.ArgumentTypeError
+        Not a number, or outside [0, 1].
+    """
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {v}")
+    return v
+
+
+# ---------------------------------------------------------------- paths
+def stem(path: Path) -> str:
+    """Name of ``path`` without its image suffix (``a.ome.tif`` -> ``a``), for output file names."""
+    name = path.name
+    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".dcm", ".btf"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem if path.is_file() else name
+
+
+def check_input_folder(folder: Path, option: str) -> None:
+    """Raise :class:`UsageError` ``"--OPTION FOLDER: not a folder"`` unless ``folder`` is a folder."""
+    if not folder.is_dir():
+        raise UsageError(f"--{option} {folder}: not a folder")
+
+
+def check_output_folder(folder: Path, error: type[MedsegError] = ParameterError) -> None:
+    """Raise ``error`` when ``folder`` exists and is not a folder (a missing one is fine)."""
+    if folder.exists() and not folder.is_dir():
+        raise error(f"output {folder} exists and is not a folder")
+
+
+# ---------------------------------------------------------------- inputs
+def read_inputs(path: Path) -> list[Any]:
+    """Volumes of one input: TIFF/DICOM via :func:`napari_medseg.io.read`, pictures via scikit-image.
+
+    Parameters
+    ----------
+    path : Path
+        TIFF file, DICOM file / series folder / DICOMDIR, or a 2D picture
+        (:data:`PICTURE_SUFFIXES`: pixel units, axes ``YX`` or ``YXS``).
+
+    Returns
+    -------
+    list of Volume
+        One entry per image in ``path``.
+
+    Raises
+    ------
+    ReaderError
+        Missing or unreadable input.
+    """
+    from ..geometry import Volume
+    from ..io import read
+
+    if not path.exists():
+        raise ReaderError(f"{path} does not exist")
+    if path.is_file() and path.suffix.lower() in PICTURE_SUFFIXES:
+        import numpy as np
+        from skimage.io import imread
+
+        try:
+            data = np.asarray(imread(str(path)))
+        except Exception as exc:  # imageio/PIL raise many types for damaged files
+            raise ReaderError(f"cannot read picture {path}: {exc}") from exc
+        if data.ndim == 3 and data.shape[-1] in (3, 4):
+            axes = "YXS"
+        elif data.ndim == 2:
+            axes = "YX"
+        else:
+            raise ReaderError(f"{path}: a picture of shape {data.shape} is neither grey nor RGB(A)")
+        return [Volume(data, axes, name=path.stem, metadata={"source": str(path)})]
+    return read(path)
+
+
+def read_one(path: Path, what: str) -> Any:
+    """The single image of a TIFF/DICOM input (:func:`napari_medseg.io.read`).
+
+    Parameters
+    ----------
+    path : Path
+        The input.
+    what : str
+        What it is, for the error message (``"image"``, ``"labels"``).
+
+    Returns
+    -------
+    Volume
+
+    Raises
+    ------
+    ParameterError
+        ``path`` holds several images.
+    ReaderError
+        Missing or unreadable input.
+    """
+    from ..io import read
+
+    vols = read(path)
+    if len(vols) != 1:
+        raise ParameterError(f"{what} {path} holds {len(vols)} images; give one file per image")
+    return vols[0]
+
+
+# ---------------------------------------------------------------- geometry
+def engine_scale(vol: Any) -> tuple[list[float] | None, list[str] | None]:
+    """Pixel size and units of a Volume's Z/Y/X axes for the engine; ``(None, None)`` when uncalibrated.
+
+    The size of each axis is the length of its step in the world (the column
+    norms of the volume's affine), so DICOM/NIfTI volumes, whose spacing lives
+    in the affine, are right too.
+
+    Returns
+    -------
+    scale : list of float or None
+    units : list of str or None
+        One entry per spatial axis, in Z, Y, X order.
+    """
+    g = vol.spatial_geometry()
+    if not g.calibrated:
+        return None, None
+    return [float(s) for s in g.spacing], list(g.units)
+
+
+def labels_geometry(vol: Any, axes: str) -> Any:
+    """The geometry of labels with ``axes`` (``"ZYX"``, ``"TZYX"``...) computed on ``vol``."""
+    return vol.geometry.subset(axes)
+
+
+def write_labels_like(dest_stem: Path, labels: Any, axes: str, geometry: Any) -> Path:
+    """Write labels with the geometry of their source image; returns the file written.
+
+    Labels over patient coordinates (DICOM, NIfTI, NRRD sources) become
+    ``<dest_stem>.nii.gz`` with the source affine (LPS -> RAS), so they
+    overlay the series in napari and any radiology viewer; all others become
+    ``<dest_stem>.tif`` with their pixel size (ImageJ/OME readable).
+    """
+    from ..io.radiology import labels_suffix, write_labels_nifti
+    from ..io.tiff import write_labels_tiff
+
+    if labels_suffix(geometry) == ".nii.gz" and axes in ("ZYX", "TZYX", "YX"):
+        return write_labels_nifti(dest_stem.with_name(dest_stem.name + ".nii.gz"), labels, geometry)
+    calibrated = geometry is not None and geometry.calibrated
+    return write_labels_tiff(dest_stem.with_name(dest_stem.name + ".tif"), labels,
+                             scale=[float(s) for s in geometry.spacing] if calibrated else None,
+                             units=list(geometry.units) if calibrated else None, axes=axes)
+
+
+# ---------------------------------------------------------------- progress
+@contextmanager
+def progress_bar(desc: str, *, quiet: bool = False, unit: str = "step", total: int = 1,
+                 leave: bool = False) -> Iterator[Any]:
+    """A tqdm bar on stderr (``None`` when ``quiet``), closed on exit.
+
+    Parameters
+    ----------
+    desc : str
+        Text before the bar.
+    quiet : bool
+        No bar (yields None).
+    unit : str
+    total : int
+        Initial total; :func:`show_progress` sets it from each Progress.
+    leave : bool
+        Keep the finished bar on screen.
+
+    Yields
+    ------
+    tqdm.tqdm or None
+    """
+    if quiet:
+        yield None
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit=unit, leave=leave, file=sys.stderr)
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
+def show_progress(bar: Any, p: Any, postfix: str | None = None) -> None:
+    """Move ``bar`` (or nothing when None) to a :class:`~napari_medseg.progress.Progress`.
+
+    Parameters
+    ----------
+    bar : tqdm.tqdm or None
+    p : Progress
+    postfix : str, optional
+        Text after the bar (default ``p.message``).
+    """
+    if bar is None:
+        return
+    bar.total = p.total
+    bar.n = p.step
+    bar.set_postfix_str(p.message if postfix is None else postfix, refresh=False)
+    bar.refresh()
+
+
+def drain(gen: Generator[Any, Any, T], desc: str, *, quiet: bool = False, unit: str = "step", total: int = 1,
+          leave: bool = False, postfix: Callable[[Any], str] | None = None) -> T:
+    """Run a progress generator to its result under a :func:`progress_bar`.
+
+    Parameters
+    ----------
+    gen : generator
+        Yields :class:`~napari_medseg.progress.Progress`, returns the result
+        (as :func:`napari_medseg.progress.run` drains them).
+    desc, quiet, unit, total, leave
+        As for :func:`progress_bar`.
+    postfix : callable, optional
+        ``postfix(progress) -> str``, the text after the bar (default: the message).
+
+    Returns
+    -------
+    The generator's return value.
+    """
+    from ..progress import run
+
+    with progress_bar(desc, quiet=quiet, unit=unit, total=total, leave=leave) as bar:
+        return run(gen, lambda p: show_progress(bar, p, None if postfix is None else postfix(p)))
+
+
+__all__ = [
+    "PICTURE_SUFFIXES", "Command", "UsageError", "check_input_folder", "check_output_folder", "drain", "fraction",
+    "positive_float", "positive_int", "progress_bar", "read_inputs", "read_one", "show_progress", "engine_scale",
+    "labels_geometry", "stem", "write_labels_like",
+]

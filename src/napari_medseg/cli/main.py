@@ -1,0 +1,97 @@
+"""The ``medseg`` command: the same verbs as the napari widgets, for scripts and clusters.
+
+::
+
+    medseg segment IN... -o OUTDIR [--model NAME|PATH] [--device auto|cpu|cuda|mps]
+                                   [--tile-size N] [--batch-size N] [--channel N] [--tta] [--3d] [--quiet]
+    medseg models
+    medseg evaluate --images DIR --masks DIR [--model NAME|PATH | --labels DIR] [-o report.csv]
+    medseg train --images A.tif... --labels A_lab.tif... [--base NAME] --mode instance|semantic --out DIR
+    medseg detect IN... -o OUTDIR [--model NAME|PATH]
+    medseg demo [nuclei|he|mr] [--run]
+
+Exit status: 0 success, 2 bad usage or input (one-line message on stderr, no
+traceback), 1 unexpected error (with traceback, please report it), 130
+interrupted.
+
+Each verb lives in its own module (:mod:`~napari_medseg.cli.segment`,
+:mod:`~napari_medseg.cli.models`...), which defines a
+:class:`~napari_medseg.cli.common.Command` named ``COMMAND``;
+:data:`COMMANDS` below lists them once, in ``medseg --help`` order.  A new
+verb is a new module plus one entry there.  The verb modules import only
+:mod:`napari_medseg.cli.common` (never this module) and keep torch and napari
+imports inside their ``run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Sequence
+
+from .. import __version__
+from ..errors import MedsegError
+from . import demo, detect, evaluate, models, segment, train
+from .common import Command
+
+#: The registry of subcommands: name -> :class:`~napari_medseg.cli.common.Command`, in ``--help`` order.
+COMMANDS: dict[str, Command] = {
+    c.name: c
+    for c in (segment.COMMAND, models.COMMAND, evaluate.COMMAND, train.COMMAND, detect.COMMAND, demo.COMMAND)
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``medseg`` argument parser, with one subparser per entry of :data:`COMMANDS`.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        Parsed arguments carry ``command`` (the verb) and ``_run`` (its ``run``).
+    """
+    parser = argparse.ArgumentParser(prog="medseg", description="Deep-learning segmentation for microscopy, "
+                                     "pathology and radiology images (napari-medseg).")
+    parser.add_argument("--version", action="version", version=f"medseg {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for cmd in COMMANDS.values():
+        cmd.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``medseg``.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        The arguments after ``medseg`` (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        Exit status: 0 ok (also ``--help``/``--version``), 2 bad usage or
+        input (:class:`~napari_medseg.errors.MedsegError`: one line on
+        stderr), 1 unexpected error (traceback on stderr), 130 interrupted.
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse: 0 for --help/--version, 2 for usage errors
+        return int(e.code or 0)
+    try:
+        return int(args._run(args) or 0)
+    except MedsegError as e:
+        print(f"medseg {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("medseg: interrupted", file=sys.stderr)
+        return 130
+    except Exception:
+        traceback.print_exc()
+        print("medseg: unexpected error (a bug): please report it with the traceback above", file=sys.stderr)
+        return 1
+
+
+__all__ = ["COMMANDS", "build_parser", "main"]
