@@ -31,8 +31,8 @@ _LAZY = {
     "classify": "napari_medseg.analysis.classify",
     "ObjectClassifier": "napari_medseg.analysis.classify",
     "Gate": "napari_medseg.analysis.gating",
-    "detect": "napari_medseg.analysis.objects_api",
-    "write_objects_csv": "napari_medseg.analysis.objects_api",
+    "detect": "napari_medseg.analysis.objects",
+    "write_objects_csv": "napari_medseg.analysis.objects",
     "train": "napari_medseg.training.finetune",
     "evaluate": "napari_medseg.evaluate",
 }

@@ -122,7 +122,7 @@ def _spatial_geometry(vol: Any) -> tuple[list[float] | None, list[float] | None,
 
 def _detect_volume(vol: Any, args: argparse.Namespace, desc: str):
     """Run :func:`~napari_medseg.analysis.objects_api.detect_iter` on one volume under a progress bar."""
-    from .analysis.objects_api import _intensity_of_image, detect_iter
+    from .analysis.objects import detect_iter, intensity_of_image as _intensity_of_image
     from .progress import run as drain
 
     data = vol.data[0] if isinstance(vol.data, list) else vol.data
@@ -168,7 +168,7 @@ def _detect_volume(vol: Any, args: argparse.Namespace, desc: str):
 
 def run(args: argparse.Namespace) -> int:
     """Run ``medseg detect``; returns 0, raises :class:`~napari_medseg.errors.MedsegError` on bad input."""
-    from .analysis.objects_api import write_objects_csv
+    from .analysis.objects import write_objects_csv
     from .cli import _stem
     from .io.tiff import write_labels_tiff
 

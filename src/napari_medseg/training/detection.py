@@ -1,6 +1,6 @@
 """Train a CenterNet-style box detector on the U-Net: data, targets, augmentation, loss, loop.
 
-What the network learns (see :mod:`napari_medseg.analysis.detect` for the
+What the network learns (see :mod:`napari_medseg.analysis.box_detection` for the
 decoding, the exact inverse of :func:`encode_targets`): on the image
 block-averaged by ``downsample`` (network pixels),
 
@@ -153,11 +153,11 @@ def prepare_sample(sample: DetectionSample, downsample: int, normalization: dict
     Returns
     -------
     image : ndarray of float32, (3, ceil(Y/d), ceil(X/d))
-        Normalised and block-averaged exactly as :func:`~napari_medseg.analysis.detect.detect_iter` does.
+        Normalised and block-averaged exactly as :func:`~napari_medseg.analysis.box_detection.detect_iter` does.
     boxes : ndarray of float64, (N, 4)
         Boxes in network pixels (divided by ``downsample``).
     """
-    from ..analysis.detect import downsample_mean
+    from ..analysis.box_detection import downsample_mean
     from ..inference.normalize import normalization_limits
 
     spec = normalization if normalization is not None else RGB8_NORMALIZATION
@@ -507,7 +507,7 @@ def _predict_boxes(net, images: Sequence[np.ndarray], n_classes: int, downsample
     """Whole-image inference on prepared (3, h, w) inputs (h, w multiples of the divisor after padding)."""
     import torch
 
-    from ..analysis.detect import decode
+    from ..analysis.box_detection import decode
     from ..inference.tiling import round_up
 
     out = []

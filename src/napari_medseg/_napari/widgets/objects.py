@@ -72,7 +72,7 @@ from .objects_training import ClassifierActions
 if TYPE_CHECKING:
     import napari
 
-    from ...analysis.objects_api import ObjectsResult
+    from ...analysis.objects import ObjectsResult
 
 log = logging.getLogger(__name__)
 
@@ -275,7 +275,7 @@ class ObjectsWidget(ClassifierActions, QWidget):
 
     def export_csv(self, path: str | Path | None = None) -> Path | None:
         """Write the objects table as CSV (asks for a file when ``path`` is None)."""
-        from ...analysis.objects_api import write_objects_csv
+        from ...analysis.objects import write_objects_csv
 
         if self.table is None:
             self.status.set("Nothing to export: detect objects first.", error=True)
@@ -395,7 +395,7 @@ class ObjectsWidget(ClassifierActions, QWidget):
         model_path = None if model is None else model.path
 
         def make_gen(token):
-            from ...analysis.objects_api import detect_iter  # torch (if any) loads here, in the worker
+            from ...analysis.objects import detect_iter  # torch (if any) loads here, in the worker
 
             return detect_iter(image, model_path if model_path is not None else "auto", labels=lab,
                                intensity=intensity or None, scale=spacing, translate=translate, units=unit,
@@ -476,7 +476,7 @@ class ObjectsWidget(ClassifierActions, QWidget):
 
     # ================================================================== classes
     def _set_classes(self, classes: Any, probability: Any | None) -> None:
-        from ...analysis.objects_api import _order_columns
+        from ...analysis.objects import order_columns as _order_columns
 
         table = self.table.copy()
         table["class"] = np.asarray([str(c) for c in classes], dtype=object)
