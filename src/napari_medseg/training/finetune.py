@@ -312,7 +312,7 @@ def finetune_iter(
     from ..models.spec import ModelCard, build_network, save_model
     from .augment import AugmentConfig
     from .data import typical_diameter
-    from .loop import TrainConfig, train_iter
+    from .loop import SegmentationTrainConfig, train_iter
     from .semantic import semantic_train_iter
 
     t_start = time.perf_counter()
@@ -393,10 +393,11 @@ def finetune_iter(
     # slices / images with paint get 80 % of the patches when some have none (sparse lesions, 3D stacks)
     groups = {s.group for s in train_samples}
     group_weights = {"painted": 0.8, "background": 0.2} if len(groups) == 2 else None
-    cfg = TrainConfig(steps=None if epochs is None else int(epochs) * spe, minutes=minutes, batch_size=batch_size,
-                      patch_size=patch_size, lr=float(lr), warmup_steps=min(10, spe), final_lr_ratio=0.05,
-                      steps_per_epoch=spe, val_every=0, seed=seed, augment=aug, device=device,
-                      num_threads=threads, group_weights=group_weights)
+    cfg = SegmentationTrainConfig(steps=None if epochs is None else int(epochs) * spe, minutes=minutes,
+                                  batch_size=batch_size, patch_size=patch_size, lr=float(lr),
+                                  warmup_steps=min(10, spe), final_lr_ratio=0.05, steps_per_epoch=spe, val_every=0,
+                                  seed=seed, augment=aug, device=device, num_threads=threads,
+                                  group_weights=group_weights)
 
     # the card of the new model
     card = ModelCard(
