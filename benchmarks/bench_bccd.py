@@ -78,9 +78,9 @@ def box_features(image: np.ndarray, boxes: np.ndarray) -> dict[str, np.ndarray]:
 def main(argv: list[str] | None = None) -> int:
     from skimage.io import imread
 
+    from napari_medseg.analysis.box_detection import detect
     from napari_medseg.analysis.boxes import evaluate_detections, match_detections
     from napari_medseg.analysis.classify import ObjectClassifier
-    from napari_medseg.analysis.box_detection import detect
     from napari_medseg.models.registry import resolve_model
     from napari_medseg.training.detection import load_voc_folder
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_medseg.analysis.boxes import box_iou, read_voc
 from napari_medseg.analysis.box_detection import decode, detect, find_peaks, plan_windows
+from napari_medseg.analysis.boxes import box_iou, read_voc
 from napari_medseg.errors import ModelError
 from napari_medseg.training.detection import (
     DetectionAugment,
