@@ -168,7 +168,7 @@ class ObjectsResult:
         their most common class (a tie raises :class:`ParameterError`).
         For label objects this is :func:`~napari_medseg.analysis.classify.marks_from_points`.
         """
-        from .classify import _majority, marks_from_points
+        from .classify import majority_class, marks_from_points
 
         if self.boxes is None:
             return marks_from_points(points, point_classes, self.labels)
@@ -178,7 +178,7 @@ class ObjectsResult:
             raise ParameterError(f"{ids.shape[0]} points but {cls.shape[0]} classes")
         hit = ids > 0
         names, codes = np.unique(cls[hit].astype(str), return_inverse=True)
-        best = _majority(ids[hit], codes.ravel(), "points")
+        best = majority_class(ids[hit], codes.ravel(), "points")
         return {o: str(names[c]) for o, c in sorted(best.items())}
 
 
