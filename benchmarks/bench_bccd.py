@@ -1,7 +1,7 @@
 """Benchmark on BCCD ``val``: box detection AP per class, RBC precision/recall, few-shot object classifier.
 
 Detection
-    ``napari_medseg.analysis.detect.detect`` with the shipped ``bccd`` model
+    ``napari_medseg.analysis.box_detection.detect`` with the shipped ``bccd`` model
     (or ``--model``) on the 87 val images.  AP at box IoU >= 0.5 per class,
     VOC rules (:mod:`napari_medseg.analysis.boxes`: greedy matching by score,
     all-point interpolated area under the precision-recall curve), from all
@@ -76,11 +76,10 @@ def box_features(image: np.ndarray, boxes: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from skimage.io import imread
 
+    from napari_medseg.analysis.box_detection import detect
     from napari_medseg.analysis.boxes import evaluate_detections, match_detections
     from napari_medseg.analysis.classify import ObjectClassifier
-    from napari_medseg.analysis.detect import detect
     from napari_medseg.models.registry import resolve_model
     from napari_medseg.training.detection import load_voc_folder
 

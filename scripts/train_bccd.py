@@ -38,7 +38,8 @@ DESCRIPTION = (
 
 def main(argv: list[str] | None = None) -> int:
     from napari_medseg.progress import Progress
-    from napari_medseg.training.detection import DetectionAugment, TrainConfig, load_voc_folder, train_detector_iter
+    from napari_medseg.training.detection import (DetectionAugment, DetectionTrainConfig, load_voc_folder,
+                                                  train_detector_iter)
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--minutes", type=float, default=30.0, help="training time budget (wall clock)")
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"loaded {len(samples)} images in {time.perf_counter() - t:.1f}s: {len(train)} train, {len(hold)} holdout; "
           f"train boxes {counts}; dropped {dropped}", flush=True)
 
-    cfg = TrainConfig(
+    cfg = DetectionTrainConfig(
         name="bccd", description=DESCRIPTION, base_channels=args.base, depth=args.depth, downsample=args.downsample, batch_size=args.batch, lr=args.lr,
         minutes=None if args.steps is not None and args.minutes <= 0 else args.minutes, max_steps=args.steps,
         eval_every_s=args.eval_every, uncertain_classes=("RBC",), uncertain_weight=args.rbc_neg_weight,

@@ -204,7 +204,7 @@ def train_one(name: str, args) -> None:
     from napari_medseg.models.unet import UNet
     from napari_medseg.training.augment import AugmentConfig
     from napari_medseg.training.data import typical_diameter
-    from napari_medseg.training.loop import TrainConfig, train_iter, validate
+    from napari_medseg.training.loop import SegmentationTrainConfig, train_iter, validate
     from napari_medseg.progress import run
 
     spec = MODELS[name]
@@ -231,9 +231,10 @@ def train_one(name: str, args) -> None:
     else:
         net = UNet(spec["channels"], 2, dims=2, base_channels=args.base, depth=args.depth, norm="batch")
     out = Path(args.out) / name
-    cfg = TrainConfig(minutes=args.minutes, steps=args.steps, batch_size=args.batch, patch_size=args.patch,
-                      lr=args.lr, seed=args.seed, val_every=args.val_every, warmup_steps=args.warmup, num_threads=args.threads,
-                      augment=AugmentConfig(**spec["augment"]), group_weights=spec["train_groups"], device="auto")
+    cfg = SegmentationTrainConfig(minutes=args.minutes, steps=args.steps, batch_size=args.batch, patch_size=args.patch,
+                                  lr=args.lr, seed=args.seed, val_every=args.val_every, warmup_steps=args.warmup,
+                                  num_threads=args.threads, augment=AugmentConfig(**spec["augment"]),
+                                  group_weights=spec["train_groups"], device="auto")
 
     def report(p):
         if p.step % 25 == 0:

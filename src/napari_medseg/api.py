@@ -29,11 +29,11 @@ from .progress import Progress, run
 if TYPE_CHECKING:  # annotations only: importing these at run time would be costly
     from .analysis.classify import ObjectClassifier
     from .analysis.gating import Gate
-    from .analysis.objects_api import ObjectsResult
+    from .analysis.objects import ObjectsResult
     from .evaluate import EvalReport
     from .models.registry import ModelInfo
     from .training.finetune import FinetuneResult
-    from .volume import Volume
+    from .geometry import Volume
 
 
 def read(path: str | os.PathLike) -> list[Volume]:
@@ -155,7 +155,7 @@ def detect(image: Any = None, model: str | os.PathLike = "auto", **kwargs: Any) 
         ``labels``, ``intensity``, ``scale``, ``translate``, ``units``,
         ``axes``, ``channel_names``, ``device``, ``score_threshold``,
         ``tile_size``, ``batch_size``, ``properties``, ``cancel``,
-        ``progress``: see :func:`napari_medseg.analysis.objects_api.detect_iter`.
+        ``progress``: see :func:`napari_medseg.analysis.objects.detect_iter`.
 
     Returns
     -------
@@ -165,7 +165,7 @@ def detect(image: Any = None, model: str | os.PathLike = "auto", **kwargs: Any) 
 
     See Also
     --------
-    napari_medseg.analysis.objects_api.detect : the implementation.
+    napari_medseg.analysis.objects.detect : the implementation.
     write_objects_csv : save ``.table``.
 
     Examples
@@ -175,7 +175,7 @@ def detect(image: Any = None, model: str | os.PathLike = "auto", **kwargs: Any) 
     {'WBC': 1, 'RBC': 14, 'Platelets': 2}
     >>> res = ms.detect(labels=lab, intensity=img, scale=(0.5, 0.5), units="µm")  # doctest: +SKIP
     """
-    from .analysis.objects_api import detect as impl
+    from .analysis.objects import detect as impl
 
     return impl(image, model, **kwargs)
 
@@ -413,9 +413,9 @@ def write_objects_csv(path: str | os.PathLike, table: Any) -> Path:
 
     See Also
     --------
-    napari_medseg.analysis.objects_api.write_objects_csv : the implementation.
+    napari_medseg.analysis.objects.write_objects_csv : the implementation.
     """
-    from .analysis.objects_api import write_objects_csv as impl
+    from .analysis.objects import write_objects_csv as impl
 
     return impl(path, table)
 

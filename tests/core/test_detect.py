@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from napari_medseg.analysis.box_detection import decode, detect, find_peaks, plan_windows
 from napari_medseg.analysis.boxes import box_iou, read_voc
-from napari_medseg.analysis.detect import decode, detect, find_peaks, plan_windows
 from napari_medseg.errors import ModelError
 from napari_medseg.training.detection import (
     DetectionAugment,
     DetectionSample,
-    TrainConfig,
+    DetectionTrainConfig,
     augment_sample,
     detection_card,
     encode_targets,
@@ -159,7 +159,7 @@ def _synthetic_samples():
 def tiny_trained(tmp_path_factory):
     folder = tmp_path_factory.mktemp("det") / "tiny-det"
     samples = _synthetic_samples()
-    cfg = TrainConfig(name="tiny-det", base_channels=4, depth=2, downsample=1, batch_size=2, lr=1e-2,
+    cfg = DetectionTrainConfig(name="tiny-det", base_channels=4, depth=2, downsample=1, batch_size=2, lr=1e-2,
                       warmup_steps=1, minutes=None, max_steps=40, eval_every_s=1e9, seed=0, threads=1,
                       device="cpu", precision="float32", uncertain_classes=(),
                       augment=DetectionAugment(crop=64, scale=(0.9, 1.1)))

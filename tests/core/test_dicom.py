@@ -15,8 +15,8 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittle
 
 from napari_medseg.errors import ReaderError
 from napari_medseg.io.dicom import DicomWarning, is_dicom_path, read_dicom
-from napari_medseg.io.dicom_geometry import lps_affine_zyx, plan_stack
-from napari_medseg.io.dicom_pixels import rescale
+from napari_medseg.io.dicom.geometry import lps_affine_zyx, plan_stack
+from napari_medseg.io.dicom.pixels import rescale
 
 
 def _ds_str(v: float) -> str:
@@ -402,7 +402,7 @@ def test_is_dicom_path_finds_nested_files(tmp_path: Path) -> None:
 
 
 def test_dicom_module_import_stays_cheap() -> None:
-    code = ("import sys, napari_medseg.io.dicom, napari_medseg.io.dicom_seg\n"
+    code = ("import sys, napari_medseg.io.dicom, napari_medseg.io.dicom.seg\n"
             "bad = [m for m in ('torch', 'napari', 'qtpy', 'PyQt6', 'pydicom') if m in sys.modules]\n"
             "print(bad)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -13,8 +13,8 @@ import pytest
 from conftest import dataset
 from napari_medseg.errors import ReaderError
 from napari_medseg.io.dicom import read_dicom
-from napari_medseg.io.dicom_csa import csa_image_header, parse_csa
-from napari_medseg.io.dicom_mosaic import MosaicInfo, unpack_mosaic
+from napari_medseg.io.dicom.csa import csa_image_header, parse_csa
+from napari_medseg.io.dicom.mosaic import MosaicInfo, unpack_mosaic
 
 
 def _siemens_files() -> list[Path]:

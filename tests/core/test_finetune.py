@@ -19,13 +19,10 @@ from napari_medseg.models.testing import make_random_model
 from napari_medseg.progress import CancelToken, run
 from napari_medseg.training.augment import AugmentConfig
 from napari_medseg.training.data import PatchSampler
-from napari_medseg.training.finetune import (
-    _StepLoss,
-    _build_units,
-    _Pair,
-    finetune_iter,
-    train,
-)
+from napari_medseg.training.finetune import finetune_iter, train
+from napari_medseg.training.finetune.data import build_units
+from napari_medseg.training.finetune.inputs import TrainingPair
+from napari_medseg.training.finetune.loop import StepLoss
 from napari_medseg.training.losses import instance_loss
 from napari_medseg.training.regions import describe_region, find_region, roi_mask, split_validation
 from napari_medseg.training.semantic import SemanticPatchSampler, semantic_loss
@@ -125,7 +122,7 @@ def test_validation_split_strip_slices_and_whole_images():
 
 # ----------------------------------------------------------------------------- exact masking
 def _pair(img, lab):
-    return _Pair(img, lab, "a", 1, False, None)
+    return TrainingPair(img, lab, "a", 1, False, None)
 
 
 def _roi_case(mode):
@@ -147,7 +144,7 @@ def _roi_case(mode):
 def _units(img, lab, roi, mode):
     reg = [find_region(lab, roi, mode=mode)]
     split_validation(reg, [lab], fraction=0.0, mode=mode)
-    train_s, _ = _build_units([_pair(img, lab)], reg, {"kind": "percentile", "low": 1, "high": 99.8}, None, mode)
+    train_s, _ = build_units([_pair(img, lab)], reg, {"kind": "percentile", "low": 1, "high": 99.8}, None, mode)
     return train_s
 
 
@@ -202,7 +199,7 @@ def test_semantic_loss_ignores_zero_weight_pixels_exactly():
 def test_step_loss_recovers_each_step_from_the_running_mean():
     rng = np.random.default_rng(0)
     values = rng.uniform(0.1, 3.0, 137)
-    rec, running = _StepLoss(), []
+    rec, running = StepLoss(), []
     for i, v in enumerate(values, 1):
         running = [*running[-49:], float(v)]
         rec.update(i, {"loss": float(np.mean(running))})
@@ -313,8 +310,8 @@ def test_images_are_resampled_to_the_base_models_pixel_size(models_dir, tmp_path
     img, lab = blobs((48, 48), n=6)
     reg = [find_region(lab)]
     split_validation(reg, [lab], fraction=0.0)
-    pair = _Pair(img, lab, "a", 1, False, (1.0, 1.0))
-    (s,), _ = _build_units([pair], reg, {"kind": "none"}, [0.5, 0.5], "instance")
+    pair = TrainingPair(img, lab, "a", 1, False, (1.0, 1.0))
+    (s,), _ = build_units([pair], reg, {"kind": "none"}, [0.5, 0.5], "instance")
     assert s.image.shape == (96, 96) and s.labels.shape == (96, 96)  # 1.0 µm pixels -> 0.5 µm: twice as many
     assert set(np.unique(s.labels)) == set(np.unique(lab)) and s.weight.shape == (96, 96)
     res = train(img, lab, base=str(base), scale=(1.0, 1.0), epochs=1, name="resampled", **FAST)
@@ -324,7 +321,7 @@ def test_images_are_resampled_to_the_base_models_pixel_size(models_dir, tmp_path
 
 
 def test_postprocess_tuning_never_lowers_the_held_out_score(tmp_path):
-    from napari_medseg.training.finetune import TUNE_FG, TUNE_SEED, _val_item, tune_postprocess
+    from napari_medseg.training.finetune.data import TUNE_FG, TUNE_SEED, tune_postprocess, val_item
 
     net, _ = load_model(make_random_model(tmp_path / "r", base_channels=4, depth=2, seed=3))
     items = []
@@ -333,7 +330,7 @@ def test_postprocess_tuning_never_lowers_the_held_out_score(tmp_path):
         x = ((img - img.min()) / np.ptp(img))[..., None].astype(np.float32)
         mask = np.zeros(lab.shape, bool)
         mask[8:56, 8:56] = True
-        items.append(_val_item(x, lab, mask))
+        items.append(val_item(x, lab, mask))
     given = {"fg_threshold": 0.5, "seed_threshold": 0.5, "min_size": 4}
     pp, before, after = tune_postprocess(net, items, given)
     assert after >= before and pp["min_size"] == 4
@@ -344,20 +341,20 @@ def test_postprocess_tuning_never_lowers_the_held_out_score(tmp_path):
 
 def test_base_model_is_epoch_zero_and_kept_when_no_epoch_beats_it(models_dir, tmp_path, monkeypatch):
     """Fine-tuning never ends worse than the base on the held-out annotation: the base is scored first."""
-    import napari_medseg.training.finetune as ft
+    import napari_medseg.training.finetune.loop as ft
     from safetensors.numpy import load_file
 
     base = make_random_model(tmp_path / "base", name="tinybase", base_channels=4, depth=2)
     img, lab = blobs((64, 64), n=8)
     scores = iter([0.9, 0.5, 0.6, 0.7])  # base 0.9, then three epochs that never reach it
-    real = ft._validate
+    real = ft.validate
 
     def fake_validate(net, mode, items, pp):
         r = real(net, mode, items, pp)
         s = next(scores)
         return {**r, "score": s, "key": (s, 0.0)}
 
-    monkeypatch.setattr(ft, "_validate", fake_validate)
+    monkeypatch.setattr(ft, "validate", fake_validate)
     monkeypatch.setattr(ft, "tune_postprocess", lambda net, items, pp: (pp, 0.0, 0.0))
     progress = []
     res = run(finetune_iter(img, lab, base=str(base), epochs=3, early_stopping=False, name="kept", **FAST),

@@ -13,7 +13,7 @@ from napari_medseg.progress import CancelToken, run
 from napari_medseg.training.augment import AugmentConfig
 from napari_medseg.training.data import Sample
 from napari_medseg.training.losses import instance_loss
-from napari_medseg.training.loop import TrainConfig, lr_factor, segment_with_net, train_iter
+from napari_medseg.training.loop import SegmentationTrainConfig, lr_factor, segment_with_net, train_iter
 
 
 def _card(base=4, depth=2):
@@ -74,7 +74,7 @@ def test_lr_schedule():
 def test_tiny_training_decreases_loss_and_saves_loadable_model(tmp_path):
     torch.manual_seed(0)
     net = UNet(1, 2, base_channels=4, depth=2)
-    cfg = TrainConfig(steps=40, batch_size=4, patch_size=32, lr=1e-2, warmup_steps=2, val_every=20, seed=0,
+    cfg = SegmentationTrainConfig(steps=40, batch_size=4, patch_size=32, lr=1e-2, warmup_steps=2, val_every=20, seed=0,
                       num_threads=1, device="cpu", augment=AugmentConfig(rotate=False, zoom=(1.0, 1.0)))
     samples = _synthetic()
     losses = []
@@ -102,7 +102,7 @@ def test_cancel_keeps_best_checkpoint(tmp_path):
     torch.manual_seed(0)
     net = UNet(1, 2, base_channels=4, depth=2)
     token = CancelToken()
-    cfg = TrainConfig(steps=100, batch_size=2, patch_size=32, val_every=3, num_threads=1, device="cpu")
+    cfg = SegmentationTrainConfig(steps=100, batch_size=2, patch_size=32, val_every=3, num_threads=1, device="cpu")
     gen = train_iter(net, _card(), _synthetic(2), _synthetic(1, seed=1), cfg, out=tmp_path / "m", cancel=token)
     seen = []
     for p in gen_progress(gen, seen):
@@ -127,10 +127,10 @@ def gen_progress(gen, results):
 
 def test_bad_configs():
     with pytest.raises(ParameterError, match="steps"):
-        TrainConfig()
+        SegmentationTrainConfig()
     net = UNet(1, 2, base_channels=4, depth=3)
     with pytest.raises(ParameterError, match="divisor"):
-        next(train_iter(net, _card(depth=3), _synthetic(1), config=TrainConfig(steps=1, patch_size=30)))
+        next(train_iter(net, _card(depth=3), _synthetic(1), config=SegmentationTrainConfig(steps=1, patch_size=30)))
 
 
 # ---- the shipped models --------------------------------------------------------

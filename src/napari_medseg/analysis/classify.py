@@ -457,8 +457,28 @@ def classify(table: Any, classifier: ObjectClassifier | Gate | Sequence[Gate], *
 # ---------------------------------------------------------------------------- marking objects
 
 
-def _majority(obj: np.ndarray, cls: np.ndarray, what: str) -> dict[int, int]:
-    """Most frequent class per object; ties raise (the user marked an object two ways)."""
+def majority_class(obj: np.ndarray, cls: np.ndarray, what: str) -> dict[int, int]:
+    """Most frequent class per object; ties raise (the user marked an object two ways).
+
+    Parameters
+    ----------
+    obj : ndarray of int
+        Object id of each mark.
+    cls : ndarray of int
+        Class code of each mark (same length).
+    what : str
+        What made the marks (``"points"``, ``"painting"``), for the error message.
+
+    Returns
+    -------
+    dict of int to int
+        Object id -> its most frequent class code.
+
+    Raises
+    ------
+    ParameterError
+        When an object has two classes marked equally often.
+    """
     if obj.size == 0:
         return {}
     pairs, counts = np.unique(np.stack([obj, cls], axis=1), axis=0, return_counts=True)
@@ -520,7 +540,7 @@ def marks_from_points(points: Any, point_classes: Sequence[Any], labels: Any) ->
     cls = cls[ok]
     hit = obj > 0
     names, codes = np.unique(cls[hit].astype(str), return_inverse=True)
-    best = _majority(obj[hit], codes.ravel(), "points")
+    best = majority_class(obj[hit], codes.ravel(), "points")
     return {o: str(names[c]) for o, c in sorted(best.items())}
 
 
@@ -562,7 +582,7 @@ def marks_from_painted(
     cls = paint[m].astype(np.int64)
     if cls.size and cls.min() < 0:
         raise ParameterError("class paint has negative class ids")
-    best = _majority(labels[m].astype(np.int64), cls, "painting")
+    best = majority_class(labels[m].astype(np.int64), cls, "painting")
     out = {}
     for o, c in sorted(best.items()):
         if class_names is None:

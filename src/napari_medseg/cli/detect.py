@@ -9,7 +9,7 @@
 For every input image this writes ``OUTDIR/<stem>_objects.csv`` (one row per
 object: id, class, score, centroid and bounding box in pixels and in physical
 units, size, shape and intensity measurements; see
-:mod:`napari_medseg.analysis.objects_api`) and, when the model is a
+:mod:`napari_medseg.analysis.objects`) and, when the model is a
 segmentation model, ``OUTDIR/<stem>_labels.tif`` (the objects' label image
 with the input's pixel size).  A file holding several images (a DICOM folder
 with several series) gives ``<stem>_0``, ``<stem>_1``...
@@ -69,15 +69,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _detect_volume(vol: Any, args: argparse.Namespace, desc: str):
-    """Run :func:`~napari_medseg.analysis.objects_api.detect_iter` on one volume under a progress bar."""
-    from ..analysis.objects_api import _intensity_of_image, detect_iter
+    """Run :func:`~napari_medseg.analysis.objects.detect_iter` on one volume under a progress bar."""
+    from ..analysis.objects import detect_iter, intensity_of_image
 
     data = vol.data[0] if isinstance(vol.data, list) else vol.data
     axes = vol.axes
     if "T" in axes:
         raise ParameterError(f"{desc}: has a time axis (axes {axes!r}); detect works on one 2D/3D image at a time")
     geometry = vol.spatial_geometry()  # uncalibrated volumes are measured in pixels
-    intensity = _intensity_of_image(data, axes, vol.channel_names)
+    intensity = intensity_of_image(data, axes, vol.channel_names)
     model_input, model_axes = data, axes
     if args.channel is not None:
         if "C" not in axes:
@@ -95,7 +95,7 @@ def _detect_volume(vol: Any, args: argparse.Namespace, desc: str):
 
 def run(args: argparse.Namespace) -> int:
     """Run ``medseg detect``; returns 0, raises :class:`~napari_medseg.errors.MedsegError` on bad input."""
-    from ..analysis.objects_api import write_objects_csv
+    from ..analysis.objects import write_objects_csv
     out: Path = args.output
     check_output_folder(out, ParameterError)
     if args.model != "auto":  # a bad model name fails before any file is read

@@ -1,6 +1,6 @@
 """Train a CenterNet-style box detector on the U-Net: data, targets, augmentation, loss, loop.
 
-What the network learns (see :mod:`napari_medseg.analysis.detect` for the
+What the network learns (see :mod:`napari_medseg.analysis.box_detection` for the
 decoding, the exact inverse of :func:`encode_targets`): on the image
 block-averaged by ``downsample`` (network pixels),
 
@@ -153,11 +153,11 @@ def prepare_sample(sample: DetectionSample, downsample: int, normalization: dict
     Returns
     -------
     image : ndarray of float32, (3, ceil(Y/d), ceil(X/d))
-        Normalised and block-averaged exactly as :func:`~napari_medseg.analysis.detect.detect_iter` does.
+        Normalised and block-averaged exactly as :func:`~napari_medseg.analysis.box_detection.detect_iter` does.
     boxes : ndarray of float64, (N, 4)
         Boxes in network pixels (divided by ``downsample``).
     """
-    from ..analysis.detect import downsample_mean
+    from ..analysis.box_detection import downsample_mean
     from ..inference.normalize import normalization_limits
 
     spec = normalization if normalization is not None else RGB8_NORMALIZATION
@@ -475,8 +475,11 @@ def init_detection_head(net, n_classes: int, mean_log_size: float = 3.0) -> None
 
 
 @dataclass
-class TrainConfig:
-    """Hyper-parameters of :func:`train_detector_iter` (defaults: the shipped BCCD model)."""
+class DetectionTrainConfig:
+    """Hyper-parameters of box-detection training, :func:`train_detector_iter` (defaults: the shipped BCCD model).
+
+    Segmentation training has its own :class:`~.loop.SegmentationTrainConfig`.
+    """
 
     name: str = "bccd"
     description: str = ""
@@ -507,7 +510,7 @@ def _predict_boxes(net, images: Sequence[np.ndarray], n_classes: int, downsample
     """Whole-image inference on prepared (3, h, w) inputs (h, w multiples of the divisor after padding)."""
     import torch
 
-    from ..analysis.detect import decode
+    from ..analysis.box_detection import decode
     from ..inference.tiling import round_up
 
     out = []
@@ -553,7 +556,7 @@ def train_detector_iter(
     out_dir: str | Path,
     *,
     holdout: Sequence[DetectionSample] = (),
-    config: TrainConfig | None = None,
+    config: DetectionTrainConfig | None = None,
     card_extra: dict[str, Any] | None = None,
     cancel: CancelToken | None = None,
 ) -> Generator[Progress, None, dict[str, Any]]:
@@ -571,7 +574,7 @@ def train_detector_iter(
         there is no holdout), so a run that is stopped still leaves a model.
     holdout : sequence of DetectionSample
         Images for model selection (AP at IoU 0.5, mean over classes).
-    config : TrainConfig
+    config : DetectionTrainConfig
     card_extra : dict, optional
         Extra ``training`` entries for the card (data source, licence...).
     cancel : CancelToken, optional
@@ -594,7 +597,7 @@ def train_detector_iter(
     from ..models.device import select_device
     from ..models.spec import build_network, save_model
 
-    cfg = config or TrainConfig()
+    cfg = config or DetectionTrainConfig()
     if cfg.minutes is None and cfg.max_steps is None:
         raise ParameterError("give a time budget (minutes) or a number of steps (max_steps)")
     if not train:

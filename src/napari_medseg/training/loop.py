@@ -40,8 +40,11 @@ from .steps import set_seeds as _set_seeds  # noqa: F401  (the name other module
 
 
 @dataclass
-class TrainConfig:
-    """Settings of one training run.
+class SegmentationTrainConfig:
+    """Settings of one segmentation training run (instance or semantic U-Net).
+
+    Used by :func:`train_iter` (instance) and :func:`~.semantic.semantic_train_iter`
+    (semantic); box detection has its own :class:`~.detection.DetectionTrainConfig`.
 
     Attributes
     ----------
@@ -229,7 +232,7 @@ def train_iter(
     card,
     train: Sequence[Sample],
     val: Sequence[Sample] | None = None,
-    config: TrainConfig | None = None,
+    config: SegmentationTrainConfig | None = None,
     *,
     out: str | Path | None = None,
     cancel: CancelToken | None = None,
@@ -248,7 +251,7 @@ def train_iter(
         Training images (raw; normalised here as the card says).
     val : sequence of Sample, optional
         Whole validation images; the best weights by mean AP@0.5 are kept.
-    config : TrainConfig
+    config : SegmentationTrainConfig
         Budget and hyper-parameters (default: 200 steps).
     out : path, optional
         Model folder: the best model is saved there (``save_model``) at each
@@ -273,7 +276,7 @@ def train_iter(
     from ..models.spec import save_model
     from .losses import instance_loss
 
-    cfg = config or TrainConfig(steps=200)
+    cfg = config or SegmentationTrainConfig(steps=200)
     cancel = cancel or CancelToken()
     if int(card.architecture.get("out_channels", 2)) != 2 or card.kind != "instance":
         raise ParameterError("train_iter trains instance models (2 outputs: foreground, distance)")

@@ -99,8 +99,18 @@ class Region:
         return self.area / max(1, math.prod(self.shape))
 
 
-def _box_of(mask: np.ndarray) -> tuple[slice, ...] | None:
-    """Tight bounding box of the True pixels of ``mask`` (None if there are none)."""
+def box_of(mask: np.ndarray) -> tuple[slice, ...] | None:
+    """Tight bounding box of the True pixels of ``mask`` (None if there are none).
+
+    Parameters
+    ----------
+    mask : ndarray of bool
+
+    Returns
+    -------
+    tuple of slice or None
+        One half-open slice per axis.
+    """
     out = []
     for ax in range(mask.ndim):
         other = tuple(a for a in range(mask.ndim) if a != ax)
@@ -126,7 +136,7 @@ def labels_box(labels: np.ndarray, margin: int = DEFAULT_MARGIN) -> tuple[slice,
     tuple of slice or None
         None when nothing is painted.
     """
-    box = _box_of(np.asarray(labels) != 0)
+    box = box_of(np.asarray(labels) != 0)
     if box is None:
         return None
     shape = labels.shape
@@ -209,7 +219,7 @@ def roi_mask(shape: Sequence[int], roi: Sequence) -> tuple[tuple[slice, ...], np
                 full[z] |= m
     else:
         full = planes[None]
-    box = _box_of(full)
+    box = box_of(full)
     return box, np.ascontiguousarray(full[box])
 
 

@@ -6,7 +6,7 @@ the same pieces: :class:`~.data.Sample` (``labels`` hold class ids here),
 the one-pass geometric warp and intensity augmentations of :mod:`.augment`,
 the patch placement and background thread of :class:`~.data.PatchSampler`
 (:meth:`~.data.PatchSampler.warped_patch`, :meth:`~.data.PatchSampler.prefetch`),
-:class:`~.loop.TrainConfig` and its learning-rate schedule, and the
+:class:`~.loop.SegmentationTrainConfig` and its learning-rate schedule, and the
 optimisation steps of :mod:`.steps`.
 
 The loss is a weighted cross-entropy plus a weighted soft Dice over the
@@ -25,7 +25,7 @@ from ..errors import ParameterError
 from ..progress import CancelToken, Progress
 from .augment import pixel_augment
 from .data import PatchSampler, Sample
-from .loop import TrainConfig, TrainResult, lr_factor
+from .loop import SegmentationTrainConfig, TrainResult, lr_factor
 from .steps import StepBudget, StepLoop, StepRunner
 
 
@@ -115,7 +115,7 @@ def semantic_train_iter(
     net,
     card,
     train: Sequence[Sample],
-    config: TrainConfig,
+    config: SegmentationTrainConfig,
     *,
     cancel: CancelToken | None = None,
 ) -> Generator[Progress, None, TrainResult]:

@@ -170,7 +170,7 @@ class StepRunner:
 
     @classmethod
     def for_config(cls, net, cfg) -> StepRunner:
-        """The set-up of the instance and semantic loops from a :class:`~.loop.TrainConfig`.
+        """The set-up of the instance and semantic loops from a :class:`~.loop.SegmentationTrainConfig`.
 
         Seeds everything with ``cfg.seed`` (:func:`set_seeds`), picks
         ``cfg.device``, uses ``cfg.num_threads`` CPU threads (default: the

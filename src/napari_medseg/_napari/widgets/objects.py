@@ -2,7 +2,7 @@
 
 Source: a Labels layer (the user's or ours), or an Image layer plus a model
 (segmentation or box detection).  Run calls
-:func:`napari_medseg.analysis.objects_api.detect_iter` in a napari thread
+:func:`napari_medseg.analysis.objects.detect_iter` in a napari thread
 worker; the checked Image layers give per-channel intensity columns.
 
 Outputs (never a change to the user's layers)
@@ -69,7 +69,7 @@ from .objects_training import ClassifierActions
 if TYPE_CHECKING:
     import napari
 
-    from ...analysis.objects_api import ObjectsResult
+    from ...analysis.objects import ObjectsResult
 
 log = logging.getLogger(__name__)
 
@@ -272,7 +272,7 @@ class ObjectsWidget(ClassifierActions, QWidget):
 
     def export_csv(self, path: str | Path | None = None) -> Path | None:
         """Write the objects table as CSV (asks for a file when ``path`` is None)."""
-        from ...analysis.objects_api import write_objects_csv
+        from ...analysis.objects import write_objects_csv
 
         if self.table is None:
             self.status.set("Nothing to export: detect objects first.", error=True)
@@ -392,7 +392,7 @@ class ObjectsWidget(ClassifierActions, QWidget):
         model_path = None if model is None else model.path
 
         def make_gen(token):
-            from ...analysis.objects_api import detect_iter  # torch (if any) loads here, in the worker
+            from ...analysis.objects import detect_iter  # torch (if any) loads here, in the worker
 
             return detect_iter(image, model_path if model_path is not None else "auto", labels=lab,
                                intensity=intensity or None, geometry=geometry, axes=axes, device=device, cancel=token)
@@ -473,7 +473,7 @@ class ObjectsWidget(ClassifierActions, QWidget):
 
     # ================================================================== classes
     def _set_classes(self, classes: Any, probability: Any | None) -> None:
-        from ...analysis.objects_api import _order_columns
+        from ...analysis.objects import order_columns
 
         table = self.table.copy()
         table["class"] = np.asarray([str(c) for c in classes], dtype=object)
@@ -481,7 +481,7 @@ class ObjectsWidget(ClassifierActions, QWidget):
             table = table.drop(columns=["probability"], errors="ignore")
         else:
             table["probability"] = np.asarray(probability, np.float64)
-        table = _order_columns(table)
+        table = order_columns(table)
         names = sorted({str(c) for c in table["class"]})
         self.colors = class_colors(names, {c: v for c, v in self.colors.items() if c in names})
         self.colors = {c: self.colors[c] for c in names}

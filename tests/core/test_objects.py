@@ -1,4 +1,4 @@
-"""objects_api: detect() on labels, instance/semantic/detection models; box tables; CSV writer."""
+"""analysis.objects: detect() on labels, instance/semantic/detection models; box tables; CSV writer."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from napari_medseg.analysis.measure import measure
-from napari_medseg.analysis.objects_api import (
+from napari_medseg.analysis.objects import (
     box_table,
     detect,
     detect_iter,
@@ -158,7 +158,7 @@ def test_box_stats_fractional_edges_and_empty_box():
 
 
 def test_box_objects_at_points_pick_smallest_box():
-    from napari_medseg.analysis.objects_api import ObjectsResult
+    from napari_medseg.analysis.objects import ObjectsResult
 
     boxes = np.array([[0, 0, 20, 20], [5, 5, 10, 10], [30, 30, 40, 40]], np.float32)
     table = box_table(boxes, ["big", "small", "far"], [0.9, 0.8, 0.7])
@@ -242,7 +242,7 @@ def test_semantic_model_objects_are_class_regions(models):
 
 
 def test_semantic_objects_by_hand():
-    from napari_medseg.analysis.objects_api import _semantic_objects
+    from napari_medseg.analysis.objects import semantic_objects
 
     cm = np.zeros((6, 8), np.uint16)
     cm[0:2, 0:3] = 1  # region A, class 1
@@ -253,7 +253,7 @@ def test_semantic_objects_by_hand():
     probs[1] = 0.5
     probs[1, 0, 0] = 1.0
     probs[2] = 0.25
-    regions, classes, score = _semantic_objects(cm, probs, ["bg", "tumour", "stroma"])
+    regions, classes, score = semantic_objects(cm, probs, ["bg", "tumour", "stroma"])
     assert regions.max() == 3 and regions.dtype == np.uint16
     assert classes.tolist() == ["tumour", "stroma", "tumour"]
     np.testing.assert_allclose(score, [(1.0 + 5 * 0.5) / 6, 0.25, 0.5])
@@ -262,7 +262,7 @@ def test_semantic_objects_by_hand():
 
 def test_detection_model_rows_are_the_detectors_boxes(models):
     torch = pytest.importorskip("torch")
-    from napari_medseg.analysis.detect import detect as detect_boxes
+    from napari_medseg.analysis.box_detection import detect as detect_boxes
     from napari_medseg.models.spec import build_network, save_model
     from napari_medseg.training.detection import detection_card
 

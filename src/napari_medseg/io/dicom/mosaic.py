@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ReaderError
-from .dicom_csa import csa_image_header
-from .dicom_tags import text
+from ...errors import ReaderError
+from .csa import csa_image_header
+from .tags import text
 
 
 @dataclass(frozen=True)

@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ReaderError
-from ..geometry import LPS, Volume
-from .dicom_geometry import POSITION_TOL_MM, lps_affine_zyx, plan_stack, slice_normal
-from .dicom_header import Frame
-from .dicom_pixels import decode
+from ...errors import ReaderError
+from ...geometry import LPS, Volume
+from .geometry import POSITION_TOL_MM, lps_affine_zyx, plan_stack, slice_normal
+from .header import Frame
+from .pixels import decode
 
 
 def build_seg_volume(frames: list[Frame], name: str, meta: dict[str, Any]) -> Volume:

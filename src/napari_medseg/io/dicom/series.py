@@ -28,10 +28,10 @@ RT Plan and other objects without pixel data are refused with a message naming
 them (skipped inside folders).
 
 Stages: find files (:func:`_collect_files`) -> parse headers
-(:mod:`.dicom_header`) -> group frames into series -> order slices and time
-(:mod:`.dicom_geometry`) -> read pixels in parallel into one preallocated array
-(:mod:`.dicom_pixels`) -> rescale to real values.  DICOM-SEG files become label
-volumes (:mod:`.dicom_seg`).  Nothing here imports napari or torch.
+(:mod:`.header`) -> group frames into series -> order slices and time
+(:mod:`.geometry`) -> read pixels in parallel into one preallocated array
+(:mod:`.pixels`) -> rescale to real values.  DICOM-SEG files become label
+volumes (:mod:`.seg`).  Nothing here imports napari or torch.
 """
 
 from __future__ import annotations
@@ -46,10 +46,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ReaderError
-from ..geometry import LPS, Volume
-from .dicom_geometry import StackLayout, lps_affine_zyx, plan_stack, time_affine
-from .dicom_header import (
+from ...errors import ReaderError
+from ...geometry import LPS, Volume
+from .geometry import StackLayout, lps_affine_zyx, plan_stack, time_affine
+from .header import (
     KEEP_TAGS,
     MEDIA_STORAGE_DIRECTORY,
     NON_IMAGE_MODALITIES,
@@ -59,9 +59,9 @@ from .dicom_header import (
     frames_of,
     read_header,
 )
-from .dicom_mosaic import unpack_mosaic
-from .dicom_pixels import decode, invert_monochrome1, read_native_into, rescale, stored_dtype
-from .dicom_tags import nums, text
+from .mosaic import unpack_mosaic
+from .pixels import decode, invert_monochrome1, read_native_into, rescale, stored_dtype
+from .tags import nums, text
 
 log = logging.getLogger(__name__)
 
@@ -384,7 +384,7 @@ def _sortable(key: tuple) -> tuple:
 def _build_volumes(frames: list[Frame], name: str, source: Path) -> list[Volume]:
     hdr = frames[0].file
     if hdr.is_seg:
-        from .dicom_seg import build_seg_volume
+        from .seg import build_seg_volume
 
         return [build_seg_volume(frames, name, _metadata(frames, source))]
     if all(f.ipp is not None and f.iop is not None for f in frames):

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ReaderError
-from .dicom_tags import text, ushort
+from ...errors import ReaderError
+from .tags import text, ushort
 
 NATIVE_LE = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")  # implicit / explicit VR little endian
 DEFLATED = "1.2.840.10008.1.2.1.99"

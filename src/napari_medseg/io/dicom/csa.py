@@ -23,7 +23,7 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from ..errors import ReaderError
+from ...errors import ReaderError
 
 _NUMERIC = {"FL": float, "FD": float, "DS": float, "SS": int, "US": int, "SL": int, "UL": int, "IS": int}
 _MAX_ITEMS = 1000

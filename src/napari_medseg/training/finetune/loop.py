@@ -4,9 +4,10 @@ This is what the Train widget, ``medseg train`` and :func:`train` run.  The
 user gives (image, labels) pairs, 2D or 3D, typically painted in napari:
 
 1. **Region.**  Only the annotated region of each image is used
-   (:mod:`.regions`): the painted labels' bounding box (+16 px), or the
-   user's ROI polygons.  Inside it unpainted pixels are background; outside
-   it the loss weight is exactly 0 and labels are not even read.
+   (:mod:`~napari_medseg.training.regions`): the painted labels' bounding
+   box (+16 px), or the user's ROI polygons.  Inside it unpainted pixels
+   are background; outside it the loss weight is exactly 0 and labels are
+   not even read.
 2. **Validation.**  A part of the annotation is held out automatically
    (whole images when there are >= 4, else a block of slices or a strip of
    each region).  Score: AP@0.5 (instance, pooled over the held-out parts)
@@ -26,14 +27,16 @@ user gives (image, labels) pairs, 2D or 3D, typically painted in napari:
    data shapes, regions, classes, epochs, time and final scores.
 
 Training steps come from :func:`napari_medseg.training.loop.train_iter`
-(instance) or :func:`.semantic.semantic_train_iter` (semantic): AdamW with
-warm-up and cosine decay over the budget, augmented patches made in a
-background thread (both CPU cores stay busy), CUDA mixed precision.
+(instance) or :func:`~napari_medseg.training.semantic.semantic_train_iter`
+(semantic): AdamW with warm-up and cosine decay over the budget, augmented
+patches made in a background thread (both CPU cores stay busy), CUDA mixed
+precision.
 
-Helpers live in :mod:`.finetune_inputs` (checking the pairs),
-:mod:`.finetune_model` (base model or scratch, heads, class names) and
-:mod:`.finetune_data` (crops, validation items, scoring, threshold tuning);
-this module keeps the loop, the output folder and the public functions.
+Helpers live in :mod:`.inputs` (checking the pairs), :mod:`.model` (base
+model or scratch, heads, class names) and :mod:`.data` (crops, validation
+items, scoring, threshold tuning) of this package; this module keeps the
+loop, the output folder and the public functions, which
+:mod:`napari_medseg.training.finetune` re-exports.
 """
 
 from __future__ import annotations
@@ -51,9 +54,12 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ParameterError
-from ..progress import CancelToken, Progress, run
-from .regions import describe_regions, find_region, per_image_roi, split_validation
+from ...errors import ParameterError
+from ...progress import CancelToken, Progress, run
+from ..regions import describe_regions, find_region, per_image_roi, split_validation
+from .data import build_units, tune_postprocess, validate
+from .inputs import as_pair, per_image
+from .model import DEFAULT_NORMALIZATION, MODES, full_class_names, load_base, output_section, set_prior_bias
 
 #: Time budget (minutes) when neither ``minutes`` nor ``epochs`` is given.
 DEFAULT_MINUTES = 2.0
@@ -100,29 +106,7 @@ class FinetuneResult:
     net: Any = field(default=None, repr=False)
 
 
-from .finetune_data import (  # noqa: F401  (re-exported: tests and callers import them from here)
-    CONTEXT,
-    RESAMPLE_TOLERANCE,
-    TUNE_FG,
-    TUNE_SEED,
-    _build_units,
-    _val_item,
-    _validate,
-    _ValItem,
-    tune_postprocess,
-)
-from .finetune_inputs import _as_pair, _Pair, _per_image  # noqa: F401
-from .finetune_model import (  # noqa: F401
-    DEFAULT_NORMALIZATION,
-    MODES,
-    SCRATCH_ARCH,
-    _class_names,
-    _load_base,
-    _output_section,
-    _prior_bias,
-)
-
-class _StepLoss:
+class StepLoss:
     """Per-step losses from the 50-step running mean that ``train_iter`` reports.
 
     ``train_iter``'s ``info["loss"]`` is the mean of the last ``min(step, 50)``
@@ -138,6 +122,20 @@ class _StepLoss:
         self._sum = 0.0
 
     def update(self, step: int, info: dict) -> float:
+        """Record the progress of step ``step`` (1, 2, ... in order) and return that step's loss.
+
+        Parameters
+        ----------
+        step : int
+            The step number reported by ``train_iter``.
+        info : dict
+            Its ``Progress.info``: ``loss`` (running mean) or ``step_loss``.
+
+        Returns
+        -------
+        float
+            The loss of this step alone.
+        """
         if "step_loss" in info:
             v = float(info["step_loss"])
         else:
@@ -154,7 +152,7 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 def default_model_name(prefix: str = "finetuned") -> str:
     """A user-model name not used yet (``finetuned-1``, ``finetuned-2``...)."""
-    from ..models.registry import list_models, user_models_dir
+    from ...models.registry import list_models, user_models_dir
 
     taken = {m.name for m in list_models()} | ({p.name for p in user_models_dir().iterdir()}
                                                if user_models_dir().is_dir() else set())
@@ -172,8 +170,8 @@ def model_folder(out=None, name: str | None = None, overwrite: bool = False) -> 
     ParameterError
         Bad name, a name a shipped model has, or an existing model without ``overwrite``.
     """
-    from ..models.registry import list_models, user_models_dir
-    from ..models.spec import CARD_NAME
+    from ...models.registry import list_models, user_models_dir
+    from ...models.spec import CARD_NAME
 
     if out is None:
         name = name or default_model_name()
@@ -308,12 +306,12 @@ def finetune_iter(
     """
     import torch
 
-    from ..models.device import select_device
-    from ..models.spec import ModelCard, build_network, save_model
-    from .augment import AugmentConfig
-    from .data import typical_diameter
-    from .loop import TrainConfig, train_iter
-    from .semantic import semantic_train_iter
+    from ...models.device import select_device
+    from ...models.spec import ModelCard, build_network, save_model
+    from ..augment import AugmentConfig
+    from ..data import typical_diameter
+    from ..loop import SegmentationTrainConfig, train_iter
+    from ..semantic import semantic_train_iter
 
     t_start = time.perf_counter()
     if mode not in MODES:
@@ -332,11 +330,11 @@ def finetune_iter(
     if minutes is None and epochs is None:
         minutes = DEFAULT_MINUTES
     cancel = cancel or CancelToken()
-    scales = _per_image(scale, len(imgs), "scale")
+    scales = per_image(scale, len(imgs), "scale")
     names = list(names) if names is not None else [""] * len(imgs)
     if len(names) != len(imgs):
         raise ParameterError(f"{len(names)} names for {len(imgs)} images")
-    pairs = [_as_pair(im, lab, n, s) for im, lab, n, s in zip(imgs, labs, names, scales)]
+    pairs = [as_pair(im, lab, n, s) for im, lab, n, s in zip(imgs, labs, names, scales)]
     for i, p in enumerate(pairs):
         p.name = p.name or f"image {i}"
     chans = {(p.channels, p.rgb) for p in pairs}
@@ -354,21 +352,21 @@ def finetune_iter(
     region_text = describe_regions(regions, val_text, mode)
 
     # model
-    cls_names = _class_names(class_names, [p.labels for p in pairs], mode)
+    cls_names = full_class_names(class_names, [p.labels for p in pairs], mode)
     n_out = 2 if mode == "instance" else len(cls_names)
-    net, base_card, base_label, new_head = _load_base(base, mode, channels, rgb, n_out, seed)
+    net, base_card, base_label, new_head = load_base(base, mode, channels, rgb, n_out, seed)
     # pixel size trained at: the base model's when the images' is known (they are resampled to it), else the
     # first image's; unknown (None, "scale-free") when no image says its pixel size
     known = [p.scale_yx for p in pairs if p.scale_yx is not None]
     target_ps = None if not known else (base_card.pixel_size or list(known[0]))
     norm_spec = base_card.input.get("normalization") or dict(DEFAULT_NORMALIZATION)
-    train_samples, val_items = _build_units(pairs, regions, norm_spec, target_ps, mode)
+    train_samples, val_items = build_units(pairs, regions, norm_spec, target_ps, mode)
     if not train_samples:
         raise ParameterError("no annotated pixels are left for training after the validation split; paint more")
     if mode == "instance" and not any(s.labels.any() for s in train_samples):
         raise ParameterError("the training part of the annotation has no objects: paint some objects")
     if mode == "semantic" and (base_label is None or new_head):
-        _prior_bias(net, train_samples, n_out)
+        set_prior_bias(net, train_samples, n_out)
 
     dev, dev_reason = select_device(device)
     on_gpu = dev.type == "cuda"
@@ -393,10 +391,11 @@ def finetune_iter(
     # slices / images with paint get 80 % of the patches when some have none (sparse lesions, 3D stacks)
     groups = {s.group for s in train_samples}
     group_weights = {"painted": 0.8, "background": 0.2} if len(groups) == 2 else None
-    cfg = TrainConfig(steps=None if epochs is None else int(epochs) * spe, minutes=minutes, batch_size=batch_size,
-                      patch_size=patch_size, lr=float(lr), warmup_steps=min(10, spe), final_lr_ratio=0.05,
-                      steps_per_epoch=spe, val_every=0, seed=seed, augment=aug, device=device,
-                      num_threads=threads, group_weights=group_weights)
+    cfg = SegmentationTrainConfig(steps=None if epochs is None else int(epochs) * spe, minutes=minutes,
+                                  batch_size=batch_size, patch_size=patch_size, lr=float(lr),
+                                  warmup_steps=min(10, spe), final_lr_ratio=0.05, steps_per_epoch=spe, val_every=0,
+                                  seed=seed, augment=aug, device=device, num_threads=threads,
+                                  group_weights=group_weights)
 
     # the card of the new model
     card = ModelCard(
@@ -407,7 +406,7 @@ def finetune_iter(
         input={**base_card.input, "normalization": norm_spec,
                "pixel_size": None if target_ps is None else [float(v) for v in target_ps],
                "pixel_unit": base_card.input.get("pixel_unit", "µm") if target_ps is not None else "px"},
-        output=_output_section(base_card, mode, cls_names),
+        output=output_section(base_card, mode, cls_names),
         training={"base_model": base_label, "head_reinitialised": new_head, "mode": mode, "classes": cls_names[1:],
                   "data": [{"name": p.name, "shape": list(p.labels.shape), "channels": p.channels,
                             "region": r.source, "region_box": [[s.start, s.stop] for s in r.box],
@@ -439,7 +438,7 @@ def finetune_iter(
     history: list[dict] = []
     best: dict | None = None
     best_state: dict | None = None
-    losses = _StepLoss()
+    losses = StepLoss()
     epoch_losses: list[float] = []
     last_val: dict | None = None
     stopped_early = False
@@ -480,7 +479,7 @@ def finetune_iter(
                  "val_score": None, "seconds": round(time.perf_counter() - t_train, 1)}
         epoch_losses.clear()
         if val_items:
-            scores = _validate(net, mode, val_items, card.output.get("postprocess", {}))
+            scores = validate(net, mode, val_items, card.output.get("postprocess", {}))
             last_val = scores
             entry.update({k: v for k, v in scores.items() if k not in ("score",)})
             entry["val_score"] = scores["score"]
@@ -517,7 +516,7 @@ def finetune_iter(
     # histo adaptation benchmark, seed 1: base 0.347 -> 0.316 AP@0.5 on histo val).
     base_entry: dict | None = None
     if base_label is not None and not new_head and val_items:
-        scores = _validate(net, mode, val_items, card.output.get("postprocess", {}))
+        scores = validate(net, mode, val_items, card.output.get("postprocess", {}))
         base_entry = {"epoch": 0, "step": 0, "loss": None, "seconds": 0.0,
                       **{k: v for k, v in scores.items() if k != "score"}, "val_score": scores["score"]}
         best, best_state, last_val = base_entry, snapshot(), scores
@@ -620,7 +619,7 @@ def train(images, labels, *, progress: Callable[[Progress], Any] | None = None, 
 
 
 def describe_region(labels, roi=None, **kwargs) -> str:
-    """Text saying which pixels training would use (see :func:`.regions.describe_region`)."""
-    from .regions import describe_region as _describe
+    """Text saying which pixels training would use (see :func:`~napari_medseg.training.regions.describe_region`)."""
+    from ..regions import describe_region as _describe
 
     return _describe(labels, roi, **kwargs)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ReaderError
+from ...errors import ReaderError
 
 #: Frames closer than this along the normal (mm) share one slice position.
 POSITION_TOL_MM = 0.01

@@ -1,16 +1,17 @@
 """The network and card a fine-tuning run starts from: base model or scratch, class names, new heads.
 
-Part of :mod:`.finetune` (split out to keep modules small).
+Part of :mod:`napari_medseg.training.finetune`.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from ..errors import ModelError, ParameterError
+from ...errors import ModelError, ParameterError
 
 MODES = ("instance", "semantic")
 #: U-Net of a model trained from scratch.
@@ -18,8 +19,29 @@ SCRATCH_ARCH = {"base_channels": 16, "depth": 4, "norm": "batch"}
 DEFAULT_NORMALIZATION = {"kind": "percentile", "low": 1.0, "high": 99.8}
 
 
-def _class_names(class_names, labels: Sequence[np.ndarray], mode: str) -> list[str]:
-    """Full class-name list (background first) for the labels."""
+def full_class_names(class_names, labels: Sequence[np.ndarray], mode: str) -> list[str]:
+    """Full class-name list (background first) for the labels.
+
+    Parameters
+    ----------
+    class_names : sequence of str, optional
+        The user's names of classes 1, 2, ... (a leading ``background`` is dropped).
+    labels : sequence of ndarray
+        The painted labels (semantic: class ids).
+    mode : {"instance", "semantic"}
+
+    Returns
+    -------
+    list of str
+        ``["background", name]`` for instance mode (``object`` by default);
+        for semantic mode one name per class up to the highest painted one,
+        ``class_N`` where none was given.
+
+    Raises
+    ------
+    ParameterError
+        When the labels use more classes than names were given.
+    """
     if mode == "instance":
         names = list(class_names or [])
         return ["background", names[-1] if names else "object"]
@@ -34,11 +56,43 @@ def _class_names(class_names, labels: Sequence[np.ndarray], mode: str) -> list[s
     return ["background", *names]
 
 
-def _load_base(base, mode: str, channels: int, rgb: bool, n_out: int, seed: int):
-    """``(net, card, base_label, head_reinitialised)``: the network to train and a card to start from."""
+def load_base(base, mode: str, channels: int, rgb: bool, n_out: int, seed: int) -> tuple[Any, Any, str | None, bool]:
+    """The network to train and a card to start from: a base model, or a new U-Net.
+
+    Parameters
+    ----------
+    base : None, str or path
+        None, ``""``, ``"scratch"`` or ``"none"``: a new U-Net
+        (:data:`SCRATCH_ARCH`); else a model name or folder.
+    mode : {"instance", "semantic"}
+    channels : int
+        Input channels of the training images.
+    rgb : bool
+        Whether they are RGB.
+    n_out : int
+        Output channels needed (2 for instance; the number of classes for semantic).
+    seed : int
+        Seed of the initial weights of a new network or head.
+
+    Returns
+    -------
+    net : torch.nn.Module
+        On the CPU; a copy, never a cached inference network.
+    card : ModelCard
+        The base model's card (a copy), or a scratch card.
+    base_label : str or None
+        The base model's name (or path); None from scratch.
+    head_reinitialised : bool
+        Whether the base's head was replaced (other outputs or kind).
+
+    Raises
+    ------
+    ModelError
+        A base model that is 3D, not a segmentation model, or takes other channels.
+    """
     import torch
 
-    from ..models.spec import ModelCard, build_network, load_model
+    from ...models.spec import ModelCard, build_network, load_model
 
     if base is None or (isinstance(base, str) and base.strip().lower() in ("", "scratch", "none")):
         arch = {"type": "unet", "dims": 2, "in_channels": channels, "out_channels": n_out, **SCRATCH_ARCH}
@@ -49,7 +103,7 @@ def _load_base(base, mode: str, channels: int, rgb: bool, n_out: int, seed: int)
                          output={"kind": mode, "postprocess": {}})
         torch.manual_seed(seed)
         return build_network(card), card, None, False
-    from ..models.registry import resolve_model
+    from ...models.registry import resolve_model
 
     info = resolve_model(base)
     net, card = load_model(info.path, "cpu")  # our own copy: the inference cache's nets are never trained
@@ -74,13 +128,22 @@ def _load_base(base, mode: str, channels: int, rgb: bool, n_out: int, seed: int)
     return net, card, label, False
 
 
-def _prior_bias(net, samples, n_classes: int) -> None:
+def set_prior_bias(net, samples, n_classes: int) -> None:
     """Start a new semantic head at the painted class frequencies (bias = log frequency).
 
     Lesions often cover < 1 % of the pixels; starting from uniform class
     probabilities wastes the first of the few hundred steps a CPU budget
     allows on learning that most pixels are background (cf. the prior
     initialisation of focal-loss detectors, Lin et al. 2017).
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        A network with a ``head`` convolution; its bias is set in place.
+    samples : sequence of Sample
+        Training samples; pixels with ``weight > 0`` are counted.
+    n_classes : int
+        Number of classes (background included).
     """
     import torch
 
@@ -92,8 +155,23 @@ def _prior_bias(net, samples, n_classes: int) -> None:
         net.head.bias.copy_(torch.from_numpy(np.log(freq / freq.sum())).to(net.head.bias))
 
 
-def _output_section(base_card, mode: str, names: list[str]) -> dict:
-    from ..inference.instances import DEFAULT_POSTPROCESS
+def output_section(base_card, mode: str, names: list[str]) -> dict:
+    """The ``output`` section of the new model's card.
+
+    Parameters
+    ----------
+    base_card : ModelCard
+        Card of the base model (an instance base's post-processing is kept).
+    mode : {"instance", "semantic"}
+    names : list of str
+        Full class names, background first.
+
+    Returns
+    -------
+    dict
+        ``kind``, ``channels``, ``class_names`` and ``postprocess``.
+    """
+    from ...inference.instances import DEFAULT_POSTPROCESS
 
     if mode == "instance":
         pp = dict(base_card.output.get("postprocess") or {}) if base_card.kind == "instance" else {}

@@ -15,7 +15,7 @@ with one row per object, choosing the path from the model's card:
   that label value and ``score`` the mean probability of that class over the
   region.  The returned labels are these regions (object ids), not the
   class map.
-* a ``detection`` (box) model: :func:`~napari_medseg.analysis.detect.detect_iter`
+* a ``detection`` (box) model: :func:`~napari_medseg.analysis.box_detection.detect_iter`
   gives boxes; each box is a row (``class`` and ``score`` from the detector,
   size = box height, width and area in physical units, intensity mean/std of
   the pixels whose centres lie in the box).
@@ -169,7 +169,7 @@ class ObjectsResult:
         their most common class (a tie raises :class:`ParameterError`).
         For label objects this is :func:`~napari_medseg.analysis.classify.marks_from_points`.
         """
-        from .classify import _majority, marks_from_points
+        from .classify import majority_class, marks_from_points
 
         if self.boxes is None:
             return marks_from_points(points, point_classes, self.labels)
@@ -179,7 +179,7 @@ class ObjectsResult:
             raise ParameterError(f"{ids.shape[0]} points but {cls.shape[0]} classes")
         hit = ids > 0
         names, codes = np.unique(cls[hit].astype(str), return_inverse=True)
-        best = _majority(ids[hit], codes.ravel(), "points")
+        best = majority_class(ids[hit], codes.ravel(), "points")
         return {o: str(names[c]) for o, c in sorted(best.items())}
 
 
@@ -215,8 +215,26 @@ def _image_axes(shape: tuple[int, ...], axes: str | None) -> str:
     return axes
 
 
-def _intensity_of_image(image: Any, axes: str, channel_names: Sequence[str] | None):
-    """The image as measure()'s ``image`` argument: ``[(name, (Z,)Y,X array)]``."""
+def intensity_of_image(image: Any, axes: str, channel_names: Sequence[str] | None) -> list[tuple[str, Any]]:
+    """The image as measure()'s ``image`` argument: ``[(name, (Z,)Y,X array)]``.
+
+    Parameters
+    ----------
+    image : array-like
+        The image, with the axes ``axes``.
+    axes : str
+        Its axis letters (upper case; ``C`` or ``S`` for channels).
+    channel_names : sequence of str, optional
+        Names of the channels; used when there is one per channel.
+
+    Returns
+    -------
+    list of (str, array-like)
+        One entry per channel, each a view of ``image`` without the channel
+        axis.  Unnamed channels are ``ch0, ch1...``, or ``red, green, blue
+        (, alpha)`` for an RGB(A) ``S`` axis; an image without channels is
+        ``intensity`` (or its one channel name).
+    """
     ch = next((i for i, a in enumerate(axes) if a in "CS"), None)
     if ch is None:
         return [(str(channel_names[0]) if channel_names else "intensity", image)]
@@ -239,7 +257,19 @@ def _normalise_intensity(intensity: Any, shape: tuple[int, ...]) -> list[tuple[s
     return [(n, np.asarray(a)) for n, a in _channels(intensity, shape, None, None)]
 
 
-def _order_columns(table: Any) -> Any:
+def order_columns(table: Any) -> Any:
+    """The table with the :data:`LEADING_COLUMNS` that it has first, the other columns after in their order.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        An objects table.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The same rows, columns reordered.
+    """
     lead = [c for c in LEADING_COLUMNS if c in table.columns]
     return table[lead + [c for c in table.columns if c not in lead]]
 
@@ -268,8 +298,29 @@ def _mean_per_object(labels: np.ndarray, values: np.ndarray, ids: np.ndarray) ->
         return (s / c)[ids]
 
 
-def _semantic_objects(class_map: np.ndarray, probs: np.ndarray | None, class_names: Sequence[str]):
-    """Connected regions of each class -> (object ids, class per id, score per id)."""
+def semantic_objects(class_map: np.ndarray, probs: np.ndarray | None, class_names: Sequence[str]
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Connected regions of each class -> (object ids, class per id, score per id).
+
+    Parameters
+    ----------
+    class_map : ndarray of int
+        Class per pixel (0 = background).
+    probs : ndarray, optional
+        Class probabilities, ``(n_classes, *class_map.shape)``; None gives
+        every object the score 1.
+    class_names : sequence of str
+        Name of each class value (``class_N`` past its end).
+
+    Returns
+    -------
+    regions : ndarray of uint16 or uint32
+        Object ids 1..N: the connected regions of one class (full connectivity).
+    classes : ndarray of object
+        Class name of objects 1..N.
+    scores : ndarray of float
+        Mean probability of its class over each object's pixels.
+    """
     from skimage.measure import label as cc_label
 
     cm = np.asarray(class_map)
@@ -515,7 +566,7 @@ def detect_iter(
         if unit != "px":
             geometry = Geometry.from_scale(spatial, sp, tr, units=normalize_unit(unit))
     if intensity is None and arr is not None:
-        intensity = _intensity_of_image(arr, img_axes, channel_names)
+        intensity = intensity_of_image(arr, img_axes, channel_names)
     if cancel is not None:
         cancel.raise_if_cancelled()
 
@@ -535,7 +586,7 @@ def detect_iter(
         kind = minfo.card.kind
         t = time.perf_counter()
         if kind == "detection":
-            from .detect import detect_iter as boxes_iter
+            from .box_detection import detect_iter as boxes_iter
 
             if "Z" in img_axes:
                 raise ModelError(f"detection model {minfo.name!r} takes 2D images; this one has axes {img_axes!r}")
@@ -562,7 +613,7 @@ def detect_iter(
                 class_names = [DEFAULT_CLASS]
                 info["score"] = "mean foreground probability over the object's pixels"
             else:
-                lab, classes, scores = _semantic_objects(res.labels, res.probabilities, card_names)
+                lab, classes, scores = semantic_objects(res.labels, res.probabilities, card_names)
                 class_names = [c for c in card_names[1:]] or sorted(set(classes))
                 info["score"] = "mean probability of the object's class over its pixels"
         else:
@@ -595,7 +646,7 @@ def detect_iter(
                 table.insert(2, "score", np.ones(len(ids)))
     timings["measure"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
-    table = _order_columns(table)
+    table = order_columns(table)
     return ObjectsResult(table, kind, None if kind == "detection" else lab, boxes, class_names, unit,
                          tuple(float(v) for v in sp), tuple(float(v) for v in tr), spatial, model_name, dev,
                          reason, timings, info, geometry)

@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ReaderError
-from .dicom_mosaic import MosaicInfo, is_mosaic, mosaic_info
-from .dicom_pixels import DEFLATED, PixelFormat, native_offset, pixel_format
-from .dicom_tags import nums as _nums
-from .dicom_tags import text
+from ...errors import ReaderError
+from .mosaic import MosaicInfo, is_mosaic, mosaic_info
+from .pixels import DEFLATED, PixelFormat, native_offset, pixel_format
+from .tags import nums as _nums
+from .tags import text
 
 INF = math.inf
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"

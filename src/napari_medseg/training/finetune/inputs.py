@@ -1,6 +1,6 @@
 """Inputs of fine-tuning: (image, labels) pairs put in (spatial..., channels-last) order and checked.
 
-Part of :mod:`.finetune` (split out to keep modules small).
+Part of :mod:`napari_medseg.training.finetune`.
 """
 
 from __future__ import annotations
@@ -11,11 +11,30 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ParameterError
+from ...errors import ParameterError
 
 
 @dataclass
-class _Pair:
+class TrainingPair:
+    """One (image, labels) training pair, checked and put in (spatial..., channels-last) order.
+
+    Attributes
+    ----------
+    image : array-like
+        Spatial axes then channels last: ``(Y, X[, C])`` or ``(Z, Y, X[, C])``;
+        numpy or dask, raw intensities.
+    labels : ndarray of int
+        ``(Y, X)`` or ``(Z, Y, X)``, the image's spatial shape; 0 = not painted.
+    name : str
+        Name for reports and the model card.
+    channels : int
+        Number of image channels (1 without a channel axis; alpha dropped).
+    rgb : bool
+        Whether the channels are RGB.
+    scale_yx : tuple of float, optional
+        Pixel size (Y, X); None when unknown.
+    """
+
     image: Any  # array-like, spatial axes then channels last: (Y,X,C) / (Z,Y,X,C); C may be absent
     labels: np.ndarray  # (Y,X) / (Z,Y,X) int
     name: str
@@ -24,8 +43,30 @@ class _Pair:
     scale_yx: tuple[float, float] | None
 
 
-def _as_pair(image, labels, name: str, scale) -> _Pair:
-    """Put an image and its labels in (spatial..., channels-last) order and check them."""
+def as_pair(image, labels, name: str, scale) -> TrainingPair:
+    """Put an image and its labels in (spatial..., channels-last) order and check them.
+
+    Parameters
+    ----------
+    image : array-like or Volume
+        ``(Y, X)``, ``(Y, X, C)``, ``(Z, Y, X)`` or ``(Z, Y, X, C)``; channels
+        first is recognised too.  A Volume gives its axes, name and pixel size.
+    labels : array-like of int, or Volume
+        ``(Y, X)`` or ``(Z, Y, X)`` on the image grid.
+    name : str
+        Name of the pair ("" to take a Volume's name).
+    scale : sequence of float, optional
+        Pixel size ((Z,) Y, X).
+
+    Returns
+    -------
+    TrainingPair
+
+    Raises
+    ------
+    ParameterError
+        Non-integer or negative labels, a time axis, or shapes that do not match.
+    """
     axes = None
     if hasattr(image, "data") and hasattr(image, "axes") and hasattr(image, "world_axes"):  # a Volume
         vol = image
@@ -80,7 +121,7 @@ def _as_pair(image, labels, name: str, scale) -> _Pair:
         if len(s) < 2 or any(not (v > 0 and math.isfinite(v)) for v in s):
             raise ParameterError(f"scale of {name!r} must be positive pixel sizes ((Z,) Y, X), got {scale}")
         scale_yx = (s[-2], s[-1])
-    return _Pair(image, labels, name, channels, rgb, scale_yx)
+    return TrainingPair(image, labels, name, channels, rgb, scale_yx)
 
 
 def _moveaxis(a, src: int, dst: int):
@@ -94,7 +135,28 @@ def _moveaxis(a, src: int, dst: int):
         return np.moveaxis(np.asarray(a), src, dst)
 
 
-def _per_image(value, n: int, what: str) -> list:
+def per_image(value, n: int, what: str) -> list:
+    """One entry per image: ``value`` repeated when it is None or one vector of numbers, else its items.
+
+    Parameters
+    ----------
+    value : None, sequence of float, or sequence of per-image values
+        E.g. a pixel size for all images, or one per image.
+    n : int
+        Number of images.
+    what : str
+        Name of the argument, for the error message.
+
+    Returns
+    -------
+    list
+        ``n`` entries.
+
+    Raises
+    ------
+    ParameterError
+        When a per-image sequence does not have ``n`` entries.
+    """
     if value is None:
         return [None] * n
     if np.ndim(value) == 1 and all(np.isscalar(v) for v in value):

@@ -1,7 +1,7 @@
 """Fine-tuning data: 2D training crops and held-out validation items of the annotated regions, scoring,
 and the post-processing thresholds tuned on the held-out part.
 
-Part of :mod:`.finetune` (split out to keep modules small).
+Part of :mod:`napari_medseg.training.finetune`.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 
-from .finetune_inputs import _Pair
-from .regions import Region
+from ..regions import Region
+from .inputs import TrainingPair
 
 #: Image context (pixels) kept around each region, seen by the network but never in the loss.
 CONTEXT = 48
@@ -22,7 +22,21 @@ RESAMPLE_TOLERANCE = 0.05
 
 
 @dataclass
-class _ValItem:
+class ValItem:
+    """One held-out validation crop (2D).
+
+    Attributes
+    ----------
+    image : ndarray
+        ``(C, H, W)``, normalised, with context around the inner crop.
+    labels : ndarray of int32
+        ``(h, w)`` inner crop, 0 outside the validation mask.
+    mask : ndarray of bool
+        ``(h, w)`` validation mask.
+    inner : tuple of slice
+        Where the inner crop lies in ``image``.
+    """
+
     image: np.ndarray  # (C, H, W) normalised, with context
     labels: np.ndarray  # (h, w) inner crop, 0 outside the val mask
     mask: np.ndarray  # (h, w) bool
@@ -33,10 +47,32 @@ def _grow(box: tuple[slice, ...], shape: Sequence[int], m: int) -> tuple[slice, 
     return tuple(slice(max(0, s.start - m), min(n, s.stop + m)) for s, n in zip(box, shape))
 
 
-def _build_units(pairs: list[_Pair], regions: list[Region], norm_spec: dict | None, target_ps, mode: str):
-    """Training :class:`~.data.Sample` list and validation items, as 2D crops of the regions."""
-    from ..inference.normalize import normalization_limits
-    from .data import Sample
+def build_units(pairs: list[TrainingPair], regions: list[Region], norm_spec: dict | None, target_ps, mode: str
+                ) -> tuple[list, list[ValItem]]:
+    """Training samples and validation items, as 2D crops of the regions.
+
+    Parameters
+    ----------
+    pairs : list of TrainingPair
+    regions : list of Region
+        One per pair (its box, mask and validation part).
+    norm_spec : dict, optional
+        The model card's input normalisation.
+    target_ps : sequence of float, optional
+        Pixel size (Y, X) trained at; images whose pixel size differs by more
+        than :data:`RESAMPLE_TOLERANCE` are resampled to it.
+    mode : {"instance", "semantic"}
+
+    Returns
+    -------
+    train : list of :class:`~napari_medseg.training.data.Sample`
+        Normalised crops (with :data:`CONTEXT` pixels of context, weight 0
+        outside the training part); 3D regions give one per slice.
+    val : list of ValItem
+        The held-out parts.
+    """
+    from ...inference.normalize import normalization_limits
+    from ..data import Sample
 
     train, val = [], []
     for pair, reg in zip(pairs, regions):
@@ -84,7 +120,7 @@ def _build_units(pairs: list[_Pair], regions: list[Region], norm_spec: dict | No
                 train.append(Sample(im2 if im2.shape[-1] > 1 else im2[..., 0], lab2, tr2.astype(np.float32),
                                     name=name, group="painted" if painted else "background"))
             if va2.any():
-                val.append(_val_item(im2, lab2, va2))
+                val.append(val_item(im2, lab2, va2))
     return train, val
 
 
@@ -96,33 +132,63 @@ def _zoom(im, lab, tr, va, zoom):
     return im, out[0], out[1].astype(bool), out[2].astype(bool)
 
 
-def _val_item(im: np.ndarray, lab: np.ndarray, va: np.ndarray) -> _ValItem:
-    from .regions import _box_of
+def val_item(im: np.ndarray, lab: np.ndarray, va: np.ndarray) -> ValItem:
+    """The validation item of a 2D crop: its held-out part with 32 pixels of context.
 
-    box = _box_of(va)
+    Parameters
+    ----------
+    im : ndarray
+        ``(H, W, C)`` normalised image.
+    lab : ndarray of int
+        ``(H, W)`` labels.
+    va : ndarray of bool
+        ``(H, W)`` validation mask (some pixel True).
+
+    Returns
+    -------
+    ValItem
+    """
+    from ..regions import box_of
+
+    box = box_of(va)
     ctx = _grow(box, va.shape, 32)
     inner = tuple(slice(b.start - c.start, b.stop - c.start) for b, c in zip(box, ctx))
     chw = np.ascontiguousarray(np.moveaxis(im[ctx], -1, 0))
     mask = va[box]
-    return _ValItem(chw, np.where(mask, lab[box], 0).astype(np.int32), mask, inner)
+    return ValItem(chw, np.where(mask, lab[box], 0).astype(np.int32), mask, inner)
 
 
-def _validate(net, mode: str, items: list[_ValItem], postprocess: dict) -> dict:
+def validate(net, mode: str, items: list[ValItem], postprocess: dict) -> dict:
     """Validation scores on the held-out parts.
 
     ``score`` is AP@0.5 pooled over all held-out parts (TP / (TP + FP + FN),
     objects cut by the part's edge included) for instance models, the mean
     foreground-class Dice (pooled pixels) for semantic ones.  ``key`` orders
     epochs (AP@0.5, then foreground Dice, for instance).
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        Evaluated in eval mode; its training mode is restored.
+    mode : {"instance", "semantic"}
+    items : list of ValItem
+    postprocess : dict
+        The card's post-processing (instance: watershed thresholds, ``min_size``).
+
+    Returns
+    -------
+    dict
+        ``score`` and ``key``; instance: also ``ap50`` and ``dice``; semantic:
+        ``dice`` and ``dice_per_class``.
     """
-    from ..analysis.metrics import counts
+    from ...analysis.metrics import counts
 
     was_training = net.training
     net.eval()
     try:
         if mode == "instance":
-            from ..inference.instances import instances_from_maps
-            from .loop import predict_maps
+            from ...inference.instances import instances_from_maps
+            from ..loop import predict_maps
 
             pp = {k: postprocess[k] for k in ("fg_threshold", "seed_threshold", "min_size") if k in postprocess}
             tp = fp = fn = 0
@@ -139,7 +205,7 @@ def _validate(net, mode: str, items: list[_ValItem], postprocess: dict) -> dict:
             ap = 1.0 if tp + fp + fn == 0 else tp / (tp + fp + fn)
             dice = 1.0 if tot == 0 else 2 * inter / tot
             return {"score": float(ap), "ap50": float(ap), "dice": float(dice), "key": (float(ap), float(dice))}
-        from .semantic import predict_classes
+        from ..semantic import predict_classes
 
         k = int(net.head.out_channels)
         inter, tot = np.zeros(k), np.zeros(k)
@@ -161,7 +227,7 @@ TUNE_FG = (0.4, 0.5, 0.6)
 TUNE_SEED = (0.3, 0.4, 0.5, 0.6, 0.7)
 
 
-def tune_postprocess(net, items: list[_ValItem], postprocess: dict) -> tuple[dict, float, float]:
+def tune_postprocess(net, items: list[ValItem], postprocess: dict) -> tuple[dict, float, float]:
     """Pick ``fg_threshold`` / ``seed_threshold`` maximising pooled AP@0.5 on the held-out parts.
 
     The network maps are computed once; the seeded watershed is re-run for
@@ -175,9 +241,9 @@ def tune_postprocess(net, items: list[_ValItem], postprocess: dict) -> tuple[dic
     ap_before, ap_after : float
         Pooled AP@0.5 with the given and the chosen thresholds.
     """
-    from ..analysis.metrics import counts
-    from ..inference.instances import instances_from_maps
-    from .loop import predict_maps
+    from ...analysis.metrics import counts
+    from ...inference.instances import instances_from_maps
+    from ..loop import predict_maps
 
     was_training = net.training
     net.eval()
