@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     from skimage.color import rgb2gray
 
     from napari_medseg.api import segment
-    from napari_medseg.evaluate import overall_scores, score_image
+    from napari_medseg.analysis.evaluation import overall_scores, score_image
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datasets", default=str(REPO.parent / "shared" / "datasets"))

@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # annotations only: importing these at run time would be cost
     from .analysis.classify import ObjectClassifier
     from .analysis.gating import Gate
     from .analysis.objects import ObjectsResult
-    from .evaluate import EvalReport
+    from .analysis.evaluation import EvalReport
     from .models.registry import ModelInfo
     from .training.finetune import FinetuneResult
     from .geometry import Volume
@@ -294,7 +294,7 @@ def evaluate(images: Any, masks: Any, model: str | os.PathLike | None = None, la
         Existing predictions to score instead of running a model.
     **kwargs
         ``device``, ``thresholds``, ``progress`` and extra keyword arguments
-        for :func:`segment`: see :func:`napari_medseg.evaluate.evaluate`.
+        for :func:`segment`: see :func:`napari_medseg.analysis.evaluation.evaluate`.
 
     Returns
     -------
@@ -303,9 +303,9 @@ def evaluate(images: Any, masks: Any, model: str | os.PathLike | None = None, la
 
     See Also
     --------
-    napari_medseg.evaluate.evaluate : the implementation.
+    napari_medseg.analysis.evaluation.evaluate : the implementation.
     """
-    from .evaluate import evaluate as impl
+    from .analysis.evaluation import evaluate as impl
 
     return impl(images, masks, model, labels, **kwargs)
 

@@ -110,7 +110,7 @@ def test_3d_and_errors():
 # ---- evaluate() -------------------------------------------------------------
 
 def test_evaluate_labels_arrays_exact():
-    from napari_medseg.evaluate import evaluate
+    from napari_medseg.analysis.evaluation import evaluate
 
     t, p = _pair()
     rep = evaluate([np.zeros(t.shape), np.zeros(t.shape)], [t, t], labels=[p, t])
@@ -131,7 +131,7 @@ def test_evaluate_labels_arrays_exact():
 def test_evaluate_folders_paired_by_name_and_csv(tmp_path):
     import tifffile
 
-    from napari_medseg.evaluate import evaluate
+    from napari_medseg.analysis.evaluation import evaluate
 
     t, p = _pair()
     for d in ("images", "masks", "labels"):
@@ -156,7 +156,7 @@ def test_evaluate_folders_paired_by_name_and_csv(tmp_path):
 
 
 def test_evaluate_with_a_model_runs_the_engine(tmp_path):
-    from napari_medseg.evaluate import evaluate
+    from napari_medseg.analysis.evaluation import evaluate
     from napari_medseg.models.testing import make_random_model
 
     folder = make_random_model(tmp_path / "m", name="rnd", postprocess={"min_size": 1})

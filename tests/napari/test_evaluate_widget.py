@@ -22,7 +22,8 @@ pytest.importorskip("pytestqt")
 
 from napari.layers import Labels  # noqa: E402
 
-from napari_medseg._napari.widgets.evaluate import ERRORS_OF, EvaluateWidget, compare_iter  # noqa: E402
+from napari_medseg._napari.widgets.evaluate import ERRORS_OF, EvaluateWidget  # noqa: E402
+from napari_medseg.analysis.evaluation import compare_iter  # noqa: E402
 from napari_medseg.errors import ParameterError  # noqa: E402
 from napari_medseg.progress import run  # noqa: E402
 

@@ -322,7 +322,7 @@ def test_errors_are_shown_not_raised(viewer_widget, qtbot) -> None:
 
 
 def test_snap_to_gap_makes_a_greater_than_gate_match_otsus_split() -> None:
-    from napari_medseg._napari.widgets.objects_classify import snap_to_gap
+    from napari_medseg._napari.widgets.objects.classify import snap_to_gap
     from napari_medseg.analysis.gating import suggest_threshold
 
     v = np.array([20.25, 20.36, 19.51, 20.19, 99.0, 101.2, 100.4, 98.7])

@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelError, ParameterError
+from ..geometry import is_volume
 from ..progress import CancelToken, Progress, run
 
 #: Largest window edge in network pixels when ``tile_size`` is None.
@@ -296,7 +297,7 @@ def downsample_mean(image: np.ndarray, factor: int) -> np.ndarray:
 
 
 def _image_and_axes(image, axes: str | None):
-    if hasattr(image, "data") and hasattr(image, "axes") and hasattr(image, "world_axes"):  # a Volume
+    if is_volume(image):
         vol = image
         image = vol.data[0] if isinstance(vol.data, list) else vol.data
         axes = axes or vol.axes

@@ -29,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``medseg evaluate``: print the scores (and write the CSV); returns 0."""
-    from ..evaluate import evaluate_iter
+    from ..analysis.evaluation import evaluate_iter
 
     for name in ("images", "masks") + (("labels",) if args.labels is not None else ()):
         check_input_folder(getattr(args, name), name)

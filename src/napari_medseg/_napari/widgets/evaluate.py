@@ -2,7 +2,7 @@
 
 Pick the ground-truth and the predicted Labels layers and an IoU threshold,
 press Compare.  The scores are those of ``medseg evaluate`` for one image
-(:func:`napari_medseg.evaluate.score_image`): object counts, AP at IoU 0.5
+(:func:`napari_medseg.analysis.evaluation.score_image`): object counts, AP at IoU 0.5
 and 0.75 and the mean AP over IoU 0.5:0.05:0.9 with the DSB definition
 ``TP / (TP + FP + FN)``, and the foreground pixel Dice.  TP/FP/FN are also
 given at the chosen threshold (a match needs IoU strictly above it; see
@@ -31,10 +31,7 @@ then called ``... [1]``).  The numerics run in a napari thread worker
 from __future__ import annotations
 
 import csv
-import time
 import weakref
-from collections.abc import Generator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,11 +53,11 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ...errors import ParameterError
+from ...analysis.evaluation import CSV_COLUMNS, Comparison, compare_iter
 from ...progress import CancelToken, Progress
 from .._worker import JobOutcome, ProgressJob
-from .common import LayerCombo, RunCancelRow, StatusLine, finish_job, report_error
 from ..layers import output_geometry, unique_name
+from .common import LayerCombo, RunCancelRow, StatusLine, finish_job, report_error
 
 if TYPE_CHECKING:
     import napari
@@ -68,96 +65,6 @@ if TYPE_CHECKING:
 ERRORS_OF = "napari_medseg_errors_of"  #: metadata key of the output layers: what was compared
 FP_COLOR = "magenta"  #: colour of every false-positive object
 FN_COLOR = "yellow"  #: colour of every false-negative object
-
-#: CSV columns of :meth:`EvaluateWidget.export_csv` (scores as in ``medseg evaluate``).
-CSV_COLUMNS = ("ground_truth", "prediction", "shape", "iou_threshold", "n_true", "n_pred", "tp", "fp", "fn",
-               "ap50", "ap75", "map", "dice", "tp50", "fp50", "fn50", "seconds")
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """The outcome of comparing two label images.
-
-    Attributes
-    ----------
-    scores : dict
-        :data:`CSV_COLUMNS` keys: layer names, ``shape``, ``iou_threshold``,
-        counts (int), ``tp``/``fp``/``fn`` at ``iou_threshold`` and
-        ``tp50``/``fp50``/``fn50`` at 0.5, ``ap50``, ``ap75``, ``map``,
-        ``dice`` (float in [0, 1]), ``seconds`` (compute time).
-    false_positive_ids, false_negative_ids : ndarray of int64
-        Unmatched predicted / true object ids at ``iou_threshold``.
-    false_positives : ndarray
-        The prediction with every matched object set to 0 (same shape and dtype).
-    false_negatives : ndarray
-        The ground truth with every matched object set to 0.
-    """
-
-    scores: dict[str, Any]
-    false_positive_ids: np.ndarray
-    false_negative_ids: np.ndarray
-    false_positives: np.ndarray
-    false_negatives: np.ndarray
-
-
-def compare_iter(
-    true: Any, pred: Any, iou_threshold: float = 0.5, *, names: tuple[str, str] = ("", ""),
-    cancel: CancelToken | None = None,
-) -> Generator[Progress, None, Comparison]:
-    """Score ``pred`` against ``true`` and cut out the unmatched objects (no napari, no Qt).
-
-    Parameters
-    ----------
-    true, pred : array-like of int, same shape, any number of axes
-        Label images (0 = background).  Read once into numpy (dask arrays are
-        computed) so the scores see one snapshot even if the layer is painted.
-    iou_threshold : float
-        A true and a predicted object match when their IoU is strictly above it.
-    names : (str, str)
-        Ground-truth and prediction names for :attr:`Comparison.scores`.
-    cancel : CancelToken, optional
-        Checked between the steps.
-
-    Yields
-    ------
-    Progress
-        Four steps.
-
-    Returns
-    -------
-    Comparison
-    """
-    from ...analysis.metrics import match_instances, overlap
-    from ...evaluate import score_image
-
-    def check() -> None:
-        if cancel is not None:
-            cancel.raise_if_cancelled()
-
-    t0 = time.perf_counter()
-    yield Progress(0, 4, "reading the layers")
-    true = np.array(true, copy=True)
-    pred = np.array(pred, copy=True)
-    if true.shape != pred.shape:
-        raise ParameterError(f"ground truth {true.shape} and prediction {pred.shape} differ in shape")
-    check()
-    yield Progress(1, 4, "scoring at IoU 0.5:0.05:0.9")
-    ov = overlap(true, pred)  # computed once, for the scores and the matching
-    row = score_image(true, pred, ov=ov)
-    check()
-    yield Progress(2, 4, f"matching at IoU > {iou_threshold:g}")
-    m = match_instances(true, pred, iou_threshold, ov=ov)
-    check()
-    yield Progress(3, 4, "cutting out the unmatched objects")
-    fp = np.where(np.isin(pred, m.false_positives), pred, 0).astype(pred.dtype, copy=False)
-    fn = np.where(np.isin(true, m.false_negatives), true, 0).astype(true.dtype, copy=False)
-    scores = {"ground_truth": names[0], "prediction": names[1], "shape": "x".join(map(str, true.shape)),
-              "iou_threshold": float(iou_threshold), "tp": m.tp, "fp": m.fp, "fn": m.fn}
-    scores |= {k: row[k] for k in ("n_true", "n_pred", "ap50", "ap75", "map", "dice", "tp50", "fp50", "fn50")}
-    scores["seconds"] = time.perf_counter() - t0
-    yield Progress(4, 4, "done")
-    return Comparison(scores, m.false_positives, m.false_negatives, fp, fn)
-
 
 def nd_note(shape: tuple[int, ...]) -> str:
     """What comparing a layer of this shape means, for 3D and higher (empty for 2D)."""
@@ -424,4 +331,4 @@ def _csv_value(key: str, v: Any) -> Any:
     return f"{v:.4f}" if isinstance(v, float) else v
 
 
-__all__ = ["CSV_COLUMNS", "Comparison", "EvaluateWidget", "compare_iter", "nd_note"]
+__all__ = ["EvaluateWidget", "nd_note"]

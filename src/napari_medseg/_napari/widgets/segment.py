@@ -39,7 +39,14 @@ from ..layers import (
     unique_name,
     voxel_ratio_scale,
 )
-from .common import DevicePicker, LayerCombo, ModelPicker, RunCancelRow, StatusLine, finish_job
+from .common import (
+    DevicePicker,
+    LayerCombo,
+    ModelPicker,
+    RunCancelRow,
+    StatusLine,
+    finish_job,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -188,7 +195,9 @@ class SegmentWidget(QWidget):
         model_ref = model.path
 
         def make_gen(token):
-            from ...inference.segment import segment_iter  # torch loads here, in the worker thread
+            from ...inference.segment import (
+                segment_iter,  # torch loads here, in the worker thread
+            )
 
             return segment_iter(data, model_ref, cancel=token, **params)
 

@@ -43,10 +43,17 @@ from qtpy.QtWidgets import (
 from superqt import QCollapsible
 
 from ...errors import MedsegError
-from .._worker import JobOutcome, ProgressJob
 from ...geometry import convert, is_length
+from .._worker import JobOutcome, ProgressJob
 from ..layers import engine_scale, layer_axes
-from .common import DevicePicker, LayerCombo, ModelPicker, RunCancelRow, StatusLine, finish_job
+from .common import (
+    DevicePicker,
+    LayerCombo,
+    ModelPicker,
+    RunCancelRow,
+    StatusLine,
+    finish_job,
+)
 from .plot import CurvePlot
 
 if TYPE_CHECKING:
@@ -268,7 +275,9 @@ class TrainWidget(QWidget):
         images, labels = kwargs.pop("images"), kwargs.pop("labels")
 
         def make_gen(token):
-            from ...training.finetune import finetune_iter  # torch loads here, in the worker thread
+            from ...training.finetune import (
+                finetune_iter,  # torch loads here, in the worker thread
+            )
 
             return finetune_iter(images, labels, cancel=token, **kwargs)
 

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import ParameterError
+from ...geometry import convert, is_length, is_volume
 
 
 @dataclass
@@ -68,13 +69,14 @@ def as_pair(image, labels, name: str, scale) -> TrainingPair:
         Non-integer or negative labels, a time axis, or shapes that do not match.
     """
     axes = None
-    if hasattr(image, "data") and hasattr(image, "axes") and hasattr(image, "world_axes"):  # a Volume
+    if is_volume(image):
         vol = image
         image, axes = (vol.data[0] if isinstance(vol.data, list) else vol.data), vol.axes.upper()
         name = name or vol.name or ""
-        if scale is None and vol.scale is not None:
-            scale = [s for s, a in zip(vol.scale, vol.world_axes) if a in "ZYX"]
-    if hasattr(labels, "data") and hasattr(labels, "axes"):
+        g = vol.spatial_geometry()
+        if scale is None and g.calibrated and all(is_length(u) for u in g.units):
+            scale = [convert(s, u, "µm") for s, u in zip(g.spacing, g.units)]  # training works in µm
+    if is_volume(labels):
         labels = labels.data[0] if isinstance(labels.data, list) else labels.data
     labels = np.asarray(labels)
     if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):

@@ -1,6 +1,6 @@
 """Score instance segmentations against ground-truth masks, image by image.
 
->>> from napari_medseg.evaluate import evaluate                    # doctest: +SKIP
+>>> from napari_medseg.analysis.evaluation import evaluate                    # doctest: +SKIP
 >>> report = evaluate("val/images", "val/masks", model="nuclei")  # doctest: +SKIP
 >>> print(report.format_table()); report.to_csv("report.csv")     # doctest: +SKIP
 
@@ -29,9 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from .analysis.metrics import MAP_THRESHOLDS, counts, dice
-from .errors import ParameterError, ReaderError
-from .progress import Progress, run
+from ..errors import ParameterError, ReaderError
+from ..progress import CancelToken, Progress, run
+from .metrics import MAP_THRESHOLDS, counts, dice
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 COLUMNS = ("image", "n_true", "n_pred", "ap50", "ap75", "map", "dice", "tp50", "fp50", "fn50", "seconds")
@@ -114,7 +114,7 @@ def read_array(path: str | os.PathLike) -> np.ndarray:
             return np.squeeze(imread(p))
     except Exception as e:  # tifffile/imageio raise many types
         raise ReaderError(f"cannot read {p}: {e}") from None
-    from .io import read
+    from ..io import read
 
     vols = read(p)
     return np.squeeze(np.asarray(vols[0].data))
@@ -219,7 +219,7 @@ def evaluate_iter(
     mask_list = _pair(img_items, masks, "masks")
     lab_list = _pair(img_items, labels, "labels") if labels is not None else None
     if model is not None:
-        from .api import segment
+        from ..api import segment
     rows = []
     n = len(img_items)
     for i, (key, img) in enumerate(img_items):
@@ -280,3 +280,92 @@ def evaluate(
     """
     return run(evaluate_iter(images, masks, model, labels, device=device, thresholds=thresholds, **segment_kwargs),
                progress)
+
+
+#: CSV columns of the Evaluate widget's export (scores as in ``medseg evaluate``).
+CSV_COLUMNS = ("ground_truth", "prediction", "shape", "iou_threshold", "n_true", "n_pred", "tp", "fp", "fn",
+               "ap50", "ap75", "map", "dice", "tp50", "fp50", "fn50", "seconds")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The outcome of comparing two label images.
+
+    Attributes
+    ----------
+    scores : dict
+        :data:`CSV_COLUMNS` keys: layer names, ``shape``, ``iou_threshold``,
+        counts (int), ``tp``/``fp``/``fn`` at ``iou_threshold`` and
+        ``tp50``/``fp50``/``fn50`` at 0.5, ``ap50``, ``ap75``, ``map``,
+        ``dice`` (float in [0, 1]), ``seconds`` (compute time).
+    false_positive_ids, false_negative_ids : ndarray of int64
+        Unmatched predicted / true object ids at ``iou_threshold``.
+    false_positives : ndarray
+        The prediction with every matched object set to 0 (same shape and dtype).
+    false_negatives : ndarray
+        The ground truth with every matched object set to 0.
+    """
+
+    scores: dict[str, Any]
+    false_positive_ids: np.ndarray
+    false_negative_ids: np.ndarray
+    false_positives: np.ndarray
+    false_negatives: np.ndarray
+
+
+def compare_iter(
+    true: Any, pred: Any, iou_threshold: float = 0.5, *, names: tuple[str, str] = ("", ""),
+    cancel: CancelToken | None = None,
+) -> Generator[Progress, None, Comparison]:
+    """Score ``pred`` against ``true`` and cut out the unmatched objects (the Evaluate widget's job).
+
+    Parameters
+    ----------
+    true, pred : array-like of int, same shape, any number of axes
+        Label images (0 = background).  Read once into numpy (dask arrays are
+        computed) so the scores see one snapshot even if the layer is painted.
+    iou_threshold : float
+        A true and a predicted object match when their IoU is strictly above it.
+    names : (str, str)
+        Ground-truth and prediction names for :attr:`Comparison.scores`.
+    cancel : CancelToken, optional
+        Checked between the steps.
+
+    Yields
+    ------
+    Progress
+        Four steps.
+
+    Returns
+    -------
+    Comparison
+    """
+    from .metrics import match_instances, overlap
+
+    def check() -> None:
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+
+    t0 = time.perf_counter()
+    yield Progress(0, 4, "reading the layers")
+    true = np.array(true, copy=True)
+    pred = np.array(pred, copy=True)
+    if true.shape != pred.shape:
+        raise ParameterError(f"ground truth {true.shape} and prediction {pred.shape} differ in shape")
+    check()
+    yield Progress(1, 4, "scoring at IoU 0.5:0.05:0.9")
+    ov = overlap(true, pred)  # computed once, for the scores and the matching
+    row = score_image(true, pred, ov=ov)
+    check()
+    yield Progress(2, 4, f"matching at IoU > {iou_threshold:g}")
+    m = match_instances(true, pred, iou_threshold, ov=ov)
+    check()
+    yield Progress(3, 4, "cutting out the unmatched objects")
+    fp = np.where(np.isin(pred, m.false_positives), pred, 0).astype(pred.dtype, copy=False)
+    fn = np.where(np.isin(true, m.false_negatives), true, 0).astype(true.dtype, copy=False)
+    scores = {"ground_truth": names[0], "prediction": names[1], "shape": "x".join(map(str, true.shape)),
+              "iou_threshold": float(iou_threshold), "tp": m.tp, "fp": m.fp, "fn": m.fn}
+    scores |= {k: row[k] for k in ("n_true", "n_pred", "ap50", "ap75", "map", "dice", "tp50", "fp50", "fn50")}
+    scores["seconds"] = time.perf_counter() - t0
+    yield Progress(4, 4, "done")
+    return Comparison(scores, m.false_positives, m.false_negatives, fp, fn)

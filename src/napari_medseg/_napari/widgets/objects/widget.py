@@ -46,13 +46,28 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ...errors import MedsegError, ParameterError
-from ...progress import Progress
-from .._worker import JobOutcome, ProgressJob
-from .common import DevicePicker, LayerCombo, ModelPicker, RunCancelRow, StatusLine, finish_job, report_error
-from .objects_classify import ClassifierPanel, GatePanel
-from ..layers import labels_of, layer_axes, measure_geometry, output_geometry, output_metadata, unique_name
-from .objects_layers import (
+from ....errors import MedsegError, ParameterError
+from ....progress import Progress
+from ..._worker import JobOutcome, ProgressJob
+from ...layers import (
+    labels_of,
+    layer_axes,
+    measure_geometry,
+    output_geometry,
+    output_metadata,
+    unique_name,
+)
+from ..common import (
+    DevicePicker,
+    LayerCombo,
+    ModelPicker,
+    RunCancelRow,
+    StatusLine,
+    finish_job,
+    report_error,
+)
+from .classify import ClassifierPanel, GatePanel
+from .outputs import (
     OBJECTS_OF,
     LayerChecklist,
     boxes_layer,
@@ -62,14 +77,14 @@ from .objects_layers import (
     points_layer,
     rgba,
 )
-from .objects_plot import PlotPanel
-from .objects_table import ObjectsTable
-from .objects_training import ClassifierActions
+from .plot import PlotPanel
+from .table import ObjectsTable
+from .training import ClassifierActions
 
 if TYPE_CHECKING:
     import napari
 
-    from ...analysis.objects import ObjectsResult
+    from ....analysis.objects import ObjectsResult
 
 log = logging.getLogger(__name__)
 
@@ -255,7 +270,7 @@ class ObjectsWidget(ClassifierActions, QWidget):
 
     def apply_gate(self, gate: Any) -> None:
         """Classify every object with a gate (``<name>+`` / ``<name>-``)."""
-        from ...analysis.gating import gate_classes
+        from ....analysis.gating import gate_classes
 
         if self.table is None:
             self.status.set("Detect objects first.", error=True)
@@ -272,7 +287,7 @@ class ObjectsWidget(ClassifierActions, QWidget):
 
     def export_csv(self, path: str | Path | None = None) -> Path | None:
         """Write the objects table as CSV (asks for a file when ``path`` is None)."""
-        from ...analysis.objects import write_objects_csv
+        from ....analysis.objects import write_objects_csv
 
         if self.table is None:
             self.status.set("Nothing to export: detect objects first.", error=True)
@@ -392,7 +407,9 @@ class ObjectsWidget(ClassifierActions, QWidget):
         model_path = None if model is None else model.path
 
         def make_gen(token):
-            from ...analysis.objects import detect_iter  # torch (if any) loads here, in the worker
+            from ....analysis.objects import (
+                detect_iter,  # torch (if any) loads here, in the worker
+            )
 
             return detect_iter(image, model_path if model_path is not None else "auto", labels=lab,
                                intensity=intensity or None, geometry=geometry, axes=axes, device=device, cancel=token)
@@ -473,7 +490,7 @@ class ObjectsWidget(ClassifierActions, QWidget):
 
     # ================================================================== classes
     def _set_classes(self, classes: Any, probability: Any | None) -> None:
-        from ...analysis.objects import order_columns
+        from ....analysis.objects import order_columns
 
         table = self.table.copy()
         table["class"] = np.asarray([str(c) for c in classes], dtype=object)

@@ -20,12 +20,12 @@ import numpy as np
 from napari.layers import Points
 from qtpy.QtWidgets import QFileDialog
 
-from ...errors import MedsegError, ParameterError
-from ...progress import Progress
-from .._worker import JobOutcome, ProgressJob
-from .common import finish_job
-from ..layers import unique_name
-from .objects_layers import OBJECTS_OF
+from ....errors import MedsegError, ParameterError
+from ....progress import Progress
+from ..._worker import JobOutcome, ProgressJob
+from ...layers import unique_name
+from ..common import finish_job
+from .outputs import OBJECTS_OF
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ class ClassifierActions:
 
     def load_classifier(self, path: str | Path | None = None) -> bool:
         """Load a classifier JSON and classify the current objects with it."""
-        from ...analysis.classify import ObjectClassifier
+        from ....analysis.classify import ObjectClassifier
 
         if path is None:
             start = classifiers_dir()
@@ -171,7 +171,7 @@ class ClassifierActions:
 
 def _train_iter(table: Any, marks: dict[int, str], token: Any):
     """Worker body of Train: fit on the marks, classify every object."""
-    from ...analysis.classify import ObjectClassifier
+    from ....analysis.classify import ObjectClassifier
 
     yield Progress(0, 2, "training")
     token.raise_if_cancelled()
@@ -183,6 +183,6 @@ def _train_iter(table: Any, marks: dict[int, str], token: Any):
 
 def classifiers_dir() -> Path:
     """Where classifiers are saved by default: ``<user models dir>/classifiers``."""
-    from ...models.registry import user_models_dir
+    from ....models.registry import user_models_dir
 
     return user_models_dir() / "classifiers"

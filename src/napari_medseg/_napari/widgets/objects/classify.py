@@ -29,10 +29,9 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ...analysis.gating import OPS, THRESHOLD_METHODS, Gate, suggest_threshold
-from .common import LayerCombo
-from .objects_plot import PlotCanvas, default_column, numeric_columns
-
+from ....analysis.gating import OPS, THRESHOLD_METHODS, Gate, suggest_threshold
+from ..common import LayerCombo
+from .plot import PlotCanvas, default_column, numeric_columns
 
 #: Methods whose threshold is a histogram bin centre (skimage.filters, ``nbins`` bins over the values' range).
 BINNED_METHODS = ("otsu", "triangle", "yen", "isodata")

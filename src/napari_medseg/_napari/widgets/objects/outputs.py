@@ -1,4 +1,4 @@
-"""Layer helpers of the Objects widget: intensity checklist, class colours, output layers, geometry.
+"""Objects widget helpers: intensity checklist, class colours, output Points/Shapes layers, column names.
 
 Coordinates: a layer's data coordinates are pixel indices (pixel ``i`` centred
 at ``i``); the objects table's ``centroid_*`` columns are in those, so the
