@@ -110,7 +110,7 @@ def _check_vector(name: str, value: Any, ndim: int, default: float, positive: bo
     return arr
 
 
-def _channels(
+def intensity_channels(
     image: Any,
     shape: tuple[int, ...],
     channel_names: Sequence[str] | None,
@@ -132,7 +132,7 @@ def _channels(
             raise ParameterError("channel_names is only used with a single image array; names come from the pairs")
         out: list[tuple[str, np.ndarray]] = []
         for name, arr in items:
-            sub = _channels(arr, shape, None, channel_axis)
+            sub = intensity_channels(arr, shape, None, channel_axis)
             if len(sub) == 1:
                 out.append((str(name), sub[0][1]))
             else:
@@ -588,7 +588,7 @@ def measure(
 
         def to_world(idx: np.ndarray) -> np.ndarray:
             return tr + idx * sp
-    channels = _channels(image, labels.shape, channel_names, channel_axis) if "intensity" in props else []
+    channels = intensity_channels(image, labels.shape, channel_names, channel_axis) if "intensity" in props else []
     axes = "zyx"[3 - ndim:]
 
     px = _Pixels(labels)

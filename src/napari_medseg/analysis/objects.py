@@ -250,11 +250,11 @@ def intensity_of_image(image: Any, axes: str, channel_names: Sequence[str] | Non
 
 def _normalise_intensity(intensity: Any, shape: tuple[int, ...]) -> list[tuple[str, np.ndarray]]:
     """``intensity`` argument -> ``[(name, array of shape)]`` (one entry per channel)."""
-    from .measure import _channels
+    from .measure import intensity_channels
 
     if intensity is None:
         return []
-    return [(n, np.asarray(a)) for n, a in _channels(intensity, shape, None, None)]
+    return [(n, np.asarray(a)) for n, a in intensity_channels(intensity, shape, None, None)]
 
 
 def order_columns(table: Any) -> Any:
