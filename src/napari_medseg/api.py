@@ -354,23 +354,27 @@ def load_model(name_or_path: str | os.PathLike, device: str = "auto"):
 
 
 def write_labels(path: str | os.PathLike, labels: Any, scale: Sequence[float] | None = None,
-                 units: Sequence[Any] | str | None = None, axes: str | None = None) -> Path:
-    """Write a label image with its pixel size as a TIFF (ImageJ/Fiji open it calibrated).
-
-    Also available as :func:`write_labels_tiff`.
+                 units: Sequence[Any] | str | None = None, axes: str | None = None, *,
+                 like: Any = None) -> Path:
+    """Write a label image with its geometry: TIFF with pixel size, or NIfTI/NRRD with the patient affine.
 
     Parameters
     ----------
     path : str or path-like
-        Destination file (``.tif``), written atomically.
+        Destination, written atomically: ``.tif`` (ImageJ/Fiji open it
+        calibrated), or ``.nii``/``.nii.gz``/``.nrrd`` (needs ``like``: the
+        file gets its affine, so it overlays the series in any radiology viewer).
     labels : array-like of int or bool
         Label ids, 0 = background; 2 to 4 dimensions.
     scale : sequence of float, optional
-        Pixel step along each axis of ``labels`` in ``units`` (default 1).
+        Pixel step along each axis of ``labels`` in ``units`` (default 1; TIFF only).
     units : str or sequence, optional
-        Unit of each axis, or one unit for all non-T axes (default ``"pixel"``).
+        Unit of each axis, or one unit for all non-T axes (default ``"pixel"``; TIFF only).
     axes : str, optional
         Letters from ``TZYX`` ending in ``YX``; default by dimension.
+    like : Volume or Geometry, optional
+        The image the labels were computed on (or its geometry): its grid is
+        written instead of ``scale``/``units`` (for TIFF, its spacing).
 
     Returns
     -------
@@ -381,15 +385,34 @@ def write_labels(path: str | os.PathLike, labels: Any, scale: Sequence[float] | 
     ------
     ParameterError
         Negative, non-integer or too many dimensions in the labels, or
-        inconsistent ``scale``/``units``/``axes``.
+        inconsistent ``scale``/``units``/``axes``/``like``.
 
     See Also
     --------
-    napari_medseg.io.tiff.write_labels_tiff : the implementation.
+    napari_medseg.io.tiff.write_labels_tiff, napari_medseg.io.radiology.write_labels_file
     """
-    from .io.tiff import write_labels_tiff as impl
+    from .errors import ParameterError
+    from .geometry import Geometry, is_volume
+    from .io.radiology import is_nifti_path, write_labels_file
+    from .io.tiff import write_labels_tiff
 
-    return impl(path, labels, scale=scale, units=units, axes=axes)
+    ndim = len(getattr(labels, "shape", ()))
+    default_axes = {2: "YX", 3: "ZYX", 4: "TZYX"}.get(ndim, "")
+    geometry = None
+    if like is not None:
+        if scale is not None or units is not None:
+            raise ParameterError("give either like= or scale/units, not both")
+        g = like.geometry if is_volume(like) else like
+        if not isinstance(g, Geometry):
+            raise ParameterError(f"like must be a Volume or a Geometry, got {type(like).__name__}")
+        geometry = g.subset(axes or default_axes)
+    if is_nifti_path(path) or str(path).lower().endswith(".nrrd"):
+        if geometry is None:
+            raise ParameterError(f"{path}: NIfTI/NRRD labels need the image's geometry: pass like=<the image Volume>")
+        return write_labels_file(path, labels, geometry)
+    if geometry is not None:
+        scale, units = [float(v) for v in geometry.spacing], list(geometry.units)
+    return write_labels_tiff(path, labels, scale=scale, units=units, axes=axes)
 
 
 #: The former name of :func:`write_labels` (same function).
