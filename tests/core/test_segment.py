@@ -15,7 +15,8 @@ import napari_medseg as ms
 from napari_medseg.errors import ModelError, ParameterError
 from napari_medseg.inference import segment as seg_mod
 from napari_medseg.inference.instances import instances_from_maps
-from napari_medseg.inference.segment import SegmentResult, infer_axes, segment_iter
+from napari_medseg.inference.prepare import infer_axes
+from napari_medseg.inference.segment import SegmentResult, segment_iter
 from napari_medseg.inference.stitch import Block, LabelStore, instances_blockwise, stitch_block
 from napari_medseg.models import cache, registry
 from napari_medseg.models.testing import make_random_model

@@ -46,17 +46,24 @@ import numpy as np
 
 from ..errors import ModelError, ParameterError
 from ..progress import CancelToken, Progress
+from .prepare import (
+    RESAMPLE_TOLERANCE,
+    check_axes,
+    check_out,
+    check_scale,
+    infer_axes,
+    model_channels,
+    plan_tiles,
+    unpack_image,
+    zoom_to_model,
+)
 from .stitch import DISK_STAGING_BYTES, LabelStore, plan_blocks, stitch_block
-from .tiling import ArraySource, TileGrid, read_batch, unet_receptive_radius
+from .tiling import ArraySource, TileGrid, read_batch
 
-#: Largest tile edge (pixels) by model dimensionality when ``tile_size`` is None.
-DEFAULT_TILE = {2: 1024, 3: 128}
 #: Largest post-processing block core edge by dimensionality.
 DEFAULT_BLOCK = {2: 2048, 3: 192}
 #: Largest object diameter (model pixels) when the card does not say.
 DEFAULT_MAX_OBJECT = {2: 64, 3: 32}
-#: Relative pixel-size mismatch above which tiles are resampled.
-RESAMPLE_TOLERANCE = 0.05
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 #: Compress the cached tile maps (lossless LZ4) when the image has several blocks.
 COMPRESS_CACHE = True
@@ -153,95 +160,6 @@ class SegmentResult:
     model_name: str
     timings: dict
     info: dict = field(default_factory=dict)
-
-
-def unpack_image(image, axes: str | None, scale, units):
-    """``(array, axes, scale, units)`` from a Volume, a multiscale list (level 0 is used) or an array-like.
-
-    A :class:`~napari_medseg.volume.Volume` fills in ``axes``, and ``scale`` /
-    ``units`` of its Z, Y, X axes, where they were not given.
-    """
-    if hasattr(image, "data") and hasattr(image, "axes") and hasattr(image, "world_axes"):  # a Volume
-        vol = image
-        image = vol.data[0] if isinstance(vol.data, list) else vol.data
-        axes = axes or vol.axes
-        if scale is None and vol.scale is not None:
-            scale = [s for s, a in zip(vol.scale, vol.world_axes) if a in "ZYX"]
-            if units is None and vol.units is not None:
-                units = [u for u, a in zip(vol.units, vol.world_axes) if a in "ZYX"]
-    if isinstance(image, (list, tuple)) and image and hasattr(image[0], "shape"):
-        image = image[0]  # multiscale pyramid (napari layer data): full resolution
-    if not hasattr(image, "shape") or not hasattr(image, "__getitem__"):
-        image = np.asarray(image)
-    return image, axes, scale, units
-
-
-def check_scale(scale: Sequence[float] | None, spatial_axes: str) -> list[float] | None:
-    """``scale`` as floats, one positive finite pixel size per spatial axis (None stays None)."""
-    if scale is None:
-        return None
-    scale = [float(s) for s in scale]
-    if len(scale) != len(spatial_axes):
-        raise ParameterError(f"scale {tuple(scale)} needs one value per spatial axis {spatial_axes!r}")
-    if any(not (s > 0 and math.isfinite(s)) for s in scale):
-        raise ParameterError(f"scale {tuple(scale)} must be positive")
-    return scale
-
-
-def check_out(out, spatial_shape: Sequence[int], spatial_axes: str) -> None:
-    """Raise ParameterError unless ``out`` (if given) is an integer array of the labels' shape."""
-    if out is None:
-        return
-    if tuple(out.shape) != tuple(spatial_shape):
-        raise ParameterError(f"out has shape {tuple(out.shape)}; the labels need {tuple(spatial_shape)} "
-                             f"({spatial_axes})")
-    if not np.issubdtype(np.dtype(out.dtype), np.integer):
-        raise ParameterError(f"out must have an integer dtype, not {out.dtype}")
-
-
-def model_channels(card, n_img_ch: int, is_rgb: bool, axes: str) -> list[int] | None:
-    """Image channels to feed ``card``'s model: None (all), ``[0, 1, 2]`` (RGBA without alpha); else ModelError."""
-    m_ch = card.in_channels
-    if n_img_ch == m_ch:
-        return None
-    if is_rgb and n_img_ch == 4 and m_ch == 3:
-        return [0, 1, 2]  # drop alpha
-    what = "RGB" if is_rgb else f"{n_img_ch}-channel"
-    raise ModelError(
-        f"model {card.name!r} takes {m_ch}-channel ({card.input.get('color', '?')}) images but this is a "
-        f"{what} image (axes {axes!r}); choose a matching model or pick the channel(s) first"
-    )
-
-
-def infer_axes(shape: Sequence[int]) -> str:
-    """Axes of an image from its shape alone.
-
-    2D -> ``YX``; 3D with a last axis of 3 or 4 -> ``YXS`` (RGB/RGBA);
-    other 3D -> ``ZYX``; 4D with a last axis of 3 or 4 -> ``ZYXS``.
-    Anything else needs explicit ``axes``.
-    """
-    nd = len(shape)
-    if nd == 2:
-        return "YX"
-    if nd == 3:
-        return "YXS" if shape[-1] in (3, 4) else "ZYX"
-    if nd == 4 and shape[-1] in (3, 4):
-        return "ZYXS"
-    raise ParameterError(
-        f"cannot guess the axes of an image of shape {tuple(shape)}; pass axes= (e.g. 'CYX', 'ZCYX', 'ZYX')"
-    )
-
-
-def _check_axes(axes: str, ndim: int) -> str:
-    axes = axes.upper()
-    if len(axes) != ndim:
-        raise ParameterError(f"axes {axes!r} have {len(axes)} letters for an image with {ndim} dimensions")
-    if "T" in axes:
-        raise ParameterError("segment one time point at a time: select an index along T first")
-    bad = set(axes) - set("ZYXCS")
-    if bad or len(set(axes)) != len(axes) or not {"Y", "X"} <= set(axes) or ("C" in axes and "S" in axes):
-        raise ParameterError(f"axes {axes!r} must use each of Z, Y, X, C (or S) at most once and include Y and X")
-    return axes
 
 
 def segment_iter(
@@ -379,7 +297,7 @@ def segment_iter(
     # ---- the image -------------------------------------------------------
     image, axes, scale, units = unpack_image(image, axes, scale, units)
     shape = tuple(int(s) for s in image.shape)
-    axes = _check_axes(axes if axes is not None else infer_axes(shape), len(shape))
+    axes = check_axes(axes if axes is not None else infer_axes(shape), len(shape))
     spatial_axes = "".join(a for a in axes if a in "ZYX")
     spatial_shape = tuple(shape[axes.index(a)] for a in spatial_axes)
     if min(spatial_shape) < 1:
@@ -413,7 +331,7 @@ def segment_iter(
 
     # ---- plan: zoom, tiles, blocks --------------------------------------
     n_extra = len(spatial_axes) - mdims  # leading axes (Z) handled plane by plane
-    zoom = _zoom(card, scale, units, n_extra)
+    zoom = zoom_to_model(card, scale, units, n_extra)
     resample = any(abs(z - 1.0) > RESAMPLE_TOLERANCE for z in zoom)
     if not resample:
         zoom = [1.0] * mdims
@@ -580,88 +498,6 @@ def segment_iter(
         "max_cache_mb": round(cache.max_nbytes / 2**20, 1), "tta": bool(tta),
     }
     return SegmentResult(labels, probs, predictor.device.type, predictor.reason, card.name, timings, res_info)
-
-
-#: Length units -> micrometres.
-_UNIT_UM = {"nm": 1e-3, "nanometer": 1e-3, "µm": 1.0, "μm": 1.0, "um": 1.0, "micron": 1.0, "micrometer": 1.0,
-            "micrometre": 1.0, "mm": 1e3, "millimeter": 1e3, "millimetre": 1e3, "cm": 1e4, "centimeter": 1e4,
-            "m": 1e6, "meter": 1e6, "metre": 1e6}
-_PIXEL_UNITS = {"", "px", "pixel", "pixels", "none"}
-#: Largest resampling factor accepted (beyond it the units are probably wrong).
-MAX_ZOOM = 16.0
-
-
-def _zoom(card, scale, units, n_extra: int) -> list[float]:
-    """Image pixel size / model pixel size per model axis (1.0 where unknown)."""
-    mdims = card.dims
-    ps = card.pixel_size
-    if ps is None or scale is None:
-        return [1.0] * mdims
-    if len(ps) != mdims:
-        raise ModelError(f"model {card.name!r}: pixel_size {ps} needs {mdims} values")
-    m_unit = str(card.input.get("pixel_unit", "µm")).strip().lower()
-    if m_unit in _PIXEL_UNITS:
-        return [1.0] * mdims
-    img_scale = list(scale[n_extra:])
-    if units is not None:
-        us = [units] * len(scale) if isinstance(units, str) else list(units)
-        if len(us) != len(scale):
-            raise ParameterError(f"units {tuple(us)} need one entry per spatial axis ({len(scale)})")
-        us = [str(u).strip().lower() for u in us[n_extra:]]
-        if any(u in _PIXEL_UNITS for u in us):
-            return [1.0] * mdims  # uncalibrated image: nothing to match
-        if m_unit in _UNIT_UM and all(u in _UNIT_UM for u in us):
-            img_scale = [s * _UNIT_UM[u] / _UNIT_UM[m_unit] for s, u in zip(img_scale, us)]
-        elif any(u != m_unit for u in us):
-            raise ParameterError(f"cannot compare the image's units {tuple(us)} with the model's {m_unit!r}")
-    zoom = [s / p for s, p in zip(img_scale, ps)]
-    if any(not (1 / MAX_ZOOM <= z <= MAX_ZOOM) for z in zoom):
-        raise ParameterError(
-            f"image pixel size {tuple(img_scale)} {m_unit} is {max(max(zoom), 1 / min(zoom)):.0f}x away from the "
-            f"model's {tuple(ps)} {m_unit}: check the image's scale/units (or pass scale=None to skip resampling)"
-        )
-    return zoom
-
-
-def plan_tiles(spatial_shape: Sequence[int], mdims: int, divisor: int, depth: int,
-               tile_size: int | Sequence[int] | None = None, halo: int | Sequence[int] | None = None,
-               zoom: Sequence[float] | None = None) -> tuple[TileGrid, list[int] | None]:
-    """The tile plan :func:`segment_iter` uses (see its ``tile_size`` and ``halo``).
-
-    Returns the :class:`TileGrid` over the image's spatial axes (leading axes
-    beyond the model's dimensionality get 1-pixel tiles) and, when ``zoom``
-    (image / model pixel size per model axis) is given, the tile shape the
-    network sees after resampling.
-    """
-    d = int(divisor)
-    n_extra = len(spatial_shape) - mdims
-    if tile_size is None:
-        tmax = [DEFAULT_TILE[mdims]] * mdims
-    else:
-        tmax = [int(tile_size)] * mdims if np.isscalar(tile_size) else [int(v) for v in tile_size]
-        if len(tmax) != mdims:
-            raise ParameterError(f"tile_size {tuple(tmax)} needs one value per model axis ({mdims})")
-        if any(v < d for v in tmax):
-            raise ParameterError(f"tile_size {tuple(tmax)} must be at least {d} (the network's divisor)")
-    rf = unet_receptive_radius(depth)
-    if halo is None:
-        # exact (receptive-field) halo unless that would eat more than half the tile
-        hal = [min(rf, (v // 4) // d * d) for v in tmax]
-    else:
-        hal = [int(halo)] * mdims if np.isscalar(halo) else [int(v) for v in halo]
-        if len(hal) != mdims:
-            raise ParameterError(f"halo {tuple(hal)} needs one value per model axis ({mdims})")
-    if zoom is not None:  # plan in image pixels; tiles are resized to multiples of d
-        g_tile = [max(1, int(v / z)) for v, z in zip(tmax, zoom)]
-        g_halo = [math.ceil(h / z) for h, z in zip(hal, zoom)]
-        g_div = [1] * mdims
-    else:
-        g_tile, g_halo, g_div = tmax, hal, [d] * mdims
-    grid = TileGrid(spatial_shape, [1] * n_extra + g_tile, [0] * n_extra + g_halo, [1] * n_extra + g_div)
-    model_tile = None
-    if zoom is not None:
-        model_tile = [max(d, int(round(t * z / d)) * d) for t, z in zip(grid.tile_shape[n_extra:], zoom)]
-    return grid, model_tile
 
 
 def _block_tiles(grid: TileGrid, blocks) -> tuple[list[list[int]], dict[int, int]]:
