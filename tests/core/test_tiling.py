@@ -192,7 +192,7 @@ def test_unet_tiled_equals_whole_image_3d():
 def test_folded_batchnorm_network_gives_the_same_output(dims):
     import torch
 
-    from napari_medseg.inference.segment import fold_batchnorm, inference_network
+    from napari_medseg.inference.predictor import fold_batchnorm, inference_network
 
     net = _unet(dims, depth=2, base=4)
     x = torch.from_numpy(np.random.default_rng(6).random((2, 1, *([12] * dims)), dtype=np.float32))

@@ -34,8 +34,6 @@ import os
 import sys
 import threading
 import time
-import warnings
-import weakref
 from collections import deque
 from collections.abc import Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -46,6 +44,7 @@ import numpy as np
 
 from ..errors import ModelError, ParameterError
 from ..progress import CancelToken, Progress
+from .predictor import Predictor
 from .prepare import (
     RESAMPLE_TOLERANCE,
     check_axes,
@@ -64,7 +63,6 @@ from .tiling import ArraySource, TileGrid, read_batch
 DEFAULT_BLOCK = {2: 2048, 3: 192}
 #: Largest object diameter (model pixels) when the card does not say.
 DEFAULT_MAX_OBJECT = {2: 64, 3: 32}
-PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 #: Compress the cached tile maps (lossless LZ4) when the image has several blocks.
 COMPRESS_CACHE = True
 #: ... when one row of cached tiles would exceed this many bytes.
@@ -100,32 +98,6 @@ def release_memory() -> None:
                 pass
     if _LIBC_TRIM:
         _LIBC_TRIM(0)
-
-
-def _cpu_has_amx() -> bool:
-    import torch
-
-    try:
-        return bool(torch.cpu._is_amx_tile_supported())
-    except Exception:  # private API; absent in older torch
-        return False
-
-
-def _autocast_dtype(device, precision: str):
-    """Autocast dtype for a device and precision choice; None = plain float32."""
-    import torch
-
-    if precision == "float32":
-        return None
-    if precision == "bfloat16":
-        return torch.bfloat16
-    if precision == "float16":
-        return torch.float16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "mps":
-        return torch.float16
-    return torch.bfloat16 if _cpu_has_amx() else None
 
 
 @dataclass
@@ -363,7 +335,7 @@ def segment_iter(
     source = ArraySource(image, axes, channels, low, high)
     timings["normalize"] = time.perf_counter() - t
 
-    predictor = _Predictor(info.path, net, card, dev, reason, batch_size, n_extra, model_tile, precision, tta=tta)
+    predictor = Predictor(info.path, net, card, dev, reason, batch_size, n_extra, model_tile, precision, tta=tta)
     tiles_all = list(grid)
     blocks = plan_blocks(spatial_shape, blk_shape, blk_halo) if objects else []
     needs, refs = _block_tiles(grid, blocks)
@@ -512,56 +484,6 @@ def _block_tiles(grid: TileGrid, blocks) -> tuple[list[list[int]], dict[int, int
     return needs, refs
 
 
-_INFERENCE_NETS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_INFERENCE_LOCK = threading.Lock()
-
-
-def fold_batchnorm(net):
-    """Copy of ``net`` (eval mode) with each conv -> batch-norm pair folded into one conv."""
-    import copy
-
-    from torch import nn
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-    net = copy.deepcopy(net).eval()
-    for seq in [m for m in net.modules() if isinstance(m, nn.Sequential)]:
-        mods = list(seq.children())
-        out, i = [], 0
-        while i < len(mods):
-            a = mods[i]
-            b = mods[i + 1] if i + 1 < len(mods) else None
-            if isinstance(a, (nn.Conv2d, nn.Conv3d)) and isinstance(b, (nn.BatchNorm2d, nn.BatchNorm3d)) \
-                    and b.track_running_stats and b.running_mean is not None:
-                out.append(fuse_conv_bn_eval(a, b))
-                i += 2
-            else:
-                out.append(a)
-                i += 1
-        if len(out) != len(mods):
-            for k in list(seq._modules):
-                del seq._modules[k]
-            for k, m in enumerate(out):
-                seq.add_module(str(k), m)
-    return net
-
-
-def inference_network(net, channels_last: bool = False):
-    """The network as run for inference: batch norms folded, optionally channels_last; cached per network."""
-    import torch
-
-    key = (bool(channels_last), str(next(net.parameters()).device) if any(True for _ in net.parameters()) else "")
-    with _INFERENCE_LOCK:
-        hit = _INFERENCE_NETS.get(net, {}).get(key)
-    if hit is not None:
-        return hit
-    fused = fold_batchnorm(net)
-    if channels_last:
-        fused = fused.to(memory_format=torch.channels_last)
-    with _INFERENCE_LOCK:
-        _INFERENCE_NETS.setdefault(net, {})[key] = fused
-    return fused
-
-
 class _InlineExecutor:
     """Runs submitted work at once in the calling thread (same interface as ThreadPoolExecutor)."""
 
@@ -662,143 +584,3 @@ def _instances(fg: np.ndarray, dist: np.ndarray, n_extra: int, pp: dict) -> np.n
     return instances_from_maps(fg, dist, **pp)
 
 
-class _Predictor:
-    """Runs the network on numpy tile batches on a device, with OOM fallbacks.
-
-    ``__call__(x, crop)`` takes ``(B, C, *tile)`` float32 and returns the
-    activated outputs (sigmoid for instance models, softmax for semantic)
-    cropped to ``crop``, as float32 numpy ``(B, K, *core)``.  With ``tta``
-    the activated outputs are averaged over the identity and the flips of the
-    last two axes.
-    """
-
-    #: flips (tensor dims) averaged by test-time augmentation, besides the identity
-    TTA_FLIPS = ((-1,), (-2,), (-2, -1))
-
-    def __init__(self, path, net, card, device, reason: str, batch_size: int, n_extra: int,
-                 model_tile: list[int] | None, precision: str = "auto", tta: bool = False) -> None:
-        if precision not in PRECISIONS:
-            raise ParameterError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        self.path = path
-        self.card = card
-        self.reason = reason
-        self.max_batch = batch_size
-        self.n_extra = n_extra
-        self.model_tile = model_tile
-        self.precision = precision
-        self.tta = bool(tta)
-        self.instance = card.kind == "instance"
-        self._set_device(net, device)
-
-    def _set_device(self, net, device) -> None:
-        import torch
-
-        self.device = device
-        self.net = net
-        self.dtype = _autocast_dtype(device, self.precision)
-        self.dtype_name = "float32" if self.dtype is None else str(self.dtype).replace("torch.", "")
-        self.channels_last = device.type == "cpu" and self.card.dims == 2
-        if device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # every tile has the same shape
-        if device.type == "cpu":
-            # denormal floats make oneDNN convolutions of some weights 5-10x slower
-            torch.set_flush_denormal(True)
-        # a private copy with batch norms folded into the convolutions (~20 % faster
-        # on CPU, same result to float rounding), channels_last on CPU (~1.8x for
-        # 2D oneDNN convolutions); the cached network itself is left as loaded
-        self.net = inference_network(net, self.channels_last)
-
-    def _autocast(self):
-        import contextlib
-
-        import torch
-
-        if self.dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.dtype)
-
-    def _forward(self, x: np.ndarray, crop) -> np.ndarray:
-        import torch
-        import torch.nn.functional as F
-
-        ne = self.n_extra
-        with torch.inference_mode():
-            xt = torch.from_numpy(x).to(self.device)
-            b, c = xt.shape[:2]
-            full = xt.shape[2:]
-            if ne:  # 2D model on a stack: leading spatial axes have size 1 in a tile
-                xt = xt.reshape(b, c, *full[ne:])
-            spatial = xt.shape[2:]
-            if self.model_tile is not None:
-                mode = "bilinear" if len(spatial) == 2 else "trilinear"
-                shrink = any(m < s for m, s in zip(self.model_tile, spatial))
-                xt = F.interpolate(xt, size=self.model_tile, mode=mode, align_corners=False,
-                                   antialias=shrink and mode == "bilinear")
-            if self.channels_last and xt.ndim == 4:
-                xt = xt.contiguous(memory_format=torch.channels_last)
-            def activate(t):
-                return torch.sigmoid(t) if self.instance else torch.softmax(t, dim=1)
-
-            with self._autocast():
-                y = self.net(xt)
-            y = y.float()
-            if self.tta:  # average probabilities (not logits) over mirror images
-                y = activate(y)
-                for dims in self.TTA_FLIPS:
-                    with self._autocast():
-                        yf = self.net(torch.flip(xt, dims))
-                    y += torch.flip(activate(yf.float()), dims)
-                y /= 1 + len(self.TTA_FLIPS)
-            if self.model_tile is not None:
-                y = F.interpolate(y, size=tuple(spatial), mode=mode, align_corners=False)
-            if ne:
-                y = y.reshape(b, y.shape[1], *full)
-            y = y[(slice(None), slice(None), *crop)]
-            if not self.tta:
-                y = activate(y)
-            return y.cpu().numpy()
-
-    def _fallback_to_cpu(self, why: str) -> None:
-        import torch
-
-        from ..models.cache import get_model
-
-        msg = f"{why}; continuing on the CPU (slower)"
-        warnings.warn(msg, RuntimeWarning, stacklevel=4)
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
-        from ..models.device import configure_cpu_threads
-
-        net, _ = get_model(self.path, "cpu")
-        self._set_device(net, torch.device("cpu"))
-        self.reason = f"{self.reason}; fell back to CPU: {why}"
-        self.max_batch = 1
-        configure_cpu_threads()
-
-    def __call__(self, x: np.ndarray, crop) -> np.ndarray:
-        import torch
-
-        oom_types = tuple({getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError),
-                           torch.cuda.OutOfMemoryError})
-        outs = []
-        i = 0
-        while i < len(x):
-            n = min(self.max_batch, len(x) - i)
-            try:
-                outs.append(self._forward(x[i:i + n], crop))
-            except (RuntimeError, *oom_types) as e:
-                is_oom = isinstance(e, oom_types) or "out of memory" in str(e).lower()
-                if not is_oom or self.device.type == "cpu":
-                    raise
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
-                if n > 1:
-                    self.max_batch = max(1, n // 2)
-                    warnings.warn(f"{self.device.type.upper()} out of memory with {n} tiles per batch; "
-                                  f"retrying with {self.max_batch}", RuntimeWarning, stacklevel=3)
-                    self.reason = f"{self.reason}; batch reduced to {self.max_batch} after out-of-memory"
-                else:
-                    self._fallback_to_cpu(f"{self.device.type.upper()} out of memory even with one tile per batch")
-                continue
-            i += n
-        return np.concatenate(outs) if len(outs) > 1 else outs[0]

@@ -590,7 +590,7 @@ def train_detector_iter(
     """
     import torch
 
-    from ..inference.segment import _autocast_dtype
+    from ..inference.predictor import autocast_dtype
     from ..models.device import select_device
     from ..models.spec import build_network, save_model
 
@@ -610,7 +610,7 @@ def train_detector_iter(
                           description=cfg.description)
     net = build_network(card)
     dev, reason = select_device(cfg.device)
-    amp = _autocast_dtype(dev, cfg.precision)  # bfloat16 on CUDA and AMX CPUs (~2x faster), else float32
+    amp = autocast_dtype(dev, cfg.precision)  # bfloat16 on CUDA and AMX CPUs (~2x faster), else float32
     if cfg.augment.crop % net.divisor:
         raise ParameterError(f"crop {cfg.augment.crop} must be a multiple of the network divisor {net.divisor}")
     prepared = [prepare_sample(s, cfg.downsample) for s in train]
