@@ -98,7 +98,7 @@ def _segment_volume(vol, args, bar_desc: str):
     """Labels for one volume (looping over T); returns (labels, axes, scale, units, result)."""
     import numpy as np
 
-    from .inference.segment import segment_iter
+    from .inference.dispatch import segment_any_iter
     from .progress import run
 
     data = vol.data[0] if isinstance(vol.data, list) else vol.data
@@ -135,7 +135,7 @@ def _segment_volume(vol, args, bar_desc: str):
                 bar.refresh()
 
         try:
-            res = run(segment_iter(frame, args.model, axes=f_axes, scale=scale, units=units, device=args.device,
+            res = run(segment_any_iter(frame, args.model, axes=f_axes, scale=scale, units=units, device=args.device,
                                    tile_size=args.tile_size, batch_size=args.batch_size,
                                    tta=getattr(args, "tta", False), do_3d=getattr(args, "do_3d", False)), update)
         finally:

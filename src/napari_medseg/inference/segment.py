@@ -3,7 +3,9 @@
 :func:`segment_iter` yields :class:`~napari_medseg.progress.Progress` once per
 tile batch and once per post-processing block, and returns a
 :class:`SegmentResult`.  The napari widget runs it in a thread worker, the CLI
-drains it under a tqdm bar, :func:`napari_medseg.segment` drains it quietly.
+drains it under a tqdm bar, :func:`napari_medseg.segment` drains it quietly
+(those three go through :func:`~napari_medseg.inference.dispatch.segment_any_iter`,
+which sends ``do_3d`` jobs to :mod:`.ortho3d` instead).
 
 Pipeline (memory grows with the tile and one band of blocks, not the image):
 
@@ -151,7 +153,6 @@ def segment_iter(
     precision: str = "auto",
     units: str | Sequence[str] | None = None,
     tta: bool = False,
-    do_3d: bool = False,
     labels: bool = True,
 ) -> Generator[Progress, None, SegmentResult]:
     """Segment an image, yielding progress; returns a :class:`SegmentResult`.
@@ -214,21 +215,18 @@ def segment_iter(
         axes (4 passes, so ~4x the network time).  Smoother maps and slightly
         better objects (on ``dsb2018/val`` fluorescence, AP@0.5 +0.018 with
         the shipped ``nuclei`` model, see BENCHMARKS.md).
-    do_3d : bool
-        3D objects in a Z stack from a 2D instance model: the model runs on
-        the planes along Z, Y and X of the stack (Z first resampled to
-        ~isotropic voxels from ``scale``), the maps are averaged and labelled
-        in 3D, and the labels come back on the image grid.  Holds the whole
-        stack in memory.  Delegates to
-        :func:`napari_medseg.inference.ortho3d.segment_3d_from_2d_iter` (see
-        it for the method, the ``postprocess`` keys and the limits); raises
-        ParameterError when the image has no Z axis and ModelError for
-        semantic or 3D models.
     labels : bool
         False: compute only the probability maps (needs
         ``return_probabilities``); no objects or classes are made and the
         returned labels are all 0.  For callers that combine maps themselves
         (the 3D-from-2D path).
+
+    Notes
+    -----
+    3D objects in a Z stack from a 2D instance model are made by
+    :func:`napari_medseg.inference.ortho3d.segment_3d_from_2d_iter`;
+    :func:`napari_medseg.inference.dispatch.segment_any_iter` takes the same
+    arguments as this function plus ``do_3d`` and picks one of the two.
 
     Yields
     ------
@@ -248,14 +246,6 @@ def segment_iter(
     """
     if not labels and not return_probabilities:
         raise ParameterError("labels=False computes only the probability maps: set return_probabilities=True")
-    if do_3d:
-        from .ortho3d import segment_3d_from_2d_iter
-
-        return (yield from segment_3d_from_2d_iter(
-            image, model, axes=axes, scale=scale, units=units, device=device, tta=tta, postprocess=postprocess,
-            cancel=cancel, tile_size=tile_size, batch_size=batch_size, return_probabilities=return_probabilities,
-            halo=halo, precision=precision, out=out))
-
     import torch
 
     from ..models.cache import get_model
