@@ -7,6 +7,10 @@ drains it under a tqdm bar, :func:`napari_medseg.segment` drains it quietly
 (those three go through :func:`~napari_medseg.inference.dispatch.segment_any_iter`,
 which sends ``do_3d`` jobs to :mod:`.ortho3d` instead).
 
+This module owns the tiled loop; the image checks, the zoom to the model's
+pixel size and the tile plan are in :mod:`.prepare`, the network run
+(precision, folded batch norms, out-of-memory fallbacks) in :mod:`.predictor`.
+
 Pipeline (memory grows with the tile and one band of blocks, not the image):
 
 1. Read tiles (core + halo, mirror-padded) from the array-like image,
@@ -20,8 +24,9 @@ Pipeline (memory grows with the tile and one band of blocks, not the image):
    through :func:`~napari_medseg.inference.instances.instances_from_maps` and
    is stitched by the centroid rule (:mod:`.stitch`), in a worker thread
    while the network goes on when a core is free (GPU runs, or fewer torch
-   threads than cores).  Tiles are computed block after block, so only about
-   one row of tiles is ever cached (LZ4-compressed when that row is large).
+   threads than cores): :class:`BlockPostprocessor`.  Tiles are computed
+   block after block, so only about one row of tiles is ever cached
+   (LZ4-compressed when that row is large).
    ``semantic`` models: the arg-max of each tile core is written directly.
 4. Labels are assembled in a private store (RAM, or a temporary zarr on disk
    for huge images when ``out`` is given) and copied into ``out`` only after
@@ -37,7 +42,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,19 +52,9 @@ import numpy as np
 from ..errors import ModelError, ParameterError
 from ..progress import CancelToken, Progress
 from .predictor import Predictor
-from .prepare import (
-    RESAMPLE_TOLERANCE,
-    check_axes,
-    check_out,
-    check_scale,
-    infer_axes,
-    model_channels,
-    plan_tiles,
-    unpack_image,
-    zoom_to_model,
-)
-from .stitch import DISK_STAGING_BYTES, LabelStore, plan_blocks, stitch_block
-from .tiling import ArraySource, TileGrid, read_batch
+from .prepare import RESAMPLE_TOLERANCE, model_channels, plan_tiles, prepare_image, zoom_to_model
+from .stitch import DISK_STAGING_BYTES, Block, LabelStore, plan_blocks, stitch_block
+from .tiling import ArraySource, Tile, TileGrid, read_batch
 
 #: Largest post-processing block core edge by dimensionality.
 DEFAULT_BLOCK = {2: 2048, 3: 192}
@@ -169,7 +164,8 @@ def segment_iter(
         for grey ones.
     axes : str, optional
         One letter per image axis from ``Z Y X C S`` (``S``: RGB samples,
-        last).  None guesses from the shape (see :func:`infer_axes`).  A 2D
+        last).  None guesses from the shape (see
+        :func:`~napari_medseg.inference.prepare.infer_axes`).  A 2D
         model on a ``Z`` stack segments each plane.
     scale : sequence of float, optional
         Physical pixel size per spatial axis of the image (Z, Y, X order, in
@@ -255,35 +251,16 @@ def segment_iter(
 
     t_start = time.perf_counter()
     timings = dict.fromkeys(("load", "normalize", "read", "network", "postprocess", "write"), 0.0)
-
-    # ---- the image -------------------------------------------------------
-    image, axes, scale, units = unpack_image(image, axes, scale, units)
-    shape = tuple(int(s) for s in image.shape)
-    axes = check_axes(axes if axes is not None else infer_axes(shape), len(shape))
-    spatial_axes = "".join(a for a in axes if a in "ZYX")
-    spatial_shape = tuple(shape[axes.index(a)] for a in spatial_axes)
-    if min(spatial_shape) < 1:
-        raise ParameterError(f"the image is empty (shape {shape})")
-    ch_axis = next((i for i, a in enumerate(axes) if a in "CS"), None)
-    n_img_ch = 1 if ch_axis is None else shape[ch_axis]
-    is_rgb = "S" in axes and n_img_ch in (3, 4)
-    scale = check_scale(scale, spatial_axes)
-    check_out(out, spatial_shape, spatial_axes)
+    img = prepare_image(image, axes, scale, units, out)
+    spatial_shape = img.spatial_shape
     if cancel is not None:
         cancel.raise_if_cancelled()
 
     # ---- the model -------------------------------------------------------
-    info = resolve_model_or_auto(model, is_rgb)
-    card = info.card
-    if card.kind not in ("instance", "semantic"):
-        raise ModelError(f"model {card.name!r} is a {card.kind!r} model; segmentation needs 'instance' or 'semantic'")
-    mdims = card.dims
-    if mdims > len(spatial_axes):
-        raise ModelError(f"model {card.name!r} is {mdims}D but the image has only the spatial axes {spatial_axes!r}")
-    if mdims == 3 and spatial_axes != "ZYX":
-        raise ModelError(f"3D model {card.name!r} needs Z, Y and X axes; the image has {spatial_axes!r}")
-    channels = model_channels(card, n_img_ch, is_rgb, axes)
-
+    info = resolve_model_or_auto(model, img.is_rgb)
+    _check_model_fits(info.card, img.spatial_axes)
+    mdims = info.card.dims
+    channels = model_channels(info.card, img.n_channels, img.is_rgb, img.axes)
     t = time.perf_counter()
     dev, reason = select_device(device)
     if dev.type == "cpu":
@@ -292,56 +269,29 @@ def segment_iter(
     timings["load"] = time.perf_counter() - t
 
     # ---- plan: zoom, tiles, blocks --------------------------------------
-    n_extra = len(spatial_axes) - mdims  # leading axes (Z) handled plane by plane
-    zoom = zoom_to_model(card, scale, units, n_extra)
+    n_extra = len(img.spatial_axes) - mdims  # leading axes (Z) handled plane by plane
+    zoom = zoom_to_model(card, img.scale, img.units, n_extra)
     resample = any(abs(z - 1.0) > RESAMPLE_TOLERANCE for z in zoom)
     if not resample:
         zoom = [1.0] * mdims
     grid, model_tile = plan_tiles(spatial_shape, mdims, int(net.divisor), int(card.architecture.get("depth", 4)),
                                   tile_size, halo, zoom if resample else None)
-
-    if batch_size is None:
-        batch_size = 1 if dev.type == "cpu" else (4 if mdims == 2 else 2)
-    batch_size = int(batch_size)
-    if batch_size < 1:
-        raise ParameterError(f"batch_size must be >= 1, got {batch_size}")
-
-    pp = {"fg_threshold": 0.5, "seed_threshold": 0.5, "min_size": 16}
-    pp.update({k: v for k, v in (card.output.get("postprocess") or {}).items()})
-    pp.update(postprocess or {})
+    batch_size = _default_batch_size(batch_size, dev, mdims)
+    pp, blk_shape, blk_halo = _block_plan(card, postprocess, zoom, n_extra)
     instance = card.kind == "instance"
     objects = instance and labels  # instance post-processing, block by block
-    max_obj = float(pp.pop("max_object_size", DEFAULT_MAX_OBJECT[mdims]))
-    block = pp.pop("block_size", DEFAULT_BLOCK[mdims])
-    pp = {k: pp[k] for k in ("fg_threshold", "seed_threshold", "min_size") if k in pp}
-    if "min_size" in pp:  # card sizes are in model pixels
-        pp["min_size"] = float(pp["min_size"]) / float(np.prod(zoom))
-    blk_shape = [1] * n_extra + ([int(block)] * mdims if np.isscalar(block) else [int(b) for b in block])
-    blk_halo = [0] * n_extra + [math.ceil(max_obj / z) for z in zoom]
 
     # ---- normalisation ---------------------------------------------------
     t = time.perf_counter()
-    low, high = normalization_limits(image, axes, card.input.get("normalization"), channels)
-    source = ArraySource(image, axes, channels, low, high)
+    low, high = normalization_limits(img.data, img.axes, card.input.get("normalization"), channels)
+    source = ArraySource(img.data, img.axes, channels, low, high)
     timings["normalize"] = time.perf_counter() - t
 
     predictor = Predictor(info.path, net, card, dev, reason, batch_size, n_extra, model_tile, precision, tta=tta)
     tiles_all = list(grid)
     blocks = plan_blocks(spatial_shape, blk_shape, blk_halo) if objects else []
     needs, refs = _block_tiles(grid, blocks)
-    # Block-major tile order: each block's missing tiles, block after block, so
-    # that only the tiles a later block still needs stay cached (one tile row
-    # across the image, not the ~3 rows a plain raster order would hold).
-    if objects:
-        seen: set[int] = set()
-        tile_order = []
-        for need in needs:
-            for ti in need:
-                if ti not in seen:
-                    seen.add(ti)
-                    tile_order.append(tiles_all[ti])
-    else:
-        tile_order = tiles_all
+    tile_order = _block_major_order(tiles_all, needs) if objects else tiles_all
     batches = [tile_order[i:i + batch_size] for i in range(0, len(tile_order), batch_size)]
     n_out = 2 if instance else int(card.architecture["out_channels"])
     probs = np.zeros((n_out, *spatial_shape), np.float16) if return_probabilities else None
@@ -349,106 +299,44 @@ def segment_iter(
     n_px = int(np.prod(spatial_shape))
     on_disk = out is not None and n_px * 2 > DISK_STAGING_BYTES
     store = LabelStore(spatial_shape, on_disk=on_disk, chunks=[min(b, 1024) for b in blk_shape])
-    total = len(batches) + len(blocks) + 1
-    step = 0
+    steps = _ProgressSteps(len(batches) + len(blocks) + 1)
     # compress cached maps only when one band of tiles would be big (huge images)
     band_bytes = n_out * 2 * int(np.prod(grid.core_shape)) * int(np.prod(grid.counts[1:]))
     cache = TileCache(compress=COMPRESS_CACHE and len(blocks) > 1 and band_bytes > COMPRESS_ABOVE_BYTES)
     core_crop = tuple(slice(h, h + c) for h, c in zip(grid.halo, grid.core_shape))
-    # Post-processing runs in one worker thread, block after block, while the
-    # network goes on with the next tiles (numpy/scipy/skimage release the GIL
-    # for most of their work), when a core is free for it.  Only the worker
-    # touches `refs`, `state` and the label store; the cache has its own lock.
-    state = {"next_id": 1, "postprocess": 0.0}
-    stop = threading.Event()
-
-    def process_block(i: int) -> None:
-        if stop.is_set() or (cancel is not None and cancel.cancelled):
-            return
-        b = blocks[i]
-        t0 = time.perf_counter()
-        fg, dist = _assemble(b.region, needs[i], tiles_all, cache)
-        for ti in needs[i]:
-            refs[ti] -= 1
-            if refs[ti] == 0:
-                del cache[ti]
-        lab = _instances(fg, dist, n_extra, pp)
-        del fg, dist
-        state["next_id"] = stitch_block(store, b, lab, state["next_id"])
-        del lab
-        release_memory()
-        state["postprocess"] += time.perf_counter() - t0
-
-    pool = None
-    if blocks:
+    post = None
+    if objects:
         # a worker thread only when a core is left over: on a GPU, or when torch
         # does not use every core; otherwise the two would just take turns
         spare = predictor.device.type != "cpu" or torch.get_num_threads() < (os.cpu_count() or 1)
-        pool = ThreadPoolExecutor(1, thread_name_prefix="medseg-postprocess") if spare and OVERLAP_POSTPROCESS \
-            else _InlineExecutor()
-    pending: deque = deque()
-
-    def finished_blocks(wait_all: bool = False):
-        """Progress for the blocks done so far, in order; waits while too many are queued."""
-        nonlocal step
-        while pending and (wait_all or pending[0][1].done() or len(pending) > MAX_PENDING_BLOCKS):
-            if cancel is not None:
-                cancel.raise_if_cancelled()
-            i, fut = pending.popleft()
-            fut.result()  # re-raises a worker error here
-            step += 1
-            yield Progress(step, total, f"objects: block {i + 1}/{len(blocks)}",
-                           {"stage": "postprocess", "objects": state["next_id"] - 1})
-
+        post = BlockPostprocessor(blocks, needs, refs, tiles_all, cache, store, pp, n_extra,
+                                  threaded=spare and OVERLAP_POSTPROCESS, cancel=cancel)
     try:
-        bi = 0
         max_cached = 0
-        done: set[int] = set()
         for k, tiles in enumerate(batches):
             if cancel is not None:
                 cancel.raise_if_cancelled()
-            t = time.perf_counter()
-            x = read_batch(source, grid, tiles)
-            timings["read"] += time.perf_counter() - t
-            t = time.perf_counter()
-            y = predictor(x, core_crop)
-            timings["network"] += time.perf_counter() - t
-            t = time.perf_counter()
-            for i, tile in enumerate(tiles):
-                sub = (slice(None), *(slice(0, s.stop - s.start) for s in tile.core))
-                c = y[i][sub]
-                if probs is not None:
-                    probs[(slice(None), *tile.core)] = c
-                if objects:
-                    cache.put(tile.index, c.astype(np.float16))
-                    done.add(tile.index)
-                elif labels:
-                    store.write(tile.core, np.argmax(c, axis=0).astype(store.array.dtype))
-            del x, y, c
-            release_memory()
-            timings["write"] += time.perf_counter() - t
-            step += 1
-            yield Progress(step, total, f"network: tile batch {k + 1}/{len(batches)}",
-                           {"stage": "network", "device": predictor.device.type})
+            _run_tile_batch(source, grid, tiles, predictor, core_crop, timings, probs, post, store if labels else None)
+            yield steps.advance(f"network: tile batch {k + 1}/{len(batches)}",
+                                {"stage": "network", "device": predictor.device.type})
             max_cached = max(max_cached, len(cache))
-            while bi < len(blocks) and done.issuperset(needs[bi]):
-                pending.append((bi, pool.submit(process_block, bi)))
-                bi += 1
-            yield from finished_blocks()
-        yield from finished_blocks(wait_all=True)
-        timings["postprocess"] = state["postprocess"]
-        n_labels = state["next_id"] - 1 if objects else (n_out - 1 if labels else 0)
+            if post is not None:
+                post.submit_ready()
+                yield from post.reports(steps)
+        if post is not None:
+            yield from post.reports(steps, wait_all=True)
+            timings["postprocess"] = post.seconds
+        n_labels = post.next_id - 1 if objects else (n_out - 1 if labels else 0)
         if out is not None and n_labels > np.iinfo(np.dtype(out.dtype)).max:
             raise ParameterError(f"{n_labels} labels do not fit in out's dtype {out.dtype}; use uint32")
-        yield Progress(total, total, "writing labels", {"stage": "write"})
+        yield Progress(steps.total, steps.total, "writing labels", {"stage": "write"})
         # no yield after this point: out is only written by a run that finishes
         t = time.perf_counter()
-        labels = store.commit(out, n_labels, blk_shape)
+        result_labels = store.commit(out, n_labels, blk_shape)
         timings["write"] += time.perf_counter() - t
     finally:
-        stop.set()
-        if pool is not None:  # let a running block finish before its store goes away
-            pool.shutdown(wait=True, cancel_futures=True)
+        if post is not None:  # let a running block finish before its store goes away
+            post.shutdown()
         store.close()
         cache.clear()
     timings["total"] = time.perf_counter() - t_start
@@ -459,7 +347,228 @@ def segment_iter(
         "precision": predictor.dtype_name, "max_cached_tiles": max_cached,
         "max_cache_mb": round(cache.max_nbytes / 2**20, 1), "tta": bool(tta),
     }
-    return SegmentResult(labels, probs, predictor.device.type, predictor.reason, card.name, timings, res_info)
+    return SegmentResult(result_labels, probs, predictor.device.type, predictor.reason, card.name, timings, res_info)
+
+
+def _check_model_fits(card, spatial_axes: str) -> None:
+    """Raise ModelError unless ``card`` is a segmentation model the image's spatial axes can feed.
+
+    ``instance`` or ``semantic``; no more dimensions than ``spatial_axes``
+    has; a 3D model needs ``ZYX``.
+    """
+    if card.kind not in ("instance", "semantic"):
+        raise ModelError(f"model {card.name!r} is a {card.kind!r} model; segmentation needs 'instance' or 'semantic'")
+    mdims = card.dims
+    if mdims > len(spatial_axes):
+        raise ModelError(f"model {card.name!r} is {mdims}D but the image has only the spatial axes {spatial_axes!r}")
+    if mdims == 3 and spatial_axes != "ZYX":
+        raise ModelError(f"3D model {card.name!r} needs Z, Y and X axes; the image has {spatial_axes!r}")
+
+
+def _default_batch_size(batch_size: int | None, device, mdims: int) -> int:
+    """Tiles per forward pass: ``batch_size``, or 1 on CPU and 4 (2D) / 2 (3D) elsewhere; ParameterError below 1."""
+    if batch_size is None:
+        batch_size = 1 if device.type == "cpu" else (4 if mdims == 2 else 2)
+    batch_size = int(batch_size)
+    if batch_size < 1:
+        raise ParameterError(f"batch_size must be >= 1, got {batch_size}")
+    return batch_size
+
+
+def _block_plan(card, postprocess: dict | None, zoom: Sequence[float], n_extra: int
+               ) -> tuple[dict, list[int], list[int]]:
+    """Instance post-processing settings: ``(instances_from_maps keywords, block core shape, block halo)``.
+
+    The card's ``output.postprocess`` overridden by ``postprocess``.
+    ``min_size`` (model pixels) is converted to image pixels with ``zoom``
+    (image / model pixel size per model axis); ``block_size`` (default
+    :data:`DEFAULT_BLOCK`) is the block core edge and ``max_object_size``
+    (model pixels, default :data:`DEFAULT_MAX_OBJECT`) sets the halo in
+    image pixels.  Shapes cover all spatial axes; the ``n_extra`` leading
+    ones get 1-plane blocks without halo.
+    """
+    mdims = card.dims
+    pp = {"fg_threshold": 0.5, "seed_threshold": 0.5, "min_size": 16}
+    pp.update({k: v for k, v in (card.output.get("postprocess") or {}).items()})
+    pp.update(postprocess or {})
+    max_obj = float(pp.pop("max_object_size", DEFAULT_MAX_OBJECT[mdims]))
+    block = pp.pop("block_size", DEFAULT_BLOCK[mdims])
+    pp = {k: pp[k] for k in ("fg_threshold", "seed_threshold", "min_size") if k in pp}
+    if "min_size" in pp:  # card sizes are in model pixels
+        pp["min_size"] = float(pp["min_size"]) / float(np.prod(zoom))
+    blk_shape = [1] * n_extra + ([int(block)] * mdims if np.isscalar(block) else [int(b) for b in block])
+    blk_halo = [0] * n_extra + [math.ceil(max_obj / z) for z in zoom]
+    return pp, blk_shape, blk_halo
+
+
+def _block_major_order(tiles: Sequence[Tile], needs: Sequence[Sequence[int]]) -> list[Tile]:
+    """The tiles in the order the blocks need them: each block's missing tiles, block after block.
+
+    So only the tiles a later block still needs stay cached (one tile row
+    across the image, not the ~3 rows a plain raster order would hold).
+    ``needs`` is the first result of :func:`_block_tiles`.
+    """
+    seen: set[int] = set()
+    order = []
+    for need in needs:
+        for ti in need:
+            if ti not in seen:
+                seen.add(ti)
+                order.append(tiles[ti])
+    return order
+
+
+def _run_tile_batch(source: ArraySource, grid: TileGrid, tiles: Sequence[Tile], predictor: Predictor, crop,
+                    timings: dict, probs: np.ndarray | None, post: BlockPostprocessor | None,
+                    store: LabelStore | None) -> None:
+    """Read one batch of tiles, run the network and keep the cores (:func:`_keep_tile_outputs`).
+
+    Adds the seconds spent to ``timings["read"]``, ``["network"]`` and ``["write"]``.
+    """
+    t = time.perf_counter()
+    x = read_batch(source, grid, tiles)
+    timings["read"] += time.perf_counter() - t
+    t = time.perf_counter()
+    y = predictor(x, crop)
+    timings["network"] += time.perf_counter() - t
+    t = time.perf_counter()
+    _keep_tile_outputs(tiles, y, probs, post, store)
+    del x, y
+    release_memory()
+    timings["write"] += time.perf_counter() - t
+
+
+def _keep_tile_outputs(tiles: Sequence[Tile], y: np.ndarray, probs: np.ndarray | None,
+                      post: BlockPostprocessor | None, store: LabelStore | None) -> None:
+    """Put each tile's core of a network batch where it goes.
+
+    ``y`` is the predictor's ``(B, K, *core)`` output (cores as planned, so
+    cropped here to the tile's clipped core).  Into ``probs`` (``(K,
+    *spatial)``) when given; then to ``post``'s cache (instance models) or,
+    without ``post``, as arg-max classes into ``store`` (semantic models;
+    ``store`` None: maps only).
+    """
+    for i, tile in enumerate(tiles):
+        sub = (slice(None), *(slice(0, s.stop - s.start) for s in tile.core))
+        c = y[i][sub]
+        if probs is not None:
+            probs[(slice(None), *tile.core)] = c
+        if post is not None:
+            post.add_tile(tile.index, c)
+        elif store is not None:
+            store.write(tile.core, np.argmax(c, axis=0).astype(store.array.dtype))
+
+
+class _ProgressSteps:
+    """Numbered :class:`~napari_medseg.progress.Progress` reports out of a known total."""
+
+    def __init__(self, total: int) -> None:
+        self.step = 0
+        self.total = total
+
+    def advance(self, message: str, info: dict) -> Progress:
+        self.step += 1
+        return Progress(self.step, self.total, message, info)
+
+
+class BlockPostprocessor:
+    """Instance post-processing of the blocks, in order, as their tiles arrive.
+
+    Tile maps go into ``cache`` (:meth:`add_tile`); a block is submitted
+    (:meth:`submit_ready`) once every tile it needs is in, to one worker
+    thread (``threaded``) or run at once: its maps are assembled from the
+    cache, labelled (:func:`_instances`) and stitched into ``store`` by the
+    centroid rule, and the tiles no later block needs are dropped.
+    Post-processing releases the GIL for most of its work (numpy, scipy,
+    skimage), so the network goes on meanwhile.  Only the worker touches
+    ``refs``, :attr:`next_id`, :attr:`seconds` and the store; the cache has
+    its own lock.
+
+    Parameters
+    ----------
+    blocks : list of Block
+        From :func:`~napari_medseg.inference.stitch.plan_blocks`.
+    needs, refs
+        From :func:`_block_tiles` (``refs`` is counted down in place).
+    tiles : list of Tile
+        The grid's tiles in raster order.
+    cache : TileCache
+    store : LabelStore
+    pp : dict
+        Keywords of :func:`~napari_medseg.inference.instances.instances_from_maps`.
+    n_extra : int
+        Leading spatial axes labelled plane by plane (a 2D model on a stack).
+    threaded : bool
+        Post-process in a worker thread (else in the calling thread).
+    cancel : CancelToken, optional
+    """
+
+    def __init__(self, blocks: Sequence[Block], needs: list[list[int]], refs: dict[int, int],
+                 tiles: Sequence[Tile], cache: TileCache, store: LabelStore, pp: dict, n_extra: int, *,
+                 threaded: bool, cancel: CancelToken | None = None) -> None:
+        self.blocks = blocks
+        self.needs = needs
+        self.refs = refs
+        self.tiles = tiles
+        self.cache = cache
+        self.store = store
+        self.pp = pp
+        self.n_extra = n_extra
+        self.cancel = cancel
+        #: first free global object id
+        self.next_id = 1
+        #: seconds spent post-processing
+        self.seconds = 0.0
+        self._done: set[int] = set()
+        self._submitted = 0
+        self._pending: deque = deque()
+        self._stop = threading.Event()
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="medseg-postprocess") if threaded \
+            else _InlineExecutor()
+
+    def add_tile(self, index: int, maps: np.ndarray) -> None:
+        """Cache a tile core's ``(2, *core)`` foreground/distance maps (as float16)."""
+        self.cache.put(index, maps.astype(np.float16))
+        self._done.add(index)
+
+    def submit_ready(self) -> None:
+        """Submit, in order, the blocks whose tiles are all in."""
+        while self._submitted < len(self.blocks) and self._done.issuperset(self.needs[self._submitted]):
+            i = self._submitted
+            self._pending.append((i, self._pool.submit(self._process, i)))
+            self._submitted += 1
+
+    def reports(self, steps: _ProgressSteps, wait_all: bool = False) -> Iterator[Progress]:
+        """Progress for the blocks done so far, in order; waits while too many are queued (or for all)."""
+        while self._pending and (wait_all or self._pending[0][1].done() or len(self._pending) > MAX_PENDING_BLOCKS):
+            if self.cancel is not None:
+                self.cancel.raise_if_cancelled()
+            i, fut = self._pending.popleft()
+            fut.result()  # re-raises a worker error here
+            yield steps.advance(f"objects: block {i + 1}/{len(self.blocks)}",
+                                {"stage": "postprocess", "objects": self.next_id - 1})
+
+    def shutdown(self) -> None:
+        """Skip the blocks not started yet and wait for a running one."""
+        self._stop.set()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _process(self, i: int) -> None:
+        if self._stop.is_set() or (self.cancel is not None and self.cancel.cancelled):
+            return
+        b = self.blocks[i]
+        t0 = time.perf_counter()
+        fg, dist = _assemble(b.region, self.needs[i], self.tiles, self.cache)
+        for ti in self.needs[i]:
+            self.refs[ti] -= 1
+            if self.refs[ti] == 0:
+                del self.cache[ti]
+        lab = _instances(fg, dist, self.n_extra, self.pp)
+        del fg, dist
+        self.next_id = stitch_block(self.store, b, lab, self.next_id)
+        del lab
+        release_memory()
+        self.seconds += time.perf_counter() - t0
 
 
 def _block_tiles(grid: TileGrid, blocks) -> tuple[list[list[int]], dict[int, int]]:
@@ -572,5 +681,3 @@ def _instances(fg: np.ndarray, dist: np.ndarray, n_extra: int, pp: dict) -> np.n
         lab = instances_from_maps(fg.reshape(fg.shape[n_extra:]), dist.reshape(dist.shape[n_extra:]), **pp)
         return lab.reshape(fg.shape)
     return instances_from_maps(fg, dist, **pp)
-
-
