@@ -3,8 +3,9 @@
 ``tiling`` (streamed tiles with a halo, crop-to-core), ``normalize``
 (percentile limits on a subsample), ``prepare`` (axes, scale, channels, zoom
 to the model's pixel size, the tile plan), ``predictor`` (the network as
-inference runs it: precision, folded batch norms, out-of-memory
-fallbacks), ``stitch`` (block-wise instances with the centroid rule,
+inference runs it: precision, folded batch norms, out-of-memory fallbacks,
+and :func:`~napari_medseg.inference.predictor.predict_whole`, one padded
+whole-image pass), ``stitch`` (block-wise instances with the centroid rule,
 label store), ``instances`` (probability maps -> instance labels),
 ``segment`` (:func:`~napari_medseg.inference.segment.segment_iter`, the
 tiled engine), ``ortho3d`` (3D objects from a 2D model) and ``dispatch``

@@ -9,6 +9,10 @@
 * :class:`Predictor` runs that copy on numpy tile batches: resampling to
   the model's tile shape, test-time augmentation, activation, crop, and on
   CUDA out-of-memory half the batch, then the CPU.
+* :func:`predict_whole` is one padded whole-image forward pass (mirror
+  padding to the network's divisor, forward, crop), shared by the training
+  code's validation and by anything else that needs a network's output on
+  a small image without tiles.
 
 torch is imported inside the functions, so importing this module is cheap.
 """
@@ -18,6 +22,8 @@ from __future__ import annotations
 import threading
 import warnings
 import weakref
+from collections.abc import Callable, Sequence
+
 import numpy as np
 
 from ..errors import ParameterError
@@ -276,3 +282,97 @@ class Predictor:
                 continue
             i += n
         return np.concatenate(outs) if len(outs) > 1 else outs[0]
+
+
+def predict_whole(
+    net_or_predictor,
+    x: np.ndarray,
+    *,
+    margin: int = 0,
+    activation: str | Callable | None = None,
+    channels_last: bool = False,
+    crop: bool = True,
+    device=None,
+) -> np.ndarray:
+    """One forward pass over a whole (small) image, mirror-padded to the network's divisor.
+
+    The ``(C, *spatial)`` input is padded with numpy's ``reflect`` mode by
+    ``margin`` pixels before and ``margin`` plus what reaches a multiple of
+    the network's ``divisor`` (default 8) after, along every spatial axis;
+    the output is cropped back to the image (or returned on the padded
+    grid).  No tiles: memory grows with the image.
+
+    Parameters
+    ----------
+    net_or_predictor : torch.nn.Module or Predictor
+        A network (run as it is, in float32, in ``torch.inference_mode``) or
+        a :class:`Predictor` built with ``n_extra=0`` and no
+        ``model_tile`` (run with its device, precision, folded network and
+        activation: sigmoid for instance models, softmax for semantic).
+    x : ndarray, shape (C, Y, X) or (C, Z, Y, X)
+        Normalised input, float32 (the dtype is kept as given).
+    margin : int
+        Context added on each side (pixels), beyond the divisor padding.
+    activation : {None, "sigmoid", "softmax"} or callable
+        Network only: applied to the float32 output tensor ``(1, K, ...)``
+        on the device before cropping (a callable may change it in place
+        and must return it); None returns the raw outputs.  Must be None
+        with a Predictor, which applies its own.
+    channels_last : bool
+        Network only: feed a 4D input in ``torch.channels_last`` memory
+        format (faster oneDNN convolutions on the CPU).
+    crop : bool
+        True: the output on the image grid; False: on the padded grid (the
+        image at ``[margin:margin + n]`` per axis).
+    device : torch.device or str, optional
+        Network only: where the input goes; default the device of the
+        network's parameters.
+
+    Returns
+    -------
+    ndarray of float32, shape (K, *spatial)
+        Outputs per channel, spatial axes as in ``x``.
+    """
+    m = int(margin)
+    if isinstance(net_or_predictor, Predictor):
+        pred = net_or_predictor
+        if activation is not None or channels_last or device is not None:
+            raise ParameterError("a Predictor uses its own activation, memory format and device")
+        if pred.n_extra or pred.model_tile is not None:
+            raise ParameterError("predict_whole needs a Predictor with n_extra=0 and no model_tile")
+        d = int(getattr(pred.net, "divisor", 8))
+        xp = _pad_to_divisor(x, m, d)
+        win = _window(x.shape[1:], m, crop)
+        return pred(xp[None], win)[0]
+
+    import torch
+
+    net = net_or_predictor
+    dev = next(net.parameters()).device if device is None else device
+    d = int(getattr(net, "divisor", 8))
+    xp = _pad_to_divisor(x, m, d)
+    if isinstance(activation, str):
+        if activation not in ("sigmoid", "softmax"):
+            raise ParameterError(f"activation must be None, 'sigmoid', 'softmax' or a callable, got {activation!r}")
+        activation = torch.sigmoid if activation == "sigmoid" else (lambda t: torch.softmax(t, dim=1))
+    with torch.inference_mode():
+        xt = torch.from_numpy(np.ascontiguousarray(xp))[None].to(dev)
+        if channels_last and xt.ndim == 4:
+            xt = xt.contiguous(memory_format=torch.channels_last)
+        y = net(xt).float()
+        if activation is not None:
+            y = activation(y)
+        y = y[(0, slice(None), *_window(x.shape[1:], m, crop))]
+        return y.cpu().numpy()
+
+
+def _pad_to_divisor(x: np.ndarray, margin: int, divisor: int) -> np.ndarray:
+    """``(C, *spatial)`` mirror-padded by ``margin`` before and ``margin`` + up to a multiple of ``divisor`` after."""
+    return np.pad(x, [(0, 0)] + [(margin, margin + (-n) % divisor) for n in x.shape[1:]], mode="reflect")
+
+
+def _window(spatial: Sequence[int], margin: int, crop: bool) -> tuple[slice, ...]:
+    """The image's place in the padded output (everything when not cropping)."""
+    if not crop:
+        return (slice(None),) * len(spatial)
+    return tuple(slice(margin, margin + n) for n in spatial)
