@@ -104,6 +104,7 @@ def main(argv=None) -> int:
     from scipy import ndimage as ndi
 
     from napari_medseg.analysis.metrics import average_precision
+    from napari_medseg.inference.dispatch import segment_any_iter
     from napari_medseg.inference.segment import segment_iter
     from napari_medseg.progress import run
 
@@ -116,10 +117,10 @@ def main(argv=None) -> int:
         return np.where(keep[cc], cc, 0)
 
     methods = {
-        "do_3d": lambda img: run(segment_iter(img, "nuclei", device=args.device, scale=(Z_STEP, 1, 1),
-                                              do_3d=True)).labels,
-        "do_3d, scale ignored": lambda img: run(segment_iter(img, "nuclei", device=args.device,
-                                                             do_3d=True)).labels,
+        "do_3d": lambda img: run(segment_any_iter(img, "nuclei", device=args.device, scale=(Z_STEP, 1, 1),
+                                                  do_3d=True)).labels,
+        "do_3d, scale ignored": lambda img: run(segment_any_iter(img, "nuclei", device=args.device,
+                                                                 do_3d=True)).labels,
         "planes + 3D CC": planes_cc,
     }
     rows = {m: {"ap50": [], "ap75": [], "n": [], "s": []} for m in methods}

@@ -76,7 +76,7 @@ def network_only(net, predictor, tile_shape, n_tiles: int, batch: int, in_channe
     with torch.inference_mode():
         while done < n_tiles:
             n = min(batch, n_tiles - done)
-            with predictor._autocast():
+            with predictor.autocast():
                 net(x[:n])
             done += n
         if predictor.device.type == "cuda":
@@ -95,7 +95,9 @@ def main() -> None:
                     help="a random-weight U-Net (base 32, depth 4) instead of the shipped nuclei model")
     args = ap.parse_args()
 
-    from napari_medseg.inference.segment import _Predictor, plan_tiles, segment_iter
+    from napari_medseg.inference.predictor import Predictor
+    from napari_medseg.inference.prepare import plan_tiles
+    from napari_medseg.inference.segment import segment_iter
     from napari_medseg.models.cache import get_model
     from napari_medseg.models.device import select_device
     from napari_medseg.progress import run
@@ -110,7 +112,7 @@ def main() -> None:
         # warm-up on a small image (oneDNN / cuDNN kernel selection), not timed
         run(segment_iter(img[:512, :512], path, **kw))
 
-        pred = _Predictor(path, net, card, dev, "", 1, 0, None, args.precision)
+        pred = Predictor(path, net, card, dev, "", 1, 0, None, args.precision)
         grid, _ = plan_tiles(img.shape, 2, net.divisor, int(card.architecture["depth"]), args.tile_size)
         tile_shape, n_tiles = grid.tile_shape, len(grid)
         batch = args.batch_size or (1 if dev.type == "cpu" else 4)

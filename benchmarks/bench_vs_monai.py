@@ -50,7 +50,7 @@ def monai_segment(img, net, card, pred, roi: int, sw_batch: int, pp: dict):
         seen[0] += int(np.prod(batch.shape[-2:])) * batch.shape[0]
         if pred.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
-        with pred._autocast():
+        with pred.autocast():
             return net(batch).float()
 
     with torch.inference_mode():
@@ -92,7 +92,8 @@ def main() -> None:
 
     from bench_segment import default_model, synthetic_nuclei
     from napari_medseg.inference.instances import DEFAULT_POSTPROCESS
-    from napari_medseg.inference.segment import _Predictor, segment_iter
+    from napari_medseg.inference.predictor import Predictor
+    from napari_medseg.inference.segment import segment_iter
     from napari_medseg.models.cache import get_model
     from napari_medseg.models.device import configure_cpu_threads, select_device
     from napari_medseg.progress import run
@@ -104,7 +105,7 @@ def main() -> None:
         if dev.type == "cpu":
             configure_cpu_threads()
         net, card = get_model(path, dev)
-        pred = _Predictor(path, net, card, dev, "", 1, 0, None, args.precision)
+        pred = Predictor(path, net, card, dev, "", 1, 0, None, args.precision)
         batch = args.batch_size or (1 if dev.type == "cpu" else 4)
         pp = {**DEFAULT_POSTPROCESS, **{k: v for k, v in (card.output.get("postprocess") or {}).items()
                                          if k in DEFAULT_POSTPROCESS}}

@@ -107,7 +107,7 @@ def segment(
     **kwargs
         ``halo``, ``postprocess``, ``cancel``, ``units``, ``precision``,
         ``tta``, ``do_3d``: see
-        :func:`napari_medseg.inference.segment.segment_iter`.  ``do_3d=True``
+        :func:`napari_medseg.inference.dispatch.segment_any_iter`.  ``do_3d=True``
         gives 3D objects in a Z stack from a 2D instance model (planes along
         Z, Y and X, Z resampled to isotropic voxels from ``scale``; see
         :mod:`napari_medseg.inference.ortho3d`).
@@ -124,10 +124,10 @@ def segment(
     >>> import numpy as np, napari_medseg as ms                      # doctest: +SKIP
     >>> labels = ms.segment(np.random.rand(256, 256), "nuclei")      # doctest: +SKIP
     """
-    from .inference.segment import segment_iter
+    from .inference.dispatch import segment_any_iter
 
     res = run(
-        segment_iter(image, model, axes=axes, scale=scale, device=device, tile_size=tile_size,
+        segment_any_iter(image, model, axes=axes, scale=scale, device=device, tile_size=tile_size,
                      batch_size=batch_size, return_probabilities=return_probabilities, out=out, **kwargs),
         progress,
     )

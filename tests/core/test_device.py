@@ -82,13 +82,13 @@ def test_cpu_threads_follow_physical_cores(monkeypatch):
 
 
 def _predictor(tmp_path, batch):
-    from napari_medseg.inference.segment import _Predictor
+    from napari_medseg.inference.predictor import Predictor
     from napari_medseg.models.spec import load_model
     from napari_medseg.models.testing import make_random_model
 
     path = make_random_model(tmp_path / "m")
     net, card = load_model(path)
-    return _Predictor(path, net, card, torch.device("cuda"), "CUDA: FakeGPU", batch, 0, None, "float32")
+    return Predictor(path, net, card, torch.device("cuda"), "CUDA: FakeGPU", batch, 0, None, "float32")
 
 
 def test_cuda_oom_halves_the_batch_then_falls_back_to_cpu(tmp_path, monkeypatch):

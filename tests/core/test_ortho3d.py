@@ -17,6 +17,7 @@ from napari_medseg.inference.ortho3d import (
     min_volume_from_area,
     segment_3d_from_2d_iter,
 )
+from napari_medseg.inference.dispatch import segment_any_iter
 from napari_medseg.inference.segment import SegmentResult, segment_iter
 from napari_medseg.models import cache, registry
 from napari_medseg.models.testing import make_random_model
@@ -158,14 +159,14 @@ def test_anisotropic_stack_is_resampled_and_returned_on_its_grid(pixel_model):
     folder = pixel_model()
     gt, dist = ball_maps((40, 64, 64))
     gt2, dist2 = gt[::2], dist[::2]  # Z sampled every 2 voxels
-    res = run(segment_iter(dist2, str(folder), scale=(2.0, 1.0, 1.0), do_3d=True))
+    res = run(segment_any_iter(dist2, str(folder), scale=(2.0, 1.0, 1.0), do_3d=True))
     assert res.labels.shape == gt2.shape == (20, 64, 64)
     assert res.info["z_resampled"] and res.info["work_shape"] == (40, 64, 64)
     assert res.info["anisotropy"] == pytest.approx(2.0)
     assert res.labels.max() == len(BALLS)
     assert min(iou_to_each(gt2, res.labels)) > 0.9
     # within 5 % of isotropic: no resampling
-    near = run(segment_iter(dist2, str(folder), scale=(1.04, 1.0, 1.0), do_3d=True))
+    near = run(segment_any_iter(dist2, str(folder), scale=(1.04, 1.0, 1.0), do_3d=True))
     assert not near.info["z_resampled"] and near.info["work_shape"] == (20, 64, 64)
 
 
@@ -208,7 +209,7 @@ def test_out_is_written_and_api_passes_do_3d(pixel_model):
     folder = pixel_model()
     gt, dist = ball_maps((24, 40, 48), [(8, 12, 12, 6), (14, 26, 30, 7)])
     out = np.zeros(gt.shape, np.uint32)
-    res = run(segment_iter(dist, str(folder), do_3d=True, out=out))
+    res = run(segment_any_iter(dist, str(folder), do_3d=True, out=out))
     assert res.labels is out and out.max() == 2
     labels = ms.segment(dist, str(folder), do_3d=True)
     assert np.array_equal(labels, out)
@@ -241,9 +242,9 @@ def test_bad_inputs_raise(pixel_model, tmp_path, monkeypatch):
     three = make_random_model(tmp_path / "m3d", name="m3d", dims=3)
     _, dist = ball_maps((12, 24, 24), [(6, 12, 12, 5)])
     with pytest.raises(ParameterError, match="need a Z axis"):
-        run(segment_iter(dist[0], str(inst), do_3d=True))
+        run(segment_any_iter(dist[0], str(inst), do_3d=True))
     with pytest.raises(ParameterError, match="need a Z axis"):
-        run(segment_iter(np.zeros((24, 24, 3), np.uint8), str(inst), do_3d=True))  # RGB 2D
+        run(segment_any_iter(np.zeros((24, 24, 3), np.uint8), str(inst), do_3d=True))  # RGB 2D
     with pytest.raises(ParameterError, match="at least 2 planes"):
         run(segment_3d_from_2d_iter(dist[:1], str(inst)))
     with pytest.raises(ModelError, match="'semantic' model"):
@@ -286,7 +287,7 @@ def nuclei_stack(shape=(48, 96, 96), seed=3):
 def test_shipped_nuclei_model_gives_3d_nuclei(monkeypatch):
     monkeypatch.setattr(registry, "shipped_models_dir", lambda: SHIPPED)
     gt, img = nuclei_stack()
-    res = run(segment_iter(img, "nuclei", do_3d=True))
+    res = run(segment_any_iter(img, "nuclei", do_3d=True))
     lab = res.labels
     assert lab.shape == img.shape and res.model_name == "nuclei"
     assert abs(int(lab.max()) - int(gt.max())) <= 1

@@ -14,9 +14,9 @@ from scipy import ndimage as ndi
 import napari_medseg as ms
 from napari_medseg.errors import ModelError, ParameterError
 from napari_medseg.inference import segment as seg_mod
-from napari_medseg.inference.instances import instances_from_maps
-from napari_medseg.inference.segment import SegmentResult, infer_axes, segment_iter
-from napari_medseg.inference.stitch import Block, LabelStore, instances_blockwise, stitch_block
+from napari_medseg.inference.prepare import infer_axes
+from napari_medseg.inference.segment import SegmentResult, segment_iter
+from napari_medseg.inference.stitch import Block, LabelStore, stitch_block
 from napari_medseg.models import cache, registry
 from napari_medseg.models.testing import make_random_model
 from napari_medseg.progress import CancelToken, Cancelled, run
@@ -151,14 +151,18 @@ def test_blockwise_postprocessing_matches_whole_image(pixel_model):
     assert consecutive(blocks.labels)
 
 
-def test_instances_blockwise_with_touching_objects():
-    # touching disks: watershed splits; objects away from block borders must equal the untiled result
-    gt, dist = disk_maps((200, 260), 120, seed=2, gap=-3)
-    fg = (gt > 0).astype(np.float32)
-    whole = instances_from_maps(fg, dist, min_size=5)
-    tiled = instances_blockwise((fg, dist), fg.shape, (64, 64), 24, min_size=5)
+def test_blocks_with_touching_objects(pixel_model):
+    # touching disks: watershed splits; objects away from block borders must equal the unblocked result
+    folder, _ = pixel_model("instance")
+    gt, dist = disk_maps((200, 260), 120, seed=2, gap=-3)  # the image is its own distance map
+    pp = {"min_size": 5, "max_object_size": 24}
+    one = run(segment_iter(dist, str(folder), tile_size=64, postprocess=pp))
+    many = run(segment_iter(dist, str(folder), tile_size=64, postprocess={**pp, "block_size": 64}))
+    assert one.info["blocks"] == 1 and many.info["blocks"] == 4 * 5
+    whole, tiled = one.labels, many.labels
+    assert np.array_equal(whole > 0, gt > 0)  # every disk pixel is foreground (distance >= 1/9 > 0.05)
     assert consecutive(tiled) and tiled.max() >= 0.95 * whole.max()
-    border = np.zeros(fg.shape, bool)
+    border = np.zeros(gt.shape, bool)
     for y in range(0, 200, 50):  # plan_blocks: 4 x 5 balanced blocks -> edges every 50 / 52 px
         border[max(0, y - 1):y + 1] = True
     for x in np.linspace(0, 260, 6).round().astype(int):

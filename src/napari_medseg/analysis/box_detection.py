@@ -384,7 +384,7 @@ def detect_iter(
     import torch
 
     from ..inference.normalize import normalization_limits
-    from ..inference.segment import PRECISIONS, _autocast_dtype
+    from ..inference.predictor import PRECISIONS, autocast_dtype
     from ..inference.tiling import ArraySource, unet_receptive_radius
     from ..models.cache import get_model
     from ..models.device import configure_cpu_threads, select_device
@@ -451,7 +451,7 @@ def detect_iter(
     # CPU: float32 by default.  bfloat16 (AMX) was ~1.6x faster on BCCD val (46 vs 75 ms per image,
     # interleaved runs) but its rounding of the heat maps lowered WBC AP from 0.982 to 0.957
     # (score ranking); accuracy first, precision="bfloat16" for speed
-    dtype = None if precision == "auto" and dev.type == "cpu" else _autocast_dtype(dev, precision)
+    dtype = None if precision == "auto" and dev.type == "cpu" else autocast_dtype(dev, precision)
 
     all_boxes, all_k, all_s = [], [], []
     batches = [windows[i:i + bs] for i in range(0, len(windows), bs)]

@@ -219,7 +219,7 @@ def evaluate_iter(
     mask_list = _pair(img_items, masks, "masks")
     lab_list = _pair(img_items, labels, "labels") if labels is not None else None
     if model is not None:
-        from ..inference.segment import segment_iter
+        from ..inference.dispatch import segment_any_iter
     rows = []
     n = len(img_items)
     for i, (key, img) in enumerate(img_items):
@@ -228,7 +228,7 @@ def evaluate_iter(
         true = _load(mask_list[i])
         t = time.perf_counter()
         if model is not None:
-            pred = np.asarray(run(segment_iter(_load(img), model, device=device, **segment_kwargs)).labels)
+            pred = np.asarray(run(segment_any_iter(_load(img), model, device=device, **segment_kwargs)).labels)
         else:
             pred = _load(lab_list[i])
         sec = time.perf_counter() - t

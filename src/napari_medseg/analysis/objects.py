@@ -202,7 +202,7 @@ def _unpack_image(image: Any, axes: str | None, scale, translate, units, channel
 
 
 def _image_axes(shape: tuple[int, ...], axes: str | None) -> str:
-    from ..inference.segment import infer_axes
+    from ..inference.prepare import infer_axes
 
     axes = (axes or infer_axes(shape)).upper()
     if len(axes) != len(shape):

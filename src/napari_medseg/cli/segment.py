@@ -58,7 +58,7 @@ def _segment_volume(vol: Any, args: argparse.Namespace, bar_desc: str):
     """Labels for one volume (looping over T); returns (labels, axes, results)."""
     import numpy as np
 
-    from ..inference.segment import segment_iter
+    from ..inference.dispatch import segment_any_iter
 
     data = vol.data[0] if isinstance(vol.data, list) else vol.data
     axes = vol.axes
@@ -80,7 +80,7 @@ def _segment_volume(vol: Any, args: argparse.Namespace, bar_desc: str):
             frame = data[(slice(None),) * ti + (t,)]
             f_axes = axes.replace("T", "")
         desc = bar_desc if n_t == 1 else f"{bar_desc} t={t}"
-        res = drain(segment_iter(frame, args.model, axes=f_axes, scale=scale, units=units, device=args.device,
+        res = drain(segment_any_iter(frame, args.model, axes=f_axes, scale=scale, units=units, device=args.device,
                                  tile_size=args.tile_size, batch_size=args.batch_size,
                                  tta=getattr(args, "tta", False), do_3d=getattr(args, "do_3d", False)),
                     desc, quiet=args.quiet)

@@ -61,21 +61,19 @@ from collections.abc import Generator, Sequence
 import numpy as np
 
 from ..errors import ModelError, ParameterError
+from ..geometry import convert, is_length, is_pixel, normalize_unit
 from ..progress import CancelToken, Progress
-from .segment import (
-    _PIXEL_UNITS,
-    _UNIT_UM,
+from .prepare import (
     RESAMPLE_TOLERANCE,
-    SegmentResult,
-    _check_axes,
-    _zoom,
+    check_axes,
     check_out,
     check_scale,
     infer_axes,
     model_channels,
-    segment_iter,
     unpack_image,
+    zoom_to_model,
 )
+from .segment import SegmentResult, segment_iter
 
 #: Largest number of voxels (input grid and isotropic working grid) handled at once.
 MAX_VOXELS = 2**27
@@ -135,13 +133,13 @@ def _voxel_size_zyx(scale: Sequence[float] | None, units, spatial: str) -> tuple
     if len(us) != len(spatial):
         raise ParameterError(f"units {tuple(us)} need one entry per spatial axis ({len(spatial)})")
     us = [us[i] for i in order]
-    low = [str(u).strip().lower() for u in us]
-    if len(set(low)) > 1:  # e.g. Z in mm, Y/X in µm: compare in µm
-        if not all(u in _UNIT_UM for u in low):
-            if all(u in _PIXEL_UNITS for u in low):
+    norm = [normalize_unit(u) for u in us]
+    if len(set(norm)) > 1:  # e.g. Z in mm, Y/X in µm: compare in µm
+        if not all(is_length(u) for u in norm):
+            if all(is_pixel(u) for u in norm):
                 return scale, us
             raise ParameterError(f"cannot compare the voxel sizes {tuple(scale)} in units {tuple(us)}")
-        scale = [s * _UNIT_UM[u] for s, u in zip(scale, low)]
+        scale = [convert(s, u, "µm") for s, u in zip(scale, norm, strict=True)]
         us = ["µm"] * 3
     return scale, us
 
@@ -247,7 +245,7 @@ def segment_3d_from_2d_iter(
     # ---- the image -------------------------------------------------------
     image, axes, scale, units = unpack_image(image, axes, scale, units)
     shape = tuple(int(s) for s in image.shape)
-    axes = _check_axes(axes if axes is not None else infer_axes(shape), len(shape))
+    axes = check_axes(axes if axes is not None else infer_axes(shape), len(shape))
     if "Z" not in axes:
         raise ParameterError(
             f"3D objects from a 2D model need a Z axis; the image has axes {axes!r} (shape {shape}): "
@@ -302,7 +300,7 @@ def segment_3d_from_2d_iter(
     else:
         area = float(pp.get("min_size", 0.0))  # model pixels -> image pixels, as the engine does
         if work_scale is not None:
-            zoom2 = _zoom(card, work_scale, units_zyx, 1)
+            zoom2 = zoom_to_model(card, work_scale, units_zyx, 1)
             if any(abs(z - 1.0) > RESAMPLE_TOLERANCE for z in zoom2):
                 area /= float(np.prod(zoom2))
         min_vol = min_volume_from_area(area)

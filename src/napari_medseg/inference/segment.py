@@ -3,7 +3,13 @@
 :func:`segment_iter` yields :class:`~napari_medseg.progress.Progress` once per
 tile batch and once per post-processing block, and returns a
 :class:`SegmentResult`.  The napari widget runs it in a thread worker, the CLI
-drains it under a tqdm bar, :func:`napari_medseg.segment` drains it quietly.
+drains it under a tqdm bar, :func:`napari_medseg.segment` drains it quietly
+(those three go through :func:`~napari_medseg.inference.dispatch.segment_any_iter`,
+which sends ``do_3d`` jobs to :mod:`.ortho3d` instead).
+
+This module owns the tiled loop; the image checks, the zoom to the model's
+pixel size and the tile plan are in :mod:`.prepare`, the network run
+(precision, folded batch norms, out-of-memory fallbacks) in :mod:`.predictor`.
 
 Pipeline (memory grows with the tile and one band of blocks, not the image):
 
@@ -18,8 +24,9 @@ Pipeline (memory grows with the tile and one band of blocks, not the image):
    through :func:`~napari_medseg.inference.instances.instances_from_maps` and
    is stitched by the centroid rule (:mod:`.stitch`), in a worker thread
    while the network goes on when a core is free (GPU runs, or fewer torch
-   threads than cores).  Tiles are computed block after block, so only about
-   one row of tiles is ever cached (LZ4-compressed when that row is large).
+   threads than cores): :class:`BlockPostprocessor`.  Tiles are computed
+   block after block, so only about one row of tiles is ever cached
+   (LZ4-compressed when that row is large).
    ``semantic`` models: the arg-max of each tile core is written directly.
 4. Labels are assembled in a private store (RAM, or a temporary zarr on disk
    for huge images when ``out`` is given) and copied into ``out`` only after
@@ -34,10 +41,8 @@ import os
 import sys
 import threading
 import time
-import warnings
-import weakref
 from collections import deque
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,18 +51,15 @@ import numpy as np
 
 from ..errors import ModelError, ParameterError
 from ..progress import CancelToken, Progress
-from .stitch import DISK_STAGING_BYTES, LabelStore, plan_blocks, stitch_block
-from .tiling import ArraySource, TileGrid, read_batch, unet_receptive_radius
+from .predictor import Predictor
+from .prepare import RESAMPLE_TOLERANCE, model_channels, plan_tiles, prepare_image, zoom_to_model
+from .stitch import DISK_STAGING_BYTES, Block, LabelStore, plan_blocks, stitch_block
+from .tiling import ArraySource, Tile, TileGrid, read_batch
 
-#: Largest tile edge (pixels) by model dimensionality when ``tile_size`` is None.
-DEFAULT_TILE = {2: 1024, 3: 128}
 #: Largest post-processing block core edge by dimensionality.
 DEFAULT_BLOCK = {2: 2048, 3: 192}
 #: Largest object diameter (model pixels) when the card does not say.
 DEFAULT_MAX_OBJECT = {2: 64, 3: 32}
-#: Relative pixel-size mismatch above which tiles are resampled.
-RESAMPLE_TOLERANCE = 0.05
-PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 #: Compress the cached tile maps (lossless LZ4) when the image has several blocks.
 COMPRESS_CACHE = True
 #: ... when one row of cached tiles would exceed this many bytes.
@@ -95,32 +97,6 @@ def release_memory() -> None:
         _LIBC_TRIM(0)
 
 
-def _cpu_has_amx() -> bool:
-    import torch
-
-    try:
-        return bool(torch.cpu._is_amx_tile_supported())
-    except Exception:  # private API; absent in older torch
-        return False
-
-
-def _autocast_dtype(device, precision: str):
-    """Autocast dtype for a device and precision choice; None = plain float32."""
-    import torch
-
-    if precision == "float32":
-        return None
-    if precision == "bfloat16":
-        return torch.bfloat16
-    if precision == "float16":
-        return torch.float16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "mps":
-        return torch.float16
-    return torch.bfloat16 if _cpu_has_amx() else None
-
-
 @dataclass
 class SegmentResult:
     """What :func:`segment_iter` returns.
@@ -155,95 +131,6 @@ class SegmentResult:
     info: dict = field(default_factory=dict)
 
 
-def unpack_image(image, axes: str | None, scale, units):
-    """``(array, axes, scale, units)`` from a Volume, a multiscale list (level 0 is used) or an array-like.
-
-    A :class:`~napari_medseg.geometry.Volume` fills in ``axes``, and ``scale`` /
-    ``units`` of its Z, Y, X axes, where they were not given.
-    """
-    if hasattr(image, "data") and hasattr(image, "axes") and hasattr(image, "world_axes"):  # a Volume
-        vol = image
-        image = vol.data[0] if isinstance(vol.data, list) else vol.data
-        axes = axes or vol.axes
-        if scale is None and vol.scale is not None:
-            scale = [s for s, a in zip(vol.scale, vol.world_axes) if a in "ZYX"]
-            if units is None and vol.units is not None:
-                units = [u for u, a in zip(vol.units, vol.world_axes) if a in "ZYX"]
-    if isinstance(image, (list, tuple)) and image and hasattr(image[0], "shape"):
-        image = image[0]  # multiscale pyramid (napari layer data): full resolution
-    if not hasattr(image, "shape") or not hasattr(image, "__getitem__"):
-        image = np.asarray(image)
-    return image, axes, scale, units
-
-
-def check_scale(scale: Sequence[float] | None, spatial_axes: str) -> list[float] | None:
-    """``scale`` as floats, one positive finite pixel size per spatial axis (None stays None)."""
-    if scale is None:
-        return None
-    scale = [float(s) for s in scale]
-    if len(scale) != len(spatial_axes):
-        raise ParameterError(f"scale {tuple(scale)} needs one value per spatial axis {spatial_axes!r}")
-    if any(not (s > 0 and math.isfinite(s)) for s in scale):
-        raise ParameterError(f"scale {tuple(scale)} must be positive")
-    return scale
-
-
-def check_out(out, spatial_shape: Sequence[int], spatial_axes: str) -> None:
-    """Raise ParameterError unless ``out`` (if given) is an integer array of the labels' shape."""
-    if out is None:
-        return
-    if tuple(out.shape) != tuple(spatial_shape):
-        raise ParameterError(f"out has shape {tuple(out.shape)}; the labels need {tuple(spatial_shape)} "
-                             f"({spatial_axes})")
-    if not np.issubdtype(np.dtype(out.dtype), np.integer):
-        raise ParameterError(f"out must have an integer dtype, not {out.dtype}")
-
-
-def model_channels(card, n_img_ch: int, is_rgb: bool, axes: str) -> list[int] | None:
-    """Image channels to feed ``card``'s model: None (all), ``[0, 1, 2]`` (RGBA without alpha); else ModelError."""
-    m_ch = card.in_channels
-    if n_img_ch == m_ch:
-        return None
-    if is_rgb and n_img_ch == 4 and m_ch == 3:
-        return [0, 1, 2]  # drop alpha
-    what = "RGB" if is_rgb else f"{n_img_ch}-channel"
-    raise ModelError(
-        f"model {card.name!r} takes {m_ch}-channel ({card.input.get('color', '?')}) images but this is a "
-        f"{what} image (axes {axes!r}); choose a matching model or pick the channel(s) first"
-    )
-
-
-def infer_axes(shape: Sequence[int]) -> str:
-    """Axes of an image from its shape alone.
-
-    2D -> ``YX``; 3D with a last axis of 3 or 4 -> ``YXS`` (RGB/RGBA);
-    other 3D -> ``ZYX``; 4D with a last axis of 3 or 4 -> ``ZYXS``.
-    Anything else needs explicit ``axes``.
-    """
-    nd = len(shape)
-    if nd == 2:
-        return "YX"
-    if nd == 3:
-        return "YXS" if shape[-1] in (3, 4) else "ZYX"
-    if nd == 4 and shape[-1] in (3, 4):
-        return "ZYXS"
-    raise ParameterError(
-        f"cannot guess the axes of an image of shape {tuple(shape)}; pass axes= (e.g. 'CYX', 'ZCYX', 'ZYX')"
-    )
-
-
-def _check_axes(axes: str, ndim: int) -> str:
-    axes = axes.upper()
-    if len(axes) != ndim:
-        raise ParameterError(f"axes {axes!r} have {len(axes)} letters for an image with {ndim} dimensions")
-    if "T" in axes:
-        raise ParameterError("segment one time point at a time: select an index along T first")
-    bad = set(axes) - set("ZYXCS")
-    if bad or len(set(axes)) != len(axes) or not {"Y", "X"} <= set(axes) or ("C" in axes and "S" in axes):
-        raise ParameterError(f"axes {axes!r} must use each of Z, Y, X, C (or S) at most once and include Y and X")
-    return axes
-
-
 def segment_iter(
     image,
     model="auto",
@@ -261,7 +148,6 @@ def segment_iter(
     precision: str = "auto",
     units: str | Sequence[str] | None = None,
     tta: bool = False,
-    do_3d: bool = False,
     labels: bool = True,
 ) -> Generator[Progress, None, SegmentResult]:
     """Segment an image, yielding progress; returns a :class:`SegmentResult`.
@@ -278,7 +164,8 @@ def segment_iter(
         for grey ones.
     axes : str, optional
         One letter per image axis from ``Z Y X C S`` (``S``: RGB samples,
-        last).  None guesses from the shape (see :func:`infer_axes`).  A 2D
+        last).  None guesses from the shape (see
+        :func:`~napari_medseg.inference.prepare.infer_axes`).  A 2D
         model on a ``Z`` stack segments each plane.
     scale : sequence of float, optional
         Physical pixel size per spatial axis of the image (Z, Y, X order, in
@@ -324,21 +211,18 @@ def segment_iter(
         axes (4 passes, so ~4x the network time).  Smoother maps and slightly
         better objects (on ``dsb2018/val`` fluorescence, AP@0.5 +0.018 with
         the shipped ``nuclei`` model, see BENCHMARKS.md).
-    do_3d : bool
-        3D objects in a Z stack from a 2D instance model: the model runs on
-        the planes along Z, Y and X of the stack (Z first resampled to
-        ~isotropic voxels from ``scale``), the maps are averaged and labelled
-        in 3D, and the labels come back on the image grid.  Holds the whole
-        stack in memory.  Delegates to
-        :func:`napari_medseg.inference.ortho3d.segment_3d_from_2d_iter` (see
-        it for the method, the ``postprocess`` keys and the limits); raises
-        ParameterError when the image has no Z axis and ModelError for
-        semantic or 3D models.
     labels : bool
         False: compute only the probability maps (needs
         ``return_probabilities``); no objects or classes are made and the
         returned labels are all 0.  For callers that combine maps themselves
         (the 3D-from-2D path).
+
+    Notes
+    -----
+    3D objects in a Z stack from a 2D instance model are made by
+    :func:`napari_medseg.inference.ortho3d.segment_3d_from_2d_iter`;
+    :func:`napari_medseg.inference.dispatch.segment_any_iter` takes the same
+    arguments as this function plus ``do_3d`` and picks one of the two.
 
     Yields
     ------
@@ -358,14 +242,6 @@ def segment_iter(
     """
     if not labels and not return_probabilities:
         raise ParameterError("labels=False computes only the probability maps: set return_probabilities=True")
-    if do_3d:
-        from .ortho3d import segment_3d_from_2d_iter
-
-        return (yield from segment_3d_from_2d_iter(
-            image, model, axes=axes, scale=scale, units=units, device=device, tta=tta, postprocess=postprocess,
-            cancel=cancel, tile_size=tile_size, batch_size=batch_size, return_probabilities=return_probabilities,
-            halo=halo, precision=precision, out=out))
-
     import torch
 
     from ..models.cache import get_model
@@ -375,35 +251,16 @@ def segment_iter(
 
     t_start = time.perf_counter()
     timings = dict.fromkeys(("load", "normalize", "read", "network", "postprocess", "write"), 0.0)
-
-    # ---- the image -------------------------------------------------------
-    image, axes, scale, units = unpack_image(image, axes, scale, units)
-    shape = tuple(int(s) for s in image.shape)
-    axes = _check_axes(axes if axes is not None else infer_axes(shape), len(shape))
-    spatial_axes = "".join(a for a in axes if a in "ZYX")
-    spatial_shape = tuple(shape[axes.index(a)] for a in spatial_axes)
-    if min(spatial_shape) < 1:
-        raise ParameterError(f"the image is empty (shape {shape})")
-    ch_axis = next((i for i, a in enumerate(axes) if a in "CS"), None)
-    n_img_ch = 1 if ch_axis is None else shape[ch_axis]
-    is_rgb = "S" in axes and n_img_ch in (3, 4)
-    scale = check_scale(scale, spatial_axes)
-    check_out(out, spatial_shape, spatial_axes)
+    img = prepare_image(image, axes, scale, units, out)
+    spatial_shape = img.spatial_shape
     if cancel is not None:
         cancel.raise_if_cancelled()
 
     # ---- the model -------------------------------------------------------
-    info = resolve_model_or_auto(model, is_rgb)
-    card = info.card
-    if card.kind not in ("instance", "semantic"):
-        raise ModelError(f"model {card.name!r} is a {card.kind!r} model; segmentation needs 'instance' or 'semantic'")
-    mdims = card.dims
-    if mdims > len(spatial_axes):
-        raise ModelError(f"model {card.name!r} is {mdims}D but the image has only the spatial axes {spatial_axes!r}")
-    if mdims == 3 and spatial_axes != "ZYX":
-        raise ModelError(f"3D model {card.name!r} needs Z, Y and X axes; the image has {spatial_axes!r}")
-    channels = model_channels(card, n_img_ch, is_rgb, axes)
-
+    info = resolve_model_or_auto(model, img.is_rgb)
+    _check_model_fits(info.card, img.spatial_axes)
+    mdims = info.card.dims
+    channels = model_channels(info.card, img.n_channels, img.is_rgb, img.axes)
     t = time.perf_counter()
     dev, reason = select_device(device)
     if dev.type == "cpu":
@@ -412,56 +269,29 @@ def segment_iter(
     timings["load"] = time.perf_counter() - t
 
     # ---- plan: zoom, tiles, blocks --------------------------------------
-    n_extra = len(spatial_axes) - mdims  # leading axes (Z) handled plane by plane
-    zoom = _zoom(card, scale, units, n_extra)
+    n_extra = len(img.spatial_axes) - mdims  # leading axes (Z) handled plane by plane
+    zoom = zoom_to_model(card, img.scale, img.units, n_extra)
     resample = any(abs(z - 1.0) > RESAMPLE_TOLERANCE for z in zoom)
     if not resample:
         zoom = [1.0] * mdims
     grid, model_tile = plan_tiles(spatial_shape, mdims, int(net.divisor), int(card.architecture.get("depth", 4)),
                                   tile_size, halo, zoom if resample else None)
-
-    if batch_size is None:
-        batch_size = 1 if dev.type == "cpu" else (4 if mdims == 2 else 2)
-    batch_size = int(batch_size)
-    if batch_size < 1:
-        raise ParameterError(f"batch_size must be >= 1, got {batch_size}")
-
-    pp = {"fg_threshold": 0.5, "seed_threshold": 0.5, "min_size": 16}
-    pp.update({k: v for k, v in (card.output.get("postprocess") or {}).items()})
-    pp.update(postprocess or {})
+    batch_size = _default_batch_size(batch_size, dev, mdims)
+    pp, blk_shape, blk_halo = _block_plan(card, postprocess, zoom, n_extra)
     instance = card.kind == "instance"
     objects = instance and labels  # instance post-processing, block by block
-    max_obj = float(pp.pop("max_object_size", DEFAULT_MAX_OBJECT[mdims]))
-    block = pp.pop("block_size", DEFAULT_BLOCK[mdims])
-    pp = {k: pp[k] for k in ("fg_threshold", "seed_threshold", "min_size") if k in pp}
-    if "min_size" in pp:  # card sizes are in model pixels
-        pp["min_size"] = float(pp["min_size"]) / float(np.prod(zoom))
-    blk_shape = [1] * n_extra + ([int(block)] * mdims if np.isscalar(block) else [int(b) for b in block])
-    blk_halo = [0] * n_extra + [math.ceil(max_obj / z) for z in zoom]
 
     # ---- normalisation ---------------------------------------------------
     t = time.perf_counter()
-    low, high = normalization_limits(image, axes, card.input.get("normalization"), channels)
-    source = ArraySource(image, axes, channels, low, high)
+    low, high = normalization_limits(img.data, img.axes, card.input.get("normalization"), channels)
+    source = ArraySource(img.data, img.axes, channels, low, high)
     timings["normalize"] = time.perf_counter() - t
 
-    predictor = _Predictor(info.path, net, card, dev, reason, batch_size, n_extra, model_tile, precision, tta=tta)
+    predictor = Predictor(info.path, net, card, dev, reason, batch_size, n_extra, model_tile, precision, tta=tta)
     tiles_all = list(grid)
     blocks = plan_blocks(spatial_shape, blk_shape, blk_halo) if objects else []
     needs, refs = _block_tiles(grid, blocks)
-    # Block-major tile order: each block's missing tiles, block after block, so
-    # that only the tiles a later block still needs stay cached (one tile row
-    # across the image, not the ~3 rows a plain raster order would hold).
-    if objects:
-        seen: set[int] = set()
-        tile_order = []
-        for need in needs:
-            for ti in need:
-                if ti not in seen:
-                    seen.add(ti)
-                    tile_order.append(tiles_all[ti])
-    else:
-        tile_order = tiles_all
+    tile_order = _block_major_order(tiles_all, needs) if objects else tiles_all
     batches = [tile_order[i:i + batch_size] for i in range(0, len(tile_order), batch_size)]
     n_out = 2 if instance else int(card.architecture["out_channels"])
     probs = np.zeros((n_out, *spatial_shape), np.float16) if return_probabilities else None
@@ -469,106 +299,44 @@ def segment_iter(
     n_px = int(np.prod(spatial_shape))
     on_disk = out is not None and n_px * 2 > DISK_STAGING_BYTES
     store = LabelStore(spatial_shape, on_disk=on_disk, chunks=[min(b, 1024) for b in blk_shape])
-    total = len(batches) + len(blocks) + 1
-    step = 0
+    steps = _ProgressSteps(len(batches) + len(blocks) + 1)
     # compress cached maps only when one band of tiles would be big (huge images)
     band_bytes = n_out * 2 * int(np.prod(grid.core_shape)) * int(np.prod(grid.counts[1:]))
     cache = TileCache(compress=COMPRESS_CACHE and len(blocks) > 1 and band_bytes > COMPRESS_ABOVE_BYTES)
     core_crop = tuple(slice(h, h + c) for h, c in zip(grid.halo, grid.core_shape))
-    # Post-processing runs in one worker thread, block after block, while the
-    # network goes on with the next tiles (numpy/scipy/skimage release the GIL
-    # for most of their work), when a core is free for it.  Only the worker
-    # touches `refs`, `state` and the label store; the cache has its own lock.
-    state = {"next_id": 1, "postprocess": 0.0}
-    stop = threading.Event()
-
-    def process_block(i: int) -> None:
-        if stop.is_set() or (cancel is not None and cancel.cancelled):
-            return
-        b = blocks[i]
-        t0 = time.perf_counter()
-        fg, dist = _assemble(b.region, needs[i], tiles_all, cache)
-        for ti in needs[i]:
-            refs[ti] -= 1
-            if refs[ti] == 0:
-                del cache[ti]
-        lab = _instances(fg, dist, n_extra, pp)
-        del fg, dist
-        state["next_id"] = stitch_block(store, b, lab, state["next_id"])
-        del lab
-        release_memory()
-        state["postprocess"] += time.perf_counter() - t0
-
-    pool = None
-    if blocks:
+    post = None
+    if objects:
         # a worker thread only when a core is left over: on a GPU, or when torch
         # does not use every core; otherwise the two would just take turns
         spare = predictor.device.type != "cpu" or torch.get_num_threads() < (os.cpu_count() or 1)
-        pool = ThreadPoolExecutor(1, thread_name_prefix="medseg-postprocess") if spare and OVERLAP_POSTPROCESS \
-            else _InlineExecutor()
-    pending: deque = deque()
-
-    def finished_blocks(wait_all: bool = False):
-        """Progress for the blocks done so far, in order; waits while too many are queued."""
-        nonlocal step
-        while pending and (wait_all or pending[0][1].done() or len(pending) > MAX_PENDING_BLOCKS):
-            if cancel is not None:
-                cancel.raise_if_cancelled()
-            i, fut = pending.popleft()
-            fut.result()  # re-raises a worker error here
-            step += 1
-            yield Progress(step, total, f"objects: block {i + 1}/{len(blocks)}",
-                           {"stage": "postprocess", "objects": state["next_id"] - 1})
-
+        post = BlockPostprocessor(blocks, needs, refs, tiles_all, cache, store, pp, n_extra,
+                                  threaded=spare and OVERLAP_POSTPROCESS, cancel=cancel)
     try:
-        bi = 0
         max_cached = 0
-        done: set[int] = set()
         for k, tiles in enumerate(batches):
             if cancel is not None:
                 cancel.raise_if_cancelled()
-            t = time.perf_counter()
-            x = read_batch(source, grid, tiles)
-            timings["read"] += time.perf_counter() - t
-            t = time.perf_counter()
-            y = predictor(x, core_crop)
-            timings["network"] += time.perf_counter() - t
-            t = time.perf_counter()
-            for i, tile in enumerate(tiles):
-                sub = (slice(None), *(slice(0, s.stop - s.start) for s in tile.core))
-                c = y[i][sub]
-                if probs is not None:
-                    probs[(slice(None), *tile.core)] = c
-                if objects:
-                    cache.put(tile.index, c.astype(np.float16))
-                    done.add(tile.index)
-                elif labels:
-                    store.write(tile.core, np.argmax(c, axis=0).astype(store.array.dtype))
-            del x, y, c
-            release_memory()
-            timings["write"] += time.perf_counter() - t
-            step += 1
-            yield Progress(step, total, f"network: tile batch {k + 1}/{len(batches)}",
-                           {"stage": "network", "device": predictor.device.type})
+            _run_tile_batch(source, grid, tiles, predictor, core_crop, timings, probs, post, store if labels else None)
+            yield steps.advance(f"network: tile batch {k + 1}/{len(batches)}",
+                                {"stage": "network", "device": predictor.device.type})
             max_cached = max(max_cached, len(cache))
-            while bi < len(blocks) and done.issuperset(needs[bi]):
-                pending.append((bi, pool.submit(process_block, bi)))
-                bi += 1
-            yield from finished_blocks()
-        yield from finished_blocks(wait_all=True)
-        timings["postprocess"] = state["postprocess"]
-        n_labels = state["next_id"] - 1 if objects else (n_out - 1 if labels else 0)
+            if post is not None:
+                post.submit_ready()
+                yield from post.reports(steps)
+        if post is not None:
+            yield from post.reports(steps, wait_all=True)
+            timings["postprocess"] = post.seconds
+        n_labels = post.next_id - 1 if objects else (n_out - 1 if labels else 0)
         if out is not None and n_labels > np.iinfo(np.dtype(out.dtype)).max:
             raise ParameterError(f"{n_labels} labels do not fit in out's dtype {out.dtype}; use uint32")
-        yield Progress(total, total, "writing labels", {"stage": "write"})
+        yield Progress(steps.total, steps.total, "writing labels", {"stage": "write"})
         # no yield after this point: out is only written by a run that finishes
         t = time.perf_counter()
-        labels = store.commit(out, n_labels, blk_shape)
+        result_labels = store.commit(out, n_labels, blk_shape)
         timings["write"] += time.perf_counter() - t
     finally:
-        stop.set()
-        if pool is not None:  # let a running block finish before its store goes away
-            pool.shutdown(wait=True, cancel_futures=True)
+        if post is not None:  # let a running block finish before its store goes away
+            post.shutdown()
         store.close()
         cache.clear()
     timings["total"] = time.perf_counter() - t_start
@@ -579,89 +347,228 @@ def segment_iter(
         "precision": predictor.dtype_name, "max_cached_tiles": max_cached,
         "max_cache_mb": round(cache.max_nbytes / 2**20, 1), "tta": bool(tta),
     }
-    return SegmentResult(labels, probs, predictor.device.type, predictor.reason, card.name, timings, res_info)
+    return SegmentResult(result_labels, probs, predictor.device.type, predictor.reason, card.name, timings, res_info)
 
 
-#: Length units -> micrometres.
-_UNIT_UM = {"nm": 1e-3, "nanometer": 1e-3, "µm": 1.0, "μm": 1.0, "um": 1.0, "micron": 1.0, "micrometer": 1.0,
-            "micrometre": 1.0, "mm": 1e3, "millimeter": 1e3, "millimetre": 1e3, "cm": 1e4, "centimeter": 1e4,
-            "m": 1e6, "meter": 1e6, "metre": 1e6}
-_PIXEL_UNITS = {"", "px", "pixel", "pixels", "none"}
-#: Largest resampling factor accepted (beyond it the units are probably wrong).
-MAX_ZOOM = 16.0
+def _check_model_fits(card, spatial_axes: str) -> None:
+    """Raise ModelError unless ``card`` is a segmentation model the image's spatial axes can feed.
 
-
-def _zoom(card, scale, units, n_extra: int) -> list[float]:
-    """Image pixel size / model pixel size per model axis (1.0 where unknown)."""
-    mdims = card.dims
-    ps = card.pixel_size
-    if ps is None or scale is None:
-        return [1.0] * mdims
-    if len(ps) != mdims:
-        raise ModelError(f"model {card.name!r}: pixel_size {ps} needs {mdims} values")
-    m_unit = str(card.input.get("pixel_unit", "µm")).strip().lower()
-    if m_unit in _PIXEL_UNITS:
-        return [1.0] * mdims
-    img_scale = list(scale[n_extra:])
-    if units is not None:
-        us = [units] * len(scale) if isinstance(units, str) else list(units)
-        if len(us) != len(scale):
-            raise ParameterError(f"units {tuple(us)} need one entry per spatial axis ({len(scale)})")
-        us = [str(u).strip().lower() for u in us[n_extra:]]
-        if any(u in _PIXEL_UNITS for u in us):
-            return [1.0] * mdims  # uncalibrated image: nothing to match
-        if m_unit in _UNIT_UM and all(u in _UNIT_UM for u in us):
-            img_scale = [s * _UNIT_UM[u] / _UNIT_UM[m_unit] for s, u in zip(img_scale, us)]
-        elif any(u != m_unit for u in us):
-            raise ParameterError(f"cannot compare the image's units {tuple(us)} with the model's {m_unit!r}")
-    zoom = [s / p for s, p in zip(img_scale, ps)]
-    if any(not (1 / MAX_ZOOM <= z <= MAX_ZOOM) for z in zoom):
-        raise ParameterError(
-            f"image pixel size {tuple(img_scale)} {m_unit} is {max(max(zoom), 1 / min(zoom)):.0f}x away from the "
-            f"model's {tuple(ps)} {m_unit}: check the image's scale/units (or pass scale=None to skip resampling)"
-        )
-    return zoom
-
-
-def plan_tiles(spatial_shape: Sequence[int], mdims: int, divisor: int, depth: int,
-               tile_size: int | Sequence[int] | None = None, halo: int | Sequence[int] | None = None,
-               zoom: Sequence[float] | None = None) -> tuple[TileGrid, list[int] | None]:
-    """The tile plan :func:`segment_iter` uses (see its ``tile_size`` and ``halo``).
-
-    Returns the :class:`TileGrid` over the image's spatial axes (leading axes
-    beyond the model's dimensionality get 1-pixel tiles) and, when ``zoom``
-    (image / model pixel size per model axis) is given, the tile shape the
-    network sees after resampling.
+    ``instance`` or ``semantic``; no more dimensions than ``spatial_axes``
+    has; a 3D model needs ``ZYX``.
     """
-    d = int(divisor)
-    n_extra = len(spatial_shape) - mdims
-    if tile_size is None:
-        tmax = [DEFAULT_TILE[mdims]] * mdims
-    else:
-        tmax = [int(tile_size)] * mdims if np.isscalar(tile_size) else [int(v) for v in tile_size]
-        if len(tmax) != mdims:
-            raise ParameterError(f"tile_size {tuple(tmax)} needs one value per model axis ({mdims})")
-        if any(v < d for v in tmax):
-            raise ParameterError(f"tile_size {tuple(tmax)} must be at least {d} (the network's divisor)")
-    rf = unet_receptive_radius(depth)
-    if halo is None:
-        # exact (receptive-field) halo unless that would eat more than half the tile
-        hal = [min(rf, (v // 4) // d * d) for v in tmax]
-    else:
-        hal = [int(halo)] * mdims if np.isscalar(halo) else [int(v) for v in halo]
-        if len(hal) != mdims:
-            raise ParameterError(f"halo {tuple(hal)} needs one value per model axis ({mdims})")
-    if zoom is not None:  # plan in image pixels; tiles are resized to multiples of d
-        g_tile = [max(1, int(v / z)) for v, z in zip(tmax, zoom)]
-        g_halo = [math.ceil(h / z) for h, z in zip(hal, zoom)]
-        g_div = [1] * mdims
-    else:
-        g_tile, g_halo, g_div = tmax, hal, [d] * mdims
-    grid = TileGrid(spatial_shape, [1] * n_extra + g_tile, [0] * n_extra + g_halo, [1] * n_extra + g_div)
-    model_tile = None
-    if zoom is not None:
-        model_tile = [max(d, int(round(t * z / d)) * d) for t, z in zip(grid.tile_shape[n_extra:], zoom)]
-    return grid, model_tile
+    if card.kind not in ("instance", "semantic"):
+        raise ModelError(f"model {card.name!r} is a {card.kind!r} model; segmentation needs 'instance' or 'semantic'")
+    mdims = card.dims
+    if mdims > len(spatial_axes):
+        raise ModelError(f"model {card.name!r} is {mdims}D but the image has only the spatial axes {spatial_axes!r}")
+    if mdims == 3 and spatial_axes != "ZYX":
+        raise ModelError(f"3D model {card.name!r} needs Z, Y and X axes; the image has {spatial_axes!r}")
+
+
+def _default_batch_size(batch_size: int | None, device, mdims: int) -> int:
+    """Tiles per forward pass: ``batch_size``, or 1 on CPU and 4 (2D) / 2 (3D) elsewhere; ParameterError below 1."""
+    if batch_size is None:
+        batch_size = 1 if device.type == "cpu" else (4 if mdims == 2 else 2)
+    batch_size = int(batch_size)
+    if batch_size < 1:
+        raise ParameterError(f"batch_size must be >= 1, got {batch_size}")
+    return batch_size
+
+
+def _block_plan(card, postprocess: dict | None, zoom: Sequence[float], n_extra: int
+               ) -> tuple[dict, list[int], list[int]]:
+    """Instance post-processing settings: ``(instances_from_maps keywords, block core shape, block halo)``.
+
+    The card's ``output.postprocess`` overridden by ``postprocess``.
+    ``min_size`` (model pixels) is converted to image pixels with ``zoom``
+    (image / model pixel size per model axis); ``block_size`` (default
+    :data:`DEFAULT_BLOCK`) is the block core edge and ``max_object_size``
+    (model pixels, default :data:`DEFAULT_MAX_OBJECT`) sets the halo in
+    image pixels.  Shapes cover all spatial axes; the ``n_extra`` leading
+    ones get 1-plane blocks without halo.
+    """
+    mdims = card.dims
+    pp = {"fg_threshold": 0.5, "seed_threshold": 0.5, "min_size": 16}
+    pp.update({k: v for k, v in (card.output.get("postprocess") or {}).items()})
+    pp.update(postprocess or {})
+    max_obj = float(pp.pop("max_object_size", DEFAULT_MAX_OBJECT[mdims]))
+    block = pp.pop("block_size", DEFAULT_BLOCK[mdims])
+    pp = {k: pp[k] for k in ("fg_threshold", "seed_threshold", "min_size") if k in pp}
+    if "min_size" in pp:  # card sizes are in model pixels
+        pp["min_size"] = float(pp["min_size"]) / float(np.prod(zoom))
+    blk_shape = [1] * n_extra + ([int(block)] * mdims if np.isscalar(block) else [int(b) for b in block])
+    blk_halo = [0] * n_extra + [math.ceil(max_obj / z) for z in zoom]
+    return pp, blk_shape, blk_halo
+
+
+def _block_major_order(tiles: Sequence[Tile], needs: Sequence[Sequence[int]]) -> list[Tile]:
+    """The tiles in the order the blocks need them: each block's missing tiles, block after block.
+
+    So only the tiles a later block still needs stay cached (one tile row
+    across the image, not the ~3 rows a plain raster order would hold).
+    ``needs`` is the first result of :func:`_block_tiles`.
+    """
+    seen: set[int] = set()
+    order = []
+    for need in needs:
+        for ti in need:
+            if ti not in seen:
+                seen.add(ti)
+                order.append(tiles[ti])
+    return order
+
+
+def _run_tile_batch(source: ArraySource, grid: TileGrid, tiles: Sequence[Tile], predictor: Predictor, crop,
+                    timings: dict, probs: np.ndarray | None, post: BlockPostprocessor | None,
+                    store: LabelStore | None) -> None:
+    """Read one batch of tiles, run the network and keep the cores (:func:`_keep_tile_outputs`).
+
+    Adds the seconds spent to ``timings["read"]``, ``["network"]`` and ``["write"]``.
+    """
+    t = time.perf_counter()
+    x = read_batch(source, grid, tiles)
+    timings["read"] += time.perf_counter() - t
+    t = time.perf_counter()
+    y = predictor(x, crop)
+    timings["network"] += time.perf_counter() - t
+    t = time.perf_counter()
+    _keep_tile_outputs(tiles, y, probs, post, store)
+    del x, y
+    release_memory()
+    timings["write"] += time.perf_counter() - t
+
+
+def _keep_tile_outputs(tiles: Sequence[Tile], y: np.ndarray, probs: np.ndarray | None,
+                      post: BlockPostprocessor | None, store: LabelStore | None) -> None:
+    """Put each tile's core of a network batch where it goes.
+
+    ``y`` is the predictor's ``(B, K, *core)`` output (cores as planned, so
+    cropped here to the tile's clipped core).  Into ``probs`` (``(K,
+    *spatial)``) when given; then to ``post``'s cache (instance models) or,
+    without ``post``, as arg-max classes into ``store`` (semantic models;
+    ``store`` None: maps only).
+    """
+    for i, tile in enumerate(tiles):
+        sub = (slice(None), *(slice(0, s.stop - s.start) for s in tile.core))
+        c = y[i][sub]
+        if probs is not None:
+            probs[(slice(None), *tile.core)] = c
+        if post is not None:
+            post.add_tile(tile.index, c)
+        elif store is not None:
+            store.write(tile.core, np.argmax(c, axis=0).astype(store.array.dtype))
+
+
+class _ProgressSteps:
+    """Numbered :class:`~napari_medseg.progress.Progress` reports out of a known total."""
+
+    def __init__(self, total: int) -> None:
+        self.step = 0
+        self.total = total
+
+    def advance(self, message: str, info: dict) -> Progress:
+        self.step += 1
+        return Progress(self.step, self.total, message, info)
+
+
+class BlockPostprocessor:
+    """Instance post-processing of the blocks, in order, as their tiles arrive.
+
+    Tile maps go into ``cache`` (:meth:`add_tile`); a block is submitted
+    (:meth:`submit_ready`) once every tile it needs is in, to one worker
+    thread (``threaded``) or run at once: its maps are assembled from the
+    cache, labelled (:func:`_instances`) and stitched into ``store`` by the
+    centroid rule, and the tiles no later block needs are dropped.
+    Post-processing releases the GIL for most of its work (numpy, scipy,
+    skimage), so the network goes on meanwhile.  Only the worker touches
+    ``refs``, :attr:`next_id`, :attr:`seconds` and the store; the cache has
+    its own lock.
+
+    Parameters
+    ----------
+    blocks : list of Block
+        From :func:`~napari_medseg.inference.stitch.plan_blocks`.
+    needs, refs
+        From :func:`_block_tiles` (``refs`` is counted down in place).
+    tiles : list of Tile
+        The grid's tiles in raster order.
+    cache : TileCache
+    store : LabelStore
+    pp : dict
+        Keywords of :func:`~napari_medseg.inference.instances.instances_from_maps`.
+    n_extra : int
+        Leading spatial axes labelled plane by plane (a 2D model on a stack).
+    threaded : bool
+        Post-process in a worker thread (else in the calling thread).
+    cancel : CancelToken, optional
+    """
+
+    def __init__(self, blocks: Sequence[Block], needs: list[list[int]], refs: dict[int, int],
+                 tiles: Sequence[Tile], cache: TileCache, store: LabelStore, pp: dict, n_extra: int, *,
+                 threaded: bool, cancel: CancelToken | None = None) -> None:
+        self.blocks = blocks
+        self.needs = needs
+        self.refs = refs
+        self.tiles = tiles
+        self.cache = cache
+        self.store = store
+        self.pp = pp
+        self.n_extra = n_extra
+        self.cancel = cancel
+        #: first free global object id
+        self.next_id = 1
+        #: seconds spent post-processing
+        self.seconds = 0.0
+        self._done: set[int] = set()
+        self._submitted = 0
+        self._pending: deque = deque()
+        self._stop = threading.Event()
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="medseg-postprocess") if threaded \
+            else _InlineExecutor()
+
+    def add_tile(self, index: int, maps: np.ndarray) -> None:
+        """Cache a tile core's ``(2, *core)`` foreground/distance maps (as float16)."""
+        self.cache.put(index, maps.astype(np.float16))
+        self._done.add(index)
+
+    def submit_ready(self) -> None:
+        """Submit, in order, the blocks whose tiles are all in."""
+        while self._submitted < len(self.blocks) and self._done.issuperset(self.needs[self._submitted]):
+            i = self._submitted
+            self._pending.append((i, self._pool.submit(self._process, i)))
+            self._submitted += 1
+
+    def reports(self, steps: _ProgressSteps, wait_all: bool = False) -> Iterator[Progress]:
+        """Progress for the blocks done so far, in order; waits while too many are queued (or for all)."""
+        while self._pending and (wait_all or self._pending[0][1].done() or len(self._pending) > MAX_PENDING_BLOCKS):
+            if self.cancel is not None:
+                self.cancel.raise_if_cancelled()
+            i, fut = self._pending.popleft()
+            fut.result()  # re-raises a worker error here
+            yield steps.advance(f"objects: block {i + 1}/{len(self.blocks)}",
+                                {"stage": "postprocess", "objects": self.next_id - 1})
+
+    def shutdown(self) -> None:
+        """Skip the blocks not started yet and wait for a running one."""
+        self._stop.set()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _process(self, i: int) -> None:
+        if self._stop.is_set() or (self.cancel is not None and self.cancel.cancelled):
+            return
+        b = self.blocks[i]
+        t0 = time.perf_counter()
+        fg, dist = _assemble(b.region, self.needs[i], self.tiles, self.cache)
+        for ti in self.needs[i]:
+            self.refs[ti] -= 1
+            if self.refs[ti] == 0:
+                del self.cache[ti]
+        lab = _instances(fg, dist, self.n_extra, self.pp)
+        del fg, dist
+        self.next_id = stitch_block(self.store, b, lab, self.next_id)
+        del lab
+        release_memory()
+        self.seconds += time.perf_counter() - t0
 
 
 def _block_tiles(grid: TileGrid, blocks) -> tuple[list[list[int]], dict[int, int]]:
@@ -674,56 +581,6 @@ def _block_tiles(grid: TileGrid, blocks) -> tuple[list[list[int]], dict[int, int
         for i in idx:
             refs[i] = refs.get(i, 0) + 1
     return needs, refs
-
-
-_INFERENCE_NETS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_INFERENCE_LOCK = threading.Lock()
-
-
-def fold_batchnorm(net):
-    """Copy of ``net`` (eval mode) with each conv -> batch-norm pair folded into one conv."""
-    import copy
-
-    from torch import nn
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-    net = copy.deepcopy(net).eval()
-    for seq in [m for m in net.modules() if isinstance(m, nn.Sequential)]:
-        mods = list(seq.children())
-        out, i = [], 0
-        while i < len(mods):
-            a = mods[i]
-            b = mods[i + 1] if i + 1 < len(mods) else None
-            if isinstance(a, (nn.Conv2d, nn.Conv3d)) and isinstance(b, (nn.BatchNorm2d, nn.BatchNorm3d)) \
-                    and b.track_running_stats and b.running_mean is not None:
-                out.append(fuse_conv_bn_eval(a, b))
-                i += 2
-            else:
-                out.append(a)
-                i += 1
-        if len(out) != len(mods):
-            for k in list(seq._modules):
-                del seq._modules[k]
-            for k, m in enumerate(out):
-                seq.add_module(str(k), m)
-    return net
-
-
-def inference_network(net, channels_last: bool = False):
-    """The network as run for inference: batch norms folded, optionally channels_last; cached per network."""
-    import torch
-
-    key = (bool(channels_last), str(next(net.parameters()).device) if any(True for _ in net.parameters()) else "")
-    with _INFERENCE_LOCK:
-        hit = _INFERENCE_NETS.get(net, {}).get(key)
-    if hit is not None:
-        return hit
-    fused = fold_batchnorm(net)
-    if channels_last:
-        fused = fused.to(memory_format=torch.channels_last)
-    with _INFERENCE_LOCK:
-        _INFERENCE_NETS.setdefault(net, {})[key] = fused
-    return fused
 
 
 class _InlineExecutor:
@@ -824,145 +681,3 @@ def _instances(fg: np.ndarray, dist: np.ndarray, n_extra: int, pp: dict) -> np.n
         lab = instances_from_maps(fg.reshape(fg.shape[n_extra:]), dist.reshape(dist.shape[n_extra:]), **pp)
         return lab.reshape(fg.shape)
     return instances_from_maps(fg, dist, **pp)
-
-
-class _Predictor:
-    """Runs the network on numpy tile batches on a device, with OOM fallbacks.
-
-    ``__call__(x, crop)`` takes ``(B, C, *tile)`` float32 and returns the
-    activated outputs (sigmoid for instance models, softmax for semantic)
-    cropped to ``crop``, as float32 numpy ``(B, K, *core)``.  With ``tta``
-    the activated outputs are averaged over the identity and the flips of the
-    last two axes.
-    """
-
-    #: flips (tensor dims) averaged by test-time augmentation, besides the identity
-    TTA_FLIPS = ((-1,), (-2,), (-2, -1))
-
-    def __init__(self, path, net, card, device, reason: str, batch_size: int, n_extra: int,
-                 model_tile: list[int] | None, precision: str = "auto", tta: bool = False) -> None:
-        if precision not in PRECISIONS:
-            raise ParameterError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        self.path = path
-        self.card = card
-        self.reason = reason
-        self.max_batch = batch_size
-        self.n_extra = n_extra
-        self.model_tile = model_tile
-        self.precision = precision
-        self.tta = bool(tta)
-        self.instance = card.kind == "instance"
-        self._set_device(net, device)
-
-    def _set_device(self, net, device) -> None:
-        import torch
-
-        self.device = device
-        self.net = net
-        self.dtype = _autocast_dtype(device, self.precision)
-        self.dtype_name = "float32" if self.dtype is None else str(self.dtype).replace("torch.", "")
-        self.channels_last = device.type == "cpu" and self.card.dims == 2
-        if device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # every tile has the same shape
-        if device.type == "cpu":
-            # denormal floats make oneDNN convolutions of some weights 5-10x slower
-            torch.set_flush_denormal(True)
-        # a private copy with batch norms folded into the convolutions (~20 % faster
-        # on CPU, same result to float rounding), channels_last on CPU (~1.8x for
-        # 2D oneDNN convolutions); the cached network itself is left as loaded
-        self.net = inference_network(net, self.channels_last)
-
-    def _autocast(self):
-        import contextlib
-
-        import torch
-
-        if self.dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.dtype)
-
-    def _forward(self, x: np.ndarray, crop) -> np.ndarray:
-        import torch
-        import torch.nn.functional as F
-
-        ne = self.n_extra
-        with torch.inference_mode():
-            xt = torch.from_numpy(x).to(self.device)
-            b, c = xt.shape[:2]
-            full = xt.shape[2:]
-            if ne:  # 2D model on a stack: leading spatial axes have size 1 in a tile
-                xt = xt.reshape(b, c, *full[ne:])
-            spatial = xt.shape[2:]
-            if self.model_tile is not None:
-                mode = "bilinear" if len(spatial) == 2 else "trilinear"
-                shrink = any(m < s for m, s in zip(self.model_tile, spatial))
-                xt = F.interpolate(xt, size=self.model_tile, mode=mode, align_corners=False,
-                                   antialias=shrink and mode == "bilinear")
-            if self.channels_last and xt.ndim == 4:
-                xt = xt.contiguous(memory_format=torch.channels_last)
-            def activate(t):
-                return torch.sigmoid(t) if self.instance else torch.softmax(t, dim=1)
-
-            with self._autocast():
-                y = self.net(xt)
-            y = y.float()
-            if self.tta:  # average probabilities (not logits) over mirror images
-                y = activate(y)
-                for dims in self.TTA_FLIPS:
-                    with self._autocast():
-                        yf = self.net(torch.flip(xt, dims))
-                    y += torch.flip(activate(yf.float()), dims)
-                y /= 1 + len(self.TTA_FLIPS)
-            if self.model_tile is not None:
-                y = F.interpolate(y, size=tuple(spatial), mode=mode, align_corners=False)
-            if ne:
-                y = y.reshape(b, y.shape[1], *full)
-            y = y[(slice(None), slice(None), *crop)]
-            if not self.tta:
-                y = activate(y)
-            return y.cpu().numpy()
-
-    def _fallback_to_cpu(self, why: str) -> None:
-        import torch
-
-        from ..models.cache import get_model
-
-        msg = f"{why}; continuing on the CPU (slower)"
-        warnings.warn(msg, RuntimeWarning, stacklevel=4)
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
-        from ..models.device import configure_cpu_threads
-
-        net, _ = get_model(self.path, "cpu")
-        self._set_device(net, torch.device("cpu"))
-        self.reason = f"{self.reason}; fell back to CPU: {why}"
-        self.max_batch = 1
-        configure_cpu_threads()
-
-    def __call__(self, x: np.ndarray, crop) -> np.ndarray:
-        import torch
-
-        oom_types = tuple({getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError),
-                           torch.cuda.OutOfMemoryError})
-        outs = []
-        i = 0
-        while i < len(x):
-            n = min(self.max_batch, len(x) - i)
-            try:
-                outs.append(self._forward(x[i:i + n], crop))
-            except (RuntimeError, *oom_types) as e:
-                is_oom = isinstance(e, oom_types) or "out of memory" in str(e).lower()
-                if not is_oom or self.device.type == "cpu":
-                    raise
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
-                if n > 1:
-                    self.max_batch = max(1, n // 2)
-                    warnings.warn(f"{self.device.type.upper()} out of memory with {n} tiles per batch; "
-                                  f"retrying with {self.max_batch}", RuntimeWarning, stacklevel=3)
-                    self.reason = f"{self.reason}; batch reduced to {self.max_batch} after out-of-memory"
-                else:
-                    self._fallback_to_cpu(f"{self.device.type.upper()} out of memory even with one tile per batch")
-                continue
-            i += n
-        return np.concatenate(outs) if len(outs) > 1 else outs[0]

@@ -21,12 +21,10 @@ import itertools
 import math
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-
-from ..errors import ParameterError
 
 Box = tuple[slice, ...]
 
@@ -214,55 +212,3 @@ def stitch_block(store: LabelStore, block: Block, labels: np.ndarray, next_id: i
             existing[mask] = vals[mask]  # in place: a view of an in-memory store, a fresh array from zarr
             store.write(box, existing)
     return next_id + n_keep
-
-
-def instances_blockwise(
-    get_maps: Callable[[Box], tuple[np.ndarray, np.ndarray]] | tuple[np.ndarray, np.ndarray],
-    shape: Sequence[int],
-    block_shape: Sequence[int],
-    halo: int | Sequence[int],
-    store: LabelStore | None = None,
-    **postprocess,
-) -> np.ndarray:
-    """Instance labels of a large map pair, block by block.
-
-    Parameters
-    ----------
-    get_maps : callable or (fg_prob, dist)
-        ``box -> (fg_prob, dist)`` for a region, or the two full arrays
-        (array-likes: numpy, zarr, memmap).
-    shape : sequence of int
-        Spatial shape (Y, X) or (Z, Y, X).
-    block_shape : sequence of int
-        Largest block core per axis.
-    halo : int or sequence of int
-        Margin per side; must exceed the largest object's diameter.
-    store : LabelStore, optional
-        Where to assemble; a fresh in-memory one by default.
-    **postprocess
-        Passed to :func:`~napari_medseg.inference.instances.instances_from_maps`.
-
-    Returns
-    -------
-    ndarray of uint16 or uint32
-        Labels, 0 background, consecutive ids from 1.
-    """
-    from .instances import instances_from_maps
-
-    nd = len(shape)
-    halo = (int(halo),) * nd if np.isscalar(halo) else tuple(int(h) for h in halo)
-    if len(block_shape) != nd or len(halo) != nd:
-        raise ParameterError(f"block_shape {tuple(block_shape)} and halo {halo} need {nd} values")
-    if isinstance(get_maps, tuple):
-        fg_all, dist_all = get_maps
-
-        def get_maps(box):  # noqa: F811
-            return np.asarray(fg_all[box]), np.asarray(dist_all[box])
-
-    store = store or LabelStore(shape)
-    next_id = 1
-    for block in plan_blocks(shape, block_shape, halo):
-        fg, dist = get_maps(block.region)
-        lab = instances_from_maps(fg, dist, **postprocess)
-        next_id = stitch_block(store, block, lab, next_id)
-    return store.commit(None, next_id - 1, block_shape)

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -265,59 +265,6 @@ class ArraySource:
         return out
 
 
-def tile_batches(grid: TileGrid, batch_size: int) -> list[list[Tile]]:
-    """The grid's tiles in raster order, grouped ``batch_size`` at a time."""
-    tiles = list(grid)
-    return [tiles[i:i + batch_size] for i in range(0, len(tiles), max(1, int(batch_size)))]
-
-
 def read_batch(source: ArraySource, grid: TileGrid, tiles: Sequence[Tile]) -> np.ndarray:
     """Stack the tiles' inputs into ``(B, C, *tile_shape)`` float32."""
     return np.stack([source.read(t.start, grid.tile_shape) for t in tiles])
-
-
-def predict_tiled(
-    source: ArraySource,
-    grid: TileGrid,
-    predict: Callable[[np.ndarray], np.ndarray],
-    batch_size: int = 1,
-) -> Generator[tuple[list[Tile], np.ndarray], None, None]:
-    """Run ``predict`` over the grid, one batch at a time.
-
-    Parameters
-    ----------
-    source : ArraySource
-        Where tiles are read from.
-    grid : TileGrid
-        The tiling plan.
-    predict : callable
-        ``(B, C, *tile_shape) float32 -> (B, K, *tile_shape)`` array.
-    batch_size : int
-        Tiles per call.
-
-    Yields
-    ------
-    tiles : list of Tile
-    cores : list of ndarray
-        ``(K, *core)`` output of each tile cropped to its (clipped) core.
-    """
-    for tiles in tile_batches(grid, batch_size):
-        out = np.asarray(predict(read_batch(source, grid, tiles)))
-        yield tiles, [out[(i, slice(None), *t.core_in_tile)] for i, t in enumerate(tiles)]
-
-
-def predict_full(
-    source: ArraySource,
-    grid: TileGrid,
-    predict: Callable[[np.ndarray], np.ndarray],
-    batch_size: int = 1,
-    dtype=np.float32,
-) -> np.ndarray:
-    """Tiled prediction assembled into one ``(K, *shape)`` array (small images, tests)."""
-    out = None
-    for tiles, cores in predict_tiled(source, grid, predict, batch_size):
-        for t, c in zip(tiles, cores):
-            if out is None:
-                out = np.empty((c.shape[0], *grid.shape), dtype)
-            out[(slice(None), *t.core)] = c
-    return out

@@ -511,21 +511,21 @@ def _predict_boxes(net, images: Sequence[np.ndarray], n_classes: int, downsample
     import torch
 
     from ..analysis.box_detection import decode
-    from ..inference.tiling import round_up
+    from ..inference.predictor import predict_whole
+
+    def heat_sigmoid(t):  # class heat maps only; log-sizes and offsets stay raw
+        t[:, :n_classes] = torch.sigmoid(t[:, :n_classes])
+        return t
 
     out = []
-    d = net.divisor
-    with torch.inference_mode():
-        for img in images:
-            c, h, w = img.shape
-            x = np.pad(img, ((0, 0), (0, round_up(h, d) - h), (0, round_up(w, d) - w)), mode="reflect")
-            y = net(torch.from_numpy(np.ascontiguousarray(x))[None].to(device))[0].float()
-            y[:n_classes] = torch.sigmoid(y[:n_classes])
-            y = y.cpu().numpy()
-            b, k, s = decode(y[:n_classes], y[n_classes:n_classes + 2], y[n_classes + 2:n_classes + 4],
-                             score_threshold=threshold, downsample=downsample,
-                             region=(slice(0, h), slice(0, w)))
-            out.append((b, k, s))
+    for img in images:
+        c, h, w = img.shape
+        # the padded grid is kept: the peak test near the bottom/right edges sees the mirrored context
+        y = predict_whole(net, img, activation=heat_sigmoid, crop=False, device=device)
+        b, k, s = decode(y[:n_classes], y[n_classes:n_classes + 2], y[n_classes + 2:n_classes + 4],
+                         score_threshold=threshold, downsample=downsample,
+                         region=(slice(0, h), slice(0, w)))
+        out.append((b, k, s))
     return out
 
 
@@ -593,7 +593,7 @@ def train_detector_iter(
     """
     import torch
 
-    from ..inference.segment import _autocast_dtype
+    from ..inference.predictor import autocast_dtype
     from ..models.device import select_device
     from ..models.spec import build_network, save_model
 
@@ -613,7 +613,7 @@ def train_detector_iter(
                           description=cfg.description)
     net = build_network(card)
     dev, reason = select_device(cfg.device)
-    amp = _autocast_dtype(dev, cfg.precision)  # bfloat16 on CUDA and AMX CPUs (~2x faster), else float32
+    amp = autocast_dtype(dev, cfg.precision)  # bfloat16 on CUDA and AMX CPUs (~2x faster), else float32
     if cfg.augment.crop % net.divisor:
         raise ParameterError(f"crop {cfg.augment.crop} must be a multiple of the network divisor {net.divisor}")
     prepared = [prepare_sample(s, cfg.downsample) for s in train]

@@ -151,23 +151,16 @@ def predict_maps(net, image_chw: np.ndarray, device=None, max_tile: int | None =
 
     ``image_chw`` is normalised (C, Y, X).  The image is mirror-padded to a
     multiple of the network's divisor (numpy ``reflect``, as the tiled
-    engine), so the result does not depend on tiling.  For validation during
-    training; users go through :func:`napari_medseg.api.segment`.
+    engine), so the result does not depend on tiling
+    (:func:`~napari_medseg.inference.predictor.predict_whole`).  For
+    validation during training; users go through
+    :func:`napari_medseg.api.segment`.
     """
-    import torch
+    from ..inference.predictor import predict_whole
 
     dev = next(net.parameters()).device if device is None else device
-    c, h, w = image_chw.shape
-    d = int(getattr(net, "divisor", 8))
-    ph, pw = (-h) % d, (-w) % d
     # at least 16 px of context on each side, as the engine's halo gives.
-    m = 16
-    x = np.pad(image_chw, ((0, 0), (m, m + ph), (m, m + pw)), mode="reflect")
-    with torch.inference_mode():
-        xt = torch.from_numpy(np.ascontiguousarray(x))[None].to(dev)
-        if dev.type == "cpu":
-            xt = xt.contiguous(memory_format=torch.channels_last)
-        y = torch.sigmoid(net(xt).float())[0, :, m:m + h, m:m + w].cpu().numpy()
+    y = predict_whole(net, image_chw, margin=16, activation="sigmoid", channels_last=dev.type == "cpu", device=dev)
     return y[0], y[1]
 
 

@@ -97,18 +97,11 @@ def semantic_loss(logits, classes, weight, *, dice_weight: float = 1.0):
 
 
 def predict_classes(net, image_chw: np.ndarray) -> np.ndarray:
-    """Whole-image arg-max class map (Y, X) int64 of a semantic network (reflect padding)."""
-    import torch
+    """Whole-image arg-max class map (Y, X) int64 of a semantic network (reflect padding, 16 px margin)."""
+    from ..inference.predictor import predict_whole
 
-    dev = next(net.parameters()).device
-    c, h, w = image_chw.shape
-    d = int(getattr(net, "divisor", 8))
-    m = 16
-    x = np.pad(image_chw, ((0, 0), (m, m + (-h) % d), (m, m + (-w) % d)), mode="reflect")
-    with torch.inference_mode():
-        xt = torch.from_numpy(np.ascontiguousarray(x))[None].to(dev)
-        y = net(xt).float()[0, :, m:m + h, m:m + w].argmax(0)
-    return y.cpu().numpy()
+    logits = predict_whole(net, image_chw, margin=16)
+    return np.argmax(logits, axis=0).astype(np.int64, copy=False)
 
 
 def semantic_train_iter(

@@ -195,11 +195,9 @@ class SegmentWidget(QWidget):
         model_ref = model.path
 
         def make_gen(token):
-            from ...inference.segment import (
-                segment_iter,  # torch loads here, in the worker thread
-            )
+            from ...inference.dispatch import segment_any_iter  # torch loads here, in the worker thread
 
-            return segment_iter(data, model_ref, cancel=token, **params)
+            return segment_any_iter(data, model_ref, cancel=token, **params)
 
         self._job = ProgressJob(
             make_gen,

@@ -113,7 +113,7 @@ def build_units(pairs: list[TrainingPair], regions: list[Region], norm_spec: dic
             else:
                 im2, lab2, tr2, va2 = img[z], lab[z], m_train[z], m_val[z]
             if zoom is not None:
-                im2, lab2, tr2, va2 = _zoom(im2, lab2, tr2, va2, zoom)
+                im2, lab2, tr2, va2 = zoom_image_and_masks(im2, lab2, tr2, va2, zoom)
             name = pair.name if z is None else f"{pair.name} z={reg.box[0].start + z}"
             if tr2.any():
                 painted = bool(lab2[tr2].any())
@@ -124,7 +124,8 @@ def build_units(pairs: list[TrainingPair], regions: list[Region], norm_spec: dic
     return train, val
 
 
-def _zoom(im, lab, tr, va, zoom):
+def zoom_image_and_masks(im, lab, tr, va, zoom):
+    """Resample a ``(Y, X, C)`` image (linear) and its labels and train/val masks (nearest) by ``zoom`` (Y, X)."""
     from scipy import ndimage as ndi
 
     im = ndi.zoom(im, (*zoom, 1), order=1, mode="mirror")
