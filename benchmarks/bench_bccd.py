@@ -114,12 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     total_s = time.perf_counter() - t
     used_precision = r.info["precision"]
     ap_scores = evaluate_detections(dets, gts, CLASSES, 0.5)
-    at_thr = [(b[sc >= thr], [c for c, keep in zip(cl, sc >= thr) if keep], sc[sc >= thr]) for b, cl, sc in dets]
+    at_thr = [(b[sc >= thr], [c for c, keep in zip(cl, sc >= thr, strict=False) if keep], sc[sc >= thr]) for b, cl, sc in dets]
     op = evaluate_detections(at_thr, gts, CLASSES, 0.5)
 
     # RBC precision on annotated cells: detections whose centre is inside an annotated RBC box
     on_cells = tp_on = 0
-    for (b, cl, sc), (gb, gc) in zip(at_thr, gts):
+    for (b, cl, sc), (gb, gc) in zip(at_thr, gts, strict=False):
         sel = np.array([c == "RBC" for c in cl], bool)
         gsel = np.array([c == "RBC" for c in gc], bool)
         if not sel.any() or not gsel.any():

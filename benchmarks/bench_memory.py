@@ -70,7 +70,7 @@ def child(folder: Path, size: int, store: str, model: str, tile: int, compress: 
     def rss_mb() -> float:
         # VmHWM: peak RSS of this process image.  Not ru_maxrss: Linux carries the
         # parent's peak into a child spawned with vfork (as subprocess does) through exec.
-        for line in open("/proc/self/status"):
+        for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

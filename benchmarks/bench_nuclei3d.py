@@ -86,7 +86,7 @@ def touching_pairs(gt: np.ndarray) -> int:
         a = np.moveaxis(gt, ax, 0)
         x, y = a[1:].ravel(), a[:-1].ravel()
         sel = (x > 0) & (y > 0) & (x != y)
-        pairs |= {(min(p, q), max(p, q)) for p, q in zip(x[sel].tolist(), y[sel].tolist())}
+        pairs |= {(min(p, q), max(p, q)) for p, q in zip(x[sel].tolist(), y[sel].tolist(), strict=False)}
     return len(pairs)
 
 

@@ -65,8 +65,8 @@ def main(argv=None) -> int:
     import tifffile
     from skimage.color import rgb2gray
 
-    from napari_medseg.api import segment
     from napari_medseg.analysis.evaluation import overall_scores, score_image
+    from napari_medseg.api import segment
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datasets", default=str(REPO.parent / "shared" / "datasets"))
@@ -76,7 +76,7 @@ def main(argv=None) -> int:
     if not root.exists():
         print(f"dataset not found: {root}", file=sys.stderr)
         return 2
-    rows = list(csv.DictReader(open(root / "index.csv")))
+    rows = list(csv.DictReader((root / "index.csv").read_text().splitlines()))
     methods: dict[tuple[str, str], list[dict]] = {}
     seconds: dict[tuple[str, str], float] = {}
 
@@ -92,17 +92,17 @@ def main(argv=None) -> int:
         mod = r["modality"]
         if img.ndim == 3:
             rgb = img[..., :3]
-            add(mod, "nuclei-he (shipped, RGB)", true, lambda: segment(rgb, "nuclei-he", device=args.device), r["id"])
+            add(mod, "nuclei-he (shipped, RGB)", true, lambda: segment(rgb, "nuclei-he", device=args.device), r["id"])  # noqa: B023
             grey = (rgb2gray(rgb) * 255).astype(np.float32)
-            add(mod, "nuclei (shipped, grey of RGB)", true, lambda: segment(grey, "nuclei", device=args.device),
+            add(mod, "nuclei (shipped, grey of RGB)", true, lambda: segment(grey, "nuclei", device=args.device),  # noqa: B023
                 r["id"])
             add(mod, "nuclei-he (shipped, RGB) + tta", true,
-                lambda: segment(rgb, "nuclei-he", device=args.device, tta=True), r["id"])
+                lambda: segment(rgb, "nuclei-he", device=args.device, tta=True), r["id"])  # noqa: B023
         else:
-            add(mod, "nuclei (shipped)", true, lambda: segment(img, "nuclei", device=args.device), r["id"])
-            add(mod, "nuclei (shipped) + tta", true, lambda: segment(img, "nuclei", device=args.device, tta=True),
+            add(mod, "nuclei (shipped)", true, lambda: segment(img, "nuclei", device=args.device), r["id"])  # noqa: B023
+            add(mod, "nuclei (shipped) + tta", true, lambda: segment(img, "nuclei", device=args.device, tta=True),  # noqa: B023
                 r["id"])
-        add(mod, "Otsu + watershed (skimage)", true, lambda: otsu_watershed(img), r["id"])
+        add(mod, "Otsu + watershed (skimage)", true, lambda: otsu_watershed(img), r["id"])  # noqa: B023
 
     print("| modality | method | n images | AP@0.5 | AP@0.75 | mAP 0.5:0.9 | Dice | pooled AP@0.5 | s/image |")
     print("|---|---|---|---|---|---|---|---|---|")

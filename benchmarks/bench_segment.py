@@ -41,7 +41,7 @@ def synthetic_nuclei(size: int | tuple[int, int], seed: int = 0, density: float 
     cy = rng.integers(0, shape[0], n)
     cx = rng.integers(0, shape[1], n)
     r = rng.uniform(4, 10, n)
-    for y, x, rr in zip(cy, cx, r):
+    for y, x, rr in zip(cy, cx, r, strict=False):
         ri = int(np.ceil(rr))
         y0, y1, x0, x1 = max(0, y - ri), min(shape[0], y + ri + 1), max(0, x - ri), min(shape[1], x + ri + 1)
         yy, xx = np.ogrid[y0:y1, x0:x1]
@@ -108,7 +108,7 @@ def main() -> None:
         print(f"model={desc}")
         dev, _ = select_device(args.device)
         net, card = get_model(path, dev)  # load once, as in a session
-        kw = dict(device=args.device, tile_size=args.tile_size, batch_size=args.batch_size, precision=args.precision)
+        kw = {"device": args.device, "tile_size": args.tile_size, "batch_size": args.batch_size, "precision": args.precision}
         # warm-up on a small image (oneDNN / cuDNN kernel selection), not timed
         run(segment_iter(img[:512, :512], path, **kw))
 

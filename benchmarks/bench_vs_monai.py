@@ -89,8 +89,8 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
-
     from bench_segment import default_model, synthetic_nuclei
+
     from napari_medseg.inference.instances import DEFAULT_POSTPROCESS
     from napari_medseg.inference.predictor import Predictor
     from napari_medseg.inference.segment import segment_iter
@@ -109,7 +109,7 @@ def main() -> None:
         batch = args.batch_size or (1 if dev.type == "cpu" else 4)
         pp = {**DEFAULT_POSTPROCESS, **{k: v for k, v in (card.output.get("postprocess") or {}).items()
                                          if k in DEFAULT_POSTPROCESS}}
-        kw = dict(tile_size=args.tile_size, batch_size=batch, precision=args.precision)
+        kw = {"tile_size": args.tile_size, "batch_size": batch, "precision": args.precision}
         print(f"model={desc}")
         print(f"image={args.size}x{args.size} tile={args.tile_size} batch={batch} precision={pred.dtype_name} "
               f"channels_last={pred.channels_last} threads={torch.get_num_threads()} device={dev.type}")

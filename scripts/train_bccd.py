@@ -38,8 +38,12 @@ DESCRIPTION = (
 
 def main(argv: list[str] | None = None) -> int:
     from napari_medseg.progress import Progress
-    from napari_medseg.training.detection import (DetectionAugment, DetectionTrainConfig, load_voc_folder,
-                                                  train_detector_iter)
+    from napari_medseg.training.detection import (
+        DetectionAugment,
+        DetectionTrainConfig,
+        load_voc_folder,
+        train_detector_iter,
+    )
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--minutes", type=float, default=30.0, help="training time budget (wall clock)")

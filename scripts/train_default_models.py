@@ -76,7 +76,7 @@ def load_split(split: str, groups, color: str):
     from napari_medseg.training.data import Sample
 
     root = DSB / split
-    rows = list(csv.DictReader(open(root / "index.csv")))
+    rows = list(csv.DictReader((root / "index.csv").read_text().splitlines()))
     out = []
     for r in rows:
         if r["modality"] not in groups:
@@ -110,7 +110,7 @@ def _machine() -> str:
 
     cpu = platform.processor() or platform.machine()
     try:
-        for line in open("/proc/cpuinfo"):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
@@ -153,7 +153,7 @@ def tune_postprocess(val, maps, select_groups) -> dict:
         for seed_t in (0.3, 0.4, 0.5, 0.6, 0.7):
             for min_size in (8, 16):
                 aps = []
-                for s, (fg, dist) in zip(val, maps):
+                for s, (fg, dist) in zip(val, maps, strict=False):
                     if s.group not in select_groups:
                         continue
                     pred = instances_from_maps(fg, dist, fg_threshold=fg_t, seed_threshold=seed_t, min_size=min_size)
@@ -202,10 +202,10 @@ def train_one(name: str, args) -> None:
 
     from napari_medseg.models.spec import ModelCard, save_model
     from napari_medseg.models.unet import UNet
+    from napari_medseg.progress import run
     from napari_medseg.training.augment import AugmentConfig
     from napari_medseg.training.data import typical_diameter
     from napari_medseg.training.loop import SegmentationTrainConfig, train_iter, validate
-    from napari_medseg.progress import run
 
     spec = MODELS[name]
     t0 = time.time()

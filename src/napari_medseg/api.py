@@ -28,12 +28,12 @@ from .progress import Progress, run
 
 if TYPE_CHECKING:  # annotations only: importing these at run time would be costly
     from .analysis.classify import ObjectClassifier
+    from .analysis.evaluation import EvalReport
     from .analysis.gating import Gate
     from .analysis.objects import ObjectsResult
-    from .analysis.evaluation import EvalReport
+    from .geometry import Volume
     from .models.registry import ModelInfo
     from .training.finetune import FinetuneResult
-    from .geometry import Volume
 
 
 def read(path: str | os.PathLike) -> list[Volume]:

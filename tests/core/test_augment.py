@@ -107,13 +107,13 @@ def test_sampler_determinism_shapes_and_weights():
     a = PatchSampler(samples, patch_size=32, seed=7).batch(3)
     b = PatchSampler(samples, patch_size=32, seed=7).batch(3)
     c = PatchSampler(samples, patch_size=32, seed=8).batch(3)
-    for x, y in zip(vars(a).values(), vars(b).values()):
+    for x, y in zip(vars(a).values(), vars(b).values(), strict=False):
         np.testing.assert_array_equal(x, y)
     assert not np.array_equal(a.image, c.image)
     assert a.image.shape == (3, 1, 32, 32) and a.fg.shape == a.dist.shape == a.weight.shape == (3, 32, 32)
     assert a.image.dtype == a.fg.dtype == a.dist.dtype == a.weight.dtype == np.float32
     assert set(np.unique(a.weight)) <= {0.0, 1.0}
-    assert 0 <= a.dist.min() and a.dist.max() <= 1
+    assert a.dist.min() >= 0 and a.dist.max() <= 1
     assert np.all(a.dist[a.fg == 0] == 0)
 
 

@@ -168,7 +168,7 @@ def test_missing_values_use_training_median(cells):
 
 def test_fit_errors(cells):
     table, _, marks = cells
-    one_class = {k: "tumour" for k in list(marks)[:3]}
+    one_class = dict.fromkeys(list(marks)[:3], "tumour")
     with pytest.raises(ParameterError, match="two classes"):
         ObjectClassifier().fit(table, one_class)
     with pytest.raises(ParameterError, match="not in the table"):

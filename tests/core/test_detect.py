@@ -56,7 +56,7 @@ def test_gaussian_peaks_are_strict_maxima_and_weights():
     t = encode_targets((40, 60), boxes, np.array([1, 1]), 2, uncertain=[1], uncertain_weight=0.25,
                        ignore_boxes=np.array([[0, 0, 5, 5]]), ignore_ids=np.array([0]))
     k, iy, ix, s = find_peaks(t.heat, 0.5)
-    assert sorted(zip(iy.tolist(), ix.tolist())) == [(15, 43), (20, 15)]
+    assert sorted(zip(iy.tolist(), ix.tolist(), strict=False)) == [(15, 43), (20, 15)]
     assert np.all(k == 1)
     assert t.heat[0].max() == 0.0
     # class 1 negatives: full weight inside annotated boxes, 0.25 outside; class 0 ignored in its box
@@ -74,9 +74,9 @@ def test_find_peaks_region_and_threshold():
     heat[0, 6, 6] = 0.4
     heat[1, 7, 0] = 0.7  # at the border: outside pixels do not count
     k, iy, ix, s = find_peaks(heat, 0.3)
-    assert list(zip(k.tolist(), iy.tolist(), ix.tolist())) == [(0, 1, 1), (0, 6, 6), (1, 7, 0)]
+    assert list(zip(k.tolist(), iy.tolist(), ix.tolist(), strict=False)) == [(0, 1, 1), (0, 6, 6), (1, 7, 0)]
     k, iy, ix, s = find_peaks(heat, 0.5, region=(slice(0, 4), slice(0, 8)))
-    assert list(zip(k.tolist(), iy.tolist(), ix.tolist())) == [(0, 1, 1)]
+    assert list(zip(k.tolist(), iy.tolist(), ix.tolist(), strict=False)) == [(0, 1, 1)]
     np.testing.assert_allclose(s, [0.9])
 
 
@@ -102,7 +102,7 @@ def test_plan_windows_cover_once(shape, max_tile, halo):
     owner = np.zeros(shape, np.int32)
     padded = [-(-s // div) * div for s in shape]
     for start, core in windows:
-        assert all(st % div == 0 and st >= 0 and st + w <= p for st, w, p in zip(start, win, padded))
+        assert all(st % div == 0 and st >= 0 and st + w <= p for st, w, p in zip(start, win, padded, strict=False))
         owner[start[0] + core[0].start:start[0] + core[0].stop, start[1] + core[1].start:start[1] + core[1].stop] += 1
         for ax in range(2):  # a core is at least `halo` from the window edge unless the window is at the border
             lo, hi = core[ax].start, win[ax] - core[ax].stop

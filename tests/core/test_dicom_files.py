@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from conftest import dataset
 from pydicom.data import get_testdata_file, get_testdata_files
 
-from conftest import dataset
 from napari_medseg.errors import ReaderError
 from napari_medseg.io.dicom import is_dicom_path, read_dicom
 
@@ -27,7 +27,7 @@ def _pixel_files() -> list[str]:
             continue
         try:
             ds = pydicom.dcmread(f, force=True, stop_before_pixels=False)
-        except Exception:
+        except Exception:  # noqa: BLE001
             continue
         if any(t in ds for t in (0x7FE00010, 0x7FE00008, 0x7FE00009)):
             out.append(f)

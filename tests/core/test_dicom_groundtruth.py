@@ -13,7 +13,6 @@ import warnings
 
 import numpy as np
 import pytest
-
 from conftest import dataset
 
 nib = pytest.importorskip("nibabel")

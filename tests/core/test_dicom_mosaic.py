@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-
 from conftest import dataset
+
 from napari_medseg.errors import ReaderError
 from napari_medseg.io.dicom import read_dicom
 from napari_medseg.io.dicom.csa import csa_image_header, parse_csa

@@ -175,10 +175,10 @@ def test_pixels_outside_the_roi_get_zero_weight_and_cannot_change_the_gradient(m
         return [p.grad.clone() for p in net.parameters()]
 
     ga, gb = grads(sa), grads(sb)
-    assert all(torch.equal(a, b) for a, b in zip(ga, gb))
+    assert all(torch.equal(a, b) for a, b in zip(ga, gb, strict=False))
     # without the ROI the outside pixels are used: the same change now changes the gradient
     (fa,), (fb,) = _units(img, lab, None, mode), _units(img, changed, None, mode)
-    assert not all(torch.equal(a, b) for a, b in zip(grads(fa), grads(fb)))
+    assert not all(torch.equal(a, b) for a, b in zip(grads(fa), grads(fb), strict=False))
 
 
 def test_semantic_loss_ignores_zero_weight_pixels_exactly():
@@ -215,7 +215,7 @@ def test_training_from_scratch_lowers_the_loss_and_saves_a_loadable_model(models
     assert res.model_path == models_dir / "blobs"
     assert [h["epoch"] for h in res.history] == [1, 2, 3, 4]
     losses = [h["loss"] for h in res.history]
-    assert all(b < a for a, b in zip(losses, losses[1:])) and losses[-1] < 0.93 * losses[0]
+    assert all(b < a for a, b in zip(losses, losses[1:], strict=False)) and losses[-1] < 0.93 * losses[0]
     assert "region" in seen[0].info and seen[0].info["region"] == res.region
     steps = [p for p in seen[1:] if p.step > 0]
     assert [p.step for p in steps] == list(range(1, 21))
@@ -341,8 +341,9 @@ def test_postprocess_tuning_never_lowers_the_held_out_score(tmp_path):
 
 def test_base_model_is_epoch_zero_and_kept_when_no_epoch_beats_it(models_dir, tmp_path, monkeypatch):
     """Fine-tuning never ends worse than the base on the held-out annotation: the base is scored first."""
-    import napari_medseg.training.finetune.loop as ft
     from safetensors.numpy import load_file
+
+    import napari_medseg.training.finetune.loop as ft
 
     base = make_random_model(tmp_path / "base", name="tinybase", base_channels=4, depth=2)
     img, lab = blobs((64, 64), n=8)

@@ -14,8 +14,8 @@ from napari_medseg.analysis.objects import (
     write_objects_csv,
 )
 from napari_medseg.errors import ModelError, ParameterError
-from napari_medseg.progress import Cancelled, CancelToken
 from napari_medseg.geometry import Volume
+from napari_medseg.progress import Cancelled, CancelToken
 
 
 def _labels_2d() -> tuple[np.ndarray, np.ndarray]:

@@ -13,11 +13,11 @@ from scipy import ndimage as ndi
 import napari_medseg as ms
 from napari_medseg.errors import ModelError, ParameterError
 from napari_medseg.inference import ortho3d
+from napari_medseg.inference.dispatch import segment_any_iter
 from napari_medseg.inference.ortho3d import (
     min_volume_from_area,
     segment_3d_from_2d_iter,
 )
-from napari_medseg.inference.dispatch import segment_any_iter
 from napari_medseg.inference.segment import SegmentResult, segment_iter
 from napari_medseg.models import cache, registry
 from napari_medseg.models.testing import make_random_model

@@ -19,7 +19,7 @@ from napari_medseg.inference.segment import SegmentResult, segment_iter
 from napari_medseg.inference.stitch import Block, LabelStore, stitch_block
 from napari_medseg.models import cache, registry
 from napari_medseg.models.testing import make_random_model
-from napari_medseg.progress import CancelToken, Cancelled, run
+from napari_medseg.progress import Cancelled, CancelToken, run
 
 # ----------------------------------------------------------------- helpers
 
@@ -258,7 +258,7 @@ def test_cancel_after_first_batch_leaves_out_untouched(pixel_model):
             if reports[-1].info["stage"] == "write":
                 assert (out == 7).all()
     assert reports[-1].step == reports[-1].total and (out != 7).any()
-    assert all(a.step < b.step for a, b in zip(reports, reports[1:]))
+    assert all(a.step < b.step for a, b in zip(reports, reports[1:], strict=False))
 
 
 def test_cancel_before_start():
@@ -452,7 +452,7 @@ def test_tta_averages_the_mirror_images(tmp_path):
     (path / "model.json").write_text(json.dumps(card))
     img = ndi.gaussian_filter(np.random.default_rng(8).random((90, 121)).astype(np.float32), 2)
     img = (img - img.mean()) / img.std() * 3  # contrast a random network responds to
-    kw = dict(return_probabilities=True, precision="float32", postprocess={"min_size": 0})
+    kw = {"return_probabilities": True, "precision": "float32", "postprocess": {"min_size": 0}}
     tta = run(segment_iter(img, str(path), tta=True, tile_size=256, **kw))
     tta_tiled = run(segment_iter(img, str(path), tta=True, tile_size=64, **kw))
     manual = np.zeros(tta.probabilities.shape, np.float64)
@@ -471,7 +471,7 @@ def test_tta_averages_the_mirror_images(tmp_path):
 def test_labels_false_gives_the_same_maps_and_no_objects(tmp_path):
     path = make_random_model(tmp_path / "m", depth=3, base_channels=4, seed=1)
     img = ndi.gaussian_filter(np.random.default_rng(6).random((97, 140)).astype(np.float32), 3)
-    kw = dict(tile_size=64, return_probabilities=True, precision="float32")
+    kw = {"tile_size": 64, "return_probabilities": True, "precision": "float32"}
     full = run(segment_iter(img, str(path), **kw))
     maps = run(segment_iter(img, str(path), labels=False, **kw))
     assert np.array_equal(maps.probabilities, full.probabilities)

@@ -7,6 +7,7 @@ the assertions check what napari-medseg makes of each form.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 from pathlib import Path
@@ -16,11 +17,11 @@ import numpy as np
 import pytest
 import tifffile
 
+from napari_medseg._napari.writer import write_labels
 from napari_medseg.errors import ParameterError
 from napari_medseg.io import read
 from napari_medseg.io import tiff as tiffmod
 from napari_medseg.io.tiff import normalize_unit, read_tiff, write_labels_tiff
-from napari_medseg._napari.writer import write_labels
 
 RNG = np.random.default_rng(12345)
 
@@ -210,10 +211,8 @@ def _open_fds_to(path: Path) -> int:
     fd_dir = Path("/proc/self/fd")
     n = 0
     for fd in fd_dir.iterdir():
-        try:
+        with contextlib.suppress(OSError):
             n += os.readlink(fd) == str(path)
-        except OSError:
-            pass
     return n
 
 

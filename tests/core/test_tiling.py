@@ -36,7 +36,7 @@ def test_grid_covers_every_pixel_once(shape, tile, halo, div):
     assert (_coverage(grid) == 1).all()
     for t in grid:
         assert all(s % div == 0 for s in t.start)  # aligned with the U-Net's pooling
-        assert all(0 <= c.start < c.stop <= n for c, n in zip(t.core, shape))
+        assert all(0 <= c.start < c.stop <= n for c, n in zip(t.core, shape, strict=False))
     assert all(ts <= tile for ts in grid.tile_shape)
     assert all(ts % div == 0 for ts in grid.tile_shape)
     assert all(h >= halo and h % div == 0 for h in grid.halo)
@@ -72,9 +72,9 @@ def test_reflect_index_matches_numpy_pad(n):
 
 
 def _ref_region(img, start, shape):
-    pad = max(max(0, -s) for s in start) + max(max(0, s + t - n) for s, t, n in zip(start, shape, img.shape)) + 1
+    pad = max(max(0, -s) for s in start) + max(max(0, s + t - n) for s, t, n in zip(start, shape, img.shape, strict=False)) + 1
     p = np.pad(img, pad, mode="reflect")
-    return p[tuple(slice(s + pad, s + pad + t) for s, t in zip(start, shape))]
+    return p[tuple(slice(s + pad, s + pad + t) for s, t in zip(start, shape, strict=False))]
 
 
 @pytest.mark.parametrize("kind", ["numpy", "dask", "zarr", "memmap"])

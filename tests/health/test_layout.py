@@ -65,10 +65,7 @@ def test_no_module_level_import_cycles() -> None:
     mods = set(_modules())
     graph: dict[str, set[str]] = {m: set() for m in mods}
     for name, target, node in _imports(top_level_only=True):
-        if isinstance(node, ast.ImportFrom):
-            cands = [f"{target}.{a.name}" for a in node.names] + [target]
-        else:
-            cands = [target]
+        cands = [f"{target}.{a.name}" for a in node.names] + [target] if isinstance(node, ast.ImportFrom) else [target]
         for c in cands:
             if c in mods and c != name:
                 graph[name].add(c)
@@ -83,7 +80,7 @@ def test_no_module_level_import_cycles() -> None:
         for n in sorted(graph[m]):
             if seen.get(n) == 1:
                 cyc = stack[stack.index(n):] + [n]
-                if not all(b.startswith(a + ".") or a.startswith(b + ".") for a, b in zip(cyc, cyc[1:])):
+                if not all(b.startswith(a + ".") or a.startswith(b + ".") for a, b in zip(cyc, cyc[1:], strict=False)):
                     cycles.append(" -> ".join(cyc))
             elif n not in seen:
                 visit(n, stack)

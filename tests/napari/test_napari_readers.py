@@ -72,7 +72,7 @@ def _check_ome_multichannel(viewer, tmp_path: Path) -> None:
 
     layers = viewer.open(path, plugin=PLUGIN)
     assert len(layers) == 3 and len(viewer.layers) == 3
-    for c, (layer, name) in enumerate(zip(layers, names)):
+    for c, (layer, name) in enumerate(zip(layers, names, strict=False)):
         assert layer._type_string == "image"
         np.testing.assert_array_equal(np.asarray(layer.data), data[c])
         assert name in layer.name

@@ -20,9 +20,9 @@ pytest.importorskip("pytestqt")
 
 from napari.layers import Image, Labels  # noqa: E402
 
+from napari_medseg.errors import ModelError  # noqa: E402
 from napari_medseg.models.registry import default_model_for  # noqa: E402
 from napari_medseg.models.testing import make_random_model  # noqa: E402
-from napari_medseg.errors import ModelError  # noqa: E402
 
 pytestmark = pytest.mark.napari
 

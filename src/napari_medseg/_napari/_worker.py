@@ -90,7 +90,7 @@ def _drive(
             result = postprocess(result)
     except Cancelled:
         return JobOutcome(cancelled=True)
-    except Exception as exc:  # handed to the GUI thread, shown there
+    except Exception as exc:  # handed to the GUI thread, shown there  # noqa: BLE001
         return JobOutcome(error=exc)
     return JobOutcome(result=result)
 

@@ -107,7 +107,7 @@ class DetectionResult:
     def counts(self) -> dict[str, int]:
         """Number of detections per class (every class listed, zeros included)."""
         n = np.bincount(self.class_ids, minlength=len(self.class_names))
-        return {c: int(k) for c, k in zip(self.class_names, n)}
+        return {c: int(k) for c, k in zip(self.class_names, n, strict=False)}
 
     def to_table(self) -> dict[str, np.ndarray]:
         """Columns of a per-object table (pixels): id, class, score, centroid, bbox, size.
@@ -211,10 +211,7 @@ def decode(
         order = order[: int(max_detections)]
     k, iy, ix, score = k[order], iy[order], ix[order], score[order]
     size = np.exp(np.asarray(log_size, np.float64)[:, iy, ix])
-    if offset is None:
-        off = np.full((2, len(iy)), 0.5)
-    else:
-        off = np.asarray(offset, np.float64)[:, iy, ix]
+    off = np.full((2, len(iy)), 0.5) if offset is None else np.asarray(offset, np.float64)[:, iy, ix]
     cy = iy + off[0] + origin[0]
     cx = ix + off[1] + origin[1]
     boxes = np.stack([cy - size[0] / 2, cx - size[1] / 2, cy + size[0] / 2, cx + size[1] / 2], axis=1)
@@ -252,11 +249,11 @@ def plan_windows(shape: Sequence[int], max_tile: int, halo: int, divisor: int
 
     padded = tuple(round_up(s, divisor) for s in shape)
     grid = TileGrid(padded, max_tile, halo, divisor)
-    win = tuple(min(t, p) for t, p in zip(grid.tile_shape, padded))
+    win = tuple(min(t, p) for t, p in zip(grid.tile_shape, padded, strict=False))
     out = []
     for tile in grid:
-        start = tuple(int(min(max(s, 0), p - w)) for s, p, w in zip(tile.start, padded, win))
-        core = tuple(slice(c.start - s, min(c.stop, L) - s) for c, s, L in zip(tile.core, start, shape))
+        start = tuple(int(min(max(s, 0), p - w)) for s, p, w in zip(tile.start, padded, win, strict=False))
+        core = tuple(slice(c.start - s, min(c.stop, L) - s) for c, s, L in zip(tile.core, start, shape, strict=False))
         if all(c.stop > c.start for c in core):
             out.append((start, core))
     return win, out
@@ -474,7 +471,7 @@ def detect_iter(
             y = y.cpu().numpy()
         timings["network"] += time.perf_counter() - t
         t = time.perf_counter()
-        for (start, core), out in zip(batch, y):
+        for (start, core), out in zip(batch, y, strict=False):
             b, k, s = decode(out[:n_cls], out[n_cls:n_cls + 2], out[n_cls + 2:n_cls + 4],
                              score_threshold=thr, downsample=factor, origin=start, region=core)
             all_boxes.append(b)

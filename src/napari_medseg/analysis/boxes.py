@@ -193,7 +193,7 @@ def evaluate_detections(
     out: dict[str, ClassScore] = {}
     for name in class_names:
         all_scores, all_tp, n_gt = [], [], 0
-        for (db, dc, ds), (gb, gc) in zip(detections, ground_truth):
+        for (db, dc, ds), (gb, gc) in zip(detections, ground_truth, strict=False):
             db, gb = as_boxes(db), as_boxes(gb)
             dsel = np.asarray([c == name for c in dc], bool).reshape(-1)
             gsel = np.asarray([c == name for c in gc], bool).reshape(-1)

@@ -40,7 +40,7 @@ def _names(table: Any) -> list[str]:
     if hasattr(table, "columns"):
         return [str(c) for c in table.columns]
     if isinstance(table, Mapping):
-        return [str(k) for k in table.keys()]
+        return [str(k) for k in table]
     raise ParameterError(f"expected a DataFrame or a mapping of columns, got {type(table).__name__}")
 
 
@@ -485,7 +485,7 @@ def majority_class(obj: np.ndarray, cls: np.ndarray, what: str) -> dict[int, int
     out: dict[int, int] = {}
     best: dict[int, int] = {}
     tied: set[int] = set()
-    for (o, c), n in zip(pairs.tolist(), counts.tolist()):
+    for (o, c), n in zip(pairs.tolist(), counts.tolist(), strict=False):
         if o not in best or n > best[o]:
             best[o], out[o] = n, c
             tied.discard(o)

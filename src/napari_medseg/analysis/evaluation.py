@@ -112,7 +112,7 @@ def read_array(path: str | os.PathLike) -> np.ndarray:
             from skimage.io import imread
 
             return np.squeeze(imread(p))
-    except Exception as e:  # tifffile/imageio raise many types
+    except Exception as e:  # tifffile/imageio raise many types  # noqa: BLE001
         raise ReaderError(f"cannot read {p}: {e}") from None
     from ..io import read
 

@@ -176,10 +176,10 @@ def intensity_channels(
         names = [f"ch{i}" for i in range(len(chans))]
     if len(set(names)) != len(names):
         raise ParameterError(f"channel names must be unique, got {names}")
-    for name, c in zip(names, chans):
+    for name, c in zip(names, chans, strict=False):
         if not (np.issubdtype(c.dtype, np.number) or c.dtype == bool) or np.iscomplexobj(c):
             raise ParameterError(f"intensity image {name!r} must be real numbers, got dtype {c.dtype}")
-    return list(zip(names, chans))
+    return list(zip(names, chans, strict=False))
 
 
 # --------------------------------------------------------------------------- pixel table
@@ -687,7 +687,7 @@ def _world_box(to_world: Any, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarra
 
 
 def _box(lo: np.ndarray, hi: np.ndarray) -> tuple[slice, ...]:
-    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=False))
 
 
 def _inertia_eigvals(px: _Pixels, centroid: np.ndarray, spacing: np.ndarray) -> np.ndarray:

@@ -39,10 +39,8 @@ in data coordinates.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
-import uuid
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,8 +49,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelError, ParameterError
-from ..progress import CancelToken, Progress, run
 from ..geometry import Geometry, ascii_unit, is_length, is_volume, normalize_unit
+from ..progress import CancelToken, Progress, run
 from .measure import PROPERTIES, measure, unit_suffix
 
 #: Class of objects that have no class of their own (instance models, given labels).
@@ -119,7 +117,7 @@ class ObjectsResult:
     def counts(self) -> dict[str, int]:
         """Number of objects per class: the model's classes first (zeros included), then any other."""
         classes = [str(c) for c in np.asarray(self.table["class"])] if len(self.table) else []
-        out = {c: 0 for c in self.class_names}
+        out = dict.fromkeys(self.class_names, 0)
         for c in classes:
             out[c] = out.get(c, 0) + 1
         return out
@@ -614,7 +612,7 @@ def detect_iter(
                 info["score"] = "mean foreground probability over the object's pixels"
             else:
                 lab, classes, scores = semantic_objects(res.labels, res.probabilities, card_names)
-                class_names = [c for c in card_names[1:]] or sorted(set(classes))
+                class_names = list(card_names[1:]) or sorted(set(classes))
                 info["score"] = "mean probability of the object's class over its pixels"
         else:
             raise ModelError(f"model {minfo.name!r} has kind {kind!r}; expected instance, semantic or detection")
@@ -716,18 +714,13 @@ def write_objects_csv(path: str | os.PathLike, table: Any) -> Path:
         table = pd.DataFrame({str(k): np.asarray(v) for k, v in table.items()})
     if path.parent and not path.parent.is_dir():
         raise ParameterError(f"folder {path.parent} does not exist")
-    # same folder so the rename is atomic; a plain open() (not mkstemp, whose
-    # 0600 mode would stick) gives the file the user's usual permissions
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.part"
-    try:
+    from ..io.atomic import atomic_write
+
+    def write(tmp: Path) -> None:
         with open(tmp, "w", encoding="utf-8", newline="") as f:
             table.to_csv(f, index=False, lineterminator="\n")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
+
+    return atomic_write(path, write)
 
 
 __all__ = ["DEFAULT_CLASS", "ObjectsResult", "box_table", "detect", "detect_iter", "write_objects_csv"]

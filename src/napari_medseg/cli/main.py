@@ -88,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("medseg: interrupted", file=sys.stderr)
         return 130
-    except Exception:
+    except Exception:  # noqa: BLE001
         traceback.print_exc()
         print("medseg: unexpected error (a bug): please report it with the traceback above", file=sys.stderr)
         return 1

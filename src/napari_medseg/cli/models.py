@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
         rows.append((m.name, m.source, c.kind, inp, str(m.path)))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for r in rows:
-        print("  ".join(f"{v:<{w}}" for v, w in zip(r[:4], widths)) + "  " + r[4])
+        print("  ".join(f"{v:<{w}}" for v, w in zip(r[:4], widths, strict=False)) + "  " + r[4])
     return 0
 
 

@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         raise ParameterError(f"{len(args.images)} --images but {len(args.labels)} --labels: give one labels file "
                              "per image, in the same order")
     images, labels = [], []
-    for ip, lp in zip(args.images, args.labels):
+    for ip, lp in zip(args.images, args.labels, strict=False):
         img = read_one(ip, "image")
         lab = read_one(lp, "labels")
         if any(a in lab.axes for a in "CST"):
@@ -131,11 +131,11 @@ def run(args: argparse.Namespace) -> int:
         if len(boxes) != len(labels):
             raise ParameterError(f"{len(args.roi)} --roi boxes for {len(labels)} images: give one per image "
                                  "(or one for all; 'all' = no ROI for that image)")
-        for b, lab, lp in zip(boxes, labels, args.labels):
+        for b, lab, lp in zip(boxes, labels, args.labels, strict=False):
             if b is not None:
                 if len(b) != lab.ndim:
                     raise ParameterError(f"--roi {b} has {len(b)} ranges but labels {lp} are {lab.ndim}D")
-                if any(lo >= n for (lo, _), n in zip(b, lab.shape)):
+                if any(lo >= n for (lo, _), n in zip(b, lab.shape, strict=False)):
                     raise ParameterError(f"--roi {b} starts outside labels {lp} of shape {tuple(lab.shape)}")
         roi = [None if b is None else box_polygons(b) for b in boxes]
 

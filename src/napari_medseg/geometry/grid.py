@@ -197,7 +197,7 @@ class Geometry:
         ParameterError
             If the spatial axes have different length units.
         """
-        us = [u for u, a in zip(self.units, self.axes) if a != "T"]
+        us = [u for u, a in zip(self.units, self.axes, strict=False) if a != "T"]
         if not us:
             return PIXEL
         if any(u == PIXEL for u in us):
@@ -269,7 +269,7 @@ class Geometry:
         unit = normalize_unit(unit)
         rows = np.ones(self.ndim)
         units = list(self.units)
-        for i, (a, u) in enumerate(zip(self.axes, self.units)):
+        for i, (a, u) in enumerate(zip(self.axes, self.units, strict=False)):
             if a != "T" and is_length(u):
                 rows[i] = factor(u, unit)
                 units[i] = unit

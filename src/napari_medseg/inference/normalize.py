@@ -34,10 +34,7 @@ def subsample(data, axes: str, max_samples: int = MAX_SAMPLES) -> np.ndarray:
     idx = tuple(slice(None, None, step) if i in spatial else slice(None) for i in range(len(axes)))
     sample = np.asarray(data[idx])
     ch = [i for i, a in enumerate(axes) if a in "CS"]
-    if ch:
-        sample = np.moveaxis(sample, ch[0], 0).reshape(sample.shape[ch[0]], -1)
-    else:
-        sample = sample.reshape(1, -1)
+    sample = np.moveaxis(sample, ch[0], 0).reshape(sample.shape[ch[0]], -1) if ch else sample.reshape(1, -1)
     return sample
 
 

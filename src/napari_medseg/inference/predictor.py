@@ -39,7 +39,7 @@ def _cpu_has_amx() -> bool:
 
     try:
         return bool(torch.cpu._is_amx_tile_supported())
-    except Exception:  # private API; absent in older torch
+    except Exception:  # private API; absent in older torch  # noqa: BLE001
         return False
 
 
@@ -211,7 +211,7 @@ class Predictor:
             spatial = xt.shape[2:]
             if self.model_tile is not None:
                 mode = "bilinear" if len(spatial) == 2 else "trilinear"
-                shrink = any(m < s for m, s in zip(self.model_tile, spatial))
+                shrink = any(m < s for m, s in zip(self.model_tile, spatial, strict=False))
                 xt = F.interpolate(xt, size=self.model_tile, mode=mode, align_corners=False,
                                    antialias=shrink and mode == "bilinear")
             if self.channels_last and xt.ndim == 4:

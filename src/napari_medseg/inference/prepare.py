@@ -235,7 +235,7 @@ def zoom_to_model(card, scale, units, n_extra: int) -> list[float]:
             img_scale = [convert(s, u, m_unit) for s, u in zip(img_scale, us, strict=True)]
         elif any(u != m_unit for u in us):
             raise ParameterError(f"cannot compare the image's units {tuple(us)} with the model's {m_unit!r}")
-    zoom = [s / p for s, p in zip(img_scale, ps)]
+    zoom = [s / p for s, p in zip(img_scale, ps, strict=False)]
     if any(not (1 / MAX_ZOOM <= z <= MAX_ZOOM) for z in zoom):
         raise ParameterError(
             f"image pixel size {tuple(img_scale)} {m_unit} is {max(max(zoom), 1 / min(zoom)):.0f}x away from the "
@@ -273,13 +273,13 @@ def plan_tiles(spatial_shape: Sequence[int], mdims: int, divisor: int, depth: in
         if len(hal) != mdims:
             raise ParameterError(f"halo {tuple(hal)} needs one value per model axis ({mdims})")
     if zoom is not None:  # plan in image pixels; tiles are resized to multiples of d
-        g_tile = [max(1, int(v / z)) for v, z in zip(tmax, zoom)]
-        g_halo = [math.ceil(h / z) for h, z in zip(hal, zoom)]
+        g_tile = [max(1, int(v / z)) for v, z in zip(tmax, zoom, strict=False)]
+        g_halo = [math.ceil(h / z) for h, z in zip(hal, zoom, strict=False)]
         g_div = [1] * mdims
     else:
         g_tile, g_halo, g_div = tmax, hal, [d] * mdims
     grid = TileGrid(spatial_shape, [1] * n_extra + g_tile, [0] * n_extra + g_halo, [1] * n_extra + g_div)
     model_tile = None
     if zoom is not None:
-        model_tile = [max(d, int(round(t * z / d)) * d) for t, z in zip(grid.tile_shape[n_extra:], zoom)]
+        model_tile = [max(d, int(round(t * z / d)) * d) for t, z in zip(grid.tile_shape[n_extra:], zoom, strict=False)]
     return grid, model_tile

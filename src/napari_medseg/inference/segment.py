@@ -303,7 +303,7 @@ def segment_iter(
     # compress cached maps only when one band of tiles would be big (huge images)
     band_bytes = n_out * 2 * int(np.prod(grid.core_shape)) * int(np.prod(grid.counts[1:]))
     cache = TileCache(compress=COMPRESS_CACHE and len(blocks) > 1 and band_bytes > COMPRESS_ABOVE_BYTES)
-    core_crop = tuple(slice(h, h + c) for h, c in zip(grid.halo, grid.core_shape))
+    core_crop = tuple(slice(h, h + c) for h, c in zip(grid.halo, grid.core_shape, strict=False))
     post = None
     if objects:
         # a worker thread only when a core is left over: on a GPU, or when torch
@@ -389,7 +389,7 @@ def _block_plan(card, postprocess: dict | None, zoom: Sequence[float], n_extra: 
     """
     mdims = card.dims
     pp = {"fg_threshold": 0.5, "seed_threshold": 0.5, "min_size": 16}
-    pp.update({k: v for k, v in (card.output.get("postprocess") or {}).items()})
+    pp.update(dict((card.output.get("postprocess") or {}).items()))
     pp.update(postprocess or {})
     max_obj = float(pp.pop("max_object_size", DEFAULT_MAX_OBJECT[mdims]))
     block = pp.pop("block_size", DEFAULT_BLOCK[mdims])
@@ -575,7 +575,7 @@ def _block_tiles(grid: TileGrid, blocks) -> tuple[list[list[int]], dict[int, int
     """For each block: the tiles whose core meets its region (raster order); and per tile, how many blocks need it."""
     needs, refs = [], {}
     for b in blocks:
-        ranges = [range(r.start // c, (r.stop - 1) // c + 1) for r, c in zip(b.region, grid.core_shape)]
+        ranges = [range(r.start // c, (r.stop - 1) // c + 1) for r, c in zip(b.region, grid.core_shape, strict=False)]
         idx = [int(np.ravel_multi_index(pos, grid.counts)) for pos in itertools.product(*ranges)]
         needs.append(idx)
         for i in idx:
@@ -592,7 +592,7 @@ class _InlineExecutor:
         fut: Future = Future()
         try:
             fut.set_result(fn(*args))
-        except BaseException as e:  # handed to the caller through the future
+        except BaseException as e:  # handed to the caller through the future  # noqa: BLE001
             fut.set_exception(e)
         return fut
 
@@ -658,12 +658,12 @@ def _assemble(region, tile_ids, tiles, cache) -> tuple[np.ndarray, np.ndarray]:
     dist = np.empty(shape, np.float32)
     for ti in tile_ids:
         core = tiles[ti].core
-        lo = [max(c.start, r.start) for c, r in zip(core, region)]
-        hi = [min(c.stop, r.stop) for c, r in zip(core, region)]
-        if any(a >= b for a, b in zip(lo, hi)):
+        lo = [max(c.start, r.start) for c, r in zip(core, region, strict=False)]
+        hi = [min(c.stop, r.stop) for c, r in zip(core, region, strict=False)]
+        if any(a >= b for a, b in zip(lo, hi, strict=False)):
             continue
-        src = tuple(slice(a - c.start, b - c.start) for a, b, c in zip(lo, hi, core))
-        dst = tuple(slice(a - r.start, b - r.start) for a, b, r in zip(lo, hi, region))
+        src = tuple(slice(a - c.start, b - c.start) for a, b, c in zip(lo, hi, core, strict=False))
+        dst = tuple(slice(a - r.start, b - r.start) for a, b, r in zip(lo, hi, region, strict=False))
         block = cache.get(ti)
         fg[dst] = block[(0, *src)]
         dist[dst] = block[(1, *src)]

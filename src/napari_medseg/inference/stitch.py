@@ -43,16 +43,16 @@ class Block:
 
     @property
     def core_in_region(self) -> Box:
-        return tuple(slice(c.start - r.start, c.stop - r.start) for c, r in zip(self.core, self.region))
+        return tuple(slice(c.start - r.start, c.stop - r.start) for c, r in zip(self.core, self.region, strict=False))
 
 
 def plan_blocks(shape: Sequence[int], block_shape: Sequence[int], halo: Sequence[int]) -> list[Block]:
     """Split ``shape`` into balanced blocks of at most ``block_shape`` with ``halo`` (clipped to the image)."""
     axes = []
-    for L, b, h in zip(shape, block_shape, halo):
+    for L, b, h in zip(shape, block_shape, halo, strict=False):
         n = max(1, math.ceil(L / max(1, int(b))))
         edges = np.linspace(0, L, n + 1).round().astype(int)
-        axes.append([(int(a), int(e), max(0, int(a) - h), min(L, int(e) + h)) for a, e in zip(edges[:-1], edges[1:])])
+        axes.append([(int(a), int(e), max(0, int(a) - h), min(L, int(e) + h)) for a, e in zip(edges[:-1], edges[1:], strict=False)])
     blocks = []
     for i, combo in enumerate(itertools.product(*axes)):
         blocks.append(Block(i, tuple(slice(a, e) for a, e, _, _ in combo), tuple(slice(r0, r1) for _, _, r0, r1 in combo)))
@@ -74,7 +74,7 @@ class LabelStore:
             import zarr
 
             self._tmpdir = tempfile.mkdtemp(prefix="medseg-labels-")
-            chunks = tuple(min(int(c), s) for c, s in zip(chunks or (1024,) * len(self.shape), self.shape))
+            chunks = tuple(min(int(c), s) for c, s in zip(chunks or (1024,) * len(self.shape), self.shape, strict=False))
             self.array = zarr.create_array(store=self._tmpdir, shape=self.shape, chunks=chunks, dtype="uint32",
                                            fill_value=0)
         else:
@@ -99,7 +99,7 @@ class LabelStore:
         r0 = region[0]
         edges = [r0.start, *range((r0.start // step + 1) * step, r0.stop, step), r0.stop]
         out = []
-        for a, b in zip(edges[:-1], edges[1:]):
+        for a, b in zip(edges[:-1], edges[1:], strict=False):
             out.append(((slice(a - r0.start, b - r0.start), *[slice(None)] * (len(region) - 1)),
                         (slice(a, b), *region[1:])))
         return out

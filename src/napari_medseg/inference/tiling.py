@@ -123,9 +123,9 @@ class TileGrid:
         if any(h < 0 for h in ha) or any(d < 1 for d in dv):
             raise ParameterError(f"halo {ha} must be >= 0 and divisor {dv} >= 1")
         self.divisor = dv
-        self.halo = tuple(round_up(h, d) for h, d in zip(ha, dv))
+        self.halo = tuple(round_up(h, d) for h, d in zip(ha, dv, strict=False))
         core, counts = [], []
-        for L, t, h, d in zip(self.shape, mt, self.halo, dv):
+        for L, t, h, d in zip(self.shape, mt, self.halo, dv, strict=False):
             max_core = (t - 2 * h) // d * d
             if max_core < d:
                 raise ParameterError(
@@ -139,16 +139,16 @@ class TileGrid:
             counts.append(n)
         self.core_shape = tuple(core)
         self.counts = tuple(counts)
-        self.tile_shape = tuple(c + 2 * h for c, h in zip(self.core_shape, self.halo))
+        self.tile_shape = tuple(c + 2 * h for c, h in zip(self.core_shape, self.halo, strict=False))
 
     def __len__(self) -> int:
         return int(np.prod(self.counts))
 
     def __iter__(self):
         for i, pos in enumerate(itertools.product(*(range(n) for n in self.counts))):
-            start = tuple(k * c - h for k, c, h in zip(pos, self.core_shape, self.halo))
-            core = tuple(slice(k * c, min((k + 1) * c, L)) for k, c, L in zip(pos, self.core_shape, self.shape))
-            cit = tuple(slice(h, h + (s.stop - s.start)) for s, h in zip(core, self.halo))
+            start = tuple(k * c - h for k, c, h in zip(pos, self.core_shape, self.halo, strict=False))
+            core = tuple(slice(k * c, min((k + 1) * c, L)) for k, c, L in zip(pos, self.core_shape, self.shape, strict=False))
+            cit = tuple(slice(h, h + (s.stop - s.start)) for s, h in zip(core, self.halo, strict=False))
             yield Tile(i, start, core, cit)
 
     @property
@@ -225,7 +225,7 @@ class ArraySource:
     def read_raw(self, box: Box) -> np.ndarray:
         """Region inside the image (no padding) as ``(C, *spatial)`` in the source dtype."""
         idx: list = [slice(None)] * len(self.axes)
-        for ax, s in zip(self.spatial_axes, box):
+        for ax, s in zip(self.spatial_axes, box, strict=False):
             idx[ax] = s
         block = np.asarray(self.data[tuple(idx)])
         order = ([self.channel_axis] if self.channel_axis is not None else []) + self.spatial_axes
@@ -239,7 +239,7 @@ class ArraySource:
     def read(self, start: Sequence[int], shape: Sequence[int]) -> np.ndarray:
         """Normalised float32 ``(C, *shape)`` region starting at ``start``, mirror-padded."""
         box, takes = [], []
-        for s, t, L in zip(start, shape, self.shape):
+        for s, t, L in zip(start, shape, self.shape, strict=False):
             if s >= 0 and s + t <= L:
                 box.append(slice(s, s + t))
                 takes.append(None)

@@ -48,8 +48,8 @@ import numpy as np
 
 from ..errors import ParameterError, ReaderError
 from ..geometry import Volume
-from .atomic import atomic_write
 from ..geometry.units import METRES, SECONDS, convert, exact, normalize_unit
+from .atomic import atomic_write
 
 __all__ = ["LAZY_THRESHOLD_BYTES", "normalize_unit", "read_tiff", "write_labels_tiff"]
 
@@ -316,7 +316,7 @@ def _check_extent(s: Any, size: int, p: Path) -> None:
             for page in (pages[0], pages[len(pages) - 1]) if len(pages) else ():
                 if page is None:
                     continue
-                for off, cnt in zip(page.dataoffsets, page.databytecounts):
+                for off, cnt in zip(page.dataoffsets, page.databytecounts, strict=False):
                     if off:
                         end = max(end, off + cnt)
         if end > size:
@@ -334,7 +334,7 @@ def _ome_images(xml: str | None) -> list[ET.Element]:
     except ET.ParseError:
         _log.warning("OME XML cannot be parsed; pixel sizes from OME are ignored")
         return []
-    return [img for img in root.findall("{*}Image")]
+    return list(root.findall("{*}Image"))
 
 
 def _match_ome(images: list[ET.Element], s: Any, index: int, n_series: int) -> ET.Element | None:
@@ -364,7 +364,7 @@ def _pixel_size(tf: Any, page: Any, axes: str, folded: set[str], ome_px: ET.Elem
     if isinstance(shaped.get("scale"), list) and isinstance(shaped.get("units"), list) \
             and isinstance(shaped.get("axes"), str):
         # written by write_labels_tiff for dtypes ImageJ cannot hold
-        for a, v, u in zip(shaped["axes"], shaped["scale"], shaped["units"]):
+        for a, v, u in zip(shaped["axes"], shaped["scale"], shaped["units"], strict=False):
             found[a] = (float(v), normalize_unit(u))
         source = "napari-medseg"
     elif ome_px is not None:
@@ -549,13 +549,13 @@ def write_labels_tiff(path: str | os.PathLike, labels: Any, scale: Sequence[floa
         order = [axes.index(a) for a in "TZYX" if a in axes]
         out_axes = "".join(axes[i] for i in order)
         sx, sy = scale_t[axes.index("X")], scale_t[axes.index("Y")]
-        kwargs: dict[str, Any] = dict(
-            imagej=True, photometric="minisblack", metadata={"axes": out_axes, **imagej_meta},
-            resolution=(_rational(1 / exact(sx)), _rational(1 / exact(sy))))
+        kwargs: dict[str, Any] = {
+            "imagej": True, "photometric": "minisblack", "metadata": {"axes": out_axes, **imagej_meta},
+            "resolution": (_rational(1 / exact(sx)), _rational(1 / exact(sy)))}
     else:
         order = list(range(ndim))
-        kwargs = dict(compression="zlib", photometric="minisblack",
-                      metadata={"axes": axes, "scale": list(scale_t), "units": list(units_t)})
+        kwargs = {"compression": "zlib", "photometric": "minisblack",
+                      "metadata": {"axes": axes, "scale": list(scale_t), "units": list(units_t)}}
         ix, iy = axes.index("X"), axes.index("Y")
         if units_t[ix] in METRES and units_t[iy] in METRES:
             kwargs["resolution"] = (_rational(1 / exact(convert(scale_t[ix], units_t[ix], "cm"))),
@@ -661,8 +661,8 @@ def _planes(arr: Any, dtype: np.dtype | None) -> Iterator[np.ndarray]:
 
 def _imagej_calibration(axes: str, scale: tuple[float, ...], units: tuple[str, ...]) -> dict[str, Any] | None:
     """ImageJ description items for this calibration, or None if ImageJ cannot express it."""
-    s = dict(zip(axes, scale))
-    u = dict(zip(axes, units))
+    s = dict(zip(axes, scale, strict=False))
+    u = dict(zip(axes, units, strict=False))
     xy = u["X"]
     if u["Y"] != xy:
         return None

@@ -23,7 +23,7 @@ def _cuda_ok() -> bool:
 
     try:
         return bool(torch.cuda.is_available())
-    except Exception:  # broken driver installs raise instead of returning False
+    except Exception:  # broken driver installs raise instead of returning False  # noqa: BLE001
         return False
 
 
@@ -33,7 +33,7 @@ def _mps_ok() -> bool:
     mps = getattr(torch.backends, "mps", None)
     try:
         return bool(mps is not None and mps.is_available())
-    except Exception:
+    except Exception:  # noqa: BLE001
         return False
 
 
@@ -43,7 +43,7 @@ def _cuda_name() -> str:
     try:
         props = torch.cuda.get_device_properties(0)
         return f"{props.name} ({props.total_memory / 2**30:.0f} GiB)"
-    except Exception:
+    except Exception:  # noqa: BLE001
         return "device 0"
 
 

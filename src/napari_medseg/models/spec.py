@@ -96,7 +96,7 @@ class ModelCard:
         missing = [k for k in ("name", "architecture", "input", "output") if k not in d]
         if missing:
             raise ModelError(f"model card lacks required fields: {', '.join(missing)}")
-        known = {f for f in cls.__dataclass_fields__}
+        known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in d.items() if k in known})
 
     @classmethod
@@ -170,7 +170,7 @@ def load_model(path: str | Path, device: Any = "cpu"):
     net = build_network(card)
     try:
         state = load_file(str(w_path), device="cpu")
-    except Exception as e:  # safetensors raises various errors on corrupt files
+    except Exception as e:  # safetensors raises various errors on corrupt files  # noqa: BLE001
         raise ModelError(f"model {card.name!r}: cannot read weights {w_path}: {e}") from None
     try:
         net.load_state_dict(state, strict=True)

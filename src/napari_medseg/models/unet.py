@@ -106,7 +106,7 @@ class UNet(nn.Module):
             if i < self.depth - 1:
                 skips.append(x)
                 x = self.pool(x)
-        for upconv, block in zip(self.upconv, self.up):
+        for upconv, block in zip(self.upconv, self.up, strict=False):
             x = upconv(x)
             x = block(torch.cat([skips.pop(), x], dim=1))
         return self.head(x)

@@ -227,7 +227,7 @@ class PatchSampler:
     def batch(self, n: int, rng: np.random.Generator | None = None) -> Batch:
         """``n`` patches stacked into a :attr:`batch_type` (a :class:`Batch` here)."""
         parts = [self.patch(rng) for _ in range(n)]
-        return self.batch_type(*(np.stack(x) for x in zip(*parts)))
+        return self.batch_type(*(np.stack(x) for x in zip(*parts, strict=False)))
 
     def prefetch(self, n: int, depth: int = 4, stop: threading.Event | None = None) -> Iterator[Batch]:
         """Endless batches made in a background thread (``depth`` kept ready).
@@ -251,7 +251,7 @@ class PatchSampler:
                             break
                         except queue.Full:
                             continue
-            except BaseException as e:  # hand errors to the consumer
+            except BaseException as e:  # hand errors to the consumer  # noqa: BLE001
                 q.put(e)
 
         t = threading.Thread(target=work, name="medseg-patches", daemon=True)

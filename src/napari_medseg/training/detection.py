@@ -130,7 +130,7 @@ def load_voc_folder(folder: str | Path, class_names: Sequence[str], min_size: fl
             raise ReaderError(f"{p} is not an RGB image (shape {img.shape})")
         img = np.ascontiguousarray(img[..., :3])
         keep_b, keep_c = [], []
-        for b, c in zip(boxes, classes):
+        for b, c in zip(boxes, classes, strict=False):
             if c not in names:
                 dropped["other_class"] += 1
                 continue
@@ -238,11 +238,11 @@ def encode_targets(
         for k in uncertain:
             weight[k][~trusted] = uncertain_weight
     if ignore_boxes is not None:
-        for b, k in zip(np.asarray(ignore_boxes).reshape(-1, 4), np.asarray(ignore_ids).reshape(-1)):
+        for b, k in zip(np.asarray(ignore_boxes).reshape(-1, 4), np.asarray(ignore_ids).reshape(-1), strict=False):
             weight[int(k)][_box_slices(b, h, w)] = 0.0
     yy = np.arange(h, dtype=np.float64)[:, None]
     xx = np.arange(w, dtype=np.float64)[None, :]
-    for b, k in zip(boxes, class_ids):
+    for b, k in zip(boxes, class_ids, strict=False):
         cy, cx = (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
         py, px = int(min(max(math.floor(cy), 0), h - 1)), int(min(max(math.floor(cx), 0), w - 1))
         bh, bw = max(b[2] - b[0], 1e-3), max(b[3] - b[1], 1e-3)
@@ -539,7 +539,7 @@ def evaluate_model(net, samples: Sequence[DetectionSample], prepared: Sequence[n
     preds = _predict_boxes(net, prepared, len(class_names), downsample, threshold, device)
     net.train(was_training)
     dets = []
-    for (b, k, s), smp in zip(preds, samples):
+    for (b, k, s), smp in zip(preds, samples, strict=False):
         h, w = smp.image.shape[:2]
         b = np.clip(b, 0, [h, w, h, w])  # as detect_iter clips
         dets.append((b, [class_names[i] for i in k], s))

@@ -397,7 +397,7 @@ def split_validation(regions: list[Region], labels: Sequence[np.ndarray], *, fra
 
 def _box_text(box: tuple[slice, ...]) -> str:
     names = ("rows", "cols") if len(box) == 2 else ("slices", "rows", "cols")
-    return ", ".join(f"{n} {s.start}-{s.stop - 1}" for n, s in zip(names, box))
+    return ", ".join(f"{n} {s.start}-{s.stop - 1}" for n, s in zip(names, box, strict=False))
 
 
 def describe_regions(regions: Sequence[Region], val_text: str = "", mode: str = "instance") -> str:
@@ -454,7 +454,7 @@ def describe_region(
     rois = per_image_roi(roi, len(labs))
     names = list(names) if names is not None else [""] * len(labs)
     regions = [find_region(lab, r, index=i, name=n, mode=mode, margin=margin)
-               for i, (lab, r, n) in enumerate(zip(labs, rois, names))]
+               for i, (lab, r, n) in enumerate(zip(labs, rois, names, strict=False))]
     val = split_validation(regions, labs, fraction=val_fraction, mode=mode)
     return describe_regions(regions, val, mode)
 

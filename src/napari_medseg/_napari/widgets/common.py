@@ -128,7 +128,7 @@ def model_fits(info: ModelInfo, rgb: bool) -> bool:
 
     try:
         return bool(is_compatible(info.card, rgb))
-    except Exception:  # a card with odd fields is simply not a fit
+    except Exception:  # a card with odd fields is simply not a fit  # noqa: BLE001
         return False
 
 
@@ -201,7 +201,7 @@ class ModelPicker(QWidget):
     def _on_models_changed(self) -> None:
         try:
             self.refresh()
-        except Exception as exc:  # one broken picker must not stop the others
+        except Exception as exc:  # one broken picker must not stop the others  # noqa: BLE001
             log.warning("model list refresh failed: %s", exc)
 
     @staticmethod
@@ -233,7 +233,7 @@ class ModelPicker(QWidget):
         keep = self._key(cur) if cur is not None else None
         try:
             infos = list(list_models())
-        except Exception as exc:  # a broken user folder must not break the widget
+        except Exception as exc:  # a broken user folder must not break the widget  # noqa: BLE001
             log.warning("listing models failed: %s", exc)
             _notify_error(f"Could not list models: {exc}")
             infos = []
@@ -273,7 +273,7 @@ class ModelPicker(QWidget):
         cur = self.current()
         try:
             name = default_model_for(rgb)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001
             log.warning("default_model_for failed: %s", exc)
             name = None
         if name is not None and self.select(name):
@@ -316,7 +316,7 @@ class ModelPicker(QWidget):
             return
         try:
             self.add_path(path)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001
             _notify_error(f"Not a usable model folder: {exc}")
 
 
@@ -498,7 +498,7 @@ def finish_job(
         return False
     try:
         text = show(outcome.result)
-    except Exception as exc:  # keep napari alive whatever the layers make of the result
+    except Exception as exc:  # keep napari alive whatever the layers make of the result  # noqa: BLE001
         report_error(status, exc, show_what or what)
         return False
     if text is not None:

@@ -101,7 +101,7 @@ class CurvePlot(QWidget):
             p.drawText(QRectF(area.left(), area.bottom() + 2, area.width(), fm.height()),
                        Qt.AlignmentFlag.AlignCenter, f"epoch ({e0}-{self.epochs[-1]})")
             for values, color, a, b in ((self.losses, LOSS_COLOR, lo, hi), (self.scores, VAL_COLOR, 0.0, 1.0)):
-                pts = [QPointF(x_of(e), y_of(v, a, b)) for e, v in zip(self.epochs, values) if v is not None]
+                pts = [QPointF(x_of(e), y_of(v, a, b)) for e, v in zip(self.epochs, values, strict=False) if v is not None]
                 p.setPen(QPen(color, 2))
                 if len(pts) > 1:
                     p.drawPolyline(QPolygonF(pts))

@@ -397,7 +397,7 @@ class TrainWidget(QWidget):
 
         try:
             self.name_edit.setText(default_model_name("my-model"))
-        except Exception as exc:  # an unreadable user folder must not break the widget
+        except Exception as exc:  # an unreadable user folder must not break the widget  # noqa: BLE001
             log.warning("cannot list models: %s", exc)
 
     def _schedule_region(self, *_: Any) -> None:
@@ -436,7 +436,7 @@ class TrainWidget(QWidget):
                 roi = [roi_polygons(self.roi_combo.layer(), img) for img, _ in pairs]
             text = describe_region([np.asarray(lab.data) for _, lab in pairs], roi, names=[i.name for i, _ in pairs],
                                    mode=self.mode.currentText(), val_fraction=self.val_percent.value() / 100.0)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001
             text = f"Region: {exc}"
         self.region_label.setText(text)
 
@@ -529,7 +529,7 @@ def _scale_of(image: Image) -> tuple[float, ...] | None:
     scale, units = engine_scale(image)
     if scale is None or not all(is_length(u) for u in units):
         return None
-    return tuple(convert(s, u, "µm") for s, u in zip(scale, units))
+    return tuple(convert(s, u, "µm") for s, u in zip(scale, units, strict=False))
 
 
 def roi_polygons(shapes: Shapes, image: Image) -> list[np.ndarray]:
@@ -542,7 +542,7 @@ def roi_polygons(shapes: Shapes, image: Image) -> list[np.ndarray]:
     data = image.data[0] if image.multiscale else image.data
     n_sp = data.ndim - (1 if image.rgb else 0)
     out = []
-    for verts, kind in zip(shapes.data, shapes.shape_type):
+    for verts, kind in zip(shapes.data, shapes.shape_type, strict=False):
         if kind in ("line", "path"):
             continue
         v = np.asarray(verts, float)

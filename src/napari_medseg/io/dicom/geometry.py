@@ -160,7 +160,7 @@ def plan_stack(positions: np.ndarray, iop: np.ndarray, time_keys: list[Any],
                               f"but up to {spread:.3f} mm apart in-plane: not one stack")
     counts = np.array([len(c) for c in clusters])
     if not (counts == counts[0]).all():
-        hist = {int(k): int(v) for k, v in zip(*np.unique(counts, return_counts=True))}
+        hist = {int(k): int(v) for k, v in zip(*np.unique(counts, return_counts=True), strict=False)}
         desc = ", ".join(f"{v} position(s) with {k} image(s)" for k, v in hist.items())
         raise ReaderError(f"duplicate slice positions that are not a consistent time series ({desc}); "
                           "refusing to guess how to stack them")

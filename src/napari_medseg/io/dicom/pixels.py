@@ -156,10 +156,7 @@ def decode(path: str, fmt: PixelFormat, offset: int | None, header: Any = None) 
     ReaderError
         Truncated or corrupt data, or a transfer syntax no installed plugin decodes.
     """
-    if offset is not None:
-        arr = _read_native(path, fmt, offset)
-    else:
-        arr = _decode_pydicom(path, fmt, header)
+    arr = _read_native(path, fmt, offset) if offset is not None else _decode_pydicom(path, fmt, header)
     return _correct_unused_bits(arr, fmt)
 
 
@@ -229,10 +226,7 @@ def _decode_pydicom(path: str, fmt: PixelFormat, header: Any) -> np.ndarray:
     from pydicom.pixels import apply_color_lut, pixel_array
 
     try:
-        if fmt.transfer_syntax == DEFLATED:
-            arr = pixel_array(pydicom.dcmread(path))
-        else:
-            arr = pixel_array(path)
+        arr = pixel_array(pydicom.dcmread(path)) if fmt.transfer_syntax == DEFLATED else pixel_array(path)
         if fmt.photometric == "PALETTE COLOR":
             if header is None:
                 header = pydicom.dcmread(path, stop_before_pixels=True)

@@ -243,7 +243,7 @@ def _is_dicomdir(p: Path) -> bool:
 
         ds = pydicom.dcmread(p, stop_before_pixels=True, specific_tags=[0x00020002])
         return str(ds.file_meta.get("MediaStorageSOPClassUID", "")) == MEDIA_STORAGE_DIRECTORY
-    except Exception:
+    except Exception:  # noqa: BLE001
         return False
 
 
@@ -620,7 +620,7 @@ def _metadata(frames: list[Frame], source: Path) -> dict[str, Any]:
 def _plain(val: Any) -> Any:
     """pydicom values -> plain Python (str/float/int/list) for the metadata dict."""
     from pydicom.multival import MultiValue
-    from pydicom.valuerep import DSfloat, IS
+    from pydicom.valuerep import IS, DSfloat
 
     if isinstance(val, (MultiValue, list, tuple)):
         return [_plain(v) for v in val]

@@ -12,7 +12,7 @@ import functools
 from typing import Any
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _tag(keyword: str) -> int:
     from pydicom.datadict import tag_for_keyword
 

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-
 from ..regions import Region
 from .inputs import TrainingPair
 
@@ -44,7 +43,7 @@ class ValItem:
 
 
 def _grow(box: tuple[slice, ...], shape: Sequence[int], m: int) -> tuple[slice, ...]:
-    return tuple(slice(max(0, s.start - m), min(n, s.stop + m)) for s, n in zip(box, shape))
+    return tuple(slice(max(0, s.start - m), min(n, s.stop + m)) for s, n in zip(box, shape, strict=False))
 
 
 def build_units(pairs: list[TrainingPair], regions: list[Region], norm_spec: dict | None, target_ps, mode: str
@@ -75,7 +74,7 @@ def build_units(pairs: list[TrainingPair], regions: list[Region], norm_spec: dic
     from ..data import Sample
 
     train, val = [], []
-    for pair, reg in zip(pairs, regions):
+    for pair, reg in zip(pairs, regions, strict=False):
         if reg.source == "empty":
             continue
         nd = pair.labels.ndim
@@ -93,8 +92,8 @@ def build_units(pairs: list[TrainingPair], regions: list[Region], norm_spec: dic
         img = img.astype(np.float32, copy=False)
         lab = np.asarray(pair.labels[ctx])
         # region masks in the context crop; labels outside the region are never read
-        off = tuple(b.start - c.start for b, c in zip(reg.box, ctx))
-        inner = tuple(slice(o, o + s) for o, s in zip(off, reg.mask.shape))
+        off = tuple(b.start - c.start for b, c in zip(reg.box, ctx, strict=False))
+        inner = tuple(slice(o, o + s) for o, s in zip(off, reg.mask.shape, strict=False))
         m_all = np.zeros(lab.shape, bool)
         m_all[inner] = reg.mask
         m_val = np.zeros(lab.shape, bool)
@@ -153,7 +152,7 @@ def val_item(im: np.ndarray, lab: np.ndarray, va: np.ndarray) -> ValItem:
 
     box = box_of(va)
     ctx = _grow(box, va.shape, 32)
-    inner = tuple(slice(b.start - c.start, b.stop - c.start) for b, c in zip(box, ctx))
+    inner = tuple(slice(b.start - c.start, b.stop - c.start) for b, c in zip(box, ctx, strict=False))
     chw = np.ascontiguousarray(np.moveaxis(im[ctx], -1, 0))
     mask = va[box]
     return ValItem(chw, np.where(mask, lab[box], 0).astype(np.int32), mask, inner)
@@ -256,7 +255,7 @@ def tune_postprocess(net, items: list[ValItem], postprocess: dict) -> tuple[dict
 
     def ap(fg_t: float, seed_t: float) -> float:
         c = np.zeros(3, np.int64)
-        for (fg, dist), it in zip(maps, items):
+        for (fg, dist), it in zip(maps, items, strict=False):
             pred = np.where(it.mask, instances_from_maps(fg, dist, fg_threshold=fg_t, seed_threshold=seed_t,
                                                          min_size=min_size), 0)
             c += counts(it.labels, pred, (0.5,))[0]

@@ -75,7 +75,7 @@ def as_pair(image, labels, name: str, scale) -> TrainingPair:
         name = name or vol.name or ""
         g = vol.spatial_geometry()
         if scale is None and g.calibrated and all(is_length(u) for u in g.units):
-            scale = [convert(s, u, "µm") for s, u in zip(g.spacing, g.units)]  # training works in µm
+            scale = [convert(s, u, "µm") for s, u in zip(g.spacing, g.units, strict=False)]  # training works in µm
     if is_volume(labels):
         labels = labels.data[0] if isinstance(labels.data, list) else labels.data
     labels = np.asarray(labels)

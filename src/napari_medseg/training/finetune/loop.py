@@ -334,7 +334,7 @@ def finetune_iter(
     names = list(names) if names is not None else [""] * len(imgs)
     if len(names) != len(imgs):
         raise ParameterError(f"{len(names)} names for {len(imgs)} images")
-    pairs = [as_pair(im, lab, n, s) for im, lab, n, s in zip(imgs, labs, names, scales)]
+    pairs = [as_pair(im, lab, n, s) for im, lab, n, s in zip(imgs, labs, names, scales, strict=False)]
     for i, p in enumerate(pairs):
         p.name = p.name or f"image {i}"
     chans = {(p.channels, p.rgb) for p in pairs}
@@ -345,7 +345,7 @@ def finetune_iter(
 
     # regions and validation split
     rois = per_image_roi(roi, len(pairs))
-    regions = [find_region(p.labels, r, index=i, name=p.name, mode=mode) for i, (p, r) in enumerate(zip(pairs, rois))]
+    regions = [find_region(p.labels, r, index=i, name=p.name, mode=mode) for i, (p, r) in enumerate(zip(pairs, rois, strict=False))]
     if all(r.source == "empty" for r in regions):
         raise ParameterError("nothing is painted in the labels and no ROI was given: paint some objects first")
     val_text = split_validation(regions, [p.labels for p in pairs], fraction=val_fraction, mode=mode)
@@ -411,7 +411,7 @@ def finetune_iter(
                   "data": [{"name": p.name, "shape": list(p.labels.shape), "channels": p.channels,
                             "region": r.source, "region_box": [[s.start, s.stop] for s in r.box],
                             "region_pixels": r.area, "painted": r.n_objects, "validation": r.val_note}
-                           for p, r in zip(pairs, regions)],
+                           for p, r in zip(pairs, regions, strict=False)],
                   "validation_split": val_text, "n_train_patches_from": len(train_samples),
                   "lr": float(lr), "batch_size": batch_size, "patch_size": patch_size, "steps_per_epoch": spe,
                   "augment": bool(augment), "budget_minutes": minutes, "budget_epochs": epochs, "seed": seed,
@@ -579,7 +579,7 @@ def finetune_iter(
         inner.close()
         try:
             finish()
-        except Exception as exc:  # e.g. closed by the garbage collector at interpreter exit
+        except Exception as exc:  # e.g. closed by the garbage collector at interpreter exit  # noqa: BLE001
             warnings.warn(f"could not save the checkpoint of {name!r} on close: {exc}", stacklevel=2)
         raise
     finally:

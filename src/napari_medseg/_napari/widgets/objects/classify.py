@@ -148,7 +148,7 @@ class GatePanel(QWidget):
         v = self.values()
         try:
             t = snap_to_gap(v, suggest_threshold(v, method), method)
-        except Exception:  # fewer than two distinct values: keep the current threshold
+        except Exception:  # fewer than two distinct values: keep the current threshold  # noqa: BLE001
             return None
         self.threshold.setValue(t)
         return t

@@ -197,7 +197,7 @@ class PlotPanel(QWidget):
             combo.addItems(cols)
             want = keep if keep in cols else fallback
             if want is None and combo is self.y_column:
-                want = next((c for c in cols if c.startswith("area_") or c.startswith("volume_")), None)
+                want = next((c for c in cols if c.startswith(("area_", "volume_"))), None)
             combo.setCurrentIndex(max(0, combo.findText(want)) if want else 0)
             combo.blockSignals(False)
         self.redraw()
