@@ -162,4 +162,49 @@ def froc(cases: Sequence[LesionCase], fp_rates: Sequence[float] = FP_RATES) -> d
             "curve_fp_per_case": fps_a.tolist(), "curve_sensitivity": sens_a.tolist()}
 
 
-__all__ = ["FP_RATES", "LesionCase", "case_summary", "froc", "match_lesions"]
+def lesion_report(cases: Sequence[LesionCase], names: Sequence[str], score_threshold: float = 0.0
+                  ) -> dict[str, Any]:
+    """Per-case rows and the overall lesion-wise figures of several cases.
+
+    Returns
+    -------
+    dict
+        ``rows`` (one :func:`case_summary` dict per case, with ``case``),
+        ``overall``: ``n_cases``, ``n_true``, ``detected``, ``sensitivity``,
+        ``fp_per_case``, ``dice_mean``, ``volume_error_median`` and the FROC
+        (``froc_sensitivity`` at :data:`FP_RATES`, ``cpm``).
+    """
+    if len(cases) != len(names):
+        raise ParameterError(f"{len(names)} names for {len(cases)} cases")
+    rows = [{"case": n, **case_summary(c, score_threshold)} for n, c in zip(names, cases, strict=True)]
+    n_true = sum(r["n_true"] for r in rows)
+    det = sum(r["detected"] for r in rows)
+    errs = np.concatenate([c.volume_error for c in cases]) if cases else np.zeros(0)
+    f = froc(cases)
+    overall = {
+        "n_cases": len(cases), "n_true": n_true, "detected": det,
+        "sensitivity": det / n_true if n_true else float("nan"),
+        "fp_per_case": sum(r["false_positives"] for r in rows) / len(cases),
+        "dice_mean": float(np.mean([c.dice for c in cases])),
+        "volume_error_median": float(np.nanmedian(errs)) if np.isfinite(errs).any() else float("nan"),
+        "froc_fp_rates": f["fp_rates"], "froc_sensitivity": f["sensitivity"], "cpm": f["cpm"],
+    }
+    return {"rows": rows, "overall": overall}
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The report of :func:`lesion_report` as text, one line per case then the overall lines."""
+    lines = ["case | true | detected | missed | FP | sensitivity | Dice | median volume error"]
+    for r in report["rows"]:
+        lines.append(f"{r['case']} | {r['n_true']} | {r['detected']} | {r['missed']} | {r['false_positives']} | "
+                     f"{r['sensitivity']:.3f} | {r['dice']:.3f} | {r['volume_error_median']:+.3f}")
+    o = report["overall"]
+    lines.append(f"overall: {o['n_cases']} cases, {o['n_true']} lesions, sensitivity {o['sensitivity']:.3f}, "
+                 f"{o['fp_per_case']:.2f} FP/case, mean Dice {o['dice_mean']:.3f}, "
+                 f"median volume error {o['volume_error_median']:+.3f}")
+    fr = ", ".join(f"{r:g}: {s:.3f}" for r, s in zip(o["froc_fp_rates"], o["froc_sensitivity"], strict=True))
+    lines.append(f"FROC sensitivity at FP/case {{{fr}}}; CPM {o['cpm']:.3f}")
+    return "\n".join(lines)
+
+
+__all__ = ["FP_RATES", "LesionCase", "case_summary", "format_report", "froc", "lesion_report", "match_lesions"]

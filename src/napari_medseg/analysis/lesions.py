@@ -268,7 +268,7 @@ def lesions_from_probabilities(
         nz = comp > 0
         labels[nz] = comp[nz] + n
         n += int(comp.max())
-    # drop small lesions, renumber 1..n by position (a total order: first voxel in C order)
+    # drop small lesions; renumber 1..n: classes in order, each class's components in raster order
     cell = geometry.voxel_size
     counts = np.bincount(labels.ravel(), minlength=n + 1)
     keep = np.flatnonzero(counts[1:] * cell >= min_size) + 1
@@ -415,7 +415,11 @@ def lesion_table(
             major = np.asarray(t[f"major_axis_length_{unit}"], np.float64)
             t["elongation"] = np.where(major > 0, np.asarray(t[f"minor_axis_length_{unit}"]) / major, 1.0)
     lead = [c for c in LEADING_COLUMNS if c in t.columns]
-    return pd.DataFrame(t[lead + [c for c in t.columns if c not in lead]]).reset_index(drop=True)
+    key = [c for c in (f"volume_{unit}3", "volume_ml", f"area_{unit}2", f"long_axis_{unit}", f"short_axis_{unit}",
+                       f"max_diameter_{unit}", "recist_slice", "slice_first", "slice_last", "n_slices")
+           if c in t.columns]
+    rest = [c for c in t.columns if c not in lead and c not in key]
+    return pd.DataFrame(t[lead + key + rest]).reset_index(drop=True)
 
 
 def _unit_suffix(t: Any) -> str:

@@ -24,6 +24,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", type=Path, default=None, metavar="report.csv",
                    help="write per-image rows and the overall row as CSV")
     p.add_argument("--summary-only", action="store_true", help="print only the overall lines")
+    p.add_argument("--lesions", action="store_true",
+                   help="lesion-wise scores instead: sensitivity, FP per case, FROC/CPM, Dice, volume error "
+                        "(a predicted lesion hits a true one when they share a voxel, or IoU >= --min-iou)")
+    p.add_argument("--min-iou", type=float, default=0.0, metavar="F",
+                   help="with --lesions: IoU a hit needs (default 0: any overlap)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
@@ -31,6 +36,10 @@ def run(args: argparse.Namespace) -> int:
     """Run ``medseg evaluate``: print the scores (and write the CSV); returns 0."""
     from ..analysis.evaluation import evaluate_iter
 
+    if args.lesions:
+        from .lesions import evaluate_lesions
+
+        return evaluate_lesions(args)
     for name in ("images", "masks") + (("labels",) if args.labels is not None else ()):
         check_input_folder(getattr(args, name), name)
     model = None if args.labels is not None else (args.model or "auto")

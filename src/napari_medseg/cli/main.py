@@ -8,6 +8,7 @@
     medseg evaluate --images DIR --masks DIR [--model NAME|PATH | --labels DIR] [-o report.csv]
     medseg train --images A.tif... --labels A_lab.tif... [--base NAME] --mode instance|semantic --out DIR
     medseg detect IN... -o OUTDIR [--model NAME|PATH]
+    medseg lesions IN... -o OUTDIR [--model NAME|PATH | --labels FILE_OR_DIR] [--min-size MM]
     medseg demo [nuclei|he|mr] [--run]
 
 Exit status: 0 success, 2 bad usage or input (one-line message on stderr, no
@@ -32,13 +33,14 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import MedsegError
-from . import demo, detect, evaluate, models, segment, train
+from . import demo, detect, evaluate, lesions, models, segment, train
 from .common import Command
 
 #: The registry of subcommands: name -> :class:`~napari_medseg.cli.common.Command`, in ``--help`` order.
 COMMANDS: dict[str, Command] = {
     c.name: c
-    for c in (segment.COMMAND, models.COMMAND, evaluate.COMMAND, train.COMMAND, detect.COMMAND, demo.COMMAND)
+    for c in (segment.COMMAND, models.COMMAND, evaluate.COMMAND, train.COMMAND, detect.COMMAND, lesions.COMMAND,
+              demo.COMMAND)
 }
 
 
