@@ -9,6 +9,7 @@
     medseg train --images A.tif... --labels A_lab.tif... [--base NAME] --mode instance|semantic --out DIR
     medseg detect IN... -o OUTDIR [--model NAME|PATH]
     medseg lesions IN... -o OUTDIR [--model NAME|PATH | --labels FILE_OR_DIR] [--min-size MM]
+    medseg classify FILES... --model MODEL_DIR -o OUT.csv
     medseg demo [nuclei|he|mr] [--run]
 
 Exit status: 0 success, 2 bad usage or input (one-line message on stderr, no
@@ -33,14 +34,14 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import MedsegError
-from . import demo, detect, evaluate, lesions, models, segment, train
+from . import classify, demo, detect, evaluate, lesions, models, segment, train
 from .common import Command
 
 #: The registry of subcommands: name -> :class:`~napari_medseg.cli.common.Command`, in ``--help`` order.
 COMMANDS: dict[str, Command] = {
     c.name: c
     for c in (segment.COMMAND, models.COMMAND, evaluate.COMMAND, train.COMMAND, detect.COMMAND, lesions.COMMAND,
-              demo.COMMAND)
+              classify.COMMAND, demo.COMMAND)
 }
 
 

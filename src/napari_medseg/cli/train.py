@@ -68,14 +68,17 @@ def box_polygons(box: tuple[tuple[int, int], ...]) -> list:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add the ``train`` options to ``p``."""
-    p.add_argument("--images", nargs="+", required=True, metavar="IMG", type=Path,
-                   help="training images (TIFF or DICOM), 2D or 3D")
-    p.add_argument("--labels", nargs="+", required=True, metavar="LAB", type=Path,
+    p.add_argument("--images", nargs="+", default=None, metavar="IMG", type=Path,
+                   help="training images (TIFF or DICOM), 2D or 3D (instance and semantic modes)")
+    p.add_argument("--labels", nargs="+", default=None, metavar="LAB", type=Path,
                    help="painted labels, one per image in the same order (0 = not painted)")
+    p.add_argument("--table", type=Path, default=None, metavar="TRAIN.csv",
+                   help="classify mode: a CSV with columns file,class (files relative to its folder)")
     p.add_argument("--base", default="scratch", metavar="NAME|PATH",
                    help="model to start from (name or folder), or 'scratch' (default) for a new U-Net")
-    p.add_argument("--mode", choices=["instance", "semantic"], default="instance",
-                   help="instance: one id per object; semantic: label value = class id (default instance)")
+    p.add_argument("--mode", choices=["instance", "semantic", "classify"], default="instance",
+                   help="instance: one id per object; semantic: label value = class id; classify: a CNN "
+                        "classifier from --table (default instance)")
     p.add_argument("--out", type=Path, default=None, metavar="MODEL_DIR",
                    help="model folder to write (default: the user model folder / --name)")
     p.add_argument("--name", default=None, help="model name (default: the --out folder's name, or finetuned-N)")
@@ -107,9 +110,15 @@ def run(args: argparse.Namespace) -> int:
     if "torch" not in sys.modules:
         # OpenMP spin-waiting makes torch's threads crawl when anything else runs (our patch thread included)
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if args.mode == "classify":
+        from .classify import train_classifier
+
+        return train_classifier(args)
     from ..progress import run as drain
     from ..training.finetune import finetune_iter
 
+    if not args.images or not args.labels:
+        raise ParameterError(f"--mode {args.mode} needs --images and --labels")
     if len(args.images) != len(args.labels):
         raise ParameterError(f"{len(args.images)} --images but {len(args.labels)} --labels: give one labels file "
                              "per image, in the same order")

@@ -13,7 +13,7 @@ Card layout (JSON)::
       "input": {"channels": 1, "color": "grey" | "rgb" | "multichannel",
                  "normalization": {"kind": "percentile", "low": 1.0, "high": 99.8},
                  "pixel_size": [0.5, 0.5] | null, "pixel_unit": "µm"},
-      "output": {"kind": "instance" | "semantic" | "detection",
+      "output": {"kind": "instance" | "semantic" | "detection" | "classification",
                   "channels": ["foreground", "distance"], "class_names": [...],
                   "postprocess": {...}},
       "training": {...}, "metrics": {...}
@@ -126,15 +126,17 @@ def model_paths(path: str | Path) -> tuple[Path, Path]:
 
 def build_network(card: ModelCard):
     """Instantiate the (untrained) network described by ``card``."""
+    from .classifier import EncoderClassifier
     from .unet import UNet
 
     arch = dict(card.architecture)
     kind = arch.pop("type", "unet")
-    if kind != "unet":
+    networks = {"unet": UNet, "encoder_classifier": EncoderClassifier}
+    if kind not in networks:
         raise ModelError(f"unknown architecture type {kind!r} in model {card.name!r}")
     try:
-        return UNet(**arch)
-    except TypeError as e:
+        return networks[kind](**arch)
+    except (TypeError, ValueError) as e:
         raise ModelError(f"model {card.name!r}: bad architecture parameters {arch}: {e}") from None
 
 

@@ -1,0 +1,131 @@
+"""Classify images, tiles or crops with a trained CNN classifier, and show where it looked (Grad-CAM).
+
+:func:`classify_items` gives calibrated class probabilities (softmax of the
+logits over the card's ``temperature``), averaged over test-time flips and
+over several models (an ensemble) when given a list.  :func:`gradcam` gives
+the Grad-CAM map of each item (Selvaraju et al. 2017): the last encoder
+level's feature maps weighted by the pooled gradient of the class logit,
+rectified, upsampled to the item's size, scaled to [0, 1].
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import ModelError, ParameterError
+
+#: Test-time flips (axes of the ``(N, C, Y, X)`` batch) averaged by :func:`classify_items`.
+TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (3,), (2,), (2, 3))
+
+
+def load_classifier(model: str | os.PathLike) -> tuple[Any, Any]:
+    """``(network, card)`` of a classification model (name or folder), on the CPU in eval mode.
+
+    Raises
+    ------
+    ModelError
+        If the model is not a classifier.
+    """
+    from ..models.registry import resolve_model
+    from ..models.spec import load_model
+
+    info = resolve_model(model)
+    net, card = load_model(info.path)
+    if card.kind != "classification":
+        raise ModelError(f"model {info.name!r} is a {card.kind} model; this needs a classification model")
+    return net, card
+
+
+def _batch(items: Sequence[Any], card: Any) -> np.ndarray:
+    from ..training.classifier import prepare_items
+
+    size = int(card.input.get("size", [96])[0])
+    x, color = prepare_items(items, size, card.dims)
+    if x.shape[1] != card.in_channels:
+        raise ParameterError(f"model {card.name!r} takes {card.in_channels} channel(s) ({card.input.get('color')}); "
+                             f"these items have {x.shape[1]} ({color})")
+    return x
+
+
+def classify_items(items: Sequence[Any], model: str | os.PathLike | Sequence[str | os.PathLike], *,
+                   tta: bool = True, batch_size: int = 64) -> tuple[np.ndarray, list[str]]:
+    """Calibrated class probabilities of each item.
+
+    Parameters
+    ----------
+    items : sequence of array-like
+        2D grey/RGB/multichannel images or 3D crops, any size (resized to the model's input).
+    model : str or path, or a sequence of them
+        A classification model, or several with the same classes (their
+        probabilities are averaged).
+    tta : bool
+        Average over flips (2D models).
+
+    Returns
+    -------
+    probabilities : ndarray of float64, shape (n_items, n_classes)
+    class_names : list of str
+    """
+    import torch
+
+    models = [model] if isinstance(model, (str, os.PathLike)) else list(model)
+    if not models:
+        raise ParameterError("give at least one model")
+    total, names = None, None
+    for m in models:
+        net, card = load_classifier(m)
+        cn = list(card.output["class_names"])
+        if names is not None and cn != names:
+            raise ModelError(f"ensemble models have different classes: {names} vs {cn}")
+        names = cn
+        temp = float(card.output.get("temperature", 1.0))
+        x = _batch(items, card)
+        flips = TTA_FLIPS if tta and card.dims == 2 else ((),)
+        probs = np.zeros((len(x), len(cn)))
+        with torch.no_grad():
+            for i in range(0, len(x), batch_size):
+                xb = torch.from_numpy(x[i:i + batch_size])
+                acc = 0
+                for f in flips:
+                    acc = acc + torch.softmax(net(torch.flip(xb, f) if f else xb).double() / temp, dim=1)
+                probs[i:i + batch_size] = (acc / len(flips)).numpy()
+        total = probs if total is None else total + probs
+    return total / len(models), names
+
+
+def gradcam(items: Sequence[Any], model: str | os.PathLike, class_index: int | Sequence[int] | None = None
+            ) -> list[np.ndarray]:
+    """Grad-CAM map of each item for ``class_index`` (default: the predicted class), at the item's size.
+
+    Returns
+    -------
+    list of ndarray of float32
+        One map per item, ``(Y, X)`` (or ``(Z, Y, X)``), values in [0, 1].
+    """
+    import torch
+    import torch.nn.functional as F
+    from skimage.transform import resize
+
+    net, card = load_classifier(model)
+    x = torch.from_numpy(_batch(items, card))
+    out = []
+    for i in range(len(x)):
+        xb = x[i:i + 1]
+        feats = net.features(xb).detach().requires_grad_(True)
+        logits = net.head(feats)
+        k = int(logits.argmax()) if class_index is None else int(
+            class_index if np.isscalar(class_index) else class_index[i])
+        grad, = torch.autograd.grad(logits[0, k], feats)
+        w = grad.mean(dim=tuple(range(2, grad.ndim)), keepdim=True)
+        cam = F.relu((w * feats).sum(dim=1))[0].detach().numpy()
+        cam = cam / cam.max() if cam.max() > 0 else cam
+        shape = np.asarray(items[i]).shape[: card.dims]
+        out.append(resize(cam, shape, order=1).astype(np.float32))
+    return out
+
+
+__all__ = ["TTA_FLIPS", "classify_items", "gradcam", "load_classifier"]

@@ -1,0 +1,146 @@
+"""``medseg classify`` and ``medseg train --mode classify``: a CNN classifier for images, tiles and crops.
+
+::
+
+    medseg train --mode classify --table TRAIN.csv --out MODEL_DIR [--minutes M] [--base MODEL] [--epochs N]
+    medseg classify FILES... --model MODEL_DIR [--model MODEL_DIR2 ...] -o OUT.csv [--saliency DIR]
+
+``TRAIN.csv`` has columns ``file,class`` (``file`` relative to the CSV's
+folder, or absolute).  ``OUT.csv`` has one row per file:
+``file,class,p_<class>...`` (calibrated probabilities; several ``--model``
+folders average as an ensemble).  ``--saliency DIR`` also writes each file's
+Grad-CAM map as ``DIR/<stem>_saliency.tif``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..errors import ParameterError
+from .common import Command, drain, read_inputs, stem
+
+HELP = "classify images with a CNN classifier: OUT.csv with file, class and p_<class> per file"
+
+
+def read_table(path: Path) -> tuple[list[Path], list[str]]:
+    """Files and classes of a ``file,class`` CSV (files relative to its folder).
+
+    Raises
+    ------
+    ParameterError
+        A missing column, an empty table, or a file that does not exist.
+    """
+    if not path.is_file():
+        raise ParameterError(f"--table {path} does not exist")
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or not {"file", "class"} <= set(rows[0]):
+        raise ParameterError(f"--table {path}: needs the columns file,class (got {list(rows[0]) if rows else 'none'})")
+    files, classes = [], []
+    for i, r in enumerate(rows, start=2):
+        p = Path(r["file"])
+        p = p if p.is_absolute() else path.parent / p
+        if not p.is_file():
+            raise ParameterError(f"--table {path}, line {i}: file {p} does not exist")
+        if not str(r["class"]).strip():
+            raise ParameterError(f"--table {path}, line {i}: empty class")
+        files.append(p)
+        classes.append(str(r["class"]).strip())
+    return files, classes
+
+
+def load_item(path: Path) -> Any:
+    """The pixels of one image file for the classifier (its first image; level 0 of a pyramid)."""
+    import numpy as np
+
+    vols = read_inputs(path)
+    if len(vols) != 1:
+        raise ParameterError(f"{path}: holds {len(vols)} images; give one image per file")
+    v = vols[0]
+    data = v.data[0] if isinstance(v.data, list) else v.data
+    if "C" in v.axes:  # channels last, as pictures are
+        data = np.moveaxis(np.asarray(data), v.axes.index("C"), -1)
+    return np.asarray(data)
+
+
+def train_classifier(args: argparse.Namespace) -> int:
+    """``medseg train --mode classify``: returns 0 when a model was written."""
+    from ..training.classifier import train_classifier_iter
+
+    if args.table is None:
+        raise ParameterError("--mode classify needs --table TRAIN.csv (columns file,class)")
+    if args.out is None and args.name is None:
+        raise ParameterError("--mode classify needs --out MODEL_DIR (or --name NAME for the user model folder)")
+    if args.out is not None and (args.out / "model.json").exists() and not args.overwrite:
+        raise ParameterError(f"{args.out} already holds a model; pass --overwrite to replace it")
+    files, classes = read_table(args.table)
+    items = [load_item(p) for p in files]
+    minutes = args.minutes if args.minutes is not None or args.epochs is not None else 2.0
+    res = drain(train_classifier_iter(items, classes, base=None if args.base == "scratch" else args.base,
+                                      minutes=minutes, epochs=args.epochs, lr=args.lr or 2e-3,
+                                      val_fraction=args.val_fraction, augment=not args.no_augment,
+                                      device=args.device, out=args.out, name=args.name or (args.out.name if args.out
+                                                                                          else None),
+                                      batch_size=args.batch_size or 32,
+                                      training_data=f"{args.table} ({len(files)} items)"),
+                "train", quiet=args.quiet, total=0, leave=True, postfix=lambda p: p.message)
+    m = res.metrics
+    print(f"{res.model_path}: classifier {', '.join(res.class_names)}, {len(res.history)} epoch(s)"
+          f"{' (cancelled)' if res.cancelled else ''}, best epoch {m['best_epoch']}: "
+          f"val accuracy {m['val_accuracy']:.3f}, AUC {m['val_auc']:.3f}, ECE {m['ece_before']:.3f} -> "
+          f"{m['ece_after']:.3f} (temperature {m['temperature']:.2f})")
+    print(f"use it with: medseg classify FILES... --model {res.model_path} -o OUT.csv")
+    return 0
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``medseg classify``."""
+    p.add_argument("inputs", nargs="+", metavar="FILE", help="images (TIFF, DICOM, NIfTI, JPEG, PNG...)")
+    p.add_argument("--model", action="append", required=True, metavar="MODEL_DIR",
+                   help="classification model (name or folder); repeat for an ensemble")
+    p.add_argument("-o", "--output", required=True, type=Path, metavar="OUT.csv", help="the table to write")
+    p.add_argument("--no-tta", action="store_true", help="no test-time flips")
+    p.add_argument("--saliency", type=Path, default=None, metavar="DIR",
+                   help="also write each file's Grad-CAM map (first model) as DIR/<stem>_saliency.tif")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``medseg classify``; returns 0."""
+    from ..analysis.image_classify import classify_items, gradcam
+    from ..analysis.objects import write_objects_csv
+
+    if args.output.exists() and args.output.is_dir():
+        raise ParameterError(f"-o {args.output} is a folder; give a .csv file name")
+    from ..models.registry import resolve_model
+
+    models = [resolve_model(m).path for m in args.model]  # a bad model fails before any file is read
+    paths = [Path(s) for s in args.inputs]
+    items = [load_item(p) for p in paths]
+    probs, names = classify_items(items, models, tta=not args.no_tta)
+    import pandas as pd
+
+    table = pd.DataFrame({"file": [str(p) for p in paths], "class": [names[i] for i in probs.argmax(axis=1)]})
+    for k, n in enumerate(names):
+        table[f"p_{n}"] = probs[:, k]
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    write_objects_csv(args.output, table)
+    if args.saliency is not None:
+        import tifffile
+
+        args.saliency.mkdir(parents=True, exist_ok=True)
+        for p, cam in zip(paths, gradcam(items, models[0]), strict=True):
+            tifffile.imwrite(args.saliency / f"{stem(p)}_saliency.tif", cam)
+    counts = table["class"].value_counts().to_dict()
+    print(f"{args.output}: {len(table)} file(s): " + ", ".join(f"{c} {n}" for c, n in sorted(counts.items())),
+          file=sys.stdout)
+    return 0
+
+
+COMMAND = Command("classify", HELP, add_arguments, run)
+add_parser = COMMAND.add_parser
+
+__all__ = ["COMMAND", "HELP", "add_arguments", "add_parser", "load_item", "read_table", "run", "train_classifier"]

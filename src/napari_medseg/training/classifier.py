@@ -1,0 +1,489 @@
+"""Train a CNN classifier on a few labelled images, tiles, lesion or cell crops (a generator).
+
+:func:`train_classifier_iter` takes items (2D ``(Y, X[, C])`` or 3D
+``(Z, Y, X)`` arrays) and a class per item, resizes each to the model's
+input size once, holds out a stratified ``val_fraction``, and trains an
+:class:`~napari_medseg.models.classifier.EncoderClassifier`:
+
+* from scratch or from the encoder of a shipped or user model (``base``:
+  a U-Net of the same channels, or another classifier) -- transfer learning;
+* against class imbalance: batches drawn with probability inversely
+  proportional to the class frequency, and a class-weighted cross-entropy;
+* heavy augmentation on every batch: flips, 90-degree rotations, random
+  resized crops (scale 0.6-1), brightness/contrast, colour (saturation and
+  hue-like channel mixing) jitter, Gaussian blur, noise;
+* AdamW with a cosine learning rate over the time budget; validation every
+  epoch; the best epoch (lowest held-out loss) is kept; early stopping after
+  ``patience`` epochs without improvement; cancel keeps the best;
+* probabilities calibrated on the held-out split by temperature scaling
+  (the card keeps ``temperature`` and the expected calibration error before
+  and after).
+
+It yields :class:`~napari_medseg.progress.Progress` (``info``: ``epoch``,
+``train_loss``, ``val_loss``, ``val_accuracy``) and returns a
+:class:`ClassifierResult` with the saved model folder.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ParameterError
+from ..progress import CancelToken, Progress
+
+#: Bins of the expected calibration error.
+ECE_BINS = 15
+
+
+@dataclass
+class ClassifierResult:
+    """What :func:`train_classifier_iter` returns.
+
+    Attributes
+    ----------
+    model_path : Path
+        The saved model folder (``model.json`` + ``weights.safetensors``).
+    class_names : list of str
+    history : list of dict
+        One entry per epoch: ``epoch``, ``train_loss``, ``val_loss``, ``val_accuracy``, ``seconds``.
+    metrics : dict
+        Held-out ``val_accuracy``, ``val_balanced_accuracy``, ``val_auc`` (binary: of the
+        second class; multi-class: mean one-vs-rest), ``ece_before``, ``ece_after``,
+        ``temperature``, ``best_epoch``, ``images_per_second``.
+    cancelled : bool
+    """
+
+    model_path: Path
+    class_names: list[str]
+    history: list[dict] = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)
+    cancelled: bool = False
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def prepare_items(items: Sequence[Any], size: int, dims: int = 2) -> tuple[np.ndarray, str]:
+    """Resize every item to ``size`` (per spatial axis) and stack them as ``(N, C, *spatial)`` float32 in [0, 1].
+
+    Parameters
+    ----------
+    items : sequence of array-like
+        2D ``(Y, X)`` grey, ``(Y, X, 3|4)`` RGB(A) (alpha dropped), ``(Y, X, C)``
+        multichannel with ``C <= 8``, or 3D ``(Z, Y, X)`` grey when ``dims=3``.
+    size : int
+        Edge of the model's input in pixels.
+
+    Returns
+    -------
+    batch : ndarray of float32
+    color : {"grey", "rgb", "multichannel"}
+
+    Raises
+    ------
+    ParameterError
+        Items of different channel counts, or shapes that are not images.
+    """
+    from skimage.transform import resize
+
+    out, colors = [], set()
+    for i, it in enumerate(items):
+        a = np.asarray(it)
+        if dims == 3:
+            if a.ndim != 3:
+                raise ParameterError(f"item {i}: 3D items are (Z, Y, X), got shape {a.shape}")
+            chans, color = a[None], "grey"
+        elif a.ndim == 2:
+            chans, color = a[None], "grey"
+        elif a.ndim == 3 and a.shape[-1] in (3, 4):
+            chans, color = np.moveaxis(a[..., :3], -1, 0), "rgb"
+        elif a.ndim == 3 and a.shape[-1] <= 8:
+            chans, color = np.moveaxis(a, -1, 0), "multichannel"
+        else:
+            raise ParameterError(f"item {i}: shape {a.shape} is not a 2D grey/RGB/multichannel image")
+        colors.add((color, chans.shape[0]))
+        chans = chans.astype(np.float32)
+        if np.issubdtype(a.dtype, np.integer):
+            chans /= float(np.iinfo(a.dtype).max) if a.dtype != np.uint8 else 255.0
+        else:
+            lo, hi = np.percentile(chans, (1, 99.8))
+            chans = (chans - lo) / max(hi - lo, 1e-6)
+        target = (chans.shape[0],) + (size,) * dims
+        out.append(resize(chans, target, order=1, anti_aliasing=True, preserve_range=True).astype(np.float32))
+    if len(colors) != 1:
+        raise ParameterError(f"items have different channels: {sorted(colors)}; give items of one kind")
+    return np.stack(out), colors.pop()[0]
+
+
+def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices ``(train, val)``: ``val_fraction`` of each class (at least one when the class has >= 2 items)."""
+    rng = np.random.default_rng(seed)
+    tr, va = [], []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        n_val = int(round(val_fraction * len(idx)))
+        if val_fraction > 0 and len(idx) >= 2:
+            n_val = min(max(n_val, 1), len(idx) - 1)
+        va += idx[:n_val].tolist()
+        tr += idx[n_val:].tolist()
+    return np.sort(np.asarray(tr, np.int64)), np.sort(np.asarray(va, np.int64))
+
+
+# --------------------------------------------------------------------------- augmentation
+
+
+def augment_batch(x: np.ndarray, rng: np.random.Generator, color: str) -> np.ndarray:
+    """Label-preserving random transforms of a batch ``(N, C, *spatial)`` in [0, 1] (a new array)."""
+    n, c = x.shape[:2]
+    sp = x.shape[2:]
+    out = np.empty_like(x)
+    for i in range(n):
+        a = x[i]
+        for ax in range(1, a.ndim):
+            if rng.random() < 0.5:
+                a = np.flip(a, axis=ax)
+        if a.ndim == 3:  # 2D: rotations by 90 degrees, a random resized crop
+            a = np.rot90(a, int(rng.integers(4)), axes=(1, 2))
+            s = rng.uniform(0.6, 1.0)
+            h = max(8, int(round(sp[0] * math.sqrt(s))))
+            w = max(8, int(round(sp[1] * math.sqrt(s))))
+            y0 = int(rng.integers(0, sp[0] - h + 1))
+            x0 = int(rng.integers(0, sp[1] - w + 1))
+            crop = a[:, y0:y0 + h, x0:x0 + w]
+            yi = np.clip(((np.arange(sp[0]) + 0.5) * h / sp[0]).astype(np.int64), 0, h - 1)
+            xi = np.clip(((np.arange(sp[1]) + 0.5) * w / sp[1]).astype(np.int64), 0, w - 1)
+            a = crop[:, yi][:, :, xi]
+        a = np.ascontiguousarray(a, dtype=np.float32)
+        a = a * rng.uniform(0.75, 1.25) + rng.uniform(-0.1, 0.1)  # contrast, brightness
+        if color == "rgb" and c == 3:
+            mix = np.eye(3) + rng.normal(0, 0.05, (3, 3))  # hue-like channel mixing
+            grey = a.mean(axis=0, keepdims=True)
+            sat = rng.uniform(0.7, 1.3)
+            a = np.einsum("ij,j...->i...", mix, grey + sat * (a - grey))
+        if rng.random() < 0.3:
+            from scipy import ndimage as ndi
+
+            sigma = rng.uniform(0.3, 1.2)
+            a = ndi.gaussian_filter(a, (0,) + (sigma,) * (a.ndim - 1))
+        a = a + rng.normal(0, rng.uniform(0, 0.03), a.shape)
+        out[i] = np.clip(a, -0.5, 1.5)
+    return out
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:
+    """ECE of the top-class confidence: sum over equal-width bins of |accuracy - confidence| * share."""
+    p = np.asarray(probs, np.float64)
+    y = np.asarray(labels)
+    if len(y) == 0:
+        return float("nan")
+    conf = p.max(axis=1)
+    correct = (p.argmax(axis=1) == y).astype(np.float64)
+    edges = np.linspace(0, 1, bins + 1)
+    b = np.clip(np.digitize(conf, edges[1:-1]), 0, bins - 1)
+    ece = 0.0
+    for k in range(bins):
+        m = b == k
+        if m.any():
+            ece += m.mean() * abs(correct[m].mean() - conf[m].mean())
+    return float(ece)
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The temperature ``T > 0`` minimising the held-out negative log-likelihood of ``softmax(logits / T)``."""
+    from scipy.optimize import minimize_scalar
+
+    z = np.asarray(logits, np.float64)
+    y = np.asarray(labels, np.int64)
+    if len(y) == 0:
+        return 1.0
+
+    def nll(log_t: float) -> float:
+        s = z / math.exp(log_t)
+        s = s - s.max(axis=1, keepdims=True)
+        logp = s - np.log(np.exp(s).sum(axis=1, keepdims=True))
+        return float(-logp[np.arange(len(y)), y].mean())
+
+    res = minimize_scalar(nll, bounds=(math.log(0.05), math.log(20.0)), method="bounded")
+    return float(math.exp(res.x))
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Row-wise softmax of ``logits / temperature``."""
+    s = np.asarray(logits, np.float64) / temperature
+    s = s - s.max(axis=1, keepdims=True)
+    e = np.exp(s)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """Area under the ROC curve of ``scores`` for the boolean ``positive`` (ties count half); NaN with one class."""
+    s = np.asarray(scores, np.float64)
+    pos = np.asarray(positive, bool)
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    from scipy.stats import rankdata
+
+    r = rankdata(s)
+    return float((r[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def classification_metrics(probs: np.ndarray, y: np.ndarray, n_classes: int) -> dict[str, float]:
+    """Accuracy, balanced accuracy and ROC AUC (binary: class 1; else mean one-vs-rest)."""
+    pred = probs.argmax(axis=1)
+    acc = float((pred == y).mean()) if len(y) else float("nan")
+    recalls = [float((pred[y == c] == c).mean()) for c in range(n_classes) if (y == c).any()]
+    aucs = [roc_auc(probs[:, c], y == c) for c in (range(n_classes) if n_classes > 2 else [1])]
+    aucs = [a for a in aucs if not math.isnan(a)]
+    return {"accuracy": acc, "balanced_accuracy": float(np.mean(recalls)) if recalls else float("nan"),
+            "auc": float(np.mean(aucs)) if aucs else float("nan")}
+
+
+# --------------------------------------------------------------------------- training
+
+
+def train_classifier_iter(
+    items: Sequence[Any],
+    classes: Sequence[str],
+    *,
+    class_names: Sequence[str] | None = None,
+    base: str | None = None,
+    dims: int = 2,
+    size: int = 96,
+    base_channels: int = 16,
+    depth: int = 5,
+    minutes: float | None = 2.0,
+    epochs: int | None = None,
+    batch_size: int = 32,
+    lr: float = 2e-3,
+    weight_decay: float = 1e-4,
+    val_fraction: float = 0.2,
+    patience: int = 8,
+    augment: bool = True,
+    seed: int = 0,
+    device: str = "auto",
+    out: str | Path | None = None,
+    name: str | None = None,
+    training_data: str = "",
+    cancel: CancelToken | None = None,
+) -> Generator[Progress, None, ClassifierResult]:
+    """Train a CNN classifier; see the module docstring.
+
+    Parameters
+    ----------
+    items : sequence of array-like
+        Images/crops (see :func:`prepare_items`).
+    classes : sequence of str
+        The class of each item.
+    class_names : sequence of str, optional
+        Class order of the model (default: sorted unique ``classes``).
+    base : str, optional
+        Model name or folder whose encoder initialises the network.
+    dims, size, base_channels, depth
+        Network input (``size`` pixels per axis) and width/depth.
+    minutes, epochs : optional
+        Budget (at least one).  Early stopping may end sooner.
+    batch_size, lr, weight_decay, val_fraction, patience, augment, seed, device
+        Training settings.
+    out : path, optional
+        Model folder to write (default: the user model folder, ``name``).
+    name : str, optional
+        Model name (default ``classifier``).
+    training_data : str
+        Free text for the card (where the items came from, licence).
+    cancel : CancelToken, optional
+        Cancelling keeps (and saves) the best epoch so far.
+
+    Returns
+    -------
+    ClassifierResult
+
+    Raises
+    ------
+    ParameterError
+        Too few items or classes, bad budgets or sizes.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from ..models.classifier import EncoderClassifier, load_encoder
+    from ..models.device import physical_cores, select_device
+    from ..models.spec import ModelCard, save_model
+    from .steps import StepRunner, set_seeds
+
+    if epochs is None and minutes is None:
+        raise ParameterError("give a time budget (minutes) or a number of epochs")
+    if minutes is not None and not (0 < minutes < 24 * 60):
+        raise ParameterError(f"minutes must be in (0, 1440), got {minutes}")
+    if epochs is not None and epochs < 1:
+        raise ParameterError(f"epochs must be >= 1, got {epochs}")
+    if not 16 <= size <= 1024 or size % 2 ** (depth - 1):
+        raise ParameterError(f"size must be in 16..1024 and a multiple of {2 ** (depth - 1)}, got {size}")
+    if not 1 <= batch_size <= 512:
+        raise ParameterError(f"batch_size must be in 1..512, got {batch_size}")
+    if not (math.isfinite(lr) and 0 < lr < 1):
+        raise ParameterError(f"lr must be in (0, 1), got {lr}")
+    if not 0 <= val_fraction < 1:
+        raise ParameterError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    if len(items) != len(classes):
+        raise ParameterError(f"{len(items)} items but {len(classes)} classes")
+    names = list(class_names) if class_names is not None else sorted({str(c) for c in classes})
+    if len(names) < 2:
+        raise ParameterError(f"a classifier needs at least two classes, got {names}")
+    index = {c: i for i, c in enumerate(names)}
+    unknown = sorted({str(c) for c in classes} - set(index))
+    if unknown:
+        raise ParameterError(f"classes {unknown} are not among class_names {names}")
+    y = np.asarray([index[str(c)] for c in classes], np.int64)
+    counts = np.bincount(y, minlength=len(names))
+    if (counts == 0).any():
+        raise ParameterError(f"no item of class {[names[i] for i in np.flatnonzero(counts == 0)]}")
+
+    yield Progress(0, 1, "preparing items", {"stage": "prepare"})
+    x, color = prepare_items(items, size, dims)
+    tr, va = stratified_split(y, val_fraction, seed)
+    if len(va) == 0:
+        va = tr  # no held-out split: the training items calibrate (said in the card)
+    set_seeds(seed)
+    rng = np.random.default_rng(seed)
+    dev, reason = select_device(device)
+    if dev.type == "cpu":
+        torch.set_num_threads(physical_cores())
+    net = EncoderClassifier(in_channels=x.shape[1], n_classes=len(names), dims=dims, base_channels=base_channels,
+                            depth=depth)
+    base_info = None
+    if base is not None:
+        from ..models.registry import resolve_model
+        from ..models.spec import load_model
+
+        base_info = resolve_model(base)
+        src, _ = load_model(base_info.path)
+        n_copied = load_encoder(net, src.state_dict())
+        if n_copied == 0:
+            raise ParameterError(f"base model {base_info.name!r} shares no encoder weights with this classifier "
+                                 f"({x.shape[1]} channels, base_channels {base_channels}, {dims}D)")
+    if dims == 2:
+        runner = StepRunner.create(net, dev, reason, lr=lr, weight_decay=weight_decay)
+    else:  # channels-last is 2D only
+        net.to(dev)
+        runner = StepRunner(net, dev, reason, torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay),
+                            None, torch.amp.GradScaler("cuda", enabled=False), False)
+    cls_w = torch.tensor(len(tr) / (len(names) * np.maximum(np.bincount(y[tr], minlength=len(names)), 1)),
+                         dtype=torch.float32, device=dev)
+    sample_p = 1.0 / np.bincount(y[tr], minlength=len(names))[y[tr]]
+    sample_p /= sample_p.sum()
+    steps_per_epoch = max(1, int(math.ceil(len(tr) / batch_size)))
+
+    def evaluate() -> tuple[float, np.ndarray]:
+        net.eval()
+        logits = []
+        with torch.no_grad():
+            for i in range(0, len(va), 128):
+                xb = torch.from_numpy(x[va[i:i + 128]]).to(dev)
+                logits.append(net(xb).float().cpu().numpy())
+        net.train()
+        z = np.concatenate(logits)
+        loss = float(F.cross_entropy(torch.from_numpy(z), torch.from_numpy(y[va])).item())
+        return loss, z
+
+    t0 = time.perf_counter()
+    budget_s = None if minutes is None else 60.0 * minutes
+    total_epochs = epochs or 10**6
+    best = (math.inf, None, 0, None)  # val loss, state, epoch, val logits
+    history: list[dict] = []
+    seen = 0
+    cancelled = False
+    net.train()
+    epoch = 0
+    while epoch < total_epochs:
+        epoch += 1
+        losses = []
+        for _ in range(steps_per_epoch):
+            if cancel is not None and cancel.cancelled:
+                cancelled = True
+                break
+            frac = 0.0
+            if budget_s is not None:
+                frac = (time.perf_counter() - t0) / budget_s
+            if epochs is not None:
+                frac = max(frac, (epoch - 1) / epochs)
+            runner.set_lr(lr * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
+            pick = rng.choice(tr, size=min(batch_size, len(tr)), p=sample_p)
+            xb = augment_batch(x[pick], rng, color) if augment else x[pick]
+            yb = torch.from_numpy(y[pick]).to(dev)
+            loss, _ = runner.step(xb, lambda out, yb=yb: (F.cross_entropy(out.float(), yb, weight=cls_w), {}))
+            if not math.isfinite(loss):
+                raise ParameterError(f"training diverged (loss {loss}) at epoch {epoch}: lower the learning rate")
+            losses.append(loss)
+            seen += len(pick)
+        if cancelled:
+            break
+        val_loss, z = evaluate()
+        acc = float((z.argmax(1) == y[va]).mean())
+        rec = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val_loss, "val_accuracy": acc,
+               "seconds": time.perf_counter() - t0}
+        history.append(rec)
+        if val_loss < best[0]:
+            best = (val_loss, {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}, epoch, z)
+        elapsed = time.perf_counter() - t0
+        yield Progress(epoch, epochs or 0, f"epoch {epoch}: val loss {val_loss:.3f}, accuracy {acc:.3f}", rec)
+        if budget_s is not None and elapsed >= budget_s:
+            break
+        if epoch - best[2] >= patience:
+            break
+    if best[1] is None:
+        if cancelled:
+            raise ParameterError("cancelled before the first epoch finished: nothing to save")
+        raise ParameterError("no epoch finished")  # pragma: no cover - the loop runs at least once
+    net = runner.release()
+    net.load_state_dict(best[1])
+    z_val = best[3]
+    temperature = fit_temperature(z_val, y[va])
+    p_before, p_after = softmax(z_val), softmax(z_val, temperature)
+    m = classification_metrics(p_after, y[va], len(names))
+    metrics = {
+        "val_accuracy": m["accuracy"], "val_balanced_accuracy": m["balanced_accuracy"], "val_auc": m["auc"],
+        "ece_before": expected_calibration_error(p_before, y[va]),
+        "ece_after": expected_calibration_error(p_after, y[va]),
+        "temperature": temperature, "best_epoch": best[2], "n_train": int(len(tr)), "n_val": int(len(va)),
+        "images_per_second": seen / max(time.perf_counter() - t0, 1e-9),
+        "calibrated_on": "held-out split" if val_fraction > 0 and len(va) else "training items (no held-out split)",
+    }
+    name = name or "classifier"
+    card = ModelCard(
+        name=name,
+        architecture={"type": "encoder_classifier", "dims": dims, "in_channels": int(x.shape[1]),
+                      "n_classes": len(names), "base_channels": base_channels, "depth": depth, "norm": "batch"},
+        input={"channels": int(x.shape[1]), "color": color, "size": [size] * dims,
+               "normalization": {"kind": "unit_range", "integer": "divide by the dtype maximum (255 for uint8)",
+                                 "float": "percentile 1-99.8"},
+               "pixel_size": None, "pixel_unit": "px"},
+        output={"kind": "classification", "class_names": names, "temperature": temperature},
+        description=f"CNN classifier ({', '.join(names)}) on {size}-pixel {color} {dims}D inputs",
+        training={"data": training_data, "n_items": len(items), "class_counts": dict(zip(names, counts.tolist(),
+                                                                                          strict=True)),
+                  "base": None if base_info is None else base_info.name, "epochs": len(history),
+                  "minutes": (time.perf_counter() - t0) / 60, "seed": seed, "augment": augment,
+                  "device": str(dev), "cancelled": cancelled, "history": history},
+        metrics=metrics,
+    )
+    if out is None:
+        from ..models.registry import user_models_dir
+
+        out = Path(user_models_dir()) / name
+    path = save_model(out, net, card)
+    return ClassifierResult(Path(path), names, history, metrics, cancelled)
+
+
+__all__ = ["ClassifierResult", "augment_batch", "classification_metrics", "expected_calibration_error",
+           "fit_temperature", "prepare_items", "roc_auc", "softmax", "stratified_split", "train_classifier_iter"]

@@ -1,0 +1,142 @@
+"""The CNN classifier: learns discs vs squares, calibrates, looks at the object, transfers encoders, CLI end to end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_medseg.analysis.image_classify import classify_items, gradcam
+from napari_medseg.errors import ParameterError
+from napari_medseg.progress import run
+from napari_medseg.training.classifier import (
+    expected_calibration_error,
+    fit_temperature,
+    roc_auc,
+    softmax,
+    stratified_split,
+    train_classifier_iter,
+)
+
+
+def _shape_image(kind: str, rng: np.random.Generator, size: int = 48) -> np.ndarray:
+    img = rng.normal(40, 8, (size, size))
+    r = int(rng.integers(7, 12))
+    cy, cx = rng.integers(r + 2, size - r - 2, 2)
+    yy, xx = np.mgrid[:size, :size]
+    if kind == "disc":
+        m = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+    else:
+        m = (abs(yy - cy) <= r * 0.8) & (abs(xx - cx) <= r * 0.8)
+    img[m] += 120
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _data(n: int, seed: int):
+    rng = np.random.default_rng(seed)
+    kinds = ["disc", "square"] * (n // 2)
+    return [_shape_image(k, rng) for k in kinds], kinds
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    items, classes = _data(64, 0)
+    out = tmp_path_factory.mktemp("cls") / "shapes"
+    res = run(train_classifier_iter(items, classes, size=32, depth=4, base_channels=8, epochs=25, minutes=None,
+                                    batch_size=16, patience=25, seed=0, device="cpu", out=out, name="shapes"))
+    assert res.model_path == out and (out / "model.json").exists()
+    assert res.class_names == ["disc", "square"]
+    return out
+
+
+def test_learns_discs_vs_squares_and_generalises(trained: Path) -> None:
+    items, classes = _data(40, 1)  # new images
+    probs, names = classify_items(items, trained)
+    pred = [names[i] for i in probs.argmax(axis=1)]
+    acc = float(np.mean([p == c for p, c in zip(pred, classes, strict=True)]))
+    assert acc >= 0.9
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-9)
+    # an ensemble of the same model twice is the model
+    p2, _ = classify_items(items, [trained, trained])
+    np.testing.assert_allclose(p2, probs, atol=1e-12)
+
+
+def test_saliency_peaks_on_the_object(trained: Path) -> None:
+    rng = np.random.default_rng(5)
+    hits = 0
+    for _ in range(10):
+        img = _shape_image("disc", rng)
+        cam = gradcam([img], trained)[0]
+        assert cam.shape == img.shape and 0.0 <= cam.min() and cam.max() <= 1.0
+        obj = img > 100
+        hits += cam[obj].mean() > cam[~obj].mean()
+    assert hits >= 8
+
+
+def test_temperature_scaling_lowers_ece_of_an_overconfident_model() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 2000)
+    # logits 5x too large: right 75 % of the time but ~99 % confident
+    clean = np.where(rng.random(2000) < 0.75, y, 1 - y)
+    logits = np.stack([np.where(clean == 0, 1.0, -1.0), np.where(clean == 1, 1.0, -1.0)], 1) * 2.5
+    before = expected_calibration_error(softmax(logits), y)
+    t = fit_temperature(logits, y)
+    after = expected_calibration_error(softmax(logits, t), y)
+    assert t > 1.5 and after < before / 3 and after < 0.03
+
+
+def test_auc_split_and_bad_parameters() -> None:
+    assert roc_auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1], bool)) == 0.75
+    tr, va = stratified_split(np.array([0] * 10 + [1] * 5), 0.2, seed=0)
+    assert len(va) == 3 and len(set(tr) & set(va)) == 0 and len(tr) + len(va) == 15
+    items, classes = _data(4, 0)
+    with pytest.raises(ParameterError, match="two classes"):
+        run(train_classifier_iter(items, ["a"] * 4, epochs=1, minutes=None))
+    with pytest.raises(ParameterError, match="lr"):
+        run(train_classifier_iter(items, classes, epochs=1, minutes=None, lr=float("inf")))
+
+
+def test_transfer_from_a_unet_encoder(tmp_path: Path) -> None:
+    from napari_medseg.models.classifier import EncoderClassifier, load_encoder
+    from napari_medseg.models.spec import load_model
+    from napari_medseg.models.testing import make_random_model
+
+    unet_dir = make_random_model(tmp_path / "u", in_channels=1, base_channels=8, depth=3)
+    unet, _ = load_model(unet_dir)
+    net = EncoderClassifier(in_channels=1, n_classes=2, base_channels=8, depth=4)
+    assert load_encoder(net, unet.state_dict()) == len([k for k in unet.state_dict() if k.startswith("down.")])
+    np.testing.assert_array_equal(net.state_dict()["down.0.0.weight"].numpy(),
+                                  unet.state_dict()["down.0.0.weight"].numpy())
+    items, classes = _data(16, 2)
+    res = run(train_classifier_iter(items, classes, base=str(unet_dir), size=32, depth=4, base_channels=8, epochs=1,
+                                    minutes=None, device="cpu", out=tmp_path / "c"))
+    from napari_medseg.models.spec import ModelCard
+
+    assert ModelCard.from_json(res.model_path / "model.json").training["base"] == "tiny"
+
+
+def test_cli_train_classify_end_to_end(tmp_path: Path, capsys) -> None:
+    import pandas as pd
+    from skimage.io import imsave
+
+    from napari_medseg.cli import main
+
+    items, classes = _data(24, 3)
+    rows = []
+    for i, (img, c) in enumerate(zip(items, classes, strict=True)):
+        imsave(tmp_path / f"img{i}.png", img, check_contrast=False)
+        rows.append({"file": f"img{i}.png", "class": c})
+    pd.DataFrame(rows).to_csv(tmp_path / "train.csv", index=False)
+    model = tmp_path / "model"
+    assert main(["train", "--mode", "classify", "--table", str(tmp_path / "train.csv"), "--out", str(model),
+                 "--epochs", "2", "-q"]) == 0
+    assert "val accuracy" in capsys.readouterr().out
+    out = tmp_path / "pred.csv"
+    assert main(["classify", str(tmp_path / "img0.png"), str(tmp_path / "img1.png"), "--model", str(model),
+                 "-o", str(out), "--saliency", str(tmp_path / "sal")]) == 0
+    t = pd.read_csv(out)
+    assert list(t.columns) == ["file", "class", "p_disc", "p_square"] and len(t) == 2
+    np.testing.assert_allclose(t["p_disc"] + t["p_square"], 1.0, atol=1e-9)
+    assert (tmp_path / "sal" / "img0_saliency.tif").exists()
+    assert main(["train", "--mode", "classify", "--out", str(model)]) == 2  # no --table: a clear error
