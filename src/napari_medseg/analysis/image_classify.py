@@ -40,9 +40,59 @@ def load_classifier(model: str | os.PathLike) -> tuple[Any, Any]:
     return net, card
 
 
-def _batch(items: Sequence[Any], card: Any) -> np.ndarray:
-    from ..training.classifier import prepare_items
+def prepare_items(items: Sequence[Any], size: int, dims: int = 2) -> tuple[np.ndarray, str]:
+    """Resize every item to ``size`` (per spatial axis) and stack them as ``(N, C, *spatial)`` float32 in [0, 1].
 
+    Parameters
+    ----------
+    items : sequence of array-like
+        2D ``(Y, X)`` grey, ``(Y, X, 3|4)`` RGB(A) (alpha dropped), ``(Y, X, C)``
+        multichannel with ``C <= 8``, or 3D ``(Z, Y, X)`` grey when ``dims=3``.
+    size : int
+        Edge of the model's input in pixels.
+
+    Returns
+    -------
+    batch : ndarray of float32
+    color : {"grey", "rgb", "multichannel"}
+
+    Raises
+    ------
+    ParameterError
+        Items of different channel counts, or shapes that are not images.
+    """
+    from skimage.transform import resize
+
+    out, colors = [], set()
+    for i, it in enumerate(items):
+        a = np.asarray(it)
+        if dims == 3:
+            if a.ndim != 3:
+                raise ParameterError(f"item {i}: 3D items are (Z, Y, X), got shape {a.shape}")
+            chans, color = a[None], "grey"
+        elif a.ndim == 2:
+            chans, color = a[None], "grey"
+        elif a.ndim == 3 and a.shape[-1] in (3, 4):
+            chans, color = np.moveaxis(a[..., :3], -1, 0), "rgb"
+        elif a.ndim == 3 and a.shape[-1] <= 8:
+            chans, color = np.moveaxis(a, -1, 0), "multichannel"
+        else:
+            raise ParameterError(f"item {i}: shape {a.shape} is not a 2D grey/RGB/multichannel image")
+        colors.add((color, chans.shape[0]))
+        chans = chans.astype(np.float32)
+        if np.issubdtype(a.dtype, np.integer):
+            chans /= float(np.iinfo(a.dtype).max) if a.dtype != np.uint8 else 255.0
+        else:
+            lo, hi = np.percentile(chans, (1, 99.8))
+            chans = (chans - lo) / max(hi - lo, 1e-6)
+        target = (chans.shape[0],) + (size,) * dims
+        out.append(resize(chans, target, order=1, anti_aliasing=True, preserve_range=True).astype(np.float32))
+    if len(colors) != 1:
+        raise ParameterError(f"items have different channels: {sorted(colors)}; give items of one kind")
+    return np.stack(out), colors.pop()[0]
+
+
+def _batch(items: Sequence[Any], card: Any) -> np.ndarray:
     size = int(card.input.get("size", [96])[0])
     x, color = prepare_items(items, size, card.dims)
     if x.shape[1] != card.in_channels:
@@ -128,4 +178,4 @@ def gradcam(items: Sequence[Any], model: str | os.PathLike, class_index: int | S
     return out
 
 
-__all__ = ["TTA_FLIPS", "classify_items", "gradcam", "load_classifier"]
+__all__ = ["TTA_FLIPS", "classify_items", "gradcam", "load_classifier", "prepare_items"]

@@ -110,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
     if "torch" not in sys.modules:
         # OpenMP spin-waiting makes torch's threads crawl when anything else runs (our patch thread included)
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    if args.mode == "classify":
+    mode = getattr(args, "mode", "instance")
+    if mode == "classify":
         from .classify import train_classifier
 
         return train_classifier(args)
@@ -118,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     from ..training.finetune import finetune_iter
 
     if not args.images or not args.labels:
-        raise ParameterError(f"--mode {args.mode} needs --images and --labels")
+        raise ParameterError(f"--mode {mode} needs --images and --labels")
     if len(args.images) != len(args.labels):
         raise ParameterError(f"{len(args.images)} --images but {len(args.labels)} --labels: give one labels file "
                              "per image, in the same order")

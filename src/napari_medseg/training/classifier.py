@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from ..analysis.image_classify import prepare_items
 from ..errors import ParameterError
 from ..progress import CancelToken, Progress
 
@@ -68,58 +69,6 @@ class ClassifierResult:
 
 
 # --------------------------------------------------------------------------- inputs
-
-
-def prepare_items(items: Sequence[Any], size: int, dims: int = 2) -> tuple[np.ndarray, str]:
-    """Resize every item to ``size`` (per spatial axis) and stack them as ``(N, C, *spatial)`` float32 in [0, 1].
-
-    Parameters
-    ----------
-    items : sequence of array-like
-        2D ``(Y, X)`` grey, ``(Y, X, 3|4)`` RGB(A) (alpha dropped), ``(Y, X, C)``
-        multichannel with ``C <= 8``, or 3D ``(Z, Y, X)`` grey when ``dims=3``.
-    size : int
-        Edge of the model's input in pixels.
-
-    Returns
-    -------
-    batch : ndarray of float32
-    color : {"grey", "rgb", "multichannel"}
-
-    Raises
-    ------
-    ParameterError
-        Items of different channel counts, or shapes that are not images.
-    """
-    from skimage.transform import resize
-
-    out, colors = [], set()
-    for i, it in enumerate(items):
-        a = np.asarray(it)
-        if dims == 3:
-            if a.ndim != 3:
-                raise ParameterError(f"item {i}: 3D items are (Z, Y, X), got shape {a.shape}")
-            chans, color = a[None], "grey"
-        elif a.ndim == 2:
-            chans, color = a[None], "grey"
-        elif a.ndim == 3 and a.shape[-1] in (3, 4):
-            chans, color = np.moveaxis(a[..., :3], -1, 0), "rgb"
-        elif a.ndim == 3 and a.shape[-1] <= 8:
-            chans, color = np.moveaxis(a, -1, 0), "multichannel"
-        else:
-            raise ParameterError(f"item {i}: shape {a.shape} is not a 2D grey/RGB/multichannel image")
-        colors.add((color, chans.shape[0]))
-        chans = chans.astype(np.float32)
-        if np.issubdtype(a.dtype, np.integer):
-            chans /= float(np.iinfo(a.dtype).max) if a.dtype != np.uint8 else 255.0
-        else:
-            lo, hi = np.percentile(chans, (1, 99.8))
-            chans = (chans - lo) / max(hi - lo, 1e-6)
-        target = (chans.shape[0],) + (size,) * dims
-        out.append(resize(chans, target, order=1, anti_aliasing=True, preserve_range=True).astype(np.float32))
-    if len(colors) != 1:
-        raise ParameterError(f"items have different channels: {sorted(colors)}; give items of one kind")
-    return np.stack(out), colors.pop()[0]
 
 
 def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -486,4 +435,4 @@ def train_classifier_iter(
 
 
 __all__ = ["ClassifierResult", "augment_batch", "classification_metrics", "expected_calibration_error",
-           "fit_temperature", "prepare_items", "roc_auc", "softmax", "stratified_split", "train_classifier_iter"]
+           "fit_temperature", "roc_auc", "softmax", "stratified_split", "train_classifier_iter"]
