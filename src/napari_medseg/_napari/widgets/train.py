@@ -105,7 +105,7 @@ class TrainWidget(QWidget):
 
         self.scratch = QCheckBox("from scratch")
         self.scratch.setToolTip("A new U-Net (16 base channels, depth 4) instead of fine-tuning a model")
-        self.model_picker = ModelPicker()
+        self.model_picker = ModelPicker(kinds=("instance", "semantic"))
         self.mode = QComboBox()
         self.mode.addItems(["instance", "semantic"])
         self.mode.setToolTip("instance: each painted object has its own id; semantic: label value = class id")

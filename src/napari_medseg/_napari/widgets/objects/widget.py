@@ -135,7 +135,7 @@ class ObjectsWidget(ClassifierActions, QWidget):
         self.source_kind.addItems(list(SOURCES))
         self.labels_combo = LayerCombo(napari_viewer, Labels)
         self.image_combo = LayerCombo(napari_viewer, Image)
-        self.model_picker = ModelPicker()
+        self.model_picker = ModelPicker(kinds=("instance", "semantic", "detection"))
         self.device_picker = DevicePicker()
         self.intensity_list = LayerChecklist(napari_viewer)
         self._labels_row = QWidget()
