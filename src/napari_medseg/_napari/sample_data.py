@@ -90,13 +90,13 @@ def _read_single(name: str, layer_name: str, *, labels: bool = False) -> LayerDa
 
 
 def nuclei_sample() -> list[LayerData]:
-    """Fluorescence nuclei (DSB2018, CC0) with its ground-truth instance labels.
+    """Fluorescence nuclei (DSB2018 ``val``, CC0: not trained on) with its ground-truth instance labels.
 
     Returns
     -------
     list of LayerData
         An image layer (grey ``uint8``, 520 x 696, axes Y, X) and a labels layer
-        (``uint16``, same shape, 0 = background, 146 nuclei).  The pixel size is
+        (``uint16``, same shape, 0 = background, 136 nuclei).  The pixel size is
         not known: both open with unit ``pixel`` and scale 1.
     """
     return [
@@ -106,13 +106,13 @@ def nuclei_sample() -> list[LayerData]:
 
 
 def he_sample() -> list[LayerData]:
-    """H&E-like stained tissue tile (DSB2018, CC0) with its ground-truth nuclei labels.
+    """H&E-like stained tissue tile (DSB2018 ``val``, CC0: not trained on) with its ground-truth nuclei labels.
 
     Returns
     -------
     list of LayerData
         An RGB image layer (``uint8``, 256 x 320 x 3, axes Y, X, S) and a labels
-        layer (``uint16``, 256 x 320, 73 nuclei).  Unit ``pixel``, scale 1.
+        layer (``uint16``, 256 x 320, 17 nuclei).  Unit ``pixel``, scale 1.
     """
     return [
         _read_single(HE_IMAGE, "H&E tile (DSB2018)"),
