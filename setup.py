@@ -60,6 +60,7 @@ setup(
     ],
     package_dir={"": "src", "napari_medseg.sample_data": "sample_data"},
     package_data={
+        "napari_medseg": ["icon.png"],  # the manifest's icon (scripts/make_icon.py)
         "napari_medseg.models.shipped": ["**/*"],
         "napari_medseg.sample_data": ["**/*"],
     },

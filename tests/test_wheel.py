@@ -79,6 +79,15 @@ def test_wheel_ships_top_level_manifest_and_sample_data(wheel: Path) -> None:
         assert "napari_medseg/models/shipped/nuclei/weights.safetensors" in names
         licences = [n for n in names if n.endswith(".dist-info/licenses/LICENSE")]
         assert licences and z.read(licences[0]) == (REPO / "LICENSE").read_bytes()
+        # the manifest's icon, and what PyPI and the napari hub read from the metadata
+        assert z.read("napari_medseg/icon.png") == (REPO / "src" / "napari_medseg" / "icon.png").read_bytes()
+        (meta_name,) = [n for n in names if n.endswith(".dist-info/METADATA")]
+        meta = z.read(meta_name).decode()
+        for v in ("3.10", "3.11", "3.12"):
+            assert f"Classifier: Programming Language :: Python :: {v}\n" in meta
+        for key in ("Homepage", "Bug Tracker", "Documentation", "Source Code"):
+            assert f"Project-URL: {key}, https://github.com/napari-medseg/napari-medseg" in meta, key
+        assert "License-Expression: BSD-3-Clause" in meta and "License-File: LICENSE" in meta
         # no second manifest or sample folder anywhere else in the wheel
         assert [n for n in names if n.endswith("napari.yaml")] == ["napari_medseg/napari.yaml"]
         assert not [n for n in names if n.startswith("sample_data/")]
