@@ -14,7 +14,9 @@ import pytest
 import yaml
 
 DIST = "napari-medseg"
-MANIFEST = Path(__file__).resolve().parents[2] / "src" / "napari_medseg" / "napari.yaml"
+REPO = Path(__file__).resolve().parents[2]
+#: the one manifest, at the repository's top level (src/napari_medseg/napari.yaml links to it; setup.py ships it)
+MANIFEST = REPO / "napari.yaml"
 
 
 def _commands() -> list[dict]:

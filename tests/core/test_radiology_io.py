@@ -23,7 +23,7 @@ from tests.conftest import REPO, dataset
 sitk = pytest.importorskip("SimpleITK")
 nib = pytest.importorskip("nibabel")
 
-MR_SAMPLE = REPO / "src" / "napari_medseg" / "sample_data" / "mr" / "mr_0004"
+MR_SAMPLE = REPO / "sample_data" / "mr" / "mr_0004"
 
 
 def _corners(shape) -> np.ndarray:

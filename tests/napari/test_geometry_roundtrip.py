@@ -24,7 +24,7 @@ from tests.conftest import REPO, dataset  # noqa: E402
 
 pytestmark = pytest.mark.napari
 
-MR_SAMPLE = REPO / "src" / "napari_medseg" / "sample_data" / "mr" / "mr_0004"
+MR_SAMPLE = REPO / "sample_data" / "mr" / "mr_0004"
 RUN_TIMEOUT = 120_000
 
 

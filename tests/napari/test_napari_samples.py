@@ -67,6 +67,8 @@ def test_nuclei_sample(make_napari_viewer) -> None:
     assert len(viewer.layers) == 2
     _assert_image_and_labels(layers, NUCLEI_IMAGE, NUCLEI_LABELS, rgb=False)
     assert layers[0].data.shape == (520, 696)
+    # dsb2018/val 1c8b905c...: 136 nuclei, labels 1..136 (PROVENANCE.md)
+    assert np.array_equal(np.unique(layers[1].data), np.arange(137))
 
 
 def test_he_sample_and_screenshot(make_napari_viewer, tmp_path: Path) -> None:
@@ -75,6 +77,8 @@ def test_he_sample_and_screenshot(make_napari_viewer, tmp_path: Path) -> None:
     assert len(viewer.layers) == 2
     _assert_image_and_labels(layers, HE_IMAGE, HE_LABELS, rgb=True)
     assert layers[0].data.shape == (256, 320, 3)
+    # dsb2018/val 3b070948...: 17 nuclei, labels 1..17 (PROVENANCE.md)
+    assert np.array_equal(np.unique(layers[1].data), np.arange(18))
 
     path = _screenshot_dir(tmp_path) / "he_sample_with_labels.png"
     shot = viewer.screenshot(str(path), canvas_only=True)

@@ -1,6 +1,7 @@
 """npe2 sample-data contributions: small real images behind *File > Open Sample*.
 
-Each function reads the files shipped in ``napari_medseg/sample_data/`` with
+Each function reads the files shipped in ``napari_medseg/sample_data/`` (the
+repository's top-level ``sample_data/`` folder, see ``setup.py``) with
 the same reader code that *File > Open* uses (:func:`napari_medseg.io.read`)
 and returns napari LayerData tuples ``(data, kwargs, layer_type)``.  Where a
 ground-truth annotation exists it is returned as a second, ``labels`` layer.
@@ -21,8 +22,24 @@ from ..errors import ReaderError
 
 LayerData = tuple[Any, dict[str, Any], str]
 
-#: Folder holding the shipped sample files (inside the installed package).
-SAMPLE_DIR = Path(__file__).resolve().parent.parent / "sample_data"
+
+
+def _find_sample_dir() -> Path:
+    """The shipped sample folder: inside the installed package, or the source tree's top level.
+
+    A wheel installs the repository's top-level ``sample_data/`` as
+    ``napari_medseg/sample_data/``; in a source checkout (editable install,
+    ``PYTHONPATH=src``) it is ``<repo>/sample_data`` next to ``src/``.
+    """
+    package = Path(__file__).resolve().parent.parent
+    for candidate in (package / "sample_data", package.parent.parent / "sample_data"):
+        if (candidate / "PROVENANCE.md").is_file():
+            return candidate
+    return package / "sample_data"  # missing: sample_path() says the installation is incomplete
+
+
+#: Folder holding the shipped sample files.
+SAMPLE_DIR = _find_sample_dir()
 
 #: Shipped files, relative to :data:`SAMPLE_DIR`.
 NUCLEI_IMAGE = "nuclei.tif"
@@ -73,13 +90,13 @@ def _read_single(name: str, layer_name: str, *, labels: bool = False) -> LayerDa
 
 
 def nuclei_sample() -> list[LayerData]:
-    """Fluorescence nuclei (DSB2018, CC0) with its ground-truth instance labels.
+    """Fluorescence nuclei (DSB2018 ``val``, CC0: not trained on) with its ground-truth instance labels.
 
     Returns
     -------
     list of LayerData
         An image layer (grey ``uint8``, 520 x 696, axes Y, X) and a labels layer
-        (``uint16``, same shape, 0 = background, 146 nuclei).  The pixel size is
+        (``uint16``, same shape, 0 = background, 136 nuclei).  The pixel size is
         not known: both open with unit ``pixel`` and scale 1.
     """
     return [
@@ -89,13 +106,13 @@ def nuclei_sample() -> list[LayerData]:
 
 
 def he_sample() -> list[LayerData]:
-    """H&E-like stained tissue tile (DSB2018, CC0) with its ground-truth nuclei labels.
+    """H&E-like stained tissue tile (DSB2018 ``val``, CC0: not trained on) with its ground-truth nuclei labels.
 
     Returns
     -------
     list of LayerData
         An RGB image layer (``uint8``, 256 x 320 x 3, axes Y, X, S) and a labels
-        layer (``uint16``, 256 x 320, 73 nuclei).  Unit ``pixel``, scale 1.
+        layer (``uint16``, 256 x 320, 17 nuclei).  Unit ``pixel``, scale 1.
     """
     return [
         _read_single(HE_IMAGE, "H&E tile (DSB2018)"),

@@ -1,0 +1,75 @@
+"""Every package the code imports is installed by ``pip install napari-medseg[all]`` on a fresh machine.
+
+A fresh-clone run found ``import nrrd`` (the NRRD reader) missing: the
+development environment had pynrrd, the package did not declare it.  This
+scans ``src/napari_medseg`` for third-party imports and checks each one's
+distribution is in ``[project].dependencies`` or the ``all`` extra, except
+the few imported optionally (inside ``try/except ImportError``) or brought
+by a declared package.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    tomllib = pytest.importorskip("tomli")
+
+REPO = Path(__file__).resolve().parents[1]
+SRC = REPO / "src" / "napari_medseg"
+
+#: imported only inside ``try: ... except ImportError`` (the code works without them)
+OPTIONAL = {"psutil"}
+#: installed by a declared dependency: module -> the declared distribution that requires it
+TRANSITIVE = {"numcodecs": "zarr"}
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _declared() -> set[str]:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    reqs = [*project["dependencies"], *project["optional-dependencies"]["all"]]
+    return {_norm(re.split(r"[\s\[<>=!~;]", r, maxsplit=1)[0]) for r in reqs}
+
+
+def _third_party_imports() -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for f in SRC.rglob("*.py"):
+        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            for n in names:
+                top = n.split(".")[0]
+                if top not in sys.stdlib_module_names and top != "napari_medseg":
+                    found.setdefault(top, []).append(str(f.relative_to(REPO)))
+    return found
+
+
+def test_every_imported_package_is_declared() -> None:
+    declared = _declared()
+    dists = metadata.packages_distributions()
+    missing = {}
+    for module, files in sorted(_third_party_imports().items()):
+        if module in OPTIONAL:
+            continue
+        if module in TRANSITIVE:
+            assert _norm(TRANSITIVE[module]) in declared, module
+            continue
+        names = {_norm(d) for d in dists.get(module, [])}
+        assert names, f"{module} (imported in {files[0]}) is not installed here, so it cannot be checked"
+        if not names & declared:
+            missing[module] = (sorted(names), files[0])
+    assert not missing, f"imported but not declared in pyproject.toml (module: (distribution, first file)): {missing}"
