@@ -106,7 +106,7 @@ def main() -> int:
     from napari_medseg.io import read
     from napari_medseg.io.radiology import read_nifti, read_nrrd
 
-    sample = REPO / "src" / "napari_medseg" / "sample_data" / "mr" / "mr_0004"
+    sample = REPO / "sample_data" / "mr" / "mr_0004"
     print(row("sample_mr_0004(dicom)", read(sample)[0], None, True))
     mr = DATASETS / "dicom_mr_series"
     for n in (4, 5, 6, 7):

@@ -42,7 +42,7 @@ def draw(out: Path, size: int = 256) -> Path:
     for i, y in enumerate(np.linspace(0.10, 0.24, 4)):
         ax.plot([0.70, 0.90], [y, y + 0.04], color="#8fa3c7", lw=1.1, alpha=0.45 + 0.12 * i,
                 solid_capstyle="round")
-    for (x, y, w, h, a), c in zip(NUCLEI, COLOURS):
+    for (x, y, w, h, a), c in zip(NUCLEI, COLOURS, strict=False):
         ax.add_patch(Ellipse((x, y), w, h, angle=a, facecolor="#c8ccd6", edgecolor="none", alpha=0.9))
         ax.add_patch(Ellipse((x, y), w * 0.55, h * 0.5, angle=a, facecolor="#f2f3f7", edgecolor="none",
                              alpha=0.6))

@@ -14,7 +14,7 @@ from napari_medseg.io.radiology import read_nifti, write_labels_nifti
 from tests.conftest import REPO
 
 nib = pytest.importorskip("nibabel")
-MR_SAMPLE = REPO / "src" / "napari_medseg" / "sample_data" / "mr" / "mr_0004"
+MR_SAMPLE = REPO / "sample_data" / "mr" / "mr_0004"
 
 
 def _tiny_nifti(tmp_path: Path) -> tuple[Path, Path, np.ndarray]:

@@ -14,7 +14,6 @@ import re
 from pathlib import Path
 
 import numpy as np
-import pytest
 import tifffile
 
 from napari_medseg._napari.sample_data import (

@@ -270,7 +270,7 @@ def test_open_with_napari_medseg_menu_command(make_napari_viewer, tmp_path, monk
     app.commands.execute_command("napari-medseg.open_files").result()
     checks = [check for _, p, check in cases if p.is_file()]
     assert len(viewer.layers) == len(checks)
-    for layer, check in zip(list(viewer.layers), checks):
+    for layer, check in zip(list(viewer.layers), checks, strict=False):
         check([layer])
         assert layer.source.reader_plugin == PLUGIN
 

@@ -23,10 +23,7 @@ from .common import Command, UsageError
 
 #: Debian/Ubuntu packages for Qt's window and napari's canvas on a fresh machine; the same list as
 #: ``.ci/apt-packages.txt`` and the README (tests/test_readme_commands.py keeps them equal).
-APT_PACKAGES = (
-    "xvfb libgl1-mesa-dri libegl1 libxkbcommon-x11-0 libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 "
-    "libxcb-image0 libxcb-render-util0 libxcb-xinerama0 libxcb-shape0 libdbus-1-3 libfontconfig1"
-).split()
+APT_PACKAGES = ["xvfb", "libgl1-mesa-dri", "libegl1", "libxkbcommon-x11-0", "libxcb-cursor0", "libxcb-icccm4", "libxcb-keysyms1", "libxcb-image0", "libxcb-render-util0", "libxcb-xinerama0", "libxcb-shape0", "libdbus-1-3", "libfontconfig1"]
 
 #: Qt platform plugins that need no window system (the demo runs under them without a check).
 _HEADLESS_QPA = ("offscreen", "minimal", "vnc", "eglfs", "linuxfb", "vkkhrdisplay")
