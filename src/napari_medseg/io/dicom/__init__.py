@@ -9,8 +9,16 @@ geometry convention).  The stages live in sibling modules:
 * :mod:`.geometry`: slice ordering and the index -> patient (LPS) affine;
 * :mod:`.pixels`: pixel data and the rescale to real values;
 * :mod:`.mosaic` and :mod:`.csa`: Siemens mosaics and their CSA header;
-* :mod:`.seg`: DICOM-SEG objects as label volumes;
+* :mod:`.seg`: DICOM-SEG objects as label volumes (:func:`read_dicom_seg`: on the referenced image's grid);
+* :mod:`.seg_write`: labels on a series grid -> DICOM-SEG (:func:`write_dicom_seg`, highdicom);
+* :mod:`.rtstruct`: RT Structure Sets rasterised onto their image (:func:`read_rtstruct`);
+* :mod:`.refs`: the image a SEG/RTSTRUCT references, label grids moved onto image grids;
 * :mod:`.tags`: fast access to string-valued elements.
+
+:func:`read_dicom` here is :func:`.series.read_dicom` plus one dispatch: a
+single RTSTRUCT file is read with :func:`read_rtstruct` (onto the image
+series next to it, contours off its slices dropped with a warning) instead
+of being refused as "no image data".
 
 Importing this package is cheap: pydicom is imported on first read, and
 nothing here imports napari or torch.
@@ -18,6 +26,53 @@ nothing here imports napari or torch.
 
 from __future__ import annotations
 
-from .series import DicomWarning, is_dicom_path, read_dicom
+import os
+from typing import Any
 
-__all__ = ["DicomWarning", "is_dicom_path", "read_dicom"]
+from . import series
+from .series import DicomWarning, is_dicom_path
+
+
+def read_dicom(path: str | os.PathLike) -> list[Any]:
+    """Read every image series under ``path`` (see :func:`.series.read_dicom`).
+
+    A single RT Structure Set file gives one label volume: its contours
+    rasterised onto the image series it references in the same folder
+    (:func:`.rtstruct.read_rtstruct`).  Contours off that series' slices (an
+    incomplete series) are dropped with a :class:`DicomWarning` here, so that
+    the file still opens; ``read_rtstruct`` itself raises by default.
+
+    Returns
+    -------
+    list of Volume
+    """
+    from .rtstruct import is_rtstruct_file, read_rtstruct
+
+    if is_rtstruct_file(path):
+        return [read_rtstruct(path, outside="skip")]
+    return series.read_dicom(path)
+
+
+def read_rtstruct(path: str | os.PathLike, image: Any = None, **kwargs: Any) -> Any:
+    """RTSTRUCT contours as labels on the grid of their image (see :func:`.rtstruct.read_rtstruct`)."""
+    from .rtstruct import read_rtstruct as read
+
+    return read(path, image, **kwargs)
+
+
+def read_dicom_seg(path: str | os.PathLike, image: Any = None) -> Any:
+    """A DICOM-SEG as labels on the grid of its image (see :func:`.seg.read_dicom_seg`)."""
+    from .seg import read_dicom_seg as read
+
+    return read(path, image)
+
+
+def write_dicom_seg(path: str | os.PathLike, labels: Any, source: Any, segment_names: Any = None,
+                    **kwargs: Any) -> Any:
+    """Labels on a DICOM series' grid -> a DICOM-SEG file (see :func:`.seg_write.write_dicom_seg`)."""
+    from .seg_write import write_dicom_seg as write
+
+    return write(path, labels, source, segment_names, **kwargs)
+
+
+__all__ = ["DicomWarning", "is_dicom_path", "read_dicom", "read_dicom_seg", "read_rtstruct", "write_dicom_seg"]
