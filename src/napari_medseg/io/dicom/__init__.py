@@ -15,10 +15,9 @@ geometry convention).  The stages live in sibling modules:
 * :mod:`.refs`: the image a SEG/RTSTRUCT references, label grids moved onto image grids;
 * :mod:`.tags`: fast access to string-valued elements.
 
-:func:`read_dicom` here is :func:`.series.read_dicom` plus one dispatch: a
-single RTSTRUCT file is read with :func:`read_rtstruct` (onto the image
-series next to it, contours off its slices dropped with a warning) instead
-of being refused as "no image data".
+:func:`read_dicom` reads images (and SEGs) and refuses an RTSTRUCT, which
+has no pixels; :func:`napari_medseg.io.read` (and the napari reader) send a
+single RTSTRUCT file to :func:`read_rtstruct` instead.
 
 Importing this package is cheap: pydicom is imported on first read, and
 nothing here imports napari or torch.
@@ -29,28 +28,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from . import series
-from .series import DicomWarning, is_dicom_path
-
-
-def read_dicom(path: str | os.PathLike) -> list[Any]:
-    """Read every image series under ``path`` (see :func:`.series.read_dicom`).
-
-    A single RT Structure Set file gives one label volume: its contours
-    rasterised onto the image series it references in the same folder
-    (:func:`.rtstruct.read_rtstruct`).  Contours off that series' slices (an
-    incomplete series) are dropped with a :class:`DicomWarning` here, so that
-    the file still opens; ``read_rtstruct`` itself raises by default.
-
-    Returns
-    -------
-    list of Volume
-    """
-    from .rtstruct import is_rtstruct_file, read_rtstruct
-
-    if is_rtstruct_file(path):
-        return [read_rtstruct(path, outside="skip")]
-    return series.read_dicom(path)
+from .series import DicomWarning, is_dicom_path, read_dicom
 
 
 def read_rtstruct(path: str | os.PathLike, image: Any = None, **kwargs: Any) -> Any:
@@ -75,4 +53,12 @@ def write_dicom_seg(path: str | os.PathLike, labels: Any, source: Any, segment_n
     return write(path, labels, source, segment_names, **kwargs)
 
 
-__all__ = ["DicomWarning", "is_dicom_path", "read_dicom", "read_dicom_seg", "read_rtstruct", "write_dicom_seg"]
+def is_rtstruct_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a DICOM RT Structure Set file (see :func:`.rtstruct.is_rtstruct_file`).  Never raises."""
+    from .rtstruct import is_rtstruct_file as check
+
+    return check(path)
+
+
+__all__ = ["DicomWarning", "is_dicom_path", "is_rtstruct_file", "read_dicom", "read_dicom_seg", "read_rtstruct",
+           "write_dicom_seg"]
