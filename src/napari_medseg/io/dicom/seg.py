@@ -26,7 +26,7 @@ import numpy as np
 from ...errors import ReaderError
 from ...geometry import LPS, Geometry, Volume
 from .geometry import POSITION_TOL_MM, StackLayout, lps_affine_zyx, plan_stack, slice_normal
-from .header import Frame, frames_of
+from .header import KEEP_TAGS, Frame, frames_of
 from .pixels import decode
 
 #: Largest index mismatch (pixels) under which a SEG frame counts as lying exactly on an image slice.
@@ -250,15 +250,23 @@ def read_dicom_seg(path: str | Path, image: Volume | None = None) -> Volume:
     frames = frames_of(hdr)
     segments, seg_type = _check_frames(frames)
     z_of = _frames_on_grid(frames, geometry, shape)
-    seg = read_dicom(p)[0]
-    meta = dict(seg.metadata)
-    if z_of is not None:
+    if z_of is not None:  # exact: paint each frame onto its image slice (one decode, no compact volume)
         data, warn_list = _paint(frames, z_of, shape, segments, seg_type)
-        meta["warnings"] = warn_list
+        ds = hdr.ds
+        tags = {k: str(ds.get(k)) for k in KEEP_TAGS if k in ds and isinstance(ds.get(k), (str, int, float))}
+        desc, num = str(ds.get("SeriesDescription", "") or "").strip(), str(ds.get("SeriesNumber", "") or "")
+        name = f"{num}: {desc}" if desc and num else desc or p.stem
+        meta: dict[str, Any] = {"source": str(p), "files": [str(p)], "n_files": 1, "dicom": tags,
+                                "geometry": "LPS (z, y, x) mm", "segments": segments,
+                                "segment_names": {k: v for k, v in segments.items() if k > 0},
+                                "segmentation_type": seg_type, "labels": "segment number (0 = background)",
+                                "warnings": warn_list}
         how = "each frame on the image slice it lies on"
     else:
+        seg = read_dicom(p)[0]
+        name, meta = seg.name, dict(seg.metadata)
         data, how = place_on_grid(seg, geometry, shape)
     meta["grid"] = f"the grid of {image.name!r} ({how})"
     meta["image"] = image.name
-    return Volume(data=data, axes=geometry.axes, name=seg.name, affine=geometry.affine.copy(),
+    return Volume(data=data, axes=geometry.axes, name=name, affine=geometry.affine.copy(),
                   units=geometry.units, layer_type="labels", metadata=meta, frame=geometry.frame)
