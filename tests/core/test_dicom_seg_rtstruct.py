@@ -267,6 +267,36 @@ def test_seg_round_trip_identical_labels_and_corners(tmp_path, grid, seg_type) -
     assert first.SegmentationAlgorithmIdentificationSequence[0].AlgorithmName == "napari-medseg"
 
 
+def test_seg_onto_a_shifted_or_finer_grid_and_not_onto_another_frame_of_reference(tmp_path) -> None:
+    from napari_medseg.geometry import Volume
+
+    write_series(tmp_path / "ct", **GRIDS["oblique"])
+    image = _quiet(read, tmp_path / "ct")[0]
+    lab = np.zeros(image.shape, np.uint8)
+    lab[2, 3:5, 4:8] = 1
+    out = write_dicom_seg(tmp_path / "x.seg.dcm", lab, tmp_path / "ct")
+    g = image.spatial_geometry()
+    # the image grid moved by (0, 2, -1) voxels: an exact shift, no resampling
+    moved = np.array(g.affine)
+    moved[:3, 3] = g.index_to_world([0, 2, -1])
+    other = Volume(data=np.zeros(image.shape, np.int16), axes="ZYX", affine=moved, units=g.units, frame=g.frame)
+    on = _quiet(read_dicom_seg, out, image=other)
+    assert "shifted by [-2, 2, -1]" in on.metadata["grid"]  # from the SEG's own grid (its one slice is slice 2)
+    np.testing.assert_array_equal(on.data[2, 1:3, 5:9], 1)
+    assert int(np.count_nonzero(on.data)) == 8
+    # twice as fine in-plane: nearest-neighbour resampling, 4 x the pixels
+    fine_g = g.zoomed((1, 2, 2))
+    fine = Volume(data=np.zeros((6, 24, 32), np.int16), axes="ZYX", affine=fine_g.affine, units=g.units,
+                  frame=g.frame)
+    on = _quiet(read_dicom_seg, out, image=fine)
+    assert "resampled" in on.metadata["grid"] and int(np.count_nonzero(on.data)) == 32
+    np.testing.assert_array_equal(on.data[2, 6:10, 8:16], 1)
+    # an image in another frame of reference is refused
+    image.metadata["dicom"]["FrameOfReferenceUID"] = "1.2.3"
+    with pytest.raises(ReaderError, match="frame of reference"):
+        read_dicom_seg(out, image=image)
+
+
 def test_seg_file_reads_with_pydicom_and_simpleitk(tmp_path) -> None:
     write_series(tmp_path / "ct", **GRIDS["oblique"])
     lab = np.zeros((6, 12, 16), np.uint8)

@@ -186,8 +186,6 @@ def place_on_grid(vol: Volume, geometry: Geometry, shape: tuple[int, ...]) -> tu
         The volume or the grid is not ZYX, or they are in different frames
         (``"LPS"`` vs pixel space).
     """
-    from scipy import ndimage
-
     if vol.axes != "ZYX" or geometry.axes != "ZYX" or len(shape) != 3:
         raise ReaderError(f"{vol.name}: only ZYX label volumes can be put on a ZYX image grid "
                           f"(got {vol.axes!r} onto {geometry.axes!r})")
@@ -211,8 +209,16 @@ def place_on_grid(vol: Volume, geometry: Geometry, shape: tuple[int, ...]) -> tu
         if dropped:
             vol.metadata.setdefault("warnings", []).append(
                 f"{dropped} labelled voxels lie outside the image grid and were dropped")
-        how = "same grid" if not shift.any() else f"shifted by {shift.tolist()} voxels"
+        how = "same grid" if not shift.any() else f"shifted by {shift.tolist()} voxels (exact)"
         return out, how
-    ndimage.affine_transform(data, lin, offset=off, output_shape=out.shape, output=out, order=0, mode="constant",
-                             cval=0)
+    # nearest neighbour, one target slice at a time: round the source index (no edge tolerance games)
+    ii, jj = np.meshgrid(np.arange(shape[1]), np.arange(shape[2]), indexing="ij")
+    plane = np.stack([np.zeros_like(ii), ii, jj], axis=-1).reshape(-1, 3).astype(np.float64)
+    for z in range(shape[0]):
+        plane[:, 0] = z
+        src_idx = np.rint(plane @ lin.T + off).astype(np.int64)
+        ok = np.all((src_idx >= 0) & (src_idx < np.asarray(data.shape)), axis=1)
+        if ok.any():
+            flat = out[z].reshape(-1)
+            flat[ok] = data[src_idx[ok, 0], src_idx[ok, 1], src_idx[ok, 2]]
     return out, "nearest-neighbour resampled"
