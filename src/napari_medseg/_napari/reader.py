@@ -76,10 +76,24 @@ def _read_tiff_layers(path: PathOrPaths) -> list[LayerData]:
 
 
 def _read_dicom_layers(path: PathOrPaths) -> list[LayerData]:
-    from ..io.dicom import read_dicom
+    from ..io.dicom import is_rtstruct_file, read_dicom, read_rtstruct
 
     p = _single(path)
-    vols = read_dicom(p)
+    vols = [read_rtstruct(p, outside="skip")] if is_rtstruct_file(p) else read_dicom(p)
     if not vols:
         raise ReaderError(f"{p}: no DICOM image series found")
-    return [v.to_layer_data() for v in vols]
+    return [with_segment_features(v.to_layer_data()) for v in vols]
+
+
+def with_segment_features(layer: LayerData) -> LayerData:
+    """Give a labels layer whose metadata names its segments (DICOM-SEG, RTSTRUCT) napari ``features``.
+
+    One row per label value (``index``, background 0 included) with its
+    ``name``, so napari shows the SegmentLabel / ROIName under the cursor.
+    """
+    data, kw, kind = layer
+    names = (kw.get("metadata") or {}).get("segment_names")
+    if kind == "labels" and names:
+        ids = sorted(int(k) for k in names)
+        kw["features"] = {"index": [0, *ids], "name": ["background", *(str(names[i]) for i in ids)]}
+    return data, kw, kind

@@ -4,7 +4,7 @@
 
     medseg lesions IN... -o OUTDIR [--model NAME|PATH | --labels FILE_OR_DIR]
                                    [--min-size MM] [--score-threshold F] [--threshold F]
-                                   [--connectivity N] [--split] [--device ...] [--quiet]
+                                   [--connectivity N] [--split] [--dicom-seg] [--device ...] [--quiet]
 
 For every input (DICOM series, NIfTI, NRRD, TIFF, picture) this writes
 ``OUTDIR/<stem>_lesions.csv`` (one row per lesion: id, class, score,
@@ -16,7 +16,10 @@ and ``OUTDIR/<stem>_lesions.nii.gz`` on the input's geometry (``.tif`` with
 the pixel size for microscopy and pictures).  ``--labels`` measures existing
 lesion labels (one file, or a folder with files named like the inputs:
 ``<stem>.<ext>``, ``<stem>_labels.<ext>`` or ``<stem>_lesions.<ext>``)
-instead of running a model.
+instead of running a model.  ``--dicom-seg`` also writes
+``OUTDIR/<stem>_lesions.seg.dcm``, a DICOM Segmentation (one segment per
+lesion, named ``lesion <id> (<class>)``, referencing the input series) when
+the input is a DICOM series.
 """
 
 from __future__ import annotations
@@ -65,6 +68,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--connectivity", type=positive_int, default=None, metavar="N",
                    help="1 = faces only ... 3 = faces, edges and corners (default: full)")
     p.add_argument("--split", action="store_true", help="split touching lesions (distance-map watershed)")
+    p.add_argument("--dicom-seg", action="store_true",
+                   help="also write <stem>_lesions.seg.dcm, a DICOM-SEG of the lesions (DICOM series inputs only)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--tile-size", type=positive_int, default=None, metavar="N", help="largest tile edge in pixels")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -141,6 +146,12 @@ def run(args: argparse.Namespace) -> int:
         from ..models.registry import resolve_model
 
         args.model = resolve_model(args.model).path  # a bad model name fails before any file is read
+    if getattr(args, "dicom_seg", False):
+        from ..io.dicom import is_dicom_path
+
+        not_dicom = [s for s in args.inputs if not is_dicom_path(s)]
+        if not_dicom:
+            raise ParameterError(f"--dicom-seg needs DICOM series inputs; not DICOM: {', '.join(not_dicom)}")
     out.mkdir(parents=True, exist_ok=True)
     for src in args.inputs:
         path = Path(src)
@@ -167,9 +178,39 @@ def run(args: argparse.Namespace) -> int:
             vol_col = "volume_ml" if "volume_ml" in table else None
             if vol_col is not None and len(table):
                 total = f", {float(table[vol_col].sum()):.3g} mL in all"
-            print(f"{out / name}: {len(table)} lesions{total} -> {csv.name} + {written.name}; {model_name}, "
+            files = [csv.name, written.name]
+            if getattr(args, "dicom_seg", False):
+                seg = write_lesions_seg(out / f"{name}_lesions.seg.dcm", lab, axes, table, vol, model_name)
+                files += [seg.name] if seg is not None else []
+            print(f"{out / name}: {len(table)} lesions{total} -> {' + '.join(files)}; {model_name}, "
                   f"{time.perf_counter() - t0:.1f} s")
     return 0
+
+
+def write_lesions_seg(path: Path, lab: Any, axes: str, table: Any, vol: Any, how: str) -> Path | None:
+    """Write the lesion labels as a DICOM-SEG referencing the input series; None (and a note) when no lesion.
+
+    Raises
+    ------
+    ParameterError
+        The input is not a 3D DICOM series with patient geometry.
+    """
+    from ..io.dicom.seg_write import write_dicom_seg
+
+    files = vol.metadata.get("files")
+    if not files or vol.frame is None or axes != "ZYX" or "dicom" not in vol.metadata:
+        raise ParameterError(f"--dicom-seg: {vol.name} is not a 3D DICOM series with patient geometry "
+                             f"(axes {axes!r}); a DICOM-SEG needs one")
+    if not len(table):
+        print(f"{path.name}: no lesions, no DICOM-SEG written")
+        return None
+    names = {}
+    for _, row in table.iterrows():
+        cls = row.get("class")
+        names[int(row["id"])] = f"lesion {int(row['id'])}" + (f" ({cls})" if isinstance(cls, str) and cls else "")
+    manual = how.startswith("labels ")
+    return write_dicom_seg(path, lab, files, names, algorithm_type="MANUAL" if manual else "AUTOMATIC",
+                           series_description="napari-medseg lesions", content_label="LESIONS")
 
 
 def evaluate_lesions(args: argparse.Namespace) -> int:
@@ -235,4 +276,5 @@ def evaluate_lesions(args: argparse.Namespace) -> int:
 COMMAND = Command("lesions", HELP, add_arguments, run)
 add_parser = COMMAND.add_parser
 
-__all__ = ["COMMAND", "HELP", "LABEL_STEMS", "add_arguments", "add_parser", "evaluate_lesions", "find_labels", "run"]
+__all__ = ["COMMAND", "HELP", "LABEL_STEMS", "add_arguments", "add_parser", "evaluate_lesions", "find_labels", "run",
+           "write_lesions_seg"]

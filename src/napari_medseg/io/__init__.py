@@ -22,6 +22,11 @@ def is_tiff_path(path: str | os.PathLike) -> bool:
 def read(path: str | os.PathLike) -> list[Volume]:
     """Read a TIFF, NIfTI or NRRD file, a DICOM file, a DICOM series folder or a DICOMDIR.
 
+    A DICOM-SEG file gives a label volume (value = segment number); a DICOM
+    RT Structure Set file gives its contours rasterised onto the image series
+    it references in the same folder (:func:`~napari_medseg.io.dicom.read_rtstruct`,
+    with contours off that series' slices dropped and reported).
+
     Parameters
     ----------
     path : str or path-like
@@ -50,8 +55,11 @@ def read(path: str | os.PathLike) -> list[Volume]:
         return read_nifti(p)
     if p.is_file() and is_nrrd_path(p):
         return read_nrrd(p)
-    from .dicom import is_dicom_path, read_dicom
+    from .dicom import is_dicom_path, is_rtstruct_file, read_dicom, read_rtstruct
 
+    if p.is_file() and is_rtstruct_file(p):
+        # contours rasterised onto the image series next to it; contours off its slices dropped with a warning
+        return [read_rtstruct(p, outside="skip")]
     if is_dicom_path(p):
         return read_dicom(p)
     raise ReaderError(f"{p} is neither a TIFF, NIfTI or NRRD file nor DICOM data (file, series folder or DICOMDIR)")

@@ -24,6 +24,8 @@ from .tags import text
 
 INF = math.inf
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
+#: Label Map Segmentation Storage (DICOM 2024: SegmentationType LABELMAP, pixel value = segment number).
+LABELMAP_SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.7"
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 
 #: SOP classes with pixel data that is not an image to show on a patient grid
@@ -103,7 +105,7 @@ class FileHeader:
 
     @property
     def is_seg(self) -> bool:
-        return text(self.ds, "SOPClassUID") == SEG_SOP_CLASS
+        return text(self.ds, "SOPClassUID") in (SEG_SOP_CLASS, LABELMAP_SEG_SOP_CLASS)
 
 
 @dataclass(eq=False)
