@@ -59,7 +59,7 @@ def test_sample_counts_match_provenance() -> None:
 def test_dsb_samples_are_byte_copies_with_the_indexed_modality() -> None:
     rows = _dsb_rows()
     root = dataset("dsb2018", "val")
-    index = {r["id"]: r for r in csv.DictReader(open(root / "index.csv", newline=""))}
+    index = {r["id"]: r for r in csv.DictReader((root / "index.csv").read_text().splitlines())}
     for shipped, source in rows.items():
         original = dataset(*source.split("/"))
         assert sample_path(shipped).read_bytes() == original.read_bytes(), f"{shipped} differs from {source}"

@@ -140,7 +140,7 @@ def _start_dir() -> str:
         history = get_open_history()
         if history and Path(history[0]).is_dir():
             return str(history[0])
-    except Exception:  # history is a convenience only
+    except Exception:  # history is a convenience only  # noqa: BLE001
         pass
     return os.getcwd()
 
