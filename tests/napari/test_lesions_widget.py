@@ -182,6 +182,9 @@ def test_model_on_dicom_mr_time_point_filter_click_export(viewer_widget, qtbot, 
         assert col in t.columns
     assert len(widget.table) == len(t) and _ids(fill) == set(t["id"])
     assert widget.table_view.model.rowCount() == len(t)
+    # the view leads with what is reported (RECIST axes, volume); the CSV keeps the core's order
+    assert widget.table_view.model.columns()[:7] == ["id", "class", "score", "long_axis_mm", "short_axis_mm",
+                                                     "volume_ml", "volume_mm3"]
 
     # re-filter: rows and layer data change, no new job
     widget.min_score.setValue(0.5)
@@ -198,7 +201,7 @@ def test_model_on_dicom_mr_time_point_filter_click_export(viewer_widget, qtbot, 
     assert len(starts) == 1 and not widget.running
 
     # click the row of the largest lesion: its RECIST slice, at this time point, centred and selected
-    widget.table_view.view.sortByColumn(list(widget.table.columns).index("volume_mm3"), _descending())
+    widget.sort_table("volume_mm3")
     row = widget.table_view.visible_rows()[0]
     r = widget.table.iloc[row]
     assert r["volume_mm3"] == widget.table["volume_mm3"].max()
@@ -228,12 +231,6 @@ def test_model_on_dicom_mr_time_point_filter_click_export(viewer_widget, qtbot, 
 
 def models_dir_model(widget, name: str) -> Path:
     return next(m.path for m in widget.model_picker.models() if m.name == name)
-
-
-def _descending():
-    from qtpy.QtCore import Qt
-
-    return Qt.SortOrder.DescendingOrder
 
 
 def test_2d_rgb_image_with_an_rgb_model(viewer_widget, qtbot) -> None:
@@ -284,6 +281,7 @@ def test_existing_labels_on_an_oblique_dicom_like_grid(viewer_widget, qtbot, tmp
     widget.source_kind.setCurrentIndex(1)
     widget.labels_combo.set_layer(labels)
     widget.intensity_combo.set_layer(image)
+    assert widget.intensity_check.isChecked()  # a grey image: its intensities by default
     assert widget.run_button.text() == "Measure lesions"
     _run_and_wait(qtbot, widget)
 
@@ -302,7 +300,8 @@ def test_existing_labels_on_an_oblique_dicom_like_grid(viewer_widget, qtbot, tmp
     assert not labels.data.flags.writeable or np.array_equal(labels.data, lab)  # the user's layer is untouched
     assert widget.lesions_layer is not labels and widget.lesions_layer.data is not labels.data
     np.testing.assert_allclose(widget.lesions_layer.affine.affine_matrix, labels.affine.affine_matrix)
-    assert not widget.min_score.isEnabled()  # labels have no score
+    assert not widget.min_score.isEnabled()  # labels have no score: its column is hidden (1 each)
+    assert widget.table_view.view.isColumnHidden(widget.table_view.model.columns().index("score"))
 
     # minimum size re-filters without a job
     widget.min_size.setValue(10 * voxel)
@@ -374,6 +373,7 @@ def test_errors_are_shown_not_raised(viewer_widget, qtbot, models_dir) -> None:
     labels = viewer.add_labels(np.zeros((10, 10), np.uint8), name="small")
     widget.labels_combo.set_layer(labels)
     widget.intensity_combo.set_layer(img)
+    widget.intensity_check.setChecked(True)
     widget.run()
     assert "intensities: image 'img' has shape (20, 20)" in widget.status.text()
     widget.intensity_check.setChecked(False)
@@ -410,24 +410,30 @@ def _shot_dir(tmp_path) -> Path:
     return d
 
 
-def test_screenshot_synthetic_volume(viewer_widget, qtbot, tmp_path) -> None:
+def test_screenshot_model_on_dicom_mr(viewer_widget, qtbot, tmp_path) -> None:
     viewer, widget = viewer_widget
-    img, lab = _scene_3d()
-    image = viewer.add_image(img, name="ct", scale=(3.0, 0.8, 0.8), units="mm")
-    labels = viewer.add_labels(lab, name="seg", scale=(3.0, 0.8, 0.8), units="mm", visible=False)
-    widget.source_kind.setCurrentIndex(1)
-    widget.labels_combo.set_layer(labels)
-    widget.intensity_combo.set_layer(image)
+    viewer.window.resize(1400, 860)
+    (img,) = viewer.open(str(MR), plugin="napari-medseg")
+    widget.source_kind.setCurrentIndex(0)
+    widget.image_combo.set_layer(img)
+    widget.model_picker.select("lesion3")
+    viewer.dims.set_current_step(0, 1)
     _run_and_wait(qtbot, widget)
-    _click_row(qtbot, widget, 0)
+    widget.min_score.setValue(0.6)
+    assert len(widget.table) > 0
+    widget.sort_table("score")
+    _click_row(qtbot, widget, widget.table_view.visible_rows()[0])
     qtbot.wait(300)
-    shot = viewer.screenshot(str(_shot_dir(tmp_path) / "medseg_lesions_synthetic.png"), canvas_only=False)
+    shot = viewer.screenshot(str(_shot_dir(tmp_path) / "medseg_lesions_mr_model.png"), canvas_only=False)
     assert shot.ndim == 3 and shot.shape[0] > 200 and shot.shape[1] > 300
 
 
 def test_screenshot_ms_lesions(viewer_widget, qtbot, tmp_path) -> None:
-    """Real MS lesions on FLAIR (1 mm MNI, LAS NIfTI): the consensus mask's components, measured and navigated."""
-    case = DATASETS / "ms_lesions" / "patient07"
+    """Real MS lesions on FLAIR (1 mm MNI, LAS NIfTI): the consensus mask's components, measured and navigated.
+
+    The dataset README's figures: patient19 has 98 lesions, 49.8 mL (26-connected components).
+    """
+    case = DATASETS / "ms_lesions" / "patient19"
     if not case.is_dir():
         pytest.skip(f"{case} not present (../shared/datasets is only on developer/CI machines)")
     viewer, widget = viewer_widget
@@ -441,12 +447,13 @@ def test_screenshot_ms_lesions(viewer_widget, qtbot, tmp_path) -> None:
     widget.intensity_combo.set_layer(flair)
     _run_and_wait(qtbot, widget)
     t = widget.result.table
-    assert len(t) == 37, widget.status.text()  # 37 lesions / 1.30 mL (26-connected components)
-    assert t["volume_ml"].sum() == pytest.approx(1.30, abs=0.01)
+    assert len(t) == 98, widget.status.text()
+    assert t["volume_ml"].sum() == pytest.approx(49.8, abs=0.05)
+    assert t.filter(like="mean_FLAIR").shape[1] == 1  # intensities of the FLAIR in every lesion
     widget.min_size.setValue(10.0)
-    widget.table_view.view.sortByColumn(list(widget.table.columns).index("volume_mm3"), _descending())
-    _click_row(qtbot, widget, widget.table_view.visible_rows()[0])
-    viewer_camera(viewer).zoom *= 2.5
+    widget.sort_table("volume_mm3")
+    _click_row(qtbot, widget, widget.table_view.visible_rows()[1])  # the largest lesion but the confluent one
+    assert widget.lesions_layer.selected_label == int(t["id"][t["volume_mm3"].rank(ascending=False) == 2].iloc[0])
     qtbot.wait(300)
     shot = viewer.screenshot(str(_shot_dir(tmp_path) / "medseg_lesions_ms.png"), canvas_only=False)
     assert shot.ndim == 3 and shot.shape[0] > 200

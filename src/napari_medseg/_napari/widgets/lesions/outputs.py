@@ -43,6 +43,16 @@ def size_column(table: Any) -> tuple[str, str]:
     raise KeyError("the lesion table has no volume_<unit>3 or area_<unit>2 column")
 
 
+def display_order(table: Any) -> Any:
+    """The table with what a radiologist reports first: id, class, score, long and short axis, volume (mL, then
+    in the unit) or area, RECIST slice; then the rest in table order (the CSV keeps the core's order)."""
+    col, _ = size_column(table)
+    unit = col.split("_", 1)[1][:-1]
+    first = ["id", "class", "score", f"long_axis_{unit}", f"short_axis_{unit}", "volume_ml", col, "recist_slice"]
+    first = [c for c in dict.fromkeys(first) if c in table.columns]
+    return table[first + [c for c in table.columns if c not in first]]
+
+
 def lesion_colors(table: Any, previous: dict[str, str] | None = None) -> dict[str, str]:
     """Hex colour per lesion class (classes in table order; ``previous`` colours kept)."""
     classes = list(dict.fromkeys(str(c) for c in table["class"])) if len(table) else []

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from napari.layers import Image, Labels
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -80,6 +81,7 @@ from ..objects.table import ObjectsTable
 from .outputs import (
     LESIONS_OF,
     META,
+    display_order,
     layer_features,
     lesion_colors,
     lesion_index,
@@ -125,6 +127,11 @@ def _combo(items: Any) -> QComboBox:
     return box
 
 
+def _short(name: str, n: int = 40) -> str:
+    """A layer name for the status line: long ones elided in the middle."""
+    return name if len(name) <= n else f"{name[:n // 2 - 1]}\u2026{name[-(n // 2 - 1):]}"
+
+
 def _measure_labels(lab: np.ndarray, geometry: Any, **kw: Any):
     """Generator: existing labels -> LesionsResult (worker thread)."""
     from ....analysis.lesions import lesions_from_labels
@@ -161,7 +168,6 @@ class LesionsWidget(QWidget):
                                     "connected components: every connected part of every value is a lesion,\n"
                                     "its class the value's name; auto: components for a mask (one value)")
         self.intensity_check = QCheckBox()
-        self.intensity_check.setChecked(True)
         self.intensity_check.setToolTip("Measure mean/std/min/max of this image in every lesion (HU for CT)")
         self.intensity_combo = LayerCombo(v, Image)
         self._model_rows, self._labels_rows = QWidget(), QWidget()
@@ -271,6 +277,7 @@ class LesionsWidget(QWidget):
 
         self.source_kind.currentIndexChanged.connect(self._on_source_kind)
         self.image_combo.layerChanged.connect(self._on_image_changed)
+        self.intensity_combo.layerChanged.connect(self._on_intensity_layer)
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
         self.min_score.valueChanged.connect(self.apply_filter)
@@ -283,6 +290,7 @@ class LesionsWidget(QWidget):
             self.source_kind.setCurrentIndex(1)
         self._on_source_kind()
         self._on_image_changed(self.image_combo.layer())
+        self._on_intensity_layer(self.intensity_combo.layer())
         self.device_picker.populate()
 
     # ================================================================== public API
@@ -315,7 +323,7 @@ class LesionsWidget(QWidget):
                                 desc=f"Lesions of {ctx.name}", owner=self)
         self.buttons.set_running(True)
         at = "" if ctx.t_index is None else f" (time point {ctx.t_index})"
-        self.status.set(f"{what} {ctx.name}{at}\u2026")
+        self.status.set(f"{what} {_short(ctx.name)}{at}\u2026")
         self._job.start()
 
     def cancel(self) -> None:
@@ -353,6 +361,11 @@ class LesionsWidget(QWidget):
             self.table_view.select_row(row)
         finally:
             self._focusing = False
+
+    def sort_table(self, column: str, descending: bool = True) -> None:
+        """Sort the table view by ``column`` (as a click on its header does)."""
+        order = Qt.SortOrder.DescendingOrder if descending else Qt.SortOrder.AscendingOrder
+        self.table_view.view.sortByColumn(self.table_view.model.columns().index(column), order)
 
     def export_csv(self, path: str | Path | None = None) -> Path | None:
         """Write the shown (filtered) lesion table as CSV; asks for a file when ``path`` is None."""
@@ -490,7 +503,7 @@ class LesionsWidget(QWidget):
             n, shown = len(res.table), len(self.table)
             at = "" if ctx.t_index is None else f" at time point {ctx.t_index}"
             how = f" with {res.model_name}" if ctx.kind == "model" else ""
-            text = (f"{n} lesion{'' if n == 1 else 's'} in {ctx.name}{at}{how} in {outcome.elapsed:.1f} s"
+            text = (f"{n} lesion{'' if n == 1 else 's'} in {_short(ctx.name)}{at}{how} in {outcome.elapsed:.1f} s"
                     + ("" if shown == n else f"; {shown} pass the filter"))
             return text + (f"\n{res.device_reason}" if res.device_reason else "")
 
@@ -521,10 +534,11 @@ class LesionsWidget(QWidget):
         return float(self.min_score.value()) if self._ctx is None or self._ctx.kind == "model" else 0.0
 
     def _refresh_views(self) -> None:
-        self.table_view.set_table(self.table)
-        if self.table is not None and "score" in self.table.columns:  # labels have no score: 1 each (CSV keeps it)
-            self.table_view.view.setColumnHidden(list(self.table.columns).index("score"), self._score_threshold() == 0
-                                                 and self._ctx is not None and self._ctx.kind == "labels")
+        shown = None if self.table is None else display_order(self.table)  # same rows, reporting columns first
+        self.table_view.set_table(shown)
+        if shown is not None and "score" in shown.columns:  # labels have no score: 1 each (the CSV keeps it)
+            self.table_view.view.setColumnHidden(list(shown.columns).index("score"),
+                                                 self._ctx is not None and self._ctx.kind == "labels")
         self.export_csv_button.setEnabled(self.table is not None)
         if self.table is None or self.result is None:
             self.counts_label.setText("")
@@ -565,6 +579,9 @@ class LesionsWidget(QWidget):
         for w in (self.probability, self.split_touching, self.tile_size):
             w.setEnabled(model)
         self.run_button.setText("Find lesions" if model else "Measure lesions")
+
+    def _on_intensity_layer(self, layer: Any) -> None:
+        self.intensity_check.setChecked(layer is not None and not layer.rgb)  # RGB: no intensity columns
 
     def _on_image_changed(self, layer: Any) -> None:
         if layer is not None:
