@@ -195,6 +195,21 @@ def insert_axis(geometry: Mapping[str, Any], pos: int) -> dict[str, Any]:
     return geom  # rotate/shear stay at identity: napari's rotate of the shifted axes would not match
 
 
+def time_point(layer: Any, world_point: Any) -> tuple[int, int, int] | None:
+    """``(axis, index, size)`` of the time point on screen of a layer with a T axis; None without one.
+
+    ``world_point`` is the viewer's ``dims.point``; the index is the nearest
+    time point of the layer's data, clipped to its range.
+    """
+    axes = layer_axes(layer)
+    if axes is None or "T" not in axes:
+        return None
+    ti = axes.index("T")
+    size = int(level0(layer).shape[ti])
+    pos = layer.world_to_data(world_point)
+    return ti, int(np.clip(np.round(pos[ti]), 0, size - 1)), size
+
+
 def labels_of(layer: Any) -> np.ndarray:
     """A Labels layer's data (level 0) as a numpy array (never copied when it already is one)."""
     return np.asarray(level0(layer))

@@ -601,5 +601,97 @@ def lesions_iter(
                          time.perf_counter() - t0)
 
 
-__all__ = ["LEADING_COLUMNS", "Lesions", "LesionsResult", "lesion_table", "lesions_from_probabilities",
-           "lesions_iter", "recist_axes_2d"]
+# --------------------------------------------------------------------------- from existing labels
+
+#: How :func:`lesions_from_labels` turns label values into lesions.
+LABEL_SPLITS = ("auto", "ids", "components")
+
+
+def lesions_from_labels(
+    labels: Any,
+    geometry: Geometry,
+    *,
+    split: str = "auto",
+    class_names: dict[int, str] | None = None,
+    connectivity: int | None = None,
+    image: Any = None,
+    image_name: str = "image",
+) -> LesionsResult:
+    """Existing lesion labels (a NIfTI mask, a DICOM-SEG...) as a :class:`LesionsResult`: measured, re-filterable.
+
+    Parameters
+    ----------
+    labels : array-like of int, shape ((Z,) Y, X)
+        0 background; never modified (the result keeps a reference with ``split="ids"``).
+    geometry : Geometry
+        Index -> world of ``labels`` (see :func:`lesion_table`).
+    split : {"auto", "ids", "components"}
+        ``ids``: one lesion per label value, ids kept; ``components``: every
+        connected component of every value is a lesion (ids 1..n, values in
+        order, each value's components in raster order), its class the
+        value's name; ``auto``: components for a mask (one non-zero value),
+        else ids.
+    class_names : dict of int to str, optional
+        Name of label values (e.g. DICOM-SEG segment labels).  Default
+        ``"lesion"``, or ``"label <value>"`` for the components of several values.
+    connectivity : int, optional
+        Of the components: 1 (faces) to ndim (default, corners too).
+    image, image_name
+        Intensity image of the labels' shape (see :func:`lesion_table`).
+
+    Returns
+    -------
+    LesionsResult
+        Scores 1, no probabilities, ``model_name`` empty.
+
+    Raises
+    ------
+    ParameterError
+        Labels that are not a 2D/3D non-negative integer image, an unknown ``split``.
+    """
+    import time
+
+    from skimage.measure import label as cc_label
+
+    t0 = time.perf_counter()
+    lab = np.asarray(labels)
+    if lab.ndim not in (2, 3) or not np.issubdtype(lab.dtype, np.integer):
+        raise ParameterError(f"lesion labels must be a 2D/3D integer image, got {lab.dtype} {lab.shape}")
+    if split not in LABEL_SPLITS:
+        raise ParameterError(f"split must be one of {LABEL_SPLITS}, got {split!r}")
+    if lab.size and lab.min() < 0:
+        raise ParameterError("lesion labels must not be negative")
+    values = np.unique(lab)
+    values = values[values > 0]
+    names = dict(class_names or {})
+    mode = ("components" if values.size <= 1 else "ids") if split == "auto" else split
+    if mode == "ids":
+        n = int(values.max()) if values.size else 0
+        classes = np.asarray([names.get(v, "lesion") for v in range(1, n + 1)], dtype=object)
+        out = lab
+    else:
+        conn = lab.ndim if connectivity is None else int(connectivity)
+        if not 1 <= conn <= lab.ndim:
+            raise ParameterError(f"connectivity must be 1..{lab.ndim}, got {connectivity}")
+        out = np.zeros(lab.shape, np.int64)
+        cls: list[str] = []
+        for v in values.tolist():
+            comp = cc_label(lab == v, connectivity=conn)
+            k = int(comp.max())
+            nz = comp > 0
+            out[nz] = comp[nz] + len(cls)
+            cls += [names.get(v, "lesion" if values.size == 1 else f"label {v}")] * k
+        n = len(cls)
+        out = out.astype(np.uint16 if n < 65535 else np.uint32)
+        classes = np.asarray(cls, dtype=object)
+    ones = np.ones(n)
+    les = Lesions(out, classes, ones, ones.copy(), np.zeros((n, 0)), [])
+    present = np.unique(out)
+    present = present[present > 0]
+    table = lesion_table(out, geometry, classes=classes[present - 1] if present.size else [], image=image,
+                         image_name=image_name)
+    return LesionsResult(table, les, None, geometry, seconds=time.perf_counter() - t0)
+
+
+__all__ = ["LABEL_SPLITS", "LEADING_COLUMNS", "Lesions", "LesionsResult", "lesion_table", "lesions_from_labels",
+           "lesions_from_probabilities", "lesions_iter", "recist_axes_2d"]

@@ -7,6 +7,8 @@
 * :class:`DevicePicker` - ``auto`` plus the devices torch can see; filled in a
   background thread so opening the widget does not wait for ``import torch``.
 * :class:`RunCancelRow` and :class:`StatusLine`.
+* :class:`OutputLayers` - the layers a widget made per source, replaced on a re-run.
+* :func:`center_on` - slice through and centre the camera on a world position (table click).
 * :func:`finish_job` and :func:`report_error` - how every widget shows the
   end of a :class:`~napari_medseg._napari._worker.ProgressJob` (result,
   cancel or error: status line, notification, Run/Cancel buttons).
@@ -32,6 +34,7 @@ from qtpy.QtWidgets import (
 )
 
 from ...errors import MedsegError, ModelError
+from ..layers import unique_name
 
 if TYPE_CHECKING:
     import napari
@@ -407,6 +410,86 @@ class StatusLine(QLabel):
         self.setText(text)
         self.setToolTip(text)
         self.setStyleSheet("color: #e05555;" if error else "")
+
+
+class OutputLayers:
+    """The output layers a widget made, by kind and source layer: a re-run replaces only these.
+
+    A user's layer that merely has the same name is never touched (the new
+    one is then called ``<name> [1]``); a layer the user deleted is simply
+    added again.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+    """
+
+    def __init__(self, viewer: napari.Viewer) -> None:
+        self.viewer = viewer
+        self._made: dict[tuple[str, int], tuple[Any, Any]] = {}  # (kind, id(source)) -> weakrefs (source, layer)
+
+    def get(self, kind: str, source: Any) -> Any:
+        """The ``kind`` layer made for ``source`` if it is still in the viewer, else None."""
+        entry = self._made.get((kind, id(source))) if source is not None else None
+        if entry is None:
+            return None
+        src, out = entry[0](), entry[1]()
+        if src is source and out is not None and any(lay is out for lay in self.viewer.layers):
+            return out
+        return None
+
+    def put(self, kind: str, source: Any, layer: Any, keep: tuple[str, ...] = ("visible", "opacity")) -> Any:
+        """Put ``layer`` in the viewer in place of the ``kind`` layer made for ``source`` (same name and
+        position, its ``keep`` attributes carried over), or add it under a free name; returns ``layer``."""
+        import weakref
+
+        old = self.get(kind, source)
+        if old is not None:
+            idx = self.viewer.layers.index(old)
+            layer.name = old.name
+            for attr in keep:
+                setattr(layer, attr, getattr(old, attr))
+            self.viewer.layers.remove(old)
+            self.viewer.layers.insert(idx, layer)
+        else:
+            layer.name = unique_name(self.viewer, layer.name)
+            self.viewer.add_layer(layer)
+        if source is not None:
+            self._made[(kind, id(source))] = (weakref.ref(source), weakref.ref(layer))
+        return layer
+
+
+def viewer_camera(viewer: napari.Viewer) -> Any:
+    """The viewer's camera (``viewer.scene.camera`` from napari 0.9, ``viewer.camera`` before)."""
+    scene = getattr(viewer, "scene", None)
+    cam = getattr(scene, "camera", None)
+    return cam if cam is not None else viewer.camera
+
+
+def center_on(viewer: napari.Viewer, world: Any, fixed: dict[int, float] | None = None) -> None:
+    """Show a world position: the axes not displayed slice through it, the camera centres on it.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+    world : array-like
+        The position on the viewer's last ``len(world)`` axes (a layer's
+        ``data_to_world`` of an index: scale, translate and affine included).
+    fixed : dict of int to float, optional
+        World values of other viewer axes (e.g. the time point of a 3D result in a 4D viewer).
+    """
+    import numpy as np
+
+    dims = viewer.dims
+    w = np.asarray(world, np.float64).ravel()
+    point = np.asarray(dims.point, np.float64)
+    point[dims.ndim - w.size:] = w
+    for ax, value in (fixed or {}).items():
+        if 0 <= ax < dims.ndim:
+            point[ax] = value
+    for ax in dims.not_displayed:
+        dims.set_point(ax, float(point[ax]))
+    viewer_camera(viewer).center = tuple(float(point[d]) for d in dims.displayed)
 
 
 #: Status text after a cancelled job that adds layers (``{elapsed}``: seconds).

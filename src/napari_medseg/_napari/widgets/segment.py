@@ -36,6 +36,7 @@ from ..layers import (
     layer_axes,
     output_geometry,
     output_metadata,
+    time_point,
     unique_name,
     voxel_ratio_scale,
 )
@@ -169,11 +170,9 @@ class SegmentWidget(QWidget):
         data = image.data[0] if image.multiscale else image.data  # level 0, not copied
         axes = layer_axes(image)
         t_index, t_size = None, 0
-        if axes is not None and "T" in axes:  # segment the time point on screen
-            ti = axes.index("T")
-            t_size = int(data.shape[ti])
-            pos = image.world_to_data(self.viewer.dims.point)
-            t_index = int(np.clip(np.round(pos[ti]), 0, t_size - 1))
+        tp = time_point(image, self.viewer.dims.point)
+        if tp is not None:  # segment the time point on screen
+            ti, t_index, t_size = tp
             data = data[(slice(None),) * ti + (t_index,)]  # a view (numpy) or lazy slice (dask)
         core_axes = None if axes is None else axes.replace("T", "")
         scale, units = engine_scale(image) if axes is not None else (None, None)

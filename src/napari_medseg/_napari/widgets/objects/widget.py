@@ -63,6 +63,7 @@ from ..common import (
     ModelPicker,
     RunCancelRow,
     StatusLine,
+    center_on,
     finish_job,
     report_error,
 )
@@ -318,15 +319,7 @@ class ObjectsWidget(ClassifierActions, QWidget):
         self._focusing = True
         try:
             px = centroids(self.table.iloc[[row]], self.result.axes)[0]
-            world = np.asarray(out.data_to_world(px), np.float64)
-            dims = self.viewer.dims
-            offset = dims.ndim - world.size
-            point = np.asarray(dims.point, np.float64)
-            point[offset:] = world
-            for ax in dims.not_displayed:
-                if ax >= offset:
-                    dims.set_point(ax, float(point[ax]))
-            self.viewer.camera.center = tuple(float(point[d]) for d in dims.displayed)
+            center_on(self.viewer, out.data_to_world(px))
             out.selected_data = {int(row)}
             lab = self.objects_labels_layer
             if lab is not None:
