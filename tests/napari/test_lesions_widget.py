@@ -32,7 +32,7 @@ from tests.conftest import DATASETS, REPO  # noqa: E402
 pytestmark = pytest.mark.napari
 
 RUN_TIMEOUT = 120_000  # ms; 2 CPU cores shared with other jobs
-MR = REPO / "src" / "napari_medseg" / "sample_data" / "mr" / "mr_0004"
+MR = REPO / "sample_data" / "mr" / "mr_0004"
 
 
 @pytest.fixture
