@@ -132,9 +132,9 @@ def fraction(text: str) -> float:
 
 # ---------------------------------------------------------------- paths
 def stem(path: Path) -> str:
-    """Name of ``path`` without its image suffix (``a.ome.tif`` -> ``a``), for output file names."""
+    """Name of ``path`` without its image suffix (``a.ome.tif``, ``a.nii.gz`` -> ``a``), for output file names."""
     name = path.name
-    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".dcm", ".btf"):
+    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".dcm", ".btf", ".nii.gz", ".nii", ".nrrd", ".nhdr"):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return path.stem if path.is_file() else name

@@ -14,12 +14,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add the ``evaluate`` options to ``p``."""
     p.add_argument("--images", required=True, type=Path, metavar="DIR", help="folder of images")
     p.add_argument("--masks", required=True, type=Path, metavar="DIR",
-                   help="folder of ground-truth instance label images, paired with the images by file stem")
+                   help="folder of ground-truth instance label images, paired with the images by file stem: "
+                        "image a.tif goes with a.<suffix> or a_labels.<suffix> (TIFF, PNG, NIfTI, NRRD)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--model", default=None, metavar="NAME|PATH",
                      help="model to segment each image with (default: picked from the image, grey vs RGB)")
     src.add_argument("--labels", type=Path, default=None, metavar="DIR",
-                     help="compare existing label images instead of running a model")
+                     help="compare existing label images instead of running a model, e.g. the -o folder of "
+                          "`medseg segment` or `medseg detect` (<stem>_labels.tif / <stem>_labels.nii.gz)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("-o", "--output", type=Path, default=None, metavar="report.csv",
                    help="write per-image rows and the overall row as CSV")
