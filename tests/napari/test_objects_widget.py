@@ -379,3 +379,22 @@ def test_bccd_smear_with_the_shipped_box_model(viewer_widget, qtbot, tmp_path) -
     shot_dir.mkdir(parents=True, exist_ok=True)
     shot = viewer.screenshot(str(shot_dir / "medseg_objects_bccd.png"), canvas_only=False)
     assert shot.ndim == 3 and shot.shape[0] > 200
+
+
+def test_model_list_says_what_each_model_is_for_and_warns(viewer_widget) -> None:
+    viewer, widget = viewer_widget
+    widget.source_kind.setCurrentIndex(1)
+    combo = widget.model_picker.combo
+    texts = {combo.itemText(i) for i in range(combo.count())}
+    assert {"nuclei \u00b7 fluo/BF/H&E", "nuclei-he \u00b7 H&E", "bccd \u00b7 blood smear"} <= texts
+    rgb = viewer.add_image(np.full((40, 50, 3), 200, np.uint8), name="photo", rgb=True)
+    widget.image_combo.set_layer(rgb)
+    assert widget.model_picker.current().name == "nuclei-he" and widget.kind_note.isHidden()
+    assert widget.model_picker.select("bccd") and widget.kind_note.isHidden()  # a photo may be a smear
+    ct = viewer.add_image(np.zeros((3, 40, 50), np.int16), name="ct", metadata={"frame": "LPS",
+                                                                              "dicom": {"Modality": "CT"}})
+    widget.image_combo.set_layer(ct)
+    assert widget.model_picker.current().name == "nuclei"
+    assert widget.kind_note.text() == ("The nuclei model was made for fluorescence microscopy, brightfield microscopy "
+                                       "and H&E histology images; this image is CT: results are unlikely to mean "
+                                       "anything.")

@@ -470,3 +470,24 @@ def test_screenshot_with_3d_option(make_napari_viewer, models_dir, qtbot) -> Non
     path = Path("/tmp") / "medseg_segment_widget_3d.png"
     viewer.screenshot(str(path), canvas_only=False)
     assert path.is_file()
+
+
+def test_mr_image_shows_the_wrong_kind_warning(viewer_widget, qtbot) -> None:
+    """A microscopy model on an MR layer: an orange note under the model, and the warning with the result."""
+    viewer, widget = viewer_widget
+    grey = viewer.add_image(_blobs(seed=3), name="cells")
+    assert widget.kind_note.isHidden()
+    mr = viewer.add_image(np.stack([_blobs(seed=4)] * 3), name="mr", metadata={"frame": "LPS",
+                                                                              "dicom": {"Modality": "MR"}})
+    widget.image_combo.set_layer(mr)
+    assert widget.model_picker.current().name == "nuclei"  # no MR model installed: the grey one stays
+    want = ("The nuclei model was made for fluorescence microscopy, brightfield microscopy and H&E histology "
+            "images; this image is MR: results are unlikely to mean anything.")
+    assert not widget.kind_note.isHidden() and widget.kind_note.text() == want
+    assert widget.model_picker.select("tiny")  # a card that says nothing: no note
+    assert widget.kind_note.isHidden()
+    assert widget.model_picker.select("nuclei")
+    _run_and_wait(qtbot, widget)
+    assert widget.status.text().endswith(f"\nWarning: {want}")
+    widget.image_combo.set_layer(grey)
+    assert widget.kind_note.isHidden()

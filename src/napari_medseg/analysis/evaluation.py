@@ -41,6 +41,8 @@ from .metrics import MAP_THRESHOLDS, counts, dice
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".nii.gz", ".nii", ".nrrd", ".nhdr", ".dcm")
 #: Compound suffixes stripped whole from a file name to get its stem.
 COMPOUND_SUFFIXES = (".ome.tiff", ".ome.tif", ".nii.gz")
+#: Files whose images are radiology volumes (patient coordinates), whatever their array looks like.
+RADIOLOGY_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".dcm")
 #: What ``medseg segment`` / ``medseg detect`` append to an image's stem: ``<stem>_labels.tif``.
 LABELS_SUFFIX = "_labels"
 COLUMNS = ("image", "n_true", "n_pred", "ap50", "ap75", "map", "dice", "tp50", "fp50", "fn50", "seconds")
@@ -292,7 +294,10 @@ def evaluate_iter(
         true = _load(mask_list[i])
         t = time.perf_counter()
         if model is not None:
-            pred = np.asarray(run(segment_any_iter(_load(img), model, device=device, **segment_kwargs)).labels)
+            kw = dict(segment_kwargs)
+            if "image_kind" not in kw and isinstance(img, Path) and img.name.lower().endswith(RADIOLOGY_SUFFIXES):
+                kw["image_kind"] = "radiology"  # patient-coordinate files: auto refuses, microscopy models warn
+            pred = np.asarray(run(segment_any_iter(_load(img), model, device=device, **kw)).labels)
         else:
             pred = _load(lab_list[i])
         sec = time.perf_counter() - t

@@ -453,6 +453,7 @@ def detect_iter(
     batch_size: int | None = None,
     properties: Sequence[str] = PROPERTIES,
     cancel: CancelToken | None = None,
+    image_kind: str | None = None,
 ) -> Generator[Progress, None, ObjectsResult]:
     """Find and measure the objects of an image, yielding progress.
 
@@ -502,6 +503,13 @@ def detect_iter(
         Measurement groups (segmentation paths), see :data:`~napari_medseg.analysis.measure.PROPERTIES`.
     cancel : CancelToken, optional
         Checked by the engine; raises :class:`~napari_medseg.progress.Cancelled`.
+    image_kind : str, optional
+        What the image is (:mod:`napari_medseg.models.kinds`), default from
+        a Volume's frame and DICOM Modality: ``model="auto"`` picks a model
+        made for such images (``"blood_smear"`` -> the ``bccd`` detector) or
+        raises ModelError when none is installed (radiology); a named model
+        made for other images runs with an
+        :class:`~napari_medseg.errors.ImageKindWarning`.
 
     Yields
     ------
@@ -524,6 +532,10 @@ def detect_iter(
         raise ParameterError("give an image (and a model) or a label image to detect objects")
     arr = img_axes = None
     if image is not None:
+        if image_kind is None and is_volume(image):
+            from ..models.kinds import kind_of_volume
+
+            image_kind = kind_of_volume(image)
         arr, axes, scale, translate, units, channel_names, geometry = _unpack_image(
             image, axes, scale, translate, units, channel_names, geometry)
         img_axes = _image_axes(tuple(int(s) for s in arr.shape), axes)
@@ -580,7 +592,8 @@ def detect_iter(
         from ..models.registry import resolve_model_or_auto
 
         rgb = "S" in img_axes and int(arr.shape[img_axes.index("S")]) in (3, 4)
-        minfo = resolve_model_or_auto(model, rgb, what="segmentation model")
+        minfo = resolve_model_or_auto(model, rgb, what="segmentation model", image_kind=image_kind,
+                                      kinds=("instance", "semantic", "detection"))
         kind = minfo.card.kind
         t = time.perf_counter()
         if kind == "detection":

@@ -130,6 +130,25 @@ def fraction(text: str) -> float:
     return v
 
 
+def image_kind(text: str) -> str:
+    """argparse type: a kind of image (:mod:`napari_medseg.models.kinds`, e.g. ``MR``, ``blood_smear``)."""
+    from ..errors import ParameterError
+    from ..models.kinds import normalize_kind
+
+    try:
+        return normalize_kind(text)
+    except ParameterError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_kind_argument(p: argparse.ArgumentParser) -> None:
+    """The ``--kind`` option: what the images are, for ``auto`` and for the wrong-model warning."""
+    p.add_argument("--kind", type=image_kind, default=None, metavar="KIND",
+                   help="what the images are: fluorescence, brightfield, histology, blood_smear, microscopy, CT, MR, "
+                        "radiology... (default: radiology for DICOM/NIfTI/NRRD, with the DICOM modality; else "
+                        "microscopy). --model auto picks a model made for it; a model made for other images warns")
+
+
 # ---------------------------------------------------------------- paths
 def stem(path: Path) -> str:
     """Name of ``path`` without its image suffix (``a.ome.tif``, ``a.nii.gz`` -> ``a``), for output file names."""
@@ -345,7 +364,7 @@ def drain(gen: Generator[Any, Any, T], desc: str, *, quiet: bool = False, unit: 
 
 
 __all__ = [
-    "PICTURE_SUFFIXES", "Command", "UsageError", "check_input_folder", "check_output_folder", "drain", "fraction",
+    "PICTURE_SUFFIXES", "Command", "UsageError", "add_kind_argument", "check_input_folder", "image_kind", "check_output_folder", "drain", "fraction",
     "positive_float", "positive_int", "progress_bar", "read_inputs", "read_one", "show_progress", "engine_scale",
     "labels_geometry", "stem", "write_labels_like",
 ]

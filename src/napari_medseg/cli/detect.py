@@ -4,7 +4,7 @@
 
     medseg detect IN... -o OUTDIR [--model NAME|PATH | --labels LAB...|DIR] [--device auto|cpu|cuda|mps]
                                   [--score-threshold F] [--channel N]
-                                  [--tile-size N] [--batch-size N] [--quiet]
+                                  [--tile-size N] [--batch-size N] [--kind KIND] [--quiet]
 
 For every input image this writes ``OUTDIR/<stem>_objects.csv`` (one row per
 object: id, class, score, centroid and bounding box in pixels and in physical
@@ -32,6 +32,7 @@ user are :class:`~napari_medseg.errors.MedsegError` (exit status 2 through
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from ..errors import ParameterError
 from .common import (
     PICTURE_SUFFIXES,
     Command,
+    add_kind_argument,
     check_output_folder,
     drain,
     fraction,
@@ -61,7 +63,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="folder for <stem>_objects.csv and <stem>_labels.tif (created if needed)")
     p.add_argument("--model", default="auto", metavar="NAME|PATH",
                    help="segmentation or detection model name (see `medseg models`) or folder; "
-                        "default: auto (the default segmentation model for the image)")
+                        "default: auto (the default segmentation model for the image; with --kind blood_smear "
+                        "the bccd detector)")
     p.add_argument("--labels", nargs="+", type=Path, default=None, metavar="LAB",
                    help="measure these label images instead of running a model: one per input in order, or a "
                         "folder of <stem>_labels.* files (e.g. the -o folder of `medseg segment`)")
@@ -73,6 +76,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(all channels are still measured)")
     p.add_argument("--tile-size", type=positive_int, default=None, metavar="N", help="largest tile edge in pixels")
     p.add_argument("--batch-size", type=positive_int, default=None, metavar="N", help="tiles per forward pass")
+    add_kind_argument(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
@@ -132,8 +136,11 @@ def _detect_volume(vol: Any, args: argparse.Namespace, desc: str, labels: Any = 
             raise ParameterError(f"{desc}: labels of shape {tuple(labels.shape)} do not fit the image "
                                  f"(spatial shape {sp_shape})")
         return drain(detect_iter(labels=labels, intensity=intensity, geometry=geometry), desc, quiet=args.quiet)
+    from ..models.kinds import kind_of_volume
+
+    kind = getattr(args, "kind", None) or kind_of_volume(vol)
     return drain(detect_iter(model_input, args.model, axes=model_axes, intensity=intensity, geometry=geometry,
-                             device=args.device,
+                             device=args.device, image_kind=kind,
                              score_threshold=args.score_threshold, tile_size=args.tile_size,
                              batch_size=args.batch_size), desc, quiet=args.quiet)
 
@@ -150,7 +157,10 @@ def run(args: argparse.Namespace) -> int:
         from ..models.registry import resolve_model
 
         args.model = resolve_model(args.model).path
+    from ..models.registry import DEFAULT_RGB
+
     out.mkdir(parents=True, exist_ok=True)
+    noted = False
     for k, src in enumerate(args.inputs):
         path = Path(src)
         t0 = time.perf_counter()
@@ -174,6 +184,11 @@ def run(args: argparse.Namespace) -> int:
                    else f"model {res.model_name}, {res.device_reason}")
             print(f"{out / name}: {len(res)} objects ({counts}) -> {' + '.join(written)}; {how}, "
                   f"{time.perf_counter() - t0:.1f} s")
+            if given is None and args.model == "auto" and args.kind is None and res.model_name == DEFAULT_RGB \
+                    and not noted:
+                noted = True
+                print(f"medseg detect: note: an RGB image is taken for H&E histology ({DEFAULT_RGB}); for blood "
+                      "smears give --kind blood_smear (the bccd detector)", file=sys.stderr)
     return 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import Command, check_input_folder, drain
+from .common import Command, add_kind_argument, check_input_folder, drain
 
 HELP = "score a model or existing labels against instance masks (AP@0.5, AP@0.75, mAP 0.5:0.9, Dice)"
 
@@ -26,6 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", type=Path, default=None, metavar="report.csv",
                    help="write per-image rows and the overall row as CSV")
     p.add_argument("--summary-only", action="store_true", help="print only the overall lines")
+    add_kind_argument(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
@@ -36,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
     for name in ("images", "masks") + (("labels",) if args.labels is not None else ()):
         check_input_folder(getattr(args, name), name)
     model = None if args.labels is not None else (args.model or "auto")
-    gen = evaluate_iter(args.images, args.masks, model=model, labels=args.labels, device=args.device)
+    extra = {} if model is None or args.kind is None else {"image_kind": args.kind}
+    gen = evaluate_iter(args.images, args.masks, model=model, labels=args.labels, device=args.device, **extra)
     report = drain(gen, "evaluate", quiet=args.quiet, unit="image", total=0, leave=True,
                    postfix=lambda p: p.message[-40:])
     print(report.format_table(per_image=not args.summary_only))

@@ -3,7 +3,8 @@
 ::
 
     medseg segment IN... -o OUTDIR [--model NAME|PATH] [--device auto|cpu|cuda|mps]
-                                   [--tile-size N] [--batch-size N] [--channel N] [--tta] [--3d] [--quiet]
+                                   [--tile-size N] [--batch-size N] [--channel N] [--tta] [--3d]
+                                   [--kind KIND] [--quiet]
 
 For every input image this writes ``OUTDIR/<stem>_labels.tif`` with the
 input's pixel size; a file holding several images (a DICOM folder with
@@ -21,6 +22,7 @@ from typing import Any
 from .common import (
     Command,
     UsageError,
+    add_kind_argument,
     check_output_folder,
     drain,
     engine_scale,
@@ -39,7 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR", type=Path,
                    help="folder for the <input stem>_labels.tif files (created if needed)")
     p.add_argument("--model", default="auto", metavar="NAME|PATH",
-                   help="model name (see `medseg models`) or folder; default: auto (nuclei-he for RGB, nuclei for grey)")
+                   help="model name (see `medseg models`) or folder; default: auto (nuclei-he for RGB, nuclei for "
+                        "grey, a model made for --kind when given; radiology images need a model made for them)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--tile-size", type=positive_int, default=None, metavar="N",
                    help="largest tile edge in pixels (default 1024 in 2D, 128 in 3D)")
@@ -51,6 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--3d", dest="do_3d", action="store_true",
                    help="3D objects in Z stacks from a 2D instance model: predict on planes along Z, Y and X "
                         "(Z resampled to the X/Y pixel size), label in 3D; the stack must fit in memory")
+    add_kind_argument(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
@@ -59,6 +63,7 @@ def _segment_volume(vol: Any, args: argparse.Namespace, bar_desc: str):
     import numpy as np
 
     from ..inference.dispatch import segment_any_iter
+    from ..models.kinds import kind_of_volume
 
     data = vol.data[0] if isinstance(vol.data, list) else vol.data
     axes = vol.axes
@@ -71,6 +76,7 @@ def _segment_volume(vol: Any, args: argparse.Namespace, bar_desc: str):
         data = data[(slice(None),) * ci + (args.channel,)]
         axes = axes.replace("C", "")
     scale, units = engine_scale(vol)
+    kind = getattr(args, "kind", None) or kind_of_volume(vol)
     n_t = data.shape[axes.index("T")] if "T" in axes else 1
     results, labels = [], []
     for t in range(n_t):
@@ -82,7 +88,8 @@ def _segment_volume(vol: Any, args: argparse.Namespace, bar_desc: str):
         desc = bar_desc if n_t == 1 else f"{bar_desc} t={t}"
         res = drain(segment_any_iter(frame, args.model, axes=f_axes, scale=scale, units=units, device=args.device,
                                  tile_size=args.tile_size, batch_size=args.batch_size,
-                                 tta=getattr(args, "tta", False), do_3d=getattr(args, "do_3d", False)),
+                                 tta=getattr(args, "tta", False), do_3d=getattr(args, "do_3d", False),
+                                 image_kind=kind),
                     desc, quiet=args.quiet)
         results.append(res)
         labels.append(res.labels)

@@ -61,7 +61,7 @@ from collections.abc import Generator, Sequence
 import numpy as np
 
 from ..errors import ModelError, ParameterError
-from ..geometry import convert, is_length, is_pixel, normalize_unit
+from ..geometry import convert, is_length, is_pixel, is_volume, normalize_unit
 from ..progress import CancelToken, Progress
 from .prepare import (
     RESAMPLE_TOLERANCE,
@@ -161,6 +161,7 @@ def segment_3d_from_2d_iter(
     halo: int | Sequence[int] | None = None,
     precision: str = "auto",
     out=None,
+    image_kind: str | None = None,
 ) -> Generator[Progress, None, SegmentResult]:
     """3D objects in a Z stack from a 2D instance model (planes along the three axes).
 
@@ -200,6 +201,10 @@ def segment_3d_from_2d_iter(
     out : array-like, optional
         Integer array of the image's spatial shape, written after the last
         yield.
+    image_kind : str, optional
+        What the image is, as for
+        :func:`~napari_medseg.inference.segment.segment_iter` (checked once,
+        against the model picked here).
 
     Yields
     ------
@@ -231,6 +236,7 @@ def segment_3d_from_2d_iter(
     """
     from scipy import ndimage as ndi
 
+    from ..models.kinds import kind_of_volume
     from ..models.registry import resolve_model_or_auto
     from .instances import DEFAULT_POSTPROCESS, instances_from_maps
 
@@ -243,6 +249,8 @@ def segment_3d_from_2d_iter(
 
     check()
     # ---- the image -------------------------------------------------------
+    if image_kind is None and is_volume(image):
+        image_kind = kind_of_volume(image)
     image, axes, scale, units = unpack_image(image, axes, scale, units)
     shape = tuple(int(s) for s in image.shape)
     axes = check_axes(axes if axes is not None else infer_axes(shape), len(shape))
@@ -279,7 +287,7 @@ def segment_3d_from_2d_iter(
         )
 
     # ---- the model -------------------------------------------------------
-    info = resolve_model_or_auto(model, is_rgb)
+    info = resolve_model_or_auto(model, is_rgb, image_kind=image_kind)
     card = info.card
     if card.kind != "instance":
         raise ModelError(

@@ -6,7 +6,8 @@
   button and a "folder..." button; picks a default that fits the image.
 * :class:`DevicePicker` - ``auto`` plus the devices torch can see; filled in a
   background thread so opening the widget does not wait for ``import torch``.
-* :class:`RunCancelRow` and :class:`StatusLine`.
+* :class:`RunCancelRow`, :class:`StatusLine` and :class:`KindNote` (the
+  selected model was made for other images than this one).
 * :func:`finish_job` and :func:`report_error` - how every widget shows the
   end of a :class:`~napari_medseg._napari._worker.ProgressJob` (result,
   cancel or error: status line, notification, Run/Cancel buttons).
@@ -132,6 +133,21 @@ def model_fits(info: ModelInfo, rgb: bool) -> bool:
         return False
 
 
+#: Short names of image kinds in the model list (``nuclei \u00b7 fluo/BF/H&E``).
+_KIND_SHORT = {"fluorescence": "fluo", "brightfield": "BF", "histology": "H&E", "blood_smear": "blood smear"}
+
+
+def _made_for(info: ModelInfo) -> str:
+    """What a model was made for, short (``"fluo/BF/H&E"``), from its card; empty when it does not say."""
+    from ...models.kinds import card_image_kinds
+
+    try:
+        kinds = card_image_kinds(info.card) or ()
+    except Exception:  # noqa: BLE001
+        kinds = ()
+    return "/".join(_KIND_SHORT.get(k, k) for k in kinds)
+
+
 class _ModelEvents(QObject):
     """App-wide "the set of models changed" signal (a model was saved or deleted)."""
 
@@ -177,6 +193,9 @@ class ModelPicker(QWidget):
         self.kinds = kinds
         self.combo = QComboBox()
         self.combo.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        # the dock's width must not grow with the longest model name
+        self.combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.combo.setMinimumContentsLength(10)
         self.combo.setPlaceholderText("(no model found)")
         self.refresh_button = QPushButton("\u21bb")
         self.refresh_button.setToolTip("Re-read the shipped and user model folders")
@@ -247,10 +266,12 @@ class ModelPicker(QWidget):
             self.combo.clear()
             for info in infos:
                 label = info.name if info.source == "shipped" else f"{info.name} ({info.source})"
-                self.combo.addItem(label)
+                made_for = _made_for(info)
+                self.combo.addItem(label + (f" \u00b7 {made_for}" if made_for else ""))
                 card = info.card
                 tip = (f"{card.description}\n" if card.description else "") + (
-                    f"{card.kind}, {card.input.get('channels')} channel(s), {card.dims}D\n{info.path}"
+                    f"{card.kind}, {card.input.get('channels')} channel(s), {card.dims}D"
+                    + (f", made for: {made_for}" if made_for else "") + f"\n{info.path}"
                 )
                 self.combo.setItemData(self.combo.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
             if not (keep and self.select(keep)):
@@ -259,10 +280,13 @@ class ModelPicker(QWidget):
             self.combo.blockSignals(False)
         self.modelChanged.emit(self.current())
 
-    def pick_default_for(self, rgb: bool) -> None:
-        """Select the registry's default model for an RGB / non-RGB image.
+    def pick_default_for(self, rgb: bool, image_kind: str | None = None) -> None:
+        """Select the registry's default model for an RGB / non-RGB image of ``image_kind``.
 
         A model the user picked by hand is kept if its channels fit the image.
+        With a kind no listed model is made for (an MR series), a model that
+        fits the channels stays selected: :meth:`kind_warning` says why it
+        is unlikely to do well.
         """
         from ...models.registry import default_model_for
 
@@ -272,7 +296,8 @@ class ModelPicker(QWidget):
             return
         cur = self.current()
         try:
-            name = default_model_for(rgb)
+            kinds = self.kinds or tuple(sorted({i.card.kind for i in self._infos})) or ("instance", "semantic")
+            name = default_model_for(rgb, image_kind, kinds)
         except Exception as exc:  # noqa: BLE001
             log.warning("default_model_for failed: %s", exc)
             name = None
@@ -283,6 +308,19 @@ class ModelPicker(QWidget):
         fitting = next((i for i in self._infos if model_fits(i, rgb)), None)
         if fitting is not None:
             self.select(self._key(fitting))
+
+    def kind_warning(self, image_kind: str | None) -> str | None:
+        """The warning for running the selected model on an image of ``image_kind`` (None when it fits)."""
+        from ...models.kinds import kind_mismatch
+
+        cur = self.current()
+        if cur is None or image_kind is None:
+            return None
+        try:
+            msg = kind_mismatch(cur.card, image_kind)
+        except Exception:  # an odd card or kind: no warning  # noqa: BLE001
+            return None
+        return None if msg is None else msg[:1].upper() + msg[1:] + "."
 
     def add_path(self, path: str) -> ModelInfo:
         """Add a model folder from disk to the list and select it.
@@ -392,6 +430,23 @@ class RunCancelRow(QWidget):
     def set_running(self, running: bool) -> None:
         self.run_button.setEnabled(not running)
         self.cancel_button.setEnabled(running)
+
+
+class KindNote(QLabel):
+    """An orange line under the model row: the selected model was made for other images (empty otherwise)."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__("", parent)
+        self.setWordWrap(True)
+        self.setStyleSheet("color: #e0a030;")
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Minimum)
+        self.setVisible(False)
+
+    def show_warning(self, text: str | None) -> None:
+        """Show ``text`` (hidden when None)."""
+        self.setText(text or "")
+        self.setToolTip(text or "")
+        self.setVisible(bool(text))
 
 
 class StatusLine(QLabel):

@@ -34,6 +34,7 @@ from ..layers import (
     engine_scale,
     insert_axis,
     layer_axes,
+    layer_image_kind,
     output_geometry,
     output_metadata,
     unique_name,
@@ -41,6 +42,7 @@ from ..layers import (
 )
 from .common import (
     DevicePicker,
+    KindNote,
     LayerCombo,
     ModelPicker,
     RunCancelRow,
@@ -73,6 +75,7 @@ class _RunContext:
     t_index: int | None = None  #: time point segmented, for layers with a T axis
     t_size: int = 0
     source_meta: dict[str, Any] | None = None  #: what outputs inherit from the image's metadata (frame)
+    kind_warning: str | None = None  #: the model was made for other images (shown with the result)
 
 
 class SegmentWidget(QWidget):
@@ -89,6 +92,7 @@ class SegmentWidget(QWidget):
         self.viewer = napari_viewer
         self.image_combo = LayerCombo(napari_viewer, Image)
         self.model_picker = ModelPicker(kinds=("instance", "semantic"))
+        self.kind_note = KindNote()
         self.device_picker = DevicePicker()
 
         self.tile_size = QSpinBox()
@@ -125,6 +129,7 @@ class SegmentWidget(QWidget):
         form = QFormLayout()
         form.addRow("image", self.image_combo)
         form.addRow("model", self.model_picker)
+        form.addRow(self.kind_note)
         form.addRow("device", self.device_picker)
         form.addRow(self.do_3d)
         lay = QVBoxLayout(self)
@@ -141,6 +146,7 @@ class SegmentWidget(QWidget):
         self.image_combo.layerChanged.connect(self._on_image_changed)
         self.image_combo.layerChanged.connect(self._update_do_3d)
         self.model_picker.modelChanged.connect(self._update_do_3d)
+        self.model_picker.modelChanged.connect(self._update_kind_note)
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
         self.model_picker.refresh()
@@ -191,7 +197,7 @@ class SegmentWidget(QWidget):
         if params["do_3d"] and params["scale"] is None:  # no physical units: the Z/XY ratio still counts
             params["scale"], params["units"] = voxel_ratio_scale(image), "pixel"
         ctx = _RunContext(weakref.ref(image), image.name, model, params, output_geometry(image), t_index, t_size,
-                          output_metadata(image))
+                          output_metadata(image), self._kind_warning())
         model_ref = model.path
 
         def make_gen(token):
@@ -209,7 +215,8 @@ class SegmentWidget(QWidget):
         )
         self.buttons.set_running(True)
         at = "" if t_index is None else f" (time point {t_index})"
-        self.status.set(f"Running {model.name} on {image.name}{at}…")
+        self.status.set(f"Running {model.name} on {image.name}{at}…"
+                        + ("" if ctx.kind_warning is None else f"\n{ctx.kind_warning}"))
         self._job.start()
 
     def cancel(self) -> None:
@@ -230,7 +237,16 @@ class SegmentWidget(QWidget):
     # --- slots ----------------------------------------------------------------------------
     def _on_image_changed(self, layer: Any) -> None:
         if layer is not None:
-            self.model_picker.pick_default_for(bool(layer.rgb))
+            self.model_picker.pick_default_for(bool(layer.rgb), layer_image_kind(layer))
+        self._update_kind_note()
+
+    def _kind_warning(self) -> str | None:
+        """The selected model was made for other images than the selected one (None: fine or unknown)."""
+        layer = self.image_combo.layer()
+        return None if layer is None else self.model_picker.kind_warning(layer_image_kind(layer))
+
+    def _update_kind_note(self, *_: Any) -> None:
+        self.kind_note.show_warning(self._kind_warning())
 
     def _update_do_3d(self, *_: Any) -> None:
         """Offer "3D objects from 2D model" only for an image with a Z axis and a 2D instance model."""
@@ -259,7 +275,8 @@ class SegmentWidget(QWidget):
         what = "object" if ctx.model.card.kind == "instance" else "class"
         plural = "" if n_objects == 1 else ("es" if what == "class" else "s")
         at = "" if ctx.t_index is None else f" at time point {ctx.t_index}"
-        return f"{n_objects} {what}{plural}{at} in {elapsed:.1f} s with {result.model_name}\n{result.device_reason}"
+        return (f"{n_objects} {what}{plural}{at} in {elapsed:.1f} s with {result.model_name}\n{result.device_reason}"
+                + ("" if ctx.kind_warning is None else f"\nWarning: {ctx.kind_warning}"))
 
     # --- output layers ----------------------------------------------------------------------
     def _add_outputs(self, ctx: _RunContext, result: Any) -> None:

@@ -45,7 +45,7 @@ from superqt import QCollapsible
 from ...errors import MedsegError
 from ...geometry import convert, is_length
 from .._worker import JobOutcome, ProgressJob
-from ..layers import engine_scale, layer_axes
+from ..layers import engine_scale, layer_axes, layer_image_kind
 from .common import (
     DevicePicker,
     LayerCombo,
@@ -386,7 +386,7 @@ class TrainWidget(QWidget):
 
     def _on_image(self, layer: Any) -> None:
         if layer is not None:
-            self.model_picker.pick_default_for(bool(layer.rgb))
+            self.model_picker.pick_default_for(bool(layer.rgb), layer_image_kind(layer))
 
     def _on_mode(self, mode: str) -> None:
         self.classes.setEnabled(mode == "semantic")

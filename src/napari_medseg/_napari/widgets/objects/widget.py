@@ -52,6 +52,7 @@ from ..._worker import JobOutcome, ProgressJob
 from ...layers import (
     labels_of,
     layer_axes,
+    layer_image_kind,
     measure_geometry,
     output_geometry,
     output_metadata,
@@ -59,6 +60,7 @@ from ...layers import (
 )
 from ..common import (
     DevicePicker,
+    KindNote,
     LayerCombo,
     ModelPicker,
     RunCancelRow,
@@ -136,6 +138,7 @@ class ObjectsWidget(ClassifierActions, QWidget):
         self.labels_combo = LayerCombo(napari_viewer, Labels)
         self.image_combo = LayerCombo(napari_viewer, Image)
         self.model_picker = ModelPicker()
+        self.kind_note = KindNote()
         self.device_picker = DevicePicker()
         self.intensity_list = LayerChecklist(napari_viewer)
         self._labels_row = QWidget()
@@ -147,6 +150,7 @@ class ObjectsWidget(ClassifierActions, QWidget):
         f2.setContentsMargins(0, 0, 0, 0)
         f2.addRow("image", self.image_combo)
         f2.addRow("model", self.model_picker)
+        f2.addRow(self.kind_note)
         f2.addRow("device", self.device_picker)
         top = QFormLayout()
         top.addRow("objects from", self.source_kind)
@@ -203,6 +207,7 @@ class ObjectsWidget(ClassifierActions, QWidget):
 
         self.source_kind.currentIndexChanged.connect(self._on_source_kind)
         self.image_combo.layerChanged.connect(self._on_image_changed)
+        self.model_picker.modelChanged.connect(self._update_kind_note)
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
         self.export_csv_button.clicked.connect(lambda: self.export_csv())
@@ -402,8 +407,10 @@ class ObjectsWidget(ClassifierActions, QWidget):
         geometry = measure_geometry(src, ndim)
         unit = None if geometry is None else geometry.length_unit
         spacing = None if geometry is None else tuple(float(s) for s in geometry.spacing)
+        warn = self._kind_warning() if model is not None else None
         ctx = _RunContext(weakref.ref(src), src.name, output_geometry(src, ndim), model,
-                          {"device": device, "unit": unit, "spacing": spacing, "source_meta": output_metadata(src)})
+                          {"device": device, "unit": unit, "spacing": spacing, "source_meta": output_metadata(src),
+                           "kind_warning": warn})
         model_path = None if model is None else model.path
 
         def make_gen(token):
@@ -425,8 +432,10 @@ class ObjectsWidget(ClassifierActions, QWidget):
         def show(res: ObjectsResult) -> str:
             self._show_result(ctx, res)
             model = f" with {res.model_name}" if res.model_name else ""
+            warn = ctx.params.get("kind_warning")
             return (f"{len(res)} objects in {ctx.name}{model} in {outcome.elapsed:.1f} s"
-                    + (f"\n{res.device_reason}" if res.device_reason else ""))
+                    + (f"\n{res.device_reason}" if res.device_reason else "")
+                    + (f"\nWarning: {warn}" if warn else ""))
 
         finish_job(outcome, self.status, "Detection", show, buttons=self.buttons, show_what="Showing the objects")
 
@@ -534,7 +543,16 @@ class ObjectsWidget(ClassifierActions, QWidget):
 
     def _on_image_changed(self, layer: Any) -> None:
         if layer is not None:
-            self.model_picker.pick_default_for(bool(layer.rgb))
+            self.model_picker.pick_default_for(bool(layer.rgb), layer_image_kind(layer))
+        self._update_kind_note()
+
+    def _kind_warning(self) -> str | None:
+        """The selected model was made for other images than the selected image (None: fine or unknown)."""
+        layer = self.image_combo.layer()
+        return None if layer is None else self.model_picker.kind_warning(layer_image_kind(layer))
+
+    def _update_kind_note(self, *_: Any) -> None:
+        self.kind_note.show_warning(self._kind_warning())
 
     def _report_error(self, exc: BaseException, what: str) -> None:
         report_error(self.status, exc, what)
