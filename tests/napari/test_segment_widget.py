@@ -491,3 +491,35 @@ def test_mr_image_shows_the_wrong_kind_warning(viewer_widget, qtbot) -> None:
     assert widget.status.text().endswith(f"\nWarning: {want}")
     widget.image_combo.set_layer(grey)
     assert widget.kind_note.isHidden()
+
+
+def test_object_knobs_show_the_card_values_and_reach_the_engine(viewer_widget, qtbot) -> None:
+    viewer, widget = viewer_widget
+    img = viewer.add_image(_blobs(seed=9), name="plain")
+    _select(widget, img, "nuclei")
+    assert (widget.prob_threshold.value(), widget.seed_threshold.value()) == (0.5, 0.4)  # the nuclei card's
+    assert widget.diameter.value() == 0 and widget.diameter.specialValueText() == "model's (20.1 px)"
+    assert widget._object_knobs(None, None) == {}  # left alone: the card decides
+    assert widget.model_picker.select("tiny")  # a card without a diameter or thresholds
+    assert not widget.diameter.isEnabled() and widget.diameter.specialValueText() == "not known"
+    assert (widget.prob_threshold.value(), widget.seed_threshold.value()) == (0.5, 0.5)
+    assert widget.model_picker.select("nuclei")
+    widget.diameter.setValue(40.0)
+    widget.prob_threshold.setValue(0.3)
+    _run_and_wait(qtbot, widget)
+    params = viewer.layers["plain labels"].metadata["napari_medseg"]["parameters"]
+    assert params["diameter"] == [40.0, 40.0] and params["postprocess"] == {"fg_threshold": 0.3}
+    assert "0 objects" not in widget.status.text(), widget.status.text()
+
+    # a diameter in µm needs a pixel size: the layer has none, the pixel-size box gives one
+    widget.diameter_unit.setCurrentText("µm")
+    widget.diameter.setValue(5.0)
+    widget.run()
+    assert not widget.running and "needs the image's pixel size" in widget.status.text()
+    widget.voxel_size.setText("0.25 um")
+    _run_and_wait(qtbot, widget)
+    params = viewer.layers["plain labels"].metadata["napari_medseg"]["parameters"]
+    assert params["scale"] == (0.25, 0.25) and params["units"] == "µm" and params["diameter"] == [20.0, 20.0]
+    widget.voxel_size.setText("1 2 3 um")
+    widget.run()
+    assert not widget.running and widget.status.text() == "pixel size '1 2 3 um': 3 values for 2 spatial axes"

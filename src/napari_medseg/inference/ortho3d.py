@@ -71,6 +71,7 @@ from .prepare import (
     infer_axes,
     model_channels,
     unpack_image,
+    zoom_for_diameter,
     zoom_to_model,
 )
 from .segment import SegmentResult, segment_iter
@@ -162,6 +163,7 @@ def segment_3d_from_2d_iter(
     precision: str = "auto",
     out=None,
     image_kind: str | None = None,
+    diameter: float | Sequence[float] | None = None,
 ) -> Generator[Progress, None, SegmentResult]:
     """3D objects in a Z stack from a 2D instance model (planes along the three axes).
 
@@ -205,6 +207,10 @@ def segment_3d_from_2d_iter(
         What the image is, as for
         :func:`~napari_medseg.inference.segment.segment_iter` (checked once,
         against the model picked here).
+    diameter : float or sequence of float, optional
+        The objects' typical diameter in pixels along Y, X, as for
+        :func:`~napari_medseg.inference.segment.segment_iter`; the three
+        passes run on the ~isotropic grid, so it holds for each of them.
 
     Yields
     ------
@@ -307,10 +313,13 @@ def segment_3d_from_2d_iter(
         min_vol = float(pp["min_volume"]) * nz_w / nz
     else:
         area = float(pp.get("min_size", 0.0))  # model pixels -> image pixels, as the engine does
-        if work_scale is not None:
+        zoom2 = None
+        if diameter is not None:
+            zoom2 = zoom_for_diameter(card, diameter, 2)
+        elif work_scale is not None:
             zoom2 = zoom_to_model(card, work_scale, units_zyx, 1)
-            if any(abs(z - 1.0) > RESAMPLE_TOLERANCE for z in zoom2):
-                area /= float(np.prod(zoom2))
+        if zoom2 is not None and any(abs(z - 1.0) > RESAMPLE_TOLERANCE for z in zoom2):
+            area /= float(np.prod(zoom2))
         min_vol = min_volume_from_area(area)
     fg_thr, seed_2d = float(pp["fg_threshold"]), float(pp["seed_threshold"])
     seed_3d = None if pp.get("seed_threshold_3d") is None else float(pp["seed_threshold_3d"])
@@ -351,7 +360,8 @@ def segment_3d_from_2d_iter(
         bs = batch_size if batch_size is not None else planes_per_batch(arr.shape[1:3])
         sub = segment_iter(arr, info.path, axes=sub_axes, scale=sub_scale, units=sub_units, device=device,
                            tile_size=tile_size, batch_size=bs, return_probabilities=True, cancel=cancel,
-                           halo=halo, precision=precision, tta=tta, labels=False)
+                           halo=halo, precision=precision, tta=tta, labels=False,
+                           diameter=None if diameter is None else float(np.mean(np.atleast_1d(diameter))))
         base = 1 + k * UNITS_PER_PASS
         try:
             while True:
@@ -429,6 +439,8 @@ def segment_3d_from_2d_iter(
     timings["total"] = time.perf_counter() - t_start
     res_info = {
         "do_3d": True, "anisotropy": anisotropy, "z_resampled": resample, "work_shape": (nz_w, ny, nx),
+        "postprocess": {"fg_threshold": fg_thr, "seed_threshold": seed_2d, "min_size": min_vol},
+        "diameter": diameter,
         "min_volume_voxels": min_vol, "seed_threshold_3d": seed_3d, "plane_centre_distance": plane_centre,
         "n_labels": n_labels, "megavoxels": n_in / 1e6, "tta": bool(tta),
         "orientations": [f"{p} planes along {a}" for a, _, p in ORIENTATIONS],

@@ -53,7 +53,14 @@ from ..errors import ModelError, ParameterError
 from ..geometry import is_volume
 from ..progress import CancelToken, Progress
 from .predictor import Predictor
-from .prepare import RESAMPLE_TOLERANCE, model_channels, plan_tiles, prepare_image, zoom_to_model
+from .prepare import (
+    RESAMPLE_TOLERANCE,
+    model_channels,
+    plan_tiles,
+    prepare_image,
+    zoom_for_diameter,
+    zoom_to_model,
+)
 from .stitch import DISK_STAGING_BYTES, Block, LabelStore, plan_blocks, stitch_block
 from .tiling import ArraySource, Tile, TileGrid, read_batch
 
@@ -151,6 +158,7 @@ def segment_iter(
     tta: bool = False,
     labels: bool = True,
     image_kind: str | None = None,
+    diameter: float | Sequence[float] | None = None,
 ) -> Generator[Progress, None, SegmentResult]:
     """Segment an image, yielding progress; returns a :class:`SegmentResult`.
 
@@ -226,6 +234,13 @@ def segment_iter(
         raises ModelError when none is installed, e.g. for an MR series), and
         a named model whose card says it was made for other images runs with
         an :class:`~napari_medseg.errors.ImageKindWarning`.
+    diameter : float or sequence of float, optional
+        The objects' typical diameter in image pixels (one value, or one per
+        Y, X axis; see :func:`~napari_medseg.inference.prepare.diameter_in_pixels`
+        for µm): the image is resampled so they become the diameter the model
+        was trained on (the card's ``typical_object_diameter_px``),
+        instead of matching pixel sizes (``scale`` is then not used for
+        resampling).  As Cellpose's ``diameter``.
 
     Notes
     -----
@@ -283,7 +298,10 @@ def segment_iter(
 
     # ---- plan: zoom, tiles, blocks --------------------------------------
     n_extra = len(img.spatial_axes) - mdims  # leading axes (Z) handled plane by plane
-    zoom = zoom_to_model(card, img.scale, img.units, n_extra)
+    if diameter is not None:
+        zoom = zoom_for_diameter(card, diameter, mdims)
+    else:
+        zoom = zoom_to_model(card, img.scale, img.units, n_extra)
     resample = any(abs(z - 1.0) > RESAMPLE_TOLERANCE for z in zoom)
     if not resample:
         zoom = [1.0] * mdims
@@ -359,6 +377,7 @@ def segment_iter(
         "n_labels": n_labels, "megapixels": n_px / 1e6, "threads": torch.get_num_threads(),
         "precision": predictor.dtype_name, "max_cached_tiles": max_cached,
         "max_cache_mb": round(cache.max_nbytes / 2**20, 1), "tta": bool(tta),
+        "postprocess": dict(pp) if instance else {}, "diameter": diameter,
     }
     return SegmentResult(result_labels, probs, predictor.device.type, predictor.reason, card.name, timings, res_info)
 
