@@ -362,7 +362,9 @@ class TrainWidget(QWidget):
             "images": images, "labels": labels, "names": names,
             "scale": scales if all(s is not None for s in scales) else None,
             "base": base, "mode": mode,
-            "class_names": [c.strip() for c in self.classes.text().split(",") if c.strip()] or None,
+            # the classes field is for semantic mode only (greyed out otherwise)
+            "class_names": ([c.strip() for c in self.classes.text().split(",") if c.strip()] or None)
+            if mode == "semantic" else None,
             "roi": roi, "minutes": minutes, "epochs": epochs, "lr": self.lr.value() or None,
             "augment": self.augment.isChecked(), "val_fraction": self.val_percent.value() / 100.0,
             "early_stopping": self.early_stopping.isChecked(), "device": self.device_picker.device(),
@@ -465,6 +467,7 @@ class TrainWidget(QWidget):
 
     def _finish(self, outcome: JobOutcome) -> None:
         from ...models.spec import CARD_NAME
+        from ...training.finetune import KEPT_BASE_ADVICE
 
         def cancelled(outcome: JobOutcome) -> str:
             name = self.model_path.name if self.model_path is not None else "?"
@@ -478,7 +481,7 @@ class TrainWidget(QWidget):
             how = " (stopped early)" if res.stopped_early else ""
             return (f"Saved '{res.card.name}' after {len(res.history)} epoch(s) in {outcome.elapsed:.0f} s{how}"
                     + (f"; best epoch {res.best['epoch']}: {metric[0]} {metric[1]:.3f}" if res.best and metric else "")
-                    + ("\nNo epoch beat the base model on the held-out annotation: its weights were kept."
+                    + ("\n" + KEPT_BASE_ADVICE.replace("(e.g. 3e-4)", "(Advanced, e.g. 3e-4)")
                        if res.card.training.get("kept_base_weights") else "")
                     + f"\n{res.model_path}")
 
