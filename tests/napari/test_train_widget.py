@@ -170,8 +170,8 @@ def test_empty_labels_region_text_says_validation_will_come(setup):
     assert widget.region_label.text().splitlines() == [
         "image 'cells': nothing painted and no ROI: not used",
         "Inside the region unpainted pixels count as background; outside it nothing is used.",
-        "No validation yet: nothing is painted; 20 % of the annotation will be held out for validation once there "
-        "is some."]
+        ("No validation yet: nothing is painted; 20 % of the annotation will be held out for validation once "
+         "there is some.")]
     widget.val_percent.setValue(0)
     widget._update_region_text()
     assert widget.region_label.text().splitlines()[-1] == "No validation (val_fraction = 0): the last weights are kept."
