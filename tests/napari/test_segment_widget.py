@@ -136,14 +136,14 @@ def test_user_layer_with_same_name_is_never_replaced(viewer_widget, qtbot) -> No
     _select(widget, img, "tiny")
 
     _run_and_wait(qtbot, widget)
-    assert [lay.name for lay in viewer.layers] == ["cells", "cells labels", "cells labels [1]"]
+    assert [lay.name for lay in viewer.layers] == ["cells", "cells labels [1]", "cells labels"]
     assert viewer.layers["cells labels"] is user
     np.testing.assert_array_equal(user.data, mine)
     ours = viewer.layers["cells labels [1]"]
     assert ours.metadata["napari_medseg_output_of"] == "cells"
 
     _run_and_wait(qtbot, widget)  # re-run replaces ours, not the user's
-    assert [lay.name for lay in viewer.layers] == ["cells", "cells labels", "cells labels [1]"]
+    assert [lay.name for lay in viewer.layers] == ["cells", "cells labels [1]", "cells labels"]
     assert viewer.layers["cells labels [1]"] is ours
     np.testing.assert_array_equal(user.data, mine)
 
@@ -498,7 +498,7 @@ def test_object_knobs_show_the_card_values_and_reach_the_engine(viewer_widget, q
     img = viewer.add_image(_blobs(seed=9), name="plain")
     _select(widget, img, "nuclei")
     assert (widget.prob_threshold.value(), widget.seed_threshold.value()) == (0.5, 0.4)  # the nuclei card's
-    assert widget.diameter.value() == 0 and widget.diameter.specialValueText() == "model's (20.1 px)"
+    assert widget.diameter.value() == 0 and widget.diameter.specialValueText() == "model: 20.1"
     assert widget._object_knobs(None, None) == {}  # left alone: the card decides
     assert widget.model_picker.select("tiny")  # a card without a diameter or thresholds
     assert not widget.diameter.isEnabled() and widget.diameter.specialValueText() == "not known"

@@ -29,6 +29,7 @@ Table columns (2D; ``um`` stands for the unit suffix, see
     centroid_y_um, centroid_x_um        world position (translate + index * spacing)
     bbox_y0, bbox_x0, bbox_y1, bbox_x1  pixel-edge box (half-open, as measure's bbox)
     bbox_y0_um, ...                     the box's outer edges in the world
+                                        (world columns only with a physical unit, not in px)
     n_pixels, area_um2 (volume_um3)     size (boxes: area_um2 of the box, height_um, width_um)
     ...                                 the other measure() columns; mean_/std_<channel>
 
@@ -387,12 +388,15 @@ def box_table(
     centre = np.stack([(b[:, 0] + b[:, 2]) / 2 - 0.5, (b[:, 1] + b[:, 3]) / 2 - 0.5], axis=1)
     for i, a in enumerate("yx"):
         cols[f"centroid_{a}"] = centre[:, i]
-    for i, a in enumerate("yx"):
-        cols[f"centroid_{a}_{unit}"] = tr[i] + centre[:, i] * sp[i]
+    world_cols = unit != "px"  # in pixel units the world columns would repeat the pixel ones
+    if world_cols:
+        for i, a in enumerate("yx"):
+            cols[f"centroid_{a}_{unit}"] = tr[i] + centre[:, i] * sp[i]
     for j, a in ((0, "y0"), (1, "x0"), (2, "y1"), (3, "x1")):
         cols[f"bbox_{a}"] = b[:, j]
-    for j, a in ((0, "y0"), (1, "x0"), (2, "y1"), (3, "x1")):
-        cols[f"bbox_{a}_{unit}"] = tr[j % 2] + (b[:, j] - 0.5) * sp[j % 2]
+    if world_cols:
+        for j, a in ((0, "y0"), (1, "x0"), (2, "y1"), (3, "x1")):
+            cols[f"bbox_{a}_{unit}"] = tr[j % 2] + (b[:, j] - 0.5) * sp[j % 2]
     h = np.clip(b[:, 2] - b[:, 0], 0, None) * sp[0]
     w = np.clip(b[:, 3] - b[:, 1], 0, None) * sp[1]
     cols[f"height_{unit}"] = h

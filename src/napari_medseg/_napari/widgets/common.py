@@ -6,6 +6,8 @@
   button and a "folder..." button; picks a default that fits the image.
 * :class:`DevicePicker` - ``auto`` plus the devices torch can see; filled in a
   background thread so opening the widget does not wait for ``import torch``.
+* :func:`scrolling_layout` / :class:`DockScroll`: every dock's rows scroll
+  vertically and fit :data:`DOCK_MAX_WIDTH`.
 * :class:`RunCancelRow`, :class:`StatusLine` and :class:`KindNote` (the
   selected model was made for other images than this one).
 * :func:`finish_job` and :func:`report_error` - how every widget shows the
@@ -21,14 +23,18 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from qtpy.QtCore import QObject, Qt, Signal
+from qtpy.QtCore import QEvent, QObject, QSize, Qt, Signal
 from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
+    QFrame,
     QHBoxLayout,
     QLabel,
     QPushButton,
+    QScrollArea,
     QSizePolicy,
+    QStyle,
+    QVBoxLayout,
     QWidget,
 )
 
@@ -69,7 +75,7 @@ class LayerCombo(QComboBox):
         self._layers: list[Layer] = []
         self._current: Layer | None = None
         self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.setMinimumContentsLength(12)
+        self.setMinimumContentsLength(10)
         self.setPlaceholderText(f"(no {layer_type.__name__.lower()} layer)")
         events = viewer.layers.events
         events.inserted.connect(self._on_inserted)
@@ -85,6 +91,10 @@ class LayerCombo(QComboBox):
         """The selected layer, or None."""
         i = self.currentIndex()
         return self._layers[i] if 0 <= i < len(self._layers) else None
+
+    def layers(self) -> list[Layer]:
+        """The listed layers, top-most first (combo order)."""
+        return list(self._layers)
 
     def set_layer(self, layer: Layer) -> None:
         """Select ``layer`` (must be listed)."""
@@ -200,7 +210,9 @@ class ModelPicker(QWidget):
         self.refresh_button = QPushButton("\u21bb")
         self.refresh_button.setToolTip("Re-read the shipped and user model folders")
         self.refresh_button.setFixedWidth(28)
-        self.browse_button = QPushButton("folder\u2026")
+        self.browse_button = QPushButton()
+        self.browse_button.setIcon(self.style().standardIcon(QStyle.StandardPixmap.SP_DirOpenIcon))
+        self.browse_button.setFixedWidth(28)
         self.browse_button.setToolTip("Use a model folder (model.json + weights.safetensors) from disk")
         lay = QHBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
@@ -412,6 +424,63 @@ class DevicePicker(QComboBox):
     def _on_error(self, exc: Exception) -> None:
         log.warning("available_devices failed: %s", exc)
         self.ready = True
+
+
+def compact_combo(combo: QComboBox, chars: int = 12) -> QComboBox:
+    """Make ``combo``'s width independent of its items (long column or layer names): ``chars`` characters wide."""
+    combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    combo.setMinimumContentsLength(chars)
+    return combo
+
+
+#: Every dock fits this width (px) and, scrolled, this height: two docks side by side or stacked on a
+#: 1366x768 laptop screen.
+DOCK_MAX_WIDTH = 360
+DOCK_MIN_HEIGHT = 300
+
+
+class DockScroll(QScrollArea):
+    """The scroll area a dock's rows live in: as wide as its content, scrolled vertically when the dock is short.
+
+    Its minimum width is the content's (plus the scroll bar), so nothing is
+    ever cut off sideways; its minimum height is at most
+    :data:`DOCK_MIN_HEIGHT`, so a dock can share a laptop screen's height.
+    """
+
+    def __init__(self, content: QWidget, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWidgetResizable(True)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setWidget(content)
+        content.installEventFilter(self)
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:
+        if obj is self.widget() and event.type() == QEvent.Type.LayoutRequest:
+            self.updateGeometry()  # the content's minimum changed: so does the dock's
+        return super().eventFilter(obj, event)
+
+    def _bar(self) -> int:
+        return self.verticalScrollBar().sizeHint().width() + 2 * self.frameWidth()
+
+    def minimumSizeHint(self) -> QSize:
+        inner = self.widget().minimumSizeHint()
+        return QSize(inner.width() + self._bar(), min(inner.height(), DOCK_MIN_HEIGHT))
+
+    def sizeHint(self) -> QSize:
+        inner = self.widget().sizeHint()
+        return QSize(inner.width() + self._bar(), inner.height())
+
+
+def scrolling_layout(widget: QWidget) -> QVBoxLayout:
+    """A vertical layout for ``widget``'s rows, inside a :class:`DockScroll` that fills ``widget``."""
+    content = QWidget()
+    content.setObjectName("medseg_dock_content")
+    lay = QVBoxLayout(content)
+    outer = QVBoxLayout(widget)
+    outer.setContentsMargins(0, 0, 0, 0)
+    outer.addWidget(DockScroll(content))
+    return lay
 
 
 class RunCancelRow(QWidget):

@@ -15,6 +15,8 @@ keeps).  ``metadata["napari_medseg_output_of"]`` names the image and
 ``metadata["napari_medseg"]`` records model, device and parameters.  A re-run
 on the same image replaces the layer this widget created, never a user's layer
 that merely has the same name (the new one is then called ``... labels [1]``).
+A new output goes under the first user Labels layer above its image (e.g. a
+sample's ground truth), else on top.
 """
 
 from __future__ import annotations
@@ -34,7 +36,6 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLineEdit,
     QSpinBox,
-    QVBoxLayout,
     QWidget,
 )
 from superqt import QCollapsible
@@ -59,6 +60,7 @@ from .common import (
     RunCancelRow,
     StatusLine,
     finish_job,
+    scrolling_layout,
 )
 
 if TYPE_CHECKING:
@@ -176,7 +178,7 @@ class SegmentWidget(QWidget):
         form.addRow(self.kind_note)
         form.addRow("device", self.device_picker)
         form.addRow(self.do_3d)
-        lay = QVBoxLayout(self)
+        lay = scrolling_layout(self)
         lay.addLayout(form)
         lay.addWidget(self.objects_group)
         lay.addWidget(self.advanced)
@@ -217,7 +219,7 @@ class SegmentWidget(QWidget):
             self.status.set("No image layer: open or select an image first.", error=True)
             return
         if model is None:
-            self.status.set("No model: add one with 'folder…' or fine-tune one first.", error=True)
+            self.status.set("No model: add a model folder with the folder button, or fine-tune one first.", error=True)
             return
         data = image.data[0] if image.multiscale else image.data  # level 0, not copied
         axes = layer_axes(image)
@@ -314,7 +316,7 @@ class SegmentWidget(QWidget):
         self.diameter.setEnabled(ref is not None)
         self.diameter_unit.setEnabled(ref is not None)
         self.diameter.setValue(0.0)
-        self.diameter.setSpecialValueText(f"model's ({ref:.1f} px)" if ref is not None else "not known")
+        self.diameter.setSpecialValueText(f"model: {ref:.1f}" if ref is not None else "not known")
         self.diameter.setToolTip(
             "Typical diameter of the objects in this image: it is resampled so they become the size the model was "
             "trained on" + (f" ({ref:.1f} px)" if ref is not None else "") + ". 0: no resampling for size "
@@ -456,7 +458,11 @@ class SegmentWidget(QWidget):
             self.viewer.layers.insert(idx, layer)
         else:
             layer.name = unique_name(self.viewer, layer.name)
-            self.viewer.add_layer(layer)
+            at = _insert_index(self.viewer, image)
+            if at is None:
+                self.viewer.add_layer(layer)
+            else:
+                self.viewer.layers.insert(at, layer)
         if image is not None:
             self._created[(kind, id(image))] = (weakref.ref(image), weakref.ref(layer))
 
@@ -493,6 +499,21 @@ def _parse_voxel_size(text: str, n_axes: int) -> tuple[tuple[float, ...], str] |
     if len(values) != n_axes:
         raise ParameterError(f"pixel size {text!r}: {len(values)} values for {n_axes} spatial axes")
     return tuple(values), u
+
+
+def _insert_index(viewer: Any, image: Any) -> int | None:
+    """Where a new output of ``image`` goes: under the first user Labels layer above the image (a ground
+    truth, painted annotations), so those stay visible on top; None (the top of the list) without one."""
+    layers = list(viewer.layers)
+    i = next((k for k, lay in enumerate(layers) if lay is image), None)
+    if i is None:
+        return None
+    for j in range(i + 1, len(layers)):
+        lay = layers[j]
+        meta = lay.metadata if isinstance(lay.metadata, dict) else {}
+        if isinstance(lay, Labels) and not any(k.startswith("napari_medseg") for k in meta):
+            return j
+    return None
 
 
 def _copy_meta(meta: dict[str, Any]) -> dict[str, Any]:

@@ -37,7 +37,6 @@ from qtpy.QtWidgets import (
     QListWidget,
     QPushButton,
     QSpinBox,
-    QVBoxLayout,
     QWidget,
 )
 from superqt import QCollapsible
@@ -53,6 +52,7 @@ from .common import (
     RunCancelRow,
     StatusLine,
     finish_job,
+    scrolling_layout,
 )
 from .plot import CurvePlot
 
@@ -144,22 +144,17 @@ class TrainWidget(QWidget):
         self.name_edit.setToolTip("Saved as this name in the user model folder (letters, digits, . _ + -)")
 
         pair_row = QHBoxLayout()
-        pair_row.addWidget(self.image_combo, 1)
         pair_row.addWidget(self.labels_combo, 1)
         pair_row.addWidget(self.add_button)
+        self.add_button.setFixedWidth(28)
+        self.remove_button.setFixedWidth(28)
         list_row = QHBoxLayout()
         list_row.addWidget(self.pair_list, 1)
         list_row.addWidget(self.remove_button)
-        base_row = QHBoxLayout()
-        base_row.addWidget(self.scratch)
-        base_row.addWidget(self.model_picker, 1)
+
         roi_row = QHBoxLayout()
         roi_row.addWidget(self.use_roi)
         roi_row.addWidget(self.roi_combo, 1)
-        budget_row = QHBoxLayout()
-        budget_row.addWidget(self.minutes)
-        budget_row.addWidget(QLabel("epochs"))
-        budget_row.addWidget(self.epochs)
 
         self.advanced = QCollapsible("Advanced")
         adv = QWidget()
@@ -184,15 +179,18 @@ class TrainWidget(QWidget):
         self.status = StatusLine("Paint some objects, pick the pair(s), then Train.")
 
         form = QFormLayout()
-        form.addRow("image / labels", pair_row)
+        form.addRow("image", self.image_combo)
+        form.addRow("labels", pair_row)
         form.addRow("pairs", list_row)
-        form.addRow("base model", base_row)
+        form.addRow("base model", self.model_picker)
+        form.addRow("", self.scratch)
         form.addRow("mode", self.mode)
         form.addRow("classes", self.classes)
         form.addRow("region", roi_row)
-        form.addRow("budget", budget_row)
+        form.addRow("budget", self.minutes)
+        form.addRow("epochs", self.epochs)
         form.addRow("save as", self.name_edit)
-        lay = QVBoxLayout(self)
+        lay = scrolling_layout(self)
         lay.addLayout(form)
         lay.addWidget(self.advanced)
         lay.addWidget(self.buttons)

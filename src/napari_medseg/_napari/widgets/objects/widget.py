@@ -67,6 +67,7 @@ from ..common import (
     StatusLine,
     finish_job,
     report_error,
+    scrolling_layout,
 )
 from .classify import ClassifierPanel, GatePanel
 from .outputs import (
@@ -180,7 +181,7 @@ class ObjectsWidget(ClassifierActions, QWidget):
         self.tabs.addTab(self.gate_panel, "Gate")
         self.tabs.addTab(self.classifier_panel, "Classifier")
 
-        lay = QVBoxLayout(self)
+        lay = scrolling_layout(self)
         lay.addLayout(top)
         lay.addWidget(self._labels_row)
         lay.addWidget(self._model_rows)
@@ -331,7 +332,7 @@ class ObjectsWidget(ClassifierActions, QWidget):
             for ax in dims.not_displayed:
                 if ax >= offset:
                     dims.set_point(ax, float(point[ax]))
-            self.viewer.camera.center = tuple(float(point[d]) for d in dims.displayed)
+            viewer_camera(self.viewer).center = tuple(float(point[d]) for d in dims.displayed)
             out.selected_data = {int(row)}
             lab = self.objects_labels_layer
             if lab is not None:
@@ -388,7 +389,7 @@ class ObjectsWidget(ClassifierActions, QWidget):
             if src is None:
                 raise ParameterError("No image layer: open or select an image first.")
             if model is None:
-                raise ParameterError("No model: add one with 'folder…'.")
+                raise ParameterError("No model: add a model folder with the folder button.")
             image = src.data[0] if src.multiscale else src.data
             axes = layer_axes(src)
             if axes is None or "T" in axes:
@@ -556,6 +557,13 @@ class ObjectsWidget(ClassifierActions, QWidget):
 
     def _report_error(self, exc: BaseException, what: str) -> None:
         report_error(self.status, exc, what)
+
+
+def viewer_camera(viewer: Any) -> Any:
+    """The viewer's camera: ``viewer.scene.camera`` (napari >= 0.9, where ``viewer.camera`` is deprecated)."""
+    scene = getattr(viewer, "scene", None)
+    camera = getattr(scene, "camera", None)
+    return camera if camera is not None else viewer.camera
 
 
 def _labels_features(table: Any) -> Any:
