@@ -90,7 +90,7 @@ def test_unexpected_error_exits_1(tmp_path, models, monkeypatch, capsys):
 def test_models_lists_name_source_kind_input_path(models, capsys):
     assert main(["models"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0].split() == ["NAME", "SOURCE", "KIND", "INPUT", "PATH"]
+    assert lines[0].split() == ["NAME", "SOURCE", "KIND", "INPUT", "FOR", "DEFAULTS", "PATH"]
     rows = {ln.split()[0]: ln for ln in lines[1:]}  # listed in folder order: c, g
     assert list(rows) == ["rgb-one", "grey-one"]
     assert rows["grey-one"].split()[1:3] == ["user", "instance"] and "2D grey 1ch" in rows["grey-one"]

@@ -93,7 +93,8 @@ def test_detect_picture_with_box_model(tmp_path, models, medseg, capsys):
     assert sorted(p.name for p in out.iterdir()) == ["smear_objects.csv"]  # no labels for a box model
     t = pd.read_csv(out / "smear_objects.csv")
     assert t["id"].tolist() == list(range(1, 8)) and set(t["class"]) <= {"WBC", "RBC"}
-    assert {"bbox_y0_px", "area_px2", "mean_red", "centroid_x_px"} <= set(t.columns)
+    assert {"bbox_y0", "area_px2", "mean_red", "centroid_x"} <= set(t.columns)
+    assert not {"bbox_y0_px", "centroid_x_px"} & set(t.columns)  # pixel units: no duplicate world columns
     assert (t["score"].diff().dropna() <= 0).all()  # sorted by decreasing score
     assert "smear: 7 objects" in capsys.readouterr().out
 

@@ -17,3 +17,11 @@ class ModelError(MedsegError, ValueError):
 
 class ParameterError(MedsegError, ValueError):
     """A parameter value is out of range or inconsistent with the input."""
+
+
+class MedsegWarning(UserWarning):
+    """Base class of the warnings napari-medseg gives on purpose (the CLI prints them as one line)."""
+
+
+class ImageKindWarning(MedsegWarning):
+    """A model runs on a kind of image its card says it was not made for (e.g. a microscopy model on MR)."""

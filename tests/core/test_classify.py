@@ -53,7 +53,7 @@ def test_gate_classes_combine_markers():
     gates = [Gate("mean_CD3", ">", 100, "CD3"), Gate("mean_CD8", ">", 50, "CD8")]
     assert gate_classes(t, gates).tolist() == ["CD3- CD8-", "CD3+ CD8+", "CD3+ CD8-", "CD3- CD8+"]
     assert gate_classes(t, gates[0]).tolist() == ["CD3-", "CD3+", "CD3+", "CD3-"]
-    assert gate_classes(t, Gate("mean_CD8", "<=", 20)).tolist() == ["mean_CD8+", "mean_CD8-", "mean_CD8+", "mean_CD8-"]
+    assert gate_classes(t, Gate("mean_CD8", "<=", 20)).tolist() == ["CD8 dim", "CD8 bright", "CD8 dim", "CD8 bright"]
     with pytest.raises(ParameterError, match="at least one gate"):
         gate_classes(t, [])
 
@@ -263,3 +263,17 @@ def test_marks_from_painted():
         marks_from_painted(paint[:, :5].copy(), lab[:, :5].copy(), {1: "T"})
     with pytest.raises(ParameterError, match="differ in shape"):
         marks_from_painted(paint[:4], lab)
+
+
+def test_unnamed_gates_give_short_readable_classes():
+    from napari_medseg.analysis.gating import short_column_name
+
+    assert [short_column_name(c) for c in ("mean_nuclei_DSB2018_fluorescence", "mean_H_E_tile_DSB2018_red",
+                                           "area_um2", "equivalent_diameter_px", "std_DAPI", "mean_image_ch1")] == \
+        ["nuclei", "H E tile red", "area", "equivalent diameter", "std DAPI", "image ch1"]
+    t = {"mean_nuclei_DSB2018_fluorescence": np.array([5.0, 50.0]), "area_px2": np.array([30.0, 10.0])}
+    assert gate_classes(t, Gate("mean_nuclei_DSB2018_fluorescence", ">", 20)).tolist() == \
+        ["nuclei dim", "nuclei bright"]
+    assert gate_classes(t, Gate("area_px2", "<", 20)).tolist() == ["area high", "area low"]
+    assert gate_classes(t, Gate("area_px2", "between", (0, 20))).tolist() == ["area out of range", "area in range"]
+    assert gate_classes(t, Gate("area_px2", ">", 20, name="big")).tolist() == ["big+", "big-"]

@@ -342,3 +342,15 @@ def test_sparse_huge_ids_bool_and_dask_labels():
 def test_bad_arguments_raise(kwargs, match):
     with pytest.raises(ParameterError, match=match):
         measure(**kwargs)
+
+
+def test_pixel_units_have_no_duplicate_world_columns():
+    """In pixels, centroid_y_px would equal centroid_y and bbox_y0_px be bbox_y0 - 0.5: they are left out."""
+    lab = np.zeros((5, 6), int)
+    lab[1:4, 1:5] = 7
+    assert list(measure(lab).columns) == [
+        "label", "centroid_y", "centroid_x", "bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1", "n_pixels", "area_px2",
+        "equivalent_diameter_px", "perimeter_px", "eccentricity", "major_axis_length_px", "minor_axis_length_px",
+        "solidity"]
+    t = measure(lab, spacing=(2.0, 0.5), units="µm")
+    assert t["centroid_y_um"].iloc[0] == 4.0 and t["bbox_y0_um"].iloc[0] == 1.0 and t["bbox_y0"].iloc[0] == 1

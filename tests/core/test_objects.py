@@ -61,7 +61,9 @@ def test_labels_table_counts_columns_units():
 def test_labels_without_scale_are_in_pixels_and_3d_mm():
     lab, _ = _labels_2d()
     t = detect(labels=lab).table
-    assert "area_px2" in t.columns and "centroid_y_px" in t.columns and "mean_intensity" not in t.columns
+    assert "area_px2" in t.columns and "mean_intensity" not in t.columns
+    # pixel units: no world columns repeating the pixel ones
+    assert "centroid_y" in t.columns and not any(c.startswith(("centroid_", "bbox_")) and c.endswith("_px") for c in t.columns)
     lab3 = np.zeros((4, 10, 12), np.uint8)
     lab3[1:3, 2:5, 3:9] = 1  # 2 x 3 x 6 voxels
     res = detect(labels=lab3, scale=(2.0, 0.1, 0.1), units="mm")

@@ -19,6 +19,7 @@ pytest.importorskip("pytestqt")
 from napari.layers import Labels, Points, Shapes  # noqa: E402
 
 from napari_medseg._napari.widgets.objects import ObjectsWidget  # noqa: E402
+from napari_medseg._napari.widgets.objects.widget import viewer_camera  # noqa: E402
 
 pytestmark = pytest.mark.napari
 
@@ -188,14 +189,14 @@ def test_labels_detect_gate_train_export_click(viewer_widget, qtbot, tmp_path) -
     rect = tv.view.visualRect(idx)
     qtbot.mouseClick(tv.view.viewport(), _left(), pos=rect.center())
     want_world = t[["centroid_y_um", "centroid_x_um"]].iloc[row].to_numpy()
-    np.testing.assert_allclose(viewer.camera.center[-2:], want_world, atol=1e-6)
+    np.testing.assert_allclose(viewer_camera(viewer).center[-2:], want_world, atol=1e-6)
     assert out.selected_data == {row}
     # and the other way: selecting a point in the viewer selects its row, the camera stays
-    centre = tuple(viewer.camera.center)
+    centre = tuple(viewer_camera(viewer).center)
     out.selected_data = {2}
     current = tv.view.currentIndex()
     assert tv.proxy.mapToSource(current).row() == 2
-    assert tuple(viewer.camera.center) == centre
+    assert tuple(viewer_camera(viewer).center) == centre
 
     qtbot.wait(300)
     shot_dir = Path(os.environ.get("MEDSEG_SCREENSHOT_DIR") or tmp_path)
@@ -222,7 +223,7 @@ def test_3d_labels_click_sets_the_slice(viewer_widget, qtbot) -> None:
     assert z == pytest.approx(1.0 + 4.5 * 2.0)
     assert viewer.dims.point[0] == pytest.approx(z, abs=1.0)  # the slice of the object (nearest step)
     assert viewer.dims.current_step[0] in (4, 5)
-    np.testing.assert_allclose(viewer.camera.center[-2:], (y, x), atol=1e-6)
+    np.testing.assert_allclose(viewer_camera(viewer).center[-2:], (y, x), atol=1e-6)
     assert widget.output_layer.selected_data == {1}
 
 
@@ -367,7 +368,7 @@ def test_bccd_smear_with_the_shipped_box_model(viewer_widget, qtbot, tmp_path) -
         np.testing.assert_allclose(boxes.data[r].max(axis=0), [y1 - 0.5, x1 - 0.5], atol=1e-4)
     widget.focus_object(n - 1)
     t = widget.table
-    np.testing.assert_allclose(viewer.camera.center[-2:], t[["centroid_y", "centroid_x"]].iloc[n - 1], atol=1e-6)
+    np.testing.assert_allclose(viewer_camera(viewer).center[-2:], t[["centroid_y", "centroid_x"]].iloc[n - 1], atol=1e-6)
     assert boxes.selected_data == {n - 1}
     widget.tabs.setCurrentWidget(widget.plot_panel)
     widget.plot_panel.kind.setCurrentText("scatter")
@@ -379,3 +380,22 @@ def test_bccd_smear_with_the_shipped_box_model(viewer_widget, qtbot, tmp_path) -
     shot_dir.mkdir(parents=True, exist_ok=True)
     shot = viewer.screenshot(str(shot_dir / "medseg_objects_bccd.png"), canvas_only=False)
     assert shot.ndim == 3 and shot.shape[0] > 200
+
+
+def test_model_list_says_what_each_model_is_for_and_warns(viewer_widget) -> None:
+    viewer, widget = viewer_widget
+    widget.source_kind.setCurrentIndex(1)
+    combo = widget.model_picker.combo
+    texts = {combo.itemText(i) for i in range(combo.count())}
+    assert {"nuclei \u00b7 fluo/BF/H&E", "nuclei-he \u00b7 H&E", "bccd \u00b7 blood smear"} <= texts
+    rgb = viewer.add_image(np.full((40, 50, 3), 200, np.uint8), name="photo", rgb=True)
+    widget.image_combo.set_layer(rgb)
+    assert widget.model_picker.current().name == "nuclei-he" and widget.kind_note.isHidden()
+    assert widget.model_picker.select("bccd") and widget.kind_note.isHidden()  # a photo may be a smear
+    ct = viewer.add_image(np.zeros((3, 40, 50), np.int16), name="ct", metadata={"frame": "LPS",
+                                                                              "dicom": {"Modality": "CT"}})
+    widget.image_combo.set_layer(ct)
+    assert widget.model_picker.current().name == "nuclei"
+    assert widget.kind_note.text() == ("The nuclei model was made for fluorescence microscopy, brightfield microscopy "
+                                       "and H&E histology images; this image is CT: results are unlikely to mean "
+                                       "anything.")

@@ -136,14 +136,14 @@ def test_user_layer_with_same_name_is_never_replaced(viewer_widget, qtbot) -> No
     _select(widget, img, "tiny")
 
     _run_and_wait(qtbot, widget)
-    assert [lay.name for lay in viewer.layers] == ["cells", "cells labels", "cells labels [1]"]
+    assert [lay.name for lay in viewer.layers] == ["cells", "cells labels [1]", "cells labels"]
     assert viewer.layers["cells labels"] is user
     np.testing.assert_array_equal(user.data, mine)
     ours = viewer.layers["cells labels [1]"]
     assert ours.metadata["napari_medseg_output_of"] == "cells"
 
     _run_and_wait(qtbot, widget)  # re-run replaces ours, not the user's
-    assert [lay.name for lay in viewer.layers] == ["cells", "cells labels", "cells labels [1]"]
+    assert [lay.name for lay in viewer.layers] == ["cells", "cells labels [1]", "cells labels"]
     assert viewer.layers["cells labels [1]"] is ours
     np.testing.assert_array_equal(user.data, mine)
 
@@ -470,3 +470,56 @@ def test_screenshot_with_3d_option(make_napari_viewer, models_dir, qtbot) -> Non
     path = Path("/tmp") / "medseg_segment_widget_3d.png"
     viewer.screenshot(str(path), canvas_only=False)
     assert path.is_file()
+
+
+def test_mr_image_shows_the_wrong_kind_warning(viewer_widget, qtbot) -> None:
+    """A microscopy model on an MR layer: an orange note under the model, and the warning with the result."""
+    viewer, widget = viewer_widget
+    grey = viewer.add_image(_blobs(seed=3), name="cells")
+    assert widget.kind_note.isHidden()
+    mr = viewer.add_image(np.stack([_blobs(seed=4)] * 3), name="mr", metadata={"frame": "LPS",
+                                                                              "dicom": {"Modality": "MR"}})
+    widget.image_combo.set_layer(mr)
+    assert widget.model_picker.current().name == "nuclei"  # no MR model installed: the grey one stays
+    want = ("The nuclei model was made for fluorescence microscopy, brightfield microscopy and H&E histology "
+            "images; this image is MR: results are unlikely to mean anything.")
+    assert not widget.kind_note.isHidden() and widget.kind_note.text() == want
+    assert widget.model_picker.select("tiny")  # a card that says nothing: no note
+    assert widget.kind_note.isHidden()
+    assert widget.model_picker.select("nuclei")
+    _run_and_wait(qtbot, widget)
+    assert widget.status.text().endswith(f"\nWarning: {want}")
+    widget.image_combo.set_layer(grey)
+    assert widget.kind_note.isHidden()
+
+
+def test_object_knobs_show_the_card_values_and_reach_the_engine(viewer_widget, qtbot) -> None:
+    viewer, widget = viewer_widget
+    img = viewer.add_image(_blobs(seed=9), name="plain")
+    _select(widget, img, "nuclei")
+    assert (widget.prob_threshold.value(), widget.seed_threshold.value()) == (0.5, 0.4)  # the nuclei card's
+    assert widget.diameter.value() == 0 and widget.diameter.specialValueText() == "model: 20.1"
+    assert widget._object_knobs(None, None) == {}  # left alone: the card decides
+    assert widget.model_picker.select("tiny")  # a card without a diameter or thresholds
+    assert not widget.diameter.isEnabled() and widget.diameter.specialValueText() == "not known"
+    assert (widget.prob_threshold.value(), widget.seed_threshold.value()) == (0.5, 0.5)
+    assert widget.model_picker.select("nuclei")
+    widget.diameter.setValue(40.0)
+    widget.prob_threshold.setValue(0.3)
+    _run_and_wait(qtbot, widget)
+    params = viewer.layers["plain labels"].metadata["napari_medseg"]["parameters"]
+    assert params["diameter"] == [40.0, 40.0] and params["postprocess"] == {"fg_threshold": 0.3}
+    assert "0 objects" not in widget.status.text(), widget.status.text()
+
+    # a diameter in µm needs a pixel size: the layer has none, the pixel-size box gives one
+    widget.diameter_unit.setCurrentText("µm")
+    widget.diameter.setValue(5.0)
+    widget.run()
+    assert not widget.running and "needs the image's pixel size" in widget.status.text()
+    widget.voxel_size.setText("0.25 um")
+    _run_and_wait(qtbot, widget)
+    params = viewer.layers["plain labels"].metadata["napari_medseg"]["parameters"]
+    assert params["scale"] == (0.25, 0.25) and params["units"] == "µm" and params["diameter"] == [20.0, 20.0]
+    widget.voxel_size.setText("1 2 3 um")
+    widget.run()
+    assert not widget.running and widget.status.text() == "pixel size '1 2 3 um': 3 values for 2 spatial axes"

@@ -159,3 +159,47 @@ def test_fine_tuning_shows_the_base_model_as_epoch_zero(setup, qtbot, tmp_path):
     res = widget.last_result
     assert res is not None and res.card.training["base_model"].endswith("tinybase")
     assert "Saved 'from-base'" in widget.status.text()
+
+
+def test_empty_labels_region_text_says_validation_will_come(setup):
+    viewer, widget, seg, image, labels = setup
+    empty = viewer.add_labels(np.zeros((64, 64), np.int32), name="empty")
+    widget.labels_combo.set_layer(empty)
+    widget.image_combo.set_layer(image)
+    assert widget.val_percent.value() == 20
+    assert widget.region_label.text().splitlines() == [
+        "image 'cells': nothing painted and no ROI: not used",
+        "Inside the region unpainted pixels count as background; outside it nothing is used.",
+        ("No validation yet: nothing is painted; 20 % of the annotation will be held out for validation once "
+         "there is some.")]
+    widget.val_percent.setValue(0)
+    widget._update_region_text()
+    assert widget.region_label.text().splitlines()[-1] == "No validation (val_fraction = 0): the last weights are kept."
+
+
+def test_instance_mode_ignores_the_greyed_out_classes(setup):
+    viewer, widget, seg, image, labels = setup
+    widget.scratch.setChecked(True)
+    widget.classes.setText("lesion, oedema")
+    assert widget.mode.currentText() == "instance" and not widget.classes.isEnabled()
+    assert widget._collect()["class_names"] is None
+    widget.mode.setCurrentText("semantic")
+    assert widget.classes.isEnabled() and widget._collect()["class_names"] == ["lesion", "oedema"]
+
+
+def test_kept_base_weights_says_what_to_do_next(setup, tmp_path):
+    from types import SimpleNamespace
+
+    from napari_medseg._napari._worker import JobOutcome
+
+    viewer, widget, seg, image, labels = setup
+    card = SimpleNamespace(name="mine", metrics={"val_ap50": 0.41}, training={"kept_base_weights": True})
+    res = SimpleNamespace(card=card, history=[{}, {}], best={"epoch": 0}, stopped_early=True,
+                          model_path=tmp_path / "mine")
+    widget._finish(JobOutcome(result=res, elapsed=12.0))
+    lines = widget.status.text().splitlines()
+    assert lines[0] == "Saved 'mine' after 2 epoch(s) in 12 s (stopped early); best epoch 0: val_ap50 0.410"
+    assert lines[1] == ("No epoch beat the base model on the held-out annotation, so its weights were kept "
+                        "(post-processing re-tuned). To do better: paint more objects (whole ones, across the kinds "
+                        "of places you care about), train longer (more minutes or epochs), or lower the learning "
+                        "rate (Advanced, e.g. 3e-4).")

@@ -163,6 +163,21 @@ def output_geometry(layer: Any, ndim: int | None = None) -> dict[str, Any]:
     return geom
 
 
+def layer_image_kind(layer: Any) -> str:
+    """What a layer's image is (:func:`napari_medseg.models.kinds.infer_image_kind`): its frame and DICOM Modality.
+
+    ``"MR"``, ``"CT"``... for DICOM layers, ``"radiology"`` for other
+    patient-coordinate layers (NIfTI, NRRD: ``metadata["frame"] == "LPS"``),
+    ``"microscopy"`` for everything else.
+    """
+    from ..models.kinds import infer_image_kind
+
+    meta = layer.metadata if isinstance(getattr(layer, "metadata", None), Mapping) else {}
+    dicom = meta.get("dicom")
+    modality = dicom.get("Modality") if isinstance(dicom, Mapping) else None
+    return infer_image_kind(meta.get("frame"), modality)
+
+
 def output_metadata(layer: Any) -> dict[str, Any]:
     """Metadata an output layer inherits from its source: the geometry frame and the source axes."""
     meta = layer.metadata if isinstance(getattr(layer, "metadata", None), Mapping) else {}

@@ -48,6 +48,10 @@ HE_IMAGE = "he.tif"
 HE_LABELS = "he_labels.tif"
 MR_SERIES = "mr/mr_0004"
 
+#: Opacity of a sample's ground-truth labels: a tint over the image, which stays readable (napari's
+#: default 0.7 hides it); the Segment widget puts its prediction under them.
+GROUND_TRUTH_OPACITY = 0.35
+
 
 def sample_path(name: str) -> Path:
     """Absolute path of a shipped sample file or folder.
@@ -86,7 +90,10 @@ def _read_single(name: str, layer_name: str, *, labels: bool = False) -> LayerDa
         if not np.issubdtype(data.dtype, np.integer):
             raise ReaderError(f"sample labels {path} have dtype {data.dtype}, expected integers")
         vol = dataclasses.replace(vol, data=data, layer_type="labels", contrast_limits=None, colormap=None)
-    return vol.to_layer_data()
+    data, kwargs, layer_type = vol.to_layer_data()
+    if labels:
+        kwargs["opacity"] = GROUND_TRUTH_OPACITY
+    return data, kwargs, layer_type
 
 
 def nuclei_sample() -> list[LayerData]:

@@ -6,8 +6,12 @@
 
 Either a model segments each image (through :func:`napari_medseg.api.segment`,
 exactly what users get) or existing label images are compared
-(``labels=``).  Images, masks and labels are given as folders (files are
-paired by name without extension), lists of paths, or lists of arrays.
+(``labels=``).  Images, masks and labels are given as folders, lists of
+paths, or lists of arrays.  Files are paired by stem (the name without its
+image suffix, ``.ome.tif`` and ``.nii.gz`` counted whole): the image
+``a.tif`` pairs with ``a.<suffix>`` or ``a_labels.<suffix>`` (what
+``medseg segment`` and ``medseg detect`` write, TIFF or NIfTI) in the masks
+and labels folders, for any of :data:`IMAGE_SUFFIXES`.
 
 Scores (see :mod:`napari_medseg.analysis.metrics`): AP at IoU 0.5 and 0.75
 and the mean AP over IoU 0.5:0.05:0.9 with the DSB definition
@@ -33,7 +37,14 @@ from ..errors import ParameterError, ReaderError
 from ..progress import CancelToken, Progress, run
 from .metrics import MAP_THRESHOLDS, counts, dice
 
-IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
+#: File suffixes listed from image, mask and label folders (``.nii.gz``, ``.ome.tif`` count whole).
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".nii.gz", ".nii", ".nrrd", ".nhdr", ".dcm")
+#: Compound suffixes stripped whole from a file name to get its stem.
+COMPOUND_SUFFIXES = (".ome.tiff", ".ome.tif", ".nii.gz")
+#: Files whose images are radiology volumes (patient coordinates), whatever their array looks like.
+RADIOLOGY_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".dcm")
+#: What ``medseg segment`` / ``medseg detect`` append to an image's stem: ``<stem>_labels.tif``.
+LABELS_SUFFIX = "_labels"
 COLUMNS = ("image", "n_true", "n_pred", "ap50", "ap75", "map", "dice", "tp50", "fp50", "fn50", "seconds")
 
 
@@ -100,7 +111,13 @@ def _fmt(v: Any) -> Any:
 
 
 def read_array(path: str | os.PathLike) -> np.ndarray:
-    """Read a 2D/3D image or label file into a numpy array (TIFF, PNG, JPEG, DICOM...)."""
+    """Read a 2D/3D image or label file into a numpy array, singleton axes dropped.
+
+    TIFF with tifffile, PNG/JPEG/BMP with scikit-image, everything else
+    (NIfTI, NRRD, DICOM) through :func:`napari_medseg.io.read`, whose
+    ``(Z, Y, X)`` order is the one ``medseg segment`` wrote the labels in
+    (a 2D image's NIfTI labels come back as one plane, squeezed to ``(Y, X)``).
+    """
     p = Path(path)
     suffix = p.suffix.lower()
     try:
@@ -117,22 +134,75 @@ def read_array(path: str | os.PathLike) -> np.ndarray:
     from ..io import read
 
     vols = read(p)
-    return np.squeeze(np.asarray(vols[0].data))
+    if len(vols) != 1:
+        raise ReaderError(f"{p} holds {len(vols)} images; give one file per image")
+    data = vols[0].data
+    return np.squeeze(np.asarray(data[0] if isinstance(data, list) else data))
 
 
 def _list_files(folder: Path) -> list[Path]:
-    files = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(f for f in folder.iterdir() if f.is_file() and f.name.lower().endswith(IMAGE_SUFFIXES))
     if not files:
         raise ParameterError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
     return files
 
 
-def _stem(p: Path) -> str:
+def file_stem(path: str | os.PathLike) -> str:
+    """A file's name without its image suffix: ``a.ome.tif``, ``a.nii.gz``, ``a.tif`` -> ``a``."""
+    p = Path(path)
     name = p.name
-    for s in (".ome.tiff", ".ome.tif"):
+    for s in COMPOUND_SUFFIXES:
         if name.lower().endswith(s):
             return name[: -len(s)]
     return p.stem
+
+
+
+def match_by_stem(stems: Sequence[str], files: Sequence[Path], name: str) -> list[Path]:
+    """The file of ``files`` that goes with each stem: ``<stem>.<suffix>`` or ``<stem>_labels.<suffix>``.
+
+    So a folder written by ``medseg segment`` / ``medseg detect``
+    (``<stem>_labels.tif``, ``<stem>_labels.nii.gz``) pairs with the images
+    as well as one of plain ``<stem>.tif`` masks.
+
+    Parameters
+    ----------
+    stems : sequence of str
+        Image stems (:func:`file_stem`).
+    files : sequence of Path
+        The candidate files (a folder's listing).
+    name : str
+        What the files are (``"masks"``, ``"labels"``), for the messages.
+
+    Returns
+    -------
+    list of Path
+        One per stem, in order.
+
+    Raises
+    ------
+    ParameterError
+        A stem with no file, or with both ``<stem>.*`` and ``<stem>_labels.*``
+        (or two suffixes of one name): the message names them.
+    """
+    by_stem: dict[str, list[Path]] = {}
+    for f in files:
+        by_stem.setdefault(file_stem(f), []).append(f)
+    out, missing = [], []
+    for k in stems:
+        found = by_stem.get(k, []) + by_stem.get(k + LABELS_SUFFIX, [])
+        if not found:
+            missing.append(k)
+        elif len(found) > 1:
+            raise ParameterError(f"{name}: {', '.join(sorted(f.name for f in found))} all go with image {k!r}; "
+                                 "keep one of them in the folder")
+        else:
+            out.append(found[0])
+    if missing:
+        raise ParameterError(f"{name}: no file named like {len(missing)} image(s), e.g. "
+                             f"{', '.join(repr(m) for m in missing[:3])} (looked for <stem>.<suffix> and "
+                             f"<stem>{LABELS_SUFFIX}.<suffix>, suffixes {', '.join(IMAGE_SUFFIXES)})")
+    return out
 
 
 def _as_items(what, name: str) -> list[tuple[str, Any]]:
@@ -141,27 +211,23 @@ def _as_items(what, name: str) -> list[tuple[str, Any]]:
         p = Path(what)
         if not p.is_dir():
             raise ParameterError(f"{name}: {p} is not a folder")
-        return [(_stem(f), f) for f in _list_files(p)]
+        return [(file_stem(f), f) for f in _list_files(p)]
     if isinstance(what, np.ndarray):
         raise ParameterError(f"{name}: give a list of arrays, not one array")
     items = []
     for i, x in enumerate(what):
         if isinstance(x, (str, os.PathLike)):
-            items.append((_stem(Path(x)), Path(x)))
+            items.append((file_stem(x), Path(x)))
         else:
             items.append((f"#{i}", x))
     return items
 
 
 def _pair(images, other, name: str) -> list[Any]:
-    """Align ``other`` to ``images``: by file name when both are named, else by position."""
+    """Align ``other`` to ``images``: by stem when both are files (:func:`match_by_stem`), else by position."""
     other_items = _as_items(other, name)
     if all(isinstance(v, Path) for _, v in images) and all(isinstance(v, Path) for _, v in other_items):
-        by_key = dict(other_items)
-        missing = [k for k, _ in images if k not in by_key]
-        if missing:
-            raise ParameterError(f"{name}: no file named like {len(missing)} image(s), e.g. {missing[:3]}")
-        return [by_key[k] for k, _ in images]
+        return match_by_stem([k for k, _ in images], [v for _, v in other_items], name)
     if len(other_items) != len(images):
         raise ParameterError(f"{len(images)} images but {len(other_items)} {name}")
     return [v for _, v in other_items]
@@ -228,7 +294,10 @@ def evaluate_iter(
         true = _load(mask_list[i])
         t = time.perf_counter()
         if model is not None:
-            pred = np.asarray(run(segment_any_iter(_load(img), model, device=device, **segment_kwargs)).labels)
+            kw = dict(segment_kwargs)
+            if "image_kind" not in kw and isinstance(img, Path) and img.name.lower().endswith(RADIOLOGY_SUFFIXES):
+                kw["image_kind"] = "radiology"  # patient-coordinate files: auto refuses, microscopy models warn
+            pred = np.asarray(run(segment_any_iter(_load(img), model, device=device, **kw)).labels)
         else:
             pred = _load(lab_list[i])
         sec = time.perf_counter() - t

@@ -12,6 +12,7 @@ array, as returned by :func:`napari_medseg.analysis.measure.measure`.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -67,7 +68,8 @@ class Gate:
         Threshold, or ``(low, high)`` for ``"between"``, in the column's units.
     name : str, optional
         Marker name used in class names (``"CD3"`` gives ``"CD3+"`` /
-        ``"CD3-"``); default the column name.
+        ``"CD3-"``); default: readable words from the column
+        (:meth:`class_names`: ``"nuclei bright"`` / ``"nuclei dim"``).
 
     Notes
     -----
@@ -107,8 +109,25 @@ class Gate:
 
     @property
     def label(self) -> str:
-        """Marker name used in class names."""
-        return self.name if self.name else self.column
+        """Marker name used in class names: ``name``, else a short readable form of the column."""
+        return self.name if self.name else short_column_name(self.column)
+
+    def class_names(self, positive: str = "+", negative: str = "-") -> tuple[str, str]:
+        """``(passed, failed)`` class names.
+
+        With a ``name``: ``"<name>+"`` / ``"<name>-"`` (QuPath's markers).
+        Without one, words that say which side: ``"nuclei bright"`` /
+        ``"nuclei dim"`` for an intensity mean, ``"area high"`` /
+        ``"area low"`` otherwise (swapped for ``<`` / ``<=``), ``"area in
+        range"`` / ``"area out of range"`` for ``between``.
+        """
+        if self.name:
+            return self.name + positive, self.name + negative
+        short = short_column_name(self.column)
+        if self.op == "between":
+            return f"{short} in range", f"{short} out of range"
+        hi, lo = ("bright", "dim") if self.column.startswith(("mean_", "max_", "min_")) else ("high", "low")
+        return (f"{short} {hi}", f"{short} {lo}") if self.op in (">", ">=") else (f"{short} {lo}", f"{short} {hi}")
 
     def mask(self, table: Any) -> np.ndarray:
         """Boolean array, True where the object passes the gate (is positive)."""
@@ -140,6 +159,43 @@ class Gate:
         return cls(str(d["column"]), str(d.get("op", ">")), tuple(t) if isinstance(t, list) else t, d.get("name"))
 
 
+#: Prefixes of intensity columns (``mean_<channel>``...) and the words they become.
+_STAT_PREFIXES = {"mean_": "", "max_": "max ", "min_": "min ", "std_": "std "}
+#: Unit suffixes of measurement columns (``area_um2``, ``perimeter_px``...), dropped from short names.
+_UNIT_SUFFIX = re.compile(r"_(?:px|pixel|um|µm|nm|mm|cm|m)[23]?$")
+#: Longest channel part of a short name, in characters (whole words are kept).
+SHORT_NAME_CHARS = 12
+
+
+def short_column_name(column: str) -> str:
+    """A measurement column as a few readable words, for class names.
+
+    ``mean_nuclei_DSB2018_fluorescence`` -> ``nuclei``, ``mean_H_E_tile_DSB2018_red``
+    -> ``H E tile red``, ``area_um2`` -> ``area``, ``equivalent_diameter_px`` ->
+    ``equivalent diameter``, ``std_DAPI`` -> ``std DAPI``.  The channel part
+    keeps whole words up to :data:`SHORT_NAME_CHARS` characters and an RGB or
+    ``chN`` suffix.
+
+    Examples
+    --------
+    >>> short_column_name("mean_nuclei_DSB2018_fluorescence"), short_column_name("area_um2")
+    ('nuclei', 'area')
+    """
+    for prefix, word in _STAT_PREFIXES.items():
+        if column.startswith(prefix) and len(column) > len(prefix):
+            words = [w for w in column[len(prefix):].split("_") if w]
+            tail = []
+            if len(words) > 1 and (words[-1] in ("red", "green", "blue", "alpha") or re.fullmatch(r"ch\d+", words[-1])):
+                tail = [words.pop()]
+            keep = [words[0]]
+            for w in words[1:]:
+                if len(" ".join([*keep, w])) > SHORT_NAME_CHARS:
+                    break
+                keep.append(w)
+            return word + " ".join(keep + tail)
+    return _UNIT_SUFFIX.sub("", column).replace("_", " ") or column
+
+
 def gate_classes(
     table: Any,
     gates: Gate | Sequence[Gate],
@@ -163,7 +219,9 @@ def gate_classes(
     Returns
     -------
     ndarray of object (str), shape (n_objects,)
-        E.g. ``"CD3+"`` for one gate, ``"CD3+ CD8-"`` for two.
+        E.g. ``"CD3+"`` for one named gate, ``"CD3+ CD8-"`` for two; an
+        unnamed gate gives words (``"nuclei bright"``, ``"area low"``: see
+        :meth:`Gate.class_names`).
 
     Examples
     --------
@@ -180,7 +238,8 @@ def gate_classes(
     out = np.full(n, "", dtype=object)
     for i, g in enumerate(gates):
         m = g.mask(table)
-        part = np.where(m, g.label + positive, g.label + negative).astype(object)
+        yes, no = g.class_names(positive, negative)
+        part = np.where(m, yes, no).astype(object)
         out = part if i == 0 else out + sep + part
     return out
 

@@ -26,6 +26,10 @@ Column names (2D; 3D adds ``z`` columns, replaces ``area`` by ``volume`` and
     centroid_y_um, centroid_x_um       centroid, world position (translate + index * spacing)
     bbox_y0, bbox_x0, bbox_y1, bbox_x1 bounding box, pixel index, half-open [y0, y1)
     bbox_y0_um, ..., bbox_x1_um        bounding box edges in the world (outer pixel edges)
+
+(the world columns ``centroid_*_<unit>`` and ``bbox_*_<unit>`` only with a
+physical unit: in pixel units they would repeat the pixel columns, shifted
+by half a pixel for the box)
     n_pixels                           number of pixels (voxels)
     area_um2 / volume_um3              n_pixels * prod(spacing)
     equivalent_diameter_um             diameter of the disc (ball) of the same area (volume)
@@ -602,20 +606,23 @@ def measure(
         lo = np.stack([px.reduce(np.minimum, c, np.iinfo(np.int64).max) for c in px.coords], axis=1)
         hi = np.stack([px.reduce(np.maximum, c, -1) for c in px.coords], axis=1) + 1
 
+    world_cols = unit != "px"  # a pixel grid's world columns would repeat the pixel ones
     if "centroid" in props:
         for i, a in enumerate(axes):
             cols[f"centroid_{a}"] = centroid[:, i]
-        world = to_world(centroid) if n else np.zeros((0, ndim))
-        for i, a in enumerate(axes):
-            cols[f"centroid_{a}_{unit}"] = world[:, i]
+        if world_cols:
+            world = to_world(centroid) if n else np.zeros((0, ndim))
+            for i, a in enumerate(axes):
+                cols[f"centroid_{a}_{unit}"] = world[:, i]
     if "bbox" in props:
         for j, arr in enumerate((lo, hi)):
             for i, a in enumerate(axes):
                 cols[f"bbox_{a}{j}"] = arr[:, i].astype(np.int64)
-        w_lo, w_hi = _world_box(to_world, lo - 0.5, hi - 0.5)
-        for j, arr in enumerate((w_lo, w_hi)):
-            for i, a in enumerate(axes):
-                cols[f"bbox_{a}{j}_{unit}"] = arr[:, i]
+        if world_cols:
+            w_lo, w_hi = _world_box(to_world, lo - 0.5, hi - 0.5)
+            for j, arr in enumerate((w_lo, w_hi)):
+                for i, a in enumerate(axes):
+                    cols[f"bbox_{a}{j}_{unit}"] = arr[:, i]
 
     size = counts * cell
     size_name = f"area_{unit}2" if ndim == 2 else f"volume_{unit}3"

@@ -29,6 +29,7 @@ Table columns (2D; ``um`` stands for the unit suffix, see
     centroid_y_um, centroid_x_um        world position (translate + index * spacing)
     bbox_y0, bbox_x0, bbox_y1, bbox_x1  pixel-edge box (half-open, as measure's bbox)
     bbox_y0_um, ...                     the box's outer edges in the world
+                                        (world columns only with a physical unit, not in px)
     n_pixels, area_um2 (volume_um3)     size (boxes: area_um2 of the box, height_um, width_um)
     ...                                 the other measure() columns; mean_/std_<channel>
 
@@ -387,12 +388,15 @@ def box_table(
     centre = np.stack([(b[:, 0] + b[:, 2]) / 2 - 0.5, (b[:, 1] + b[:, 3]) / 2 - 0.5], axis=1)
     for i, a in enumerate("yx"):
         cols[f"centroid_{a}"] = centre[:, i]
-    for i, a in enumerate("yx"):
-        cols[f"centroid_{a}_{unit}"] = tr[i] + centre[:, i] * sp[i]
+    world_cols = unit != "px"  # in pixel units the world columns would repeat the pixel ones
+    if world_cols:
+        for i, a in enumerate("yx"):
+            cols[f"centroid_{a}_{unit}"] = tr[i] + centre[:, i] * sp[i]
     for j, a in ((0, "y0"), (1, "x0"), (2, "y1"), (3, "x1")):
         cols[f"bbox_{a}"] = b[:, j]
-    for j, a in ((0, "y0"), (1, "x0"), (2, "y1"), (3, "x1")):
-        cols[f"bbox_{a}_{unit}"] = tr[j % 2] + (b[:, j] - 0.5) * sp[j % 2]
+    if world_cols:
+        for j, a in ((0, "y0"), (1, "x0"), (2, "y1"), (3, "x1")):
+            cols[f"bbox_{a}_{unit}"] = tr[j % 2] + (b[:, j] - 0.5) * sp[j % 2]
     h = np.clip(b[:, 2] - b[:, 0], 0, None) * sp[0]
     w = np.clip(b[:, 3] - b[:, 1], 0, None) * sp[1]
     cols[f"height_{unit}"] = h
@@ -453,6 +457,7 @@ def detect_iter(
     batch_size: int | None = None,
     properties: Sequence[str] = PROPERTIES,
     cancel: CancelToken | None = None,
+    image_kind: str | None = None,
 ) -> Generator[Progress, None, ObjectsResult]:
     """Find and measure the objects of an image, yielding progress.
 
@@ -502,6 +507,13 @@ def detect_iter(
         Measurement groups (segmentation paths), see :data:`~napari_medseg.analysis.measure.PROPERTIES`.
     cancel : CancelToken, optional
         Checked by the engine; raises :class:`~napari_medseg.progress.Cancelled`.
+    image_kind : str, optional
+        What the image is (:mod:`napari_medseg.models.kinds`), default from
+        a Volume's frame and DICOM Modality: ``model="auto"`` picks a model
+        made for such images (``"blood_smear"`` -> the ``bccd`` detector) or
+        raises ModelError when none is installed (radiology); a named model
+        made for other images runs with an
+        :class:`~napari_medseg.errors.ImageKindWarning`.
 
     Yields
     ------
@@ -524,6 +536,10 @@ def detect_iter(
         raise ParameterError("give an image (and a model) or a label image to detect objects")
     arr = img_axes = None
     if image is not None:
+        if image_kind is None and is_volume(image):
+            from ..models.kinds import kind_of_volume
+
+            image_kind = kind_of_volume(image)
         arr, axes, scale, translate, units, channel_names, geometry = _unpack_image(
             image, axes, scale, translate, units, channel_names, geometry)
         img_axes = _image_axes(tuple(int(s) for s in arr.shape), axes)
@@ -580,7 +596,8 @@ def detect_iter(
         from ..models.registry import resolve_model_or_auto
 
         rgb = "S" in img_axes and int(arr.shape[img_axes.index("S")]) in (3, 4)
-        minfo = resolve_model_or_auto(model, rgb, what="segmentation model")
+        minfo = resolve_model_or_auto(model, rgb, what="segmentation model", image_kind=image_kind,
+                                      kinds=("instance", "semantic", "detection"))
         kind = minfo.card.kind
         t = time.perf_counter()
         if kind == "detection":

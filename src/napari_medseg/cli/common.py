@@ -6,7 +6,8 @@ level): ``medseg --help`` imports every subcommand module.
 * :class:`Command`: one registry entry (name, help, arguments, run), as
   :mod:`napari_medseg.cli.main` lists them;
 * :class:`UsageError`: bad command-line input (exit status 2);
-* argparse types: :func:`positive_int`, :func:`positive_float`, :func:`fraction`;
+* argparse types: :func:`positive_int`, :func:`positive_float`, :func:`fraction`,
+  :func:`length_or_pixels`, :func:`image_kind`;
 * paths: :func:`stem`, :func:`check_input_folder`, :func:`check_output_folder`;
 * inputs: :func:`read_inputs` (TIFF/DICOM/pictures), :func:`read_one`;
 * geometry of a :class:`~napari_medseg.geometry.Volume`: :func:`engine_scale`,
@@ -130,9 +131,54 @@ def fraction(text: str) -> float:
     return v
 
 
+def length_or_pixels(text: str) -> tuple[float, str | None]:
+    """argparse type: a positive size with an optional unit: ``12``, ``12px``, ``6um``, ``6µm``, ``0.01mm``.
+
+    Returns ``(value, unit)``; unit None for plain numbers and ``px``.
+    """
+    import re
+
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([^\d\s][^\s]*)?\s*", text)
+    if m is None:
+        raise argparse.ArgumentTypeError(f"expected a size such as 12, 12px or 6um, got {text!r}")
+    value, unit = float(m.group(1)), m.group(2)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive size, got {text!r}")
+    if unit is not None:
+        from ..geometry import is_length, is_pixel, normalize_unit
+
+        try:
+            u = normalize_unit(unit)
+        except Exception:  # noqa: BLE001
+            u = None
+        if u is None or not (is_length(u) or is_pixel(u)):
+            raise argparse.ArgumentTypeError(f"{text!r}: {unit!r} is not px or a length unit (um, µm, nm, mm)")
+        unit = None if is_pixel(u) else u
+    return value, unit
+
+
+def image_kind(text: str) -> str:
+    """argparse type: a kind of image (:mod:`napari_medseg.models.kinds`, e.g. ``MR``, ``blood_smear``)."""
+    from ..errors import ParameterError
+    from ..models.kinds import normalize_kind
+
+    try:
+        return normalize_kind(text)
+    except ParameterError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_kind_argument(p: argparse.ArgumentParser) -> None:
+    """The ``--kind`` option: what the images are, for ``auto`` and for the wrong-model warning."""
+    p.add_argument("--kind", type=image_kind, default=None, metavar="KIND",
+                   help="what the images are: fluorescence, brightfield, histology, blood_smear, microscopy, CT, MR, "
+                        "radiology... (default: radiology for DICOM/NIfTI/NRRD, with the DICOM modality; else "
+                        "microscopy). --model auto picks a model made for it; a model made for other images warns")
+
+
 # ---------------------------------------------------------------- paths
 def stem(path: Path) -> str:
-    """Name of ``path`` without its image suffix (``a.ome.tif`` -> ``a``), for output file names."""
+    """Name of ``path`` without its image suffix (``a.ome.tif``, ``a.nii.gz`` -> ``a``), for output file names."""
     name = path.name
     for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".dcm", ".btf", ".nii.gz", ".nii", ".nrrd", ".nhdr"):
         if name.lower().endswith(suffix):
@@ -345,7 +391,7 @@ def drain(gen: Generator[Any, Any, T], desc: str, *, quiet: bool = False, unit: 
 
 
 __all__ = [
-    "PICTURE_SUFFIXES", "Command", "UsageError", "check_input_folder", "check_output_folder", "drain", "fraction",
-    "positive_float", "positive_int", "progress_bar", "read_inputs", "read_one", "show_progress", "engine_scale",
+    "PICTURE_SUFFIXES", "Command", "UsageError", "add_kind_argument", "check_input_folder", "image_kind", "check_output_folder", "drain", "fraction",
+    "length_or_pixels", "positive_float", "positive_int", "progress_bar", "read_inputs", "read_one", "show_progress", "engine_scale",
     "labels_geometry", "stem", "write_labels_like",
 ]

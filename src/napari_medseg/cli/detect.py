@@ -2,9 +2,9 @@
 
 ::
 
-    medseg detect IN... -o OUTDIR [--model NAME|PATH] [--device auto|cpu|cuda|mps]
+    medseg detect IN... -o OUTDIR [--model NAME|PATH | --labels LAB...|DIR] [--device auto|cpu|cuda|mps]
                                   [--score-threshold F] [--channel N]
-                                  [--tile-size N] [--batch-size N] [--quiet]
+                                  [--tile-size N] [--batch-size N] [--kind KIND] [--quiet]
 
 For every input image this writes ``OUTDIR/<stem>_objects.csv`` (one row per
 object: id, class, score, centroid and bounding box in pixels and in physical
@@ -13,6 +13,11 @@ units, size, shape and intensity measurements; see
 segmentation model, ``OUTDIR/<stem>_labels.tif`` (the objects' label image
 with the input's pixel size).  A file holding several images (a DICOM folder
 with several series) gives ``<stem>_0``, ``<stem>_1``...
+
+``--labels`` measures existing label images instead of running a model (no
+``<stem>_labels`` file is written then): one file per input, in order, or
+one folder whose ``<stem>_labels.<suffix>`` (what ``medseg segment``
+writes) or ``<stem>.<suffix>`` files pair with the inputs by stem.
 
 Inputs: TIFF and DICOM through :func:`napari_medseg.io.read` (with their pixel
 size), and the common 2D picture formats (JPEG, PNG, BMP, GIF, WebP: pixel
@@ -27,6 +32,7 @@ user are :class:`~napari_medseg.errors.MedsegError` (exit status 2 through
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +41,7 @@ from ..errors import ParameterError
 from .common import (
     PICTURE_SUFFIXES,
     Command,
+    add_kind_argument,
     check_output_folder,
     drain,
     fraction,
@@ -56,7 +63,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="folder for <stem>_objects.csv and <stem>_labels.tif (created if needed)")
     p.add_argument("--model", default="auto", metavar="NAME|PATH",
                    help="segmentation or detection model name (see `medseg models`) or folder; "
-                        "default: auto (the default segmentation model for the image)")
+                        "default: auto (the default segmentation model for the image; with --kind blood_smear "
+                        "the bccd detector)")
+    p.add_argument("--labels", nargs="+", type=Path, default=None, metavar="LAB",
+                   help="measure these label images instead of running a model: one per input in order, or a "
+                        "folder of <stem>_labels.* files (e.g. the -o folder of `medseg segment`)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--score-threshold", type=fraction, default=None, metavar="F",
                    help="detection models: smallest box score kept (default: the model's)")
@@ -65,10 +76,42 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(all channels are still measured)")
     p.add_argument("--tile-size", type=positive_int, default=None, metavar="N", help="largest tile edge in pixels")
     p.add_argument("--batch-size", type=positive_int, default=None, metavar="N", help="tiles per forward pass")
+    add_kind_argument(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
-def _detect_volume(vol: Any, args: argparse.Namespace, desc: str):
+def _labels_files(args: argparse.Namespace) -> list[Path] | None:
+    """The label file of each input (``--labels``), or None without the option."""
+    if args.labels is None:
+        return None
+    if len(args.labels) == 1 and args.labels[0].is_dir():
+        from ..analysis.evaluation import IMAGE_SUFFIXES, match_by_stem
+
+        folder = args.labels[0]
+        files = sorted(f for f in folder.iterdir() if f.is_file() and f.name.lower().endswith(IMAGE_SUFFIXES))
+        return match_by_stem([stem(Path(p)) for p in args.inputs], files, f"--labels {folder}")
+    if len(args.labels) != len(args.inputs):
+        raise ParameterError(f"{len(args.inputs)} inputs but {len(args.labels)} --labels: give one label file per "
+                             "input, in the same order, or one folder")
+    return list(args.labels)
+
+
+def _read_labels(path: Path, desc: str) -> Any:
+    """The label array of ``path`` (one image, integer, (Z,) Y, X)."""
+    import numpy as np
+
+    from .common import read_one
+
+    lab = read_one(path, "labels")
+    if any(a in lab.axes for a in "CST"):
+        raise ParameterError(f"{desc}: labels {path} have axes {lab.axes!r}; expected (Z,) Y, X")
+    data = np.asarray(lab.data[0] if isinstance(lab.data, list) else lab.data)
+    if not np.issubdtype(data.dtype, np.integer):
+        raise ParameterError(f"{desc}: labels {path} are {data.dtype}, not an integer label image")
+    return np.squeeze(data) if data.ndim == 3 and data.shape[0] == 1 else data
+
+
+def _detect_volume(vol: Any, args: argparse.Namespace, desc: str, labels: Any = None):
     """Run :func:`~napari_medseg.analysis.objects.detect_iter` on one volume under a progress bar."""
     from ..analysis.objects import detect_iter, intensity_of_image
 
@@ -87,8 +130,17 @@ def _detect_volume(vol: Any, args: argparse.Namespace, desc: str):
             raise ParameterError(f"{desc}: --channel {args.channel} out of range 0..{data.shape[ci] - 1}")
         model_input = data[(slice(None),) * ci + (args.channel,)]
         model_axes = axes.replace("C", "")
+    if labels is not None:
+        sp_shape = tuple(int(data.shape[axes.index(a)]) for a in axes if a in "ZYX")
+        if tuple(labels.shape) != sp_shape:
+            raise ParameterError(f"{desc}: labels of shape {tuple(labels.shape)} do not fit the image "
+                                 f"(spatial shape {sp_shape})")
+        return drain(detect_iter(labels=labels, intensity=intensity, geometry=geometry), desc, quiet=args.quiet)
+    from ..models.kinds import kind_of_volume
+
+    kind = getattr(args, "kind", None) or kind_of_volume(vol)
     return drain(detect_iter(model_input, args.model, axes=model_axes, intensity=intensity, geometry=geometry,
-                             device=args.device,
+                             device=args.device, image_kind=kind,
                              score_threshold=args.score_threshold, tile_size=args.tile_size,
                              batch_size=args.batch_size), desc, quiet=args.quiet)
 
@@ -98,27 +150,45 @@ def run(args: argparse.Namespace) -> int:
     from ..analysis.objects import write_objects_csv
     out: Path = args.output
     check_output_folder(out, ParameterError)
+    label_files = _labels_files(args)
+    if label_files is not None and args.model != "auto":
+        raise ParameterError("give either --model (to detect objects) or --labels (to measure existing ones)")
     if args.model != "auto":  # a bad model name fails before any file is read
         from ..models.registry import resolve_model
 
         args.model = resolve_model(args.model).path
+    from ..models.registry import DEFAULT_RGB
+
     out.mkdir(parents=True, exist_ok=True)
-    for src in args.inputs:
+    noted = False
+    for k, src in enumerate(args.inputs):
         path = Path(src)
         t0 = time.perf_counter()
         vols = read_inputs(path)
         name0 = stem(path)
+        given = None
+        if label_files is not None:
+            if len(vols) != 1:
+                raise ParameterError(f"{path} holds {len(vols)} images; --labels needs one image per input")
+            given = _read_labels(label_files[k], name0)
         for i, vol in enumerate(vols):
             name = name0 if len(vols) == 1 else f"{name0}_{i}"
-            res = _detect_volume(vol, args, name)
+            res = _detect_volume(vol, args, name, given)
             csv = write_objects_csv(out / f"{name}_objects.csv", res.table)
             written = [csv.name]
             if res.labels is not None and res.kind in ("instance", "semantic"):
                 lab = write_labels_like(out / f"{name}_labels", res.labels, res.axes, labels_geometry(vol, res.axes))
                 written.append(lab.name)
             counts = ", ".join(f"{c} {n}" for c, n in res.counts().items())
-            print(f"{out / name}: {len(res)} objects ({counts}) -> {' + '.join(written)}; model {res.model_name}, "
-                  f"{res.device_reason}, {time.perf_counter() - t0:.1f} s")
+            how = (f"labels {label_files[k]}" if given is not None
+                   else f"model {res.model_name}, {res.device_reason}")
+            print(f"{out / name}: {len(res)} objects ({counts}) -> {' + '.join(written)}; {how}, "
+                  f"{time.perf_counter() - t0:.1f} s")
+            if given is None and args.model == "auto" and args.kind is None and res.model_name == DEFAULT_RGB \
+                    and not noted:
+                noted = True
+                print(f"medseg detect: note: an RGB image is taken for H&E histology ({DEFAULT_RGB}); for blood "
+                      "smears give --kind blood_smear (the bccd detector)", file=sys.stderr)
     return 0
 
 

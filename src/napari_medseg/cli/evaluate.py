@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import Command, check_input_folder, drain
+from .common import Command, add_kind_argument, check_input_folder, drain
 
 HELP = "score a model or existing labels against instance masks (AP@0.5, AP@0.75, mAP 0.5:0.9, Dice)"
 
@@ -14,12 +14,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add the ``evaluate`` options to ``p``."""
     p.add_argument("--images", required=True, type=Path, metavar="DIR", help="folder of images")
     p.add_argument("--masks", required=True, type=Path, metavar="DIR",
-                   help="folder of ground-truth instance label images, paired with the images by file stem")
+                   help="folder of ground-truth instance label images, paired with the images by file stem: "
+                        "image a.tif goes with a.<suffix> or a_labels.<suffix> (TIFF, PNG, NIfTI, NRRD)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--model", default=None, metavar="NAME|PATH",
                      help="model to segment each image with (default: picked from the image, grey vs RGB)")
     src.add_argument("--labels", type=Path, default=None, metavar="DIR",
-                     help="compare existing label images instead of running a model")
+                     help="compare existing label images instead of running a model, e.g. the -o folder of "
+                          "`medseg segment` or `medseg detect` (<stem>_labels.tif / <stem>_labels.nii.gz)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("-o", "--output", type=Path, default=None, metavar="report.csv",
                    help="write per-image rows and the overall row as CSV")
@@ -29,6 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(a predicted lesion hits a true one when they share a voxel, or IoU >= --min-iou)")
     p.add_argument("--min-iou", type=float, default=0.0, metavar="F",
                    help="with --lesions: IoU a hit needs (default 0: any overlap)")
+    add_kind_argument(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
@@ -43,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     for name in ("images", "masks") + (("labels",) if args.labels is not None else ()):
         check_input_folder(getattr(args, name), name)
     model = None if args.labels is not None else (args.model or "auto")
-    gen = evaluate_iter(args.images, args.masks, model=model, labels=args.labels, device=args.device)
+    extra = {} if model is None or args.kind is None else {"image_kind": args.kind}
+    gen = evaluate_iter(args.images, args.masks, model=model, labels=args.labels, device=args.device, **extra)
     report = drain(gen, "evaluate", quiet=args.quiet, unit="image", total=0, leave=True,
                    postfix=lambda p: p.message[-40:])
     print(report.format_table(per_image=not args.summary_only))

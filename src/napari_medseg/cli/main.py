@@ -14,7 +14,8 @@
 
 Exit status: 0 success, 2 bad usage or input (one-line message on stderr, no
 traceback), 1 unexpected error (with traceback, please report it), 130
-interrupted.
+interrupted.  Warnings meant for the user (a model made for other images...)
+are one ``medseg VERB: warning: ...`` line on stderr each.
 
 Each verb lives in its own module (:mod:`~napari_medseg.cli.segment`,
 :mod:`~napari_medseg.cli.models`...), which defines a
@@ -30,10 +31,12 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from .. import __version__
-from ..errors import MedsegError
+from ..errors import MedsegError, MedsegWarning
 from . import classify, demo, detect, evaluate, lesions, models, segment, train
 from .common import Command
 
@@ -63,6 +66,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextmanager
+def _warnings_as_lines(command: str) -> Iterator[None]:
+    """Print each distinct :class:`~napari_medseg.errors.MedsegWarning` once as ``medseg VERB: warning: ...``."""
+    seen: set[str] = set()
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if not issubclass(category, MedsegWarning):
+            return shown(message, category, filename, lineno, file, line)
+        text = str(message)
+        if text not in seen:
+            seen.add(text)
+            print(f"medseg {command}: warning: {text}", file=sys.stderr)
+        return None
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", MedsegWarning)
+        warnings.showwarning = show
+        yield
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``medseg``.
 
@@ -84,7 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as e:  # argparse: 0 for --help/--version, 2 for usage errors
         return int(e.code or 0)
     try:
-        return int(args._run(args) or 0)
+        with _warnings_as_lines(args.command):
+            return int(args._run(args) or 0)
     except MedsegError as e:
         print(f"medseg {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -15,7 +15,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``medseg models``: a NAME, SOURCE, KIND, INPUT, PATH table (or only paths); returns 0."""
+    """Run ``medseg models``: a NAME, SOURCE, KIND, INPUT, FOR (image kinds), DEFAULTS (diameter, thresholds),
+    PATH table (or only paths); returns 0."""
+    from ..models.kinds import card_image_kinds
     from ..models.registry import list_models, shipped_models_dir, user_models_dir
 
     models = list_models()
@@ -26,18 +28,35 @@ def run(args: argparse.Namespace) -> int:
     if not models:
         print(f"no models found (shipped: {shipped_models_dir()}, user: {user_models_dir()})")
         return 0
-    rows = [("NAME", "SOURCE", "KIND", "INPUT", "PATH")]
+    rows = [("NAME", "SOURCE", "KIND", "INPUT", "FOR", "DEFAULTS", "PATH")]
     for m in models:
         c = m.card
         ps = c.pixel_size
         inp = f"{c.dims}D {c.input.get('color', '?')} {c.in_channels}ch"
         if ps:
             inp += f" @{'x'.join(f'{p:g}' for p in ps)}{c.input.get('pixel_unit', '')}"
-        rows.append((m.name, m.source, c.kind, inp, str(m.path)))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        rows.append((m.name, m.source, c.kind, inp, ",".join(card_image_kinds(c) or ()) or "-", _defaults(c),
+                     str(m.path)))
+    n = len(rows[0]) - 1
+    widths = [max(len(r[i]) for r in rows) for i in range(n)]
     for r in rows:
-        print("  ".join(f"{v:<{w}}" for v, w in zip(r[:4], widths, strict=False)) + "  " + r[4])
+        print("  ".join(f"{v:<{w}}" for v, w in zip(r[:n], widths, strict=False)) + "  " + r[n])
     return 0
+
+
+def _defaults(card) -> str:
+    """``diameter=20.1px,prob=0.5,seed=0.4``: the card values ``medseg segment``'s knobs default to."""
+    from ..inference.prepare import card_object_diameter
+
+    pp = card.output.get("postprocess") or {}
+    parts = []
+    d = card_object_diameter(card)
+    if d is not None:
+        parts.append(f"diameter={d:g}px")
+    for key, name in (("fg_threshold", "prob"), ("seed_threshold", "seed"), ("score_threshold", "score")):
+        if isinstance(pp.get(key), (int, float)):
+            parts.append(f"{name}={pp[key]:g}")
+    return ",".join(parts) or "-"
 
 
 COMMAND = Command("models", HELP, add_arguments, run)

@@ -186,8 +186,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"{res.model_path}: model {card.name!r} ({card.kind}), {len(res.history)} epoch(s), {how}"
           + (f", best epoch {res.best['epoch']}: {score}" if res.best else ", no validation"))
     if card.training.get("kept_base_weights"):
-        print("no trained epoch did as well as the base model on the held-out annotation: the base weights were kept "
-              "(with post-processing re-tuned); paint more objects or train longer")
+        from ..training.finetune import KEPT_BASE_ADVICE
+
+        print(KEPT_BASE_ADVICE.replace("(e.g. 3e-4)", "(--lr 3e-4)").replace("(more minutes or epochs)",
+                                                                              "(--minutes, --epochs)"))
     print(f"use it with: medseg segment IMAGE -o OUTDIR --model {res.model_path}")
     return 0
 

@@ -61,7 +61,7 @@ from collections.abc import Generator, Sequence
 import numpy as np
 
 from ..errors import ModelError, ParameterError
-from ..geometry import convert, is_length, is_pixel, normalize_unit
+from ..geometry import convert, is_length, is_pixel, is_volume, normalize_unit
 from ..progress import CancelToken, Progress
 from .prepare import (
     RESAMPLE_TOLERANCE,
@@ -71,6 +71,7 @@ from .prepare import (
     infer_axes,
     model_channels,
     unpack_image,
+    zoom_for_diameter,
     zoom_to_model,
 )
 from .segment import SegmentResult, segment_iter
@@ -161,6 +162,8 @@ def segment_3d_from_2d_iter(
     halo: int | Sequence[int] | None = None,
     precision: str = "auto",
     out=None,
+    image_kind: str | None = None,
+    diameter: float | Sequence[float] | None = None,
 ) -> Generator[Progress, None, SegmentResult]:
     """3D objects in a Z stack from a 2D instance model (planes along the three axes).
 
@@ -200,6 +203,14 @@ def segment_3d_from_2d_iter(
     out : array-like, optional
         Integer array of the image's spatial shape, written after the last
         yield.
+    image_kind : str, optional
+        What the image is, as for
+        :func:`~napari_medseg.inference.segment.segment_iter` (checked once,
+        against the model picked here).
+    diameter : float or sequence of float, optional
+        The objects' typical diameter in pixels along Y, X, as for
+        :func:`~napari_medseg.inference.segment.segment_iter`; the three
+        passes run on the ~isotropic grid, so it holds for each of them.
 
     Yields
     ------
@@ -231,6 +242,7 @@ def segment_3d_from_2d_iter(
     """
     from scipy import ndimage as ndi
 
+    from ..models.kinds import kind_of_volume
     from ..models.registry import resolve_model_or_auto
     from .instances import DEFAULT_POSTPROCESS, instances_from_maps
 
@@ -243,6 +255,8 @@ def segment_3d_from_2d_iter(
 
     check()
     # ---- the image -------------------------------------------------------
+    if image_kind is None and is_volume(image):
+        image_kind = kind_of_volume(image)
     image, axes, scale, units = unpack_image(image, axes, scale, units)
     shape = tuple(int(s) for s in image.shape)
     axes = check_axes(axes if axes is not None else infer_axes(shape), len(shape))
@@ -279,7 +293,7 @@ def segment_3d_from_2d_iter(
         )
 
     # ---- the model -------------------------------------------------------
-    info = resolve_model_or_auto(model, is_rgb)
+    info = resolve_model_or_auto(model, is_rgb, image_kind=image_kind)
     card = info.card
     if card.kind != "instance":
         raise ModelError(
@@ -299,10 +313,13 @@ def segment_3d_from_2d_iter(
         min_vol = float(pp["min_volume"]) * nz_w / nz
     else:
         area = float(pp.get("min_size", 0.0))  # model pixels -> image pixels, as the engine does
-        if work_scale is not None:
+        zoom2 = None
+        if diameter is not None:
+            zoom2 = zoom_for_diameter(card, diameter, 2)
+        elif work_scale is not None:
             zoom2 = zoom_to_model(card, work_scale, units_zyx, 1)
-            if any(abs(z - 1.0) > RESAMPLE_TOLERANCE for z in zoom2):
-                area /= float(np.prod(zoom2))
+        if zoom2 is not None and any(abs(z - 1.0) > RESAMPLE_TOLERANCE for z in zoom2):
+            area /= float(np.prod(zoom2))
         min_vol = min_volume_from_area(area)
     fg_thr, seed_2d = float(pp["fg_threshold"]), float(pp["seed_threshold"])
     seed_3d = None if pp.get("seed_threshold_3d") is None else float(pp["seed_threshold_3d"])
@@ -343,7 +360,8 @@ def segment_3d_from_2d_iter(
         bs = batch_size if batch_size is not None else planes_per_batch(arr.shape[1:3])
         sub = segment_iter(arr, info.path, axes=sub_axes, scale=sub_scale, units=sub_units, device=device,
                            tile_size=tile_size, batch_size=bs, return_probabilities=True, cancel=cancel,
-                           halo=halo, precision=precision, tta=tta, labels=False)
+                           halo=halo, precision=precision, tta=tta, labels=False,
+                           diameter=None if diameter is None else float(np.mean(np.atleast_1d(diameter))))
         base = 1 + k * UNITS_PER_PASS
         try:
             while True:
@@ -421,6 +439,8 @@ def segment_3d_from_2d_iter(
     timings["total"] = time.perf_counter() - t_start
     res_info = {
         "do_3d": True, "anisotropy": anisotropy, "z_resampled": resample, "work_shape": (nz_w, ny, nx),
+        "postprocess": {"fg_threshold": fg_thr, "seed_threshold": seed_2d, "min_size": min_vol},
+        "diameter": diameter,
         "min_volume_voxels": min_vol, "seed_threshold_3d": seed_3d, "plane_centre_distance": plane_centre,
         "n_labels": n_labels, "megavoxels": n_in / 1e6, "tta": bool(tta),
         "orientations": [f"{p} planes along {a}" for a, _, p in ORIENTATIONS],

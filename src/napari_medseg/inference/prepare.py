@@ -6,7 +6,8 @@ read: which array to read (:func:`unpack_image`), what its axes are
 (:func:`infer_axes`, :func:`check_axes`), whether ``scale`` and ``out`` fit
 it (:func:`check_scale`, :func:`check_out`), which of its channels the model
 takes (:func:`model_channels`), how far its pixels are from the model's
-(:func:`zoom_to_model`) and how it is cut into tiles (:func:`plan_tiles`).
+(:func:`zoom_to_model`, or :func:`zoom_for_diameter` when the user gives
+the objects' size) and how it is cut into tiles (:func:`plan_tiles`).
 :func:`prepare_image` runs the image checks in the engine's order.  Only
 numpy is imported here.
 """
@@ -241,6 +242,89 @@ def zoom_to_model(card, scale, units, n_extra: int) -> list[float]:
             f"image pixel size {tuple(img_scale)} {m_unit} is {max(max(zoom), 1 / min(zoom)):.0f}x away from the "
             f"model's {tuple(ps)} {m_unit}: check the image's scale/units (or pass scale=None to skip resampling)"
         )
+    return zoom
+
+
+def card_object_diameter(card) -> float | None:
+    """The typical object diameter (model pixels) the model was trained on, from its card; None if unknown.
+
+    ``input.typical_object_diameter_px`` or ``training.typical_object_diameter_px``
+    (the median equivalent-circle diameter of the training objects, written
+    by ``scripts/train_default_models.py`` and by fine-tuning).
+    """
+    for part in (card.input, card.training):
+        v = (part or {}).get("typical_object_diameter_px")
+        try:
+            v = float(v)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(v) and v > 0:
+            return v
+    return None
+
+
+def diameter_in_pixels(diameter: float, unit: str | None, scale: Sequence[float] | None,
+                       units: str | Sequence[str] | None) -> list[float]:
+    """An object diameter in image pixels along Y and X (the last two spatial axes).
+
+    Parameters
+    ----------
+    diameter : float
+        The objects' typical diameter, in ``unit``.
+    unit : str or None
+        ``None``, ``"px"`` or ``"pixel"``: already pixels; a length unit
+        (``"µm"``, ``"mm"``...): converted with the image's pixel size.
+    scale, units
+        The image's pixel size per spatial axis (Z, Y, X order) and unit(s);
+        needed for a length ``unit``.
+
+    Raises
+    ------
+    ParameterError
+        A non-positive diameter, a length diameter on an image without a
+        physical pixel size, or units that do not compare.
+    """
+    d = float(diameter)
+    if not (d > 0 and math.isfinite(d)):
+        raise ParameterError(f"the object diameter must be a positive number, got {diameter}")
+    if unit is None or is_pixel(normalize_unit(unit)):
+        return [d, d]
+    u = normalize_unit(unit)
+    if not is_length(u):
+        raise ParameterError(f"diameter unit {unit!r} is not a length (µm, mm, nm...) or px")
+    us = None if units is None else list(per_axis(units, len(scale))) if scale is not None else None
+    if scale is None or us is None or any(not is_length(x) for x in us[-2:]):
+        raise ParameterError(f"a diameter of {d:g} {u} needs the image's pixel size, and this image has none: "
+                             "give the diameter in pixels, or the pixel size (medseg segment --voxel-size)")
+    return [convert(d, u, us[i]) / float(scale[i]) for i in (-2, -1)]
+
+
+def zoom_for_diameter(card, diameter: float | Sequence[float], mdims: int) -> list[float]:
+    """Zoom per model axis that makes objects of ``diameter`` image pixels the card's typical diameter.
+
+    ``card_diameter / diameter`` (> 1 enlarges small objects); one value, or
+    one per model axis (Y, X; a 3D model takes the first for Z too).
+
+    Raises
+    ------
+    ParameterError
+        The card says nothing of its objects' size, or the zoom is beyond
+        :data:`MAX_ZOOM`.
+    """
+    ref = card_object_diameter(card)
+    if ref is None:
+        raise ParameterError(f"model {card.name!r} does not say how large its objects were "
+                             "(no typical_object_diameter_px in its card): give the pixel size instead of a diameter")
+    ds = [float(diameter)] * 2 if np.isscalar(diameter) else [float(v) for v in diameter]
+    if len(ds) == 1:
+        ds = ds * 2
+    if any(not (v > 0 and math.isfinite(v)) for v in ds):
+        raise ParameterError(f"the object diameter must be positive, got {diameter}")
+    ds = ds[-2:] if mdims == 2 else [ds[0], *ds[-2:]]
+    zoom = [ref / v for v in ds]
+    if any(not (1 / MAX_ZOOM <= z <= MAX_ZOOM) for z in zoom):
+        raise ParameterError(f"objects of {tuple(round(v, 3) for v in ds)} px are more than {MAX_ZOOM:g}x away from "
+                             f"the {ref:g} px the model {card.name!r} was trained on: check the diameter")
     return zoom
 
 

@@ -50,9 +50,17 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelError, ParameterError
+from ..geometry import is_volume
 from ..progress import CancelToken, Progress
 from .predictor import Predictor
-from .prepare import RESAMPLE_TOLERANCE, model_channels, plan_tiles, prepare_image, zoom_to_model
+from .prepare import (
+    RESAMPLE_TOLERANCE,
+    model_channels,
+    plan_tiles,
+    prepare_image,
+    zoom_for_diameter,
+    zoom_to_model,
+)
 from .stitch import DISK_STAGING_BYTES, Block, LabelStore, plan_blocks, stitch_block
 from .tiling import ArraySource, Tile, TileGrid, read_batch
 
@@ -149,6 +157,8 @@ def segment_iter(
     units: str | Sequence[str] | None = None,
     tta: bool = False,
     labels: bool = True,
+    image_kind: str | None = None,
+    diameter: float | Sequence[float] | None = None,
 ) -> Generator[Progress, None, SegmentResult]:
     """Segment an image, yielding progress; returns a :class:`SegmentResult`.
 
@@ -216,6 +226,21 @@ def segment_iter(
         ``return_probabilities``); no objects or classes are made and the
         returned labels are all 0.  For callers that combine maps themselves
         (the 3D-from-2D path).
+    image_kind : str, optional
+        What the image is (:mod:`napari_medseg.models.kinds`: ``"MR"``,
+        ``"CT"``, ``"radiology"``, ``"fluorescence"``, ``"blood_smear"``...);
+        default: from a Volume's frame and DICOM Modality, else unknown.
+        ``model="auto"`` then picks only a model made for such images (and
+        raises ModelError when none is installed, e.g. for an MR series), and
+        a named model whose card says it was made for other images runs with
+        an :class:`~napari_medseg.errors.ImageKindWarning`.
+    diameter : float or sequence of float, optional
+        The objects' typical diameter in image pixels (one value, or one per
+        Y, X axis; see :func:`~napari_medseg.inference.prepare.diameter_in_pixels`
+        for µm): the image is resampled so they become the diameter the model
+        was trained on (the card's ``typical_object_diameter_px``),
+        instead of matching pixel sizes (``scale`` is then not used for
+        resampling).  As Cellpose's ``diameter``.
 
     Notes
     -----
@@ -246,18 +271,21 @@ def segment_iter(
 
     from ..models.cache import get_model
     from ..models.device import configure_cpu_threads, select_device
+    from ..models.kinds import kind_of_volume
     from ..models.registry import resolve_model_or_auto
     from .normalize import normalization_limits
 
     t_start = time.perf_counter()
     timings = dict.fromkeys(("load", "normalize", "read", "network", "postprocess", "write"), 0.0)
+    if image_kind is None and is_volume(image):
+        image_kind = kind_of_volume(image)
     img = prepare_image(image, axes, scale, units, out)
     spatial_shape = img.spatial_shape
     if cancel is not None:
         cancel.raise_if_cancelled()
 
     # ---- the model -------------------------------------------------------
-    info = resolve_model_or_auto(model, img.is_rgb)
+    info = resolve_model_or_auto(model, img.is_rgb, image_kind=image_kind)
     _check_model_fits(info.card, img.spatial_axes)
     mdims = info.card.dims
     channels = model_channels(info.card, img.n_channels, img.is_rgb, img.axes)
@@ -270,7 +298,10 @@ def segment_iter(
 
     # ---- plan: zoom, tiles, blocks --------------------------------------
     n_extra = len(img.spatial_axes) - mdims  # leading axes (Z) handled plane by plane
-    zoom = zoom_to_model(card, img.scale, img.units, n_extra)
+    if diameter is not None:
+        zoom = zoom_for_diameter(card, diameter, mdims)
+    else:
+        zoom = zoom_to_model(card, img.scale, img.units, n_extra)
     resample = any(abs(z - 1.0) > RESAMPLE_TOLERANCE for z in zoom)
     if not resample:
         zoom = [1.0] * mdims
@@ -346,6 +377,7 @@ def segment_iter(
         "n_labels": n_labels, "megapixels": n_px / 1e6, "threads": torch.get_num_threads(),
         "precision": predictor.dtype_name, "max_cached_tiles": max_cached,
         "max_cache_mb": round(cache.max_nbytes / 2**20, 1), "tta": bool(tta),
+        "postprocess": dict(pp) if instance else {}, "diameter": diameter,
     }
     return SegmentResult(result_labels, probs, predictor.device.type, predictor.reason, card.name, timings, res_info)
 

@@ -134,37 +134,90 @@ def is_compatible(card: ModelCard, image_is_rgb: bool) -> bool:
     return card.in_channels == 1
 
 
-def default_model_for(image_is_rgb: bool) -> str | None:
+#: Output kinds :func:`default_model_for` picks by default (segmentation models).
+SEGMENTATION_KINDS = ("instance", "semantic")
+
+
+def default_model_for(image_is_rgb: bool, image_kind: str | None = None,
+                      kinds: tuple[str, ...] = SEGMENTATION_KINDS) -> str | None:
     """Name of the model to use when the user asked for ``"auto"``.
 
-    ``"nuclei-he"`` for RGB images and ``"nuclei"`` for grey ones when shipped;
-    otherwise the first listed model that takes such images; None if none does.
+    Parameters
+    ----------
+    image_is_rgb : bool
+        An RGB image (else single-channel).
+    image_kind : str, optional
+        What the image is (:mod:`napari_medseg.models.kinds`): None or
+        ``"microscopy"`` keep the defaults below; a radiology kind, or a
+        microscopy kind the user named (``"blood_smear"``...), takes only a
+        model whose card says it was made for such images
+        (``input.image_kind``), shipped models first.
+    kinds : tuple of str
+        Output kinds allowed (``("instance", "semantic")``; add
+        ``"detection"`` for object detection).
+
+    Returns
+    -------
+    str or None
+        ``"nuclei-he"`` for RGB images and ``"nuclei"`` for grey ones when
+        shipped (and fitting ``image_kind``); otherwise the first listed
+        model that takes such images; None if none does.
     """
-    models = list_models()
+    from .kinds import MICROSCOPY, card_image_kinds, kind_fits, normalize_kind
+
+    kind = None if image_kind is None else normalize_kind(image_kind)
+    if kind == MICROSCOPY:
+        kind = None
+    models = [m for m in list_models() if is_compatible(m.card, image_is_rgb) and m.card.kind in kinds]
+    if kind is not None:  # only models whose card says they are made for such images
+        models = [m for m in models if card_image_kinds(m.card) is not None and kind_fits(m.card, kind)]
     wanted = DEFAULT_RGB if image_is_rgb else DEFAULT_GREY
     for m in models:
-        if m.source == "shipped" and m.name == wanted and is_compatible(m.card, image_is_rgb):
+        if m.source == "shipped" and m.name == wanted:
             return m.name
     for m in models:
-        if is_compatible(m.card, image_is_rgb) and m.card.kind in ("instance", "semantic"):
+        if m.source == "shipped":
             return m.name
-    return None
+    return models[0].name if models else None
 
 
-def resolve_model_or_auto(name_or_path, image_is_rgb: bool, what: str = "model") -> ModelInfo:
+def resolve_model_or_auto(name_or_path, image_is_rgb: bool, what: str = "model", *, image_kind: str | None = None,
+                          kinds: tuple[str, ...] = SEGMENTATION_KINDS) -> ModelInfo:
     """:func:`resolve_model`, with ``"auto"`` meaning :func:`default_model_for` the image.
 
-    ``what`` names the kind of model in the error message.
+    ``what`` names the kind of model in the error message.  With
+    ``image_kind`` (see :mod:`napari_medseg.models.kinds`), ``"auto"``
+    picks only a model made for such images, and a model named explicitly
+    whose card says it was made for other images runs with an
+    :class:`~napari_medseg.errors.ImageKindWarning` (e.g. the microscopy
+    nuclei model on an MR series).
 
     Raises
     ------
     ModelError
         ``"auto"`` and no installed model takes such images, or nothing matches.
     """
+    from .kinds import DESCRIPTIONS, MICROSCOPY, card_image_kinds, describe_kinds, kind_mismatch, normalize_kind
+
+    kind = None if image_kind is None else normalize_kind(image_kind)
     if isinstance(name_or_path, str) and name_or_path == "auto":
-        name = default_model_for(image_is_rgb)
+        name = default_model_for(image_is_rgb, kind, kinds)
+        if name is None and kind not in (None, MICROSCOPY):
+            made = [f"{m.name} ({describe_kinds(k)})" for m in list_models() if m.card.kind in kinds
+                    and (k := card_image_kinds(m.card))]
+            raise ModelError(
+                f"no installed {what} is made for {DESCRIPTIONS.get(kind, kind)} images"
+                + (f" (installed: {'; '.join(made)})" if made else "")
+                + "; rather than guess, nothing was run. Give a model name or folder to run one anyway "
+                  "(see `medseg models`), or train one on your own annotated images (`medseg train`)")
         if name is None:
             raise ModelError(f"no installed {what} takes {'RGB' if image_is_rgb else 'single-channel'} images; "
                              "give a model name or folder (see `medseg models`)")
         name_or_path = name
-    return resolve_model(name_or_path)
+    info = resolve_model(name_or_path)
+    msg = kind_mismatch(info.card, kind)
+    if msg is not None:
+        from ..errors import ImageKindWarning
+
+        warnings.warn(ImageKindWarning(msg), stacklevel=2)
+    return info

@@ -11,6 +11,7 @@ Card layout (JSON)::
       "architecture": {"type": "unet", "dims": 2, "in_channels": 1, "out_channels": 2,
                         "base_channels": 32, "depth": 4, "norm": "batch"},
       "input": {"channels": 1, "color": "grey" | "rgb" | "multichannel",
+                 "image_kind": ["fluorescence", "histology", ...] (see models/kinds.py),
                  "normalization": {"kind": "percentile", "low": 1.0, "high": 99.8},
                  "pixel_size": [0.5, 0.5] | null, "pixel_unit": "µm"},
       "output": {"kind": "instance" | "semantic" | "detection" | "classification",

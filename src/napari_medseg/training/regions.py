@@ -361,7 +361,12 @@ def split_validation(regions: list[Region], labels: Sequence[np.ndarray], *, fra
     used = [r for r in regions if r.source != "empty"]
     for r in used:
         r.val, r.val_note = None, ""
-    if fraction == 0 or not used:
+    if not used:
+        if fraction == 0:
+            return "no validation (val_fraction = 0): the last weights are kept"
+        return (f"no validation yet: nothing is painted; {100 * fraction:g} % of the annotation will be held out "
+                "for validation once there is some")
+    if fraction == 0:
         return "no validation (val_fraction = 0): the last weights are kept"
     if mode == "instance" and sum(r.n_objects for r in used) < MIN_VAL_OBJECTS:
         return (f"no validation: fewer than {MIN_VAL_OBJECTS} painted objects; the last weights are kept "

@@ -6,7 +6,10 @@
   button and a "folder..." button; picks a default that fits the image.
 * :class:`DevicePicker` - ``auto`` plus the devices torch can see; filled in a
   background thread so opening the widget does not wait for ``import torch``.
-* :class:`RunCancelRow` and :class:`StatusLine`.
+* :func:`scrolling_layout` / :class:`DockScroll`: every dock's rows scroll
+  vertically and fit :data:`DOCK_MAX_WIDTH`.
+* :class:`RunCancelRow`, :class:`StatusLine` and :class:`KindNote` (the
+  selected model was made for other images than this one).
 * :class:`OutputLayers` - the layers a widget made per source, replaced on a re-run.
 * :func:`center_on` - slice through and centre the camera on a world position (table click).
 * :func:`finish_job` and :func:`report_error` - how every widget shows the
@@ -22,14 +25,18 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from qtpy.QtCore import QObject, Qt, Signal
+from qtpy.QtCore import QEvent, QObject, QSize, Qt, Signal
 from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
+    QFrame,
     QHBoxLayout,
     QLabel,
     QPushButton,
+    QScrollArea,
     QSizePolicy,
+    QStyle,
+    QVBoxLayout,
     QWidget,
 )
 
@@ -71,7 +78,7 @@ class LayerCombo(QComboBox):
         self._layers: list[Layer] = []
         self._current: Layer | None = None
         self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.setMinimumContentsLength(12)
+        self.setMinimumContentsLength(10)
         self.setPlaceholderText(f"(no {layer_type.__name__.lower()} layer)")
         events = viewer.layers.events
         events.inserted.connect(self._on_inserted)
@@ -87,6 +94,10 @@ class LayerCombo(QComboBox):
         """The selected layer, or None."""
         i = self.currentIndex()
         return self._layers[i] if 0 <= i < len(self._layers) else None
+
+    def layers(self) -> list[Layer]:
+        """The listed layers, top-most first (combo order)."""
+        return list(self._layers)
 
     def set_layer(self, layer: Layer) -> None:
         """Select ``layer`` (must be listed)."""
@@ -135,6 +146,21 @@ def model_fits(info: ModelInfo, rgb: bool) -> bool:
         return False
 
 
+#: Short names of image kinds in the model list (``nuclei \u00b7 fluo/BF/H&E``).
+_KIND_SHORT = {"fluorescence": "fluo", "brightfield": "BF", "histology": "H&E", "blood_smear": "blood smear"}
+
+
+def _made_for(info: ModelInfo) -> str:
+    """What a model was made for, short (``"fluo/BF/H&E"``), from its card; empty when it does not say."""
+    from ...models.kinds import card_image_kinds
+
+    try:
+        kinds = card_image_kinds(info.card) or ()
+    except Exception:  # noqa: BLE001
+        kinds = ()
+    return "/".join(_KIND_SHORT.get(k, k) for k in kinds)
+
+
 class _ModelEvents(QObject):
     """App-wide "the set of models changed" signal (a model was saved or deleted)."""
 
@@ -180,11 +206,16 @@ class ModelPicker(QWidget):
         self.kinds = kinds
         self.combo = QComboBox()
         self.combo.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        # the dock's width must not grow with the longest model name
+        self.combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.combo.setMinimumContentsLength(10)
         self.combo.setPlaceholderText("(no model found)")
         self.refresh_button = QPushButton("\u21bb")
         self.refresh_button.setToolTip("Re-read the shipped and user model folders")
         self.refresh_button.setFixedWidth(28)
-        self.browse_button = QPushButton("folder\u2026")
+        self.browse_button = QPushButton()
+        self.browse_button.setIcon(self.style().standardIcon(QStyle.StandardPixmap.SP_DirOpenIcon))
+        self.browse_button.setFixedWidth(28)
         self.browse_button.setToolTip("Use a model folder (model.json + weights.safetensors) from disk")
         lay = QHBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
@@ -250,10 +281,12 @@ class ModelPicker(QWidget):
             self.combo.clear()
             for info in infos:
                 label = info.name if info.source == "shipped" else f"{info.name} ({info.source})"
-                self.combo.addItem(label)
+                made_for = _made_for(info)
+                self.combo.addItem(label + (f" \u00b7 {made_for}" if made_for else ""))
                 card = info.card
                 tip = (f"{card.description}\n" if card.description else "") + (
-                    f"{card.kind}, {card.input.get('channels')} channel(s), {card.dims}D\n{info.path}"
+                    f"{card.kind}, {card.input.get('channels')} channel(s), {card.dims}D"
+                    + (f", made for: {made_for}" if made_for else "") + f"\n{info.path}"
                 )
                 self.combo.setItemData(self.combo.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
             if not (keep and self.select(keep)):
@@ -262,10 +295,13 @@ class ModelPicker(QWidget):
             self.combo.blockSignals(False)
         self.modelChanged.emit(self.current())
 
-    def pick_default_for(self, rgb: bool) -> None:
-        """Select the registry's default model for an RGB / non-RGB image.
+    def pick_default_for(self, rgb: bool, image_kind: str | None = None) -> None:
+        """Select the registry's default model for an RGB / non-RGB image of ``image_kind``.
 
         A model the user picked by hand is kept if its channels fit the image.
+        With a kind no listed model is made for (an MR series), a model that
+        fits the channels stays selected: :meth:`kind_warning` says why it
+        is unlikely to do well.
         """
         from ...models.registry import default_model_for
 
@@ -275,7 +311,8 @@ class ModelPicker(QWidget):
             return
         cur = self.current()
         try:
-            name = default_model_for(rgb)
+            kinds = self.kinds or tuple(sorted({i.card.kind for i in self._infos})) or ("instance", "semantic")
+            name = default_model_for(rgb, image_kind, kinds)
         except Exception as exc:  # noqa: BLE001
             log.warning("default_model_for failed: %s", exc)
             name = None
@@ -286,6 +323,19 @@ class ModelPicker(QWidget):
         fitting = next((i for i in self._infos if model_fits(i, rgb)), None)
         if fitting is not None:
             self.select(self._key(fitting))
+
+    def kind_warning(self, image_kind: str | None) -> str | None:
+        """The warning for running the selected model on an image of ``image_kind`` (None when it fits)."""
+        from ...models.kinds import kind_mismatch
+
+        cur = self.current()
+        if cur is None or image_kind is None:
+            return None
+        try:
+            msg = kind_mismatch(cur.card, image_kind)
+        except Exception:  # an odd card or kind: no warning  # noqa: BLE001
+            return None
+        return None if msg is None else msg[:1].upper() + msg[1:] + "."
 
     def add_path(self, path: str) -> ModelInfo:
         """Add a model folder from disk to the list and select it.
@@ -379,6 +429,63 @@ class DevicePicker(QComboBox):
         self.ready = True
 
 
+def compact_combo(combo: QComboBox, chars: int = 12) -> QComboBox:
+    """Make ``combo``'s width independent of its items (long column or layer names): ``chars`` characters wide."""
+    combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    combo.setMinimumContentsLength(chars)
+    return combo
+
+
+#: Every dock fits this width (px) and, scrolled, this height: two docks side by side or stacked on a
+#: 1366x768 laptop screen.
+DOCK_MAX_WIDTH = 360
+DOCK_MIN_HEIGHT = 300
+
+
+class DockScroll(QScrollArea):
+    """The scroll area a dock's rows live in: as wide as its content, scrolled vertically when the dock is short.
+
+    Its minimum width is the content's (plus the scroll bar), so nothing is
+    ever cut off sideways; its minimum height is at most
+    :data:`DOCK_MIN_HEIGHT`, so a dock can share a laptop screen's height.
+    """
+
+    def __init__(self, content: QWidget, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWidgetResizable(True)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setWidget(content)
+        content.installEventFilter(self)
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:
+        if obj is self.widget() and event.type() == QEvent.Type.LayoutRequest:
+            self.updateGeometry()  # the content's minimum changed: so does the dock's
+        return super().eventFilter(obj, event)
+
+    def _bar(self) -> int:
+        return self.verticalScrollBar().sizeHint().width() + 2 * self.frameWidth()
+
+    def minimumSizeHint(self) -> QSize:
+        inner = self.widget().minimumSizeHint()
+        return QSize(inner.width() + self._bar(), min(inner.height(), DOCK_MIN_HEIGHT))
+
+    def sizeHint(self) -> QSize:
+        inner = self.widget().sizeHint()
+        return QSize(inner.width() + self._bar(), inner.height())
+
+
+def scrolling_layout(widget: QWidget) -> QVBoxLayout:
+    """A vertical layout for ``widget``'s rows, inside a :class:`DockScroll` that fills ``widget``."""
+    content = QWidget()
+    content.setObjectName("medseg_dock_content")
+    lay = QVBoxLayout(content)
+    outer = QVBoxLayout(widget)
+    outer.setContentsMargins(0, 0, 0, 0)
+    outer.addWidget(DockScroll(content))
+    return lay
+
+
 class RunCancelRow(QWidget):
     """Run and Cancel buttons; :meth:`set_running` flips which one is enabled."""
 
@@ -395,6 +502,23 @@ class RunCancelRow(QWidget):
     def set_running(self, running: bool) -> None:
         self.run_button.setEnabled(not running)
         self.cancel_button.setEnabled(running)
+
+
+class KindNote(QLabel):
+    """An orange line under the model row: the selected model was made for other images (empty otherwise)."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__("", parent)
+        self.setWordWrap(True)
+        self.setStyleSheet("color: #e0a030;")
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Minimum)
+        self.setVisible(False)
+
+    def show_warning(self, text: str | None) -> None:
+        """Show ``text`` (hidden when None)."""
+        self.setText(text or "")
+        self.setToolTip(text or "")
+        self.setVisible(bool(text))
 
 
 class StatusLine(QLabel):

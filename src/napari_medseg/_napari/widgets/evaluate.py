@@ -49,7 +49,6 @@ from qtpy.QtWidgets import (
     QPushButton,
     QTableWidget,
     QTableWidgetItem,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -57,12 +56,13 @@ from ...analysis.evaluation import CSV_COLUMNS, Comparison, compare_iter
 from ...progress import CancelToken, Progress
 from .._worker import JobOutcome, ProgressJob
 from ..layers import output_geometry, unique_name
-from .common import LayerCombo, RunCancelRow, StatusLine, finish_job, report_error
+from .common import LayerCombo, RunCancelRow, StatusLine, finish_job, report_error, scrolling_layout
 
 if TYPE_CHECKING:
     import napari
 
 ERRORS_OF = "napari_medseg_errors_of"  #: metadata key of the output layers: what was compared
+OUTPUT_OF = "napari_medseg_output_of"  #: metadata key of the Segment widget's outputs (the usual prediction)
 FP_COLOR = "magenta"  #: colour of every false-positive object
 FN_COLOR = "yellow"  #: colour of every false-negative object
 
@@ -147,7 +147,7 @@ class EvaluateWidget(QWidget):
         form.addRow("ground truth", self.gt_combo)
         form.addRow("prediction", self.pred_combo)
         form.addRow("IoU threshold", self.threshold)
-        lay = QVBoxLayout(self)
+        lay = scrolling_layout(self)
         lay.addLayout(form)
         lay.addWidget(self.note)
         lay.addWidget(self.buttons)
@@ -166,7 +166,9 @@ class EvaluateWidget(QWidget):
         self.export_csv_button.clicked.connect(lambda: self.export_csv())
         self.gt_combo.layerChanged.connect(self._update_note)
         self.pred_combo.layerChanged.connect(self._update_note)
-        napari_viewer.layers.events.inserted.connect(self._pick_distinct)
+        napari_viewer.layers.events.inserted.connect(self._on_inserted)
+        napari_viewer.layers.events.removed.connect(self._on_removed)
+        self._compared: tuple[weakref.ref, weakref.ref] | None = None  # the layers the scores are of
         self._pick_distinct()
 
     # ================================================================== public API
@@ -248,6 +250,57 @@ class EvaluateWidget(QWidget):
         self.cancel()
         super().closeEvent(event)
 
+    def _on_inserted(self, event: Any) -> None:
+        """A new Segment output is offered as the prediction (wherever it sits in the layer list)."""
+        layer = getattr(event, "value", None)
+        meta = getattr(layer, "metadata", None) or {}
+        if isinstance(layer, Labels) and OUTPUT_OF in meta and not self.running:
+            self.pred_combo.set_layer(layer)
+            if self.gt_combo.layer() is layer:
+                other = next((lay for lay in self.gt_combo.layers() if lay is not layer
+                              and OUTPUT_OF not in (lay.metadata or {}) and ERRORS_OF not in (lay.metadata or {})),
+                             None)
+                if other is not None:
+                    self.gt_combo.set_layer(other)
+        self._pick_distinct()
+
+    def _compared_layers(self) -> list[Any]:
+        if self._compared is None:
+            return []
+        return [lay for lay in (ref() for ref in self._compared) if lay is not None]
+
+    def _on_removed(self, event: Any) -> None:
+        """Removing a compared layer clears the scores: they no longer describe layers in the viewer."""
+        if any(lay is event.value for lay in self._compared_layers()):
+            self.clear_scores(f"Layer {event.value.name!r} was removed: Compare again for new scores.")
+
+    def _on_compared_renamed(self, *_: Any) -> None:
+        """A compared layer was renamed: the scores stay, under the new names."""
+        if self.result is None or self._compared is None:
+            return
+        gt, pred = (ref() for ref in self._compared)
+        if gt is not None and pred is not None:
+            self.result.scores["ground_truth"], self.result.scores["prediction"] = gt.name, pred.name
+            self.status.set(f"Scores of {pred.name!r} vs {gt.name!r} (layers renamed).")
+
+    def clear_scores(self, why: str = "") -> None:
+        """Forget the last comparison: empty table, no export (the error layers stay)."""
+        self._watch_compared(None)
+        self.result = None
+        for i in range(len(self.SCORE_ROWS)):
+            self.scores_table.item(i, 1).setText("")
+        self.scores_table.item(2, 0).setText("TP")
+        self.export_csv_button.setEnabled(False)
+        if why:
+            self.status.set(why)
+
+    def _watch_compared(self, layers: tuple[Any, Any] | None) -> None:
+        for lay in self._compared_layers():
+            lay.events.name.disconnect(self._on_compared_renamed)
+        self._compared = None if layers is None else (weakref.ref(layers[0]), weakref.ref(layers[1]))
+        for lay in self._compared_layers():
+            lay.events.name.connect(self._on_compared_renamed)
+
     def _pick_distinct(self, *_: Any) -> None:
         """With two or more Labels layers, do not offer the same one as both truth and prediction.
 
@@ -294,6 +347,8 @@ class EvaluateWidget(QWidget):
         self._put_layer("fn", fn)
         self._put_layer("fp", fp)
         self.result = res
+        gt, pred = ctx["gt"](), ctx["pred"]()
+        self._watch_compared((gt, pred) if gt is not None and pred is not None else None)
         for i, (key, _) in enumerate(self.SCORE_ROWS):
             v = s[key]
             self.scores_table.item(i, 1).setText(f"{v:.3f}" if isinstance(v, float) else str(v))

@@ -15,6 +15,8 @@ keeps).  ``metadata["napari_medseg_output_of"]`` names the image and
 ``metadata["napari_medseg"]`` records model, device and parameters.  A re-run
 on the same image replaces the layer this widget created, never a user's layer
 that merely has the same name (the new one is then called ``... labels [1]``).
+A new output goes under the first user Labels layer above its image (e.g. a
+sample's ground truth), else on top.
 """
 
 from __future__ import annotations
@@ -26,14 +28,25 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from napari.layers import Image, Labels
-from qtpy.QtWidgets import QCheckBox, QFormLayout, QSpinBox, QVBoxLayout, QWidget
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLineEdit,
+    QSpinBox,
+    QWidget,
+)
 from superqt import QCollapsible
 
+from ...errors import MedsegError, ParameterError
 from .._worker import JobOutcome, ProgressJob
 from ..layers import (
     engine_scale,
     insert_axis,
     layer_axes,
+    layer_image_kind,
     output_geometry,
     output_metadata,
     time_point,
@@ -42,11 +55,13 @@ from ..layers import (
 )
 from .common import (
     DevicePicker,
+    KindNote,
     LayerCombo,
     ModelPicker,
     RunCancelRow,
     StatusLine,
     finish_job,
+    scrolling_layout,
 )
 
 if TYPE_CHECKING:
@@ -74,6 +89,7 @@ class _RunContext:
     t_index: int | None = None  #: time point segmented, for layers with a T axis
     t_size: int = 0
     source_meta: dict[str, Any] | None = None  #: what outputs inherit from the image's metadata (frame)
+    kind_warning: str | None = None  #: the model was made for other images (shown with the result)
 
 
 class SegmentWidget(QWidget):
@@ -90,6 +106,7 @@ class SegmentWidget(QWidget):
         self.viewer = napari_viewer
         self.image_combo = LayerCombo(napari_viewer, Image)
         self.model_picker = ModelPicker(kinds=("instance", "semantic"))
+        self.kind_note = KindNote()
         self.device_picker = DevicePicker()
 
         self.tile_size = QSpinBox()
@@ -108,6 +125,39 @@ class SegmentWidget(QWidget):
         self.tta.setToolTip("Average the network over 4 mirror images of each tile: ~4x slower, "
                             "slightly better objects")
         self.do_3d = QCheckBox("3D objects from 2D model (3 axes)")
+
+        # --- the knobs Cellpose/StarDist users expect; defaults are the model card's
+        self.voxel_size = QLineEdit()
+        self.voxel_size.setToolTip("Pixel size for layers that carry none (napari's 'pixel' unit): Z Y X or Y X "
+                                   "(one value: all axes) and a unit, e.g. '2 0.5 0.5 um'. Empty: the layer's "
+                                   "scale. Used for the Z/XY ratio of 3D objects, for models with a pixel size "
+                                   "and for a diameter in µm.")
+        self.diameter = QDoubleSpinBox()
+        self.diameter.setRange(0.0, 10000.0)
+        self.diameter.setDecimals(1)
+        self.diameter.setSingleStep(1.0)
+        self.diameter_unit = QComboBox()
+        self.diameter_unit.addItems(["px", "µm"])
+        self.prob_threshold = QDoubleSpinBox()
+        self.seed_threshold = QDoubleSpinBox()
+        for box in (self.prob_threshold, self.seed_threshold):
+            box.setRange(0.0, 1.0)
+            box.setDecimals(2)
+            box.setSingleStep(0.05)
+        self.objects_group = QCollapsible("Object size and thresholds")
+        obj = QWidget()
+        obj_form = QFormLayout(obj)
+        obj_form.setContentsMargins(0, 0, 0, 0)
+        diam_row = QHBoxLayout()
+        diam_row.addWidget(self.diameter, 1)
+        diam_row.addWidget(self.diameter_unit)
+        obj_form.addRow("diameter", diam_row)
+        obj_form.addRow("probability", self.prob_threshold)
+        obj_form.addRow("seed", self.seed_threshold)
+        obj_form.addRow("pixel size", self.voxel_size)
+        self.objects_group.addWidget(obj)
+        self._card_pp: dict[str, float] = {}
+
         self.advanced = QCollapsible("Advanced")
         adv = QWidget()
         adv_form = QFormLayout(adv)
@@ -126,10 +176,12 @@ class SegmentWidget(QWidget):
         form = QFormLayout()
         form.addRow("image", self.image_combo)
         form.addRow("model", self.model_picker)
+        form.addRow(self.kind_note)
         form.addRow("device", self.device_picker)
         form.addRow(self.do_3d)
-        lay = QVBoxLayout(self)
+        lay = scrolling_layout(self)
         lay.addLayout(form)
+        lay.addWidget(self.objects_group)
         lay.addWidget(self.advanced)
         lay.addWidget(self.buttons)
         lay.addWidget(self.status)
@@ -142,11 +194,14 @@ class SegmentWidget(QWidget):
         self.image_combo.layerChanged.connect(self._on_image_changed)
         self.image_combo.layerChanged.connect(self._update_do_3d)
         self.model_picker.modelChanged.connect(self._update_do_3d)
+        self.model_picker.modelChanged.connect(self._update_kind_note)
+        self.model_picker.modelChanged.connect(self._load_card_defaults)
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
         self.model_picker.refresh()
         self._on_image_changed(self.image_combo.layer())
         self._update_do_3d()
+        self._load_card_defaults()
         self.device_picker.populate()
 
     # --- public API (used by tests and scripts) ---------------------------------------
@@ -165,7 +220,7 @@ class SegmentWidget(QWidget):
             self.status.set("No image layer: open or select an image first.", error=True)
             return
         if model is None:
-            self.status.set("No model: add one with 'folder…' or fine-tune one first.", error=True)
+            self.status.set("No model: add a model folder with the folder button, or fine-tune one first.", error=True)
             return
         data = image.data[0] if image.multiscale else image.data  # level 0, not copied
         axes = layer_axes(image)
@@ -187,10 +242,18 @@ class SegmentWidget(QWidget):
             "tta": self.tta.isChecked(),
             "do_3d": self.do_3d.isChecked() and _why_no_3d(image, model) is None,
         }
+        try:
+            given = _parse_voxel_size(self.voxel_size.text(), len([a for a in (core_axes or "") if a in "ZYX"]))
+            if given is not None:
+                params["scale"], params["units"] = given
+            params.update(self._object_knobs(params["scale"], params["units"]))
+        except MedsegError as exc:
+            self.status.set(str(exc), error=True)
+            return
         if params["do_3d"] and params["scale"] is None:  # no physical units: the Z/XY ratio still counts
             params["scale"], params["units"] = voxel_ratio_scale(image), "pixel"
         ctx = _RunContext(weakref.ref(image), image.name, model, params, output_geometry(image), t_index, t_size,
-                          output_metadata(image))
+                          output_metadata(image), self._kind_warning())
         model_ref = model.path
 
         def make_gen(token):
@@ -208,8 +271,55 @@ class SegmentWidget(QWidget):
         )
         self.buttons.set_running(True)
         at = "" if t_index is None else f" (time point {t_index})"
-        self.status.set(f"Running {model.name} on {image.name}{at}…")
+        self.status.set(f"Running {model.name} on {image.name}{at}…"
+                        + ("" if ctx.kind_warning is None else f"\n{ctx.kind_warning}"))
         self._job.start()
+
+    def _object_knobs(self, scale: Any, units: Any) -> dict[str, Any]:
+        """``diameter`` (image pixels) and ``postprocess`` overrides from the knobs (only those set or changed)."""
+        from ...inference.prepare import diameter_in_pixels
+
+        out: dict[str, Any] = {}
+        if self.diameter.isEnabled() and self.diameter.value() > 0:
+            unit = None if self.diameter_unit.currentText() == "px" else "µm"
+            out["diameter"] = diameter_in_pixels(self.diameter.value(), unit, scale, units)
+        pp = {}
+        for key, box in (("fg_threshold", self.prob_threshold), ("seed_threshold", self.seed_threshold)):
+            v = round(float(box.value()), 2)
+            if box.isEnabled() and (key not in self._card_pp or abs(v - self._card_pp[key]) > 1e-9):
+                pp[key] = v
+        if pp:
+            out["postprocess"] = pp
+        return out
+
+    def _load_card_defaults(self, *_: Any) -> None:
+        """Show the selected model's own diameter and thresholds (the values used when left alone)."""
+        from ...inference.prepare import card_object_diameter
+
+        model = self.model_picker.current()
+        card = None if model is None else model.card
+        instance = card is not None and card.kind == "instance"
+        pp = dict((card.output.get("postprocess") or {}) if card is not None else {})
+        self._card_pp = {}
+        fg_tip = "Foreground probability above which a pixel is in an object; lower finds more and larger objects."
+        seed_tip = ("Normalised distance to the object's edge (0 edge, 1 centre) above which pixels seed one "
+                    "object; higher splits touching objects more, lower less.")
+        for key, box, default, what in (("fg_threshold", self.prob_threshold, 0.5, fg_tip),
+                                        ("seed_threshold", self.seed_threshold, 0.5, seed_tip)):
+            v = float(pp.get(key, default)) if isinstance(pp.get(key, default), (int, float)) else default
+            self._card_pp[key] = round(v, 2)
+            box.setValue(v)
+            box.setEnabled(instance)
+            box.setToolTip(what + (f" The model's value: {v:g}." if instance else " (instance models only)"))
+        ref = None if card is None else card_object_diameter(card)
+        self.diameter.setEnabled(ref is not None)
+        self.diameter_unit.setEnabled(ref is not None)
+        self.diameter.setValue(0.0)
+        self.diameter.setSpecialValueText(f"model: {ref:.1f}" if ref is not None else "not known")
+        self.diameter.setToolTip(
+            "Typical diameter of the objects in this image: it is resampled so they become the size the model was "
+            "trained on" + (f" ({ref:.1f} px)" if ref is not None else "") + ". 0: no resampling for size "
+            "(the pixel sizes decide).")
 
     def cancel(self) -> None:
         """Stop the running segmentation at the next tile batch; nothing is added."""
@@ -229,7 +339,16 @@ class SegmentWidget(QWidget):
     # --- slots ----------------------------------------------------------------------------
     def _on_image_changed(self, layer: Any) -> None:
         if layer is not None:
-            self.model_picker.pick_default_for(bool(layer.rgb))
+            self.model_picker.pick_default_for(bool(layer.rgb), layer_image_kind(layer))
+        self._update_kind_note()
+
+    def _kind_warning(self) -> str | None:
+        """The selected model was made for other images than the selected one (None: fine or unknown)."""
+        layer = self.image_combo.layer()
+        return None if layer is None else self.model_picker.kind_warning(layer_image_kind(layer))
+
+    def _update_kind_note(self, *_: Any) -> None:
+        self.kind_note.show_warning(self._kind_warning())
 
     def _update_do_3d(self, *_: Any) -> None:
         """Offer "3D objects from 2D model" only for an image with a Z axis and a 2D instance model."""
@@ -258,7 +377,8 @@ class SegmentWidget(QWidget):
         what = "object" if ctx.model.card.kind == "instance" else "class"
         plural = "" if n_objects == 1 else ("es" if what == "class" else "s")
         at = "" if ctx.t_index is None else f" at time point {ctx.t_index}"
-        return f"{n_objects} {what}{plural}{at} in {elapsed:.1f} s with {result.model_name}\n{result.device_reason}"
+        return (f"{n_objects} {what}{plural}{at} in {elapsed:.1f} s with {result.model_name}\n{result.device_reason}"
+                + ("" if ctx.kind_warning is None else f"\nWarning: {ctx.kind_warning}"))
 
     # --- output layers ----------------------------------------------------------------------
     def _add_outputs(self, ctx: _RunContext, result: Any) -> None:
@@ -337,9 +457,62 @@ class SegmentWidget(QWidget):
             self.viewer.layers.insert(idx, layer)
         else:
             layer.name = unique_name(self.viewer, layer.name)
-            self.viewer.add_layer(layer)
+            at = _insert_index(self.viewer, image)
+            if at is None:
+                self.viewer.add_layer(layer)
+            else:
+                self.viewer.layers.insert(at, layer)
         if image is not None:
             self._created[(kind, id(image))] = (weakref.ref(image), weakref.ref(layer))
+
+
+def _parse_voxel_size(text: str, n_axes: int) -> tuple[tuple[float, ...], str] | None:
+    """``"2 0.5 0.5 um"`` -> ``((2.0, 0.5, 0.5), "µm")`` for ``n_axes`` spatial axes; None for an empty text.
+
+    One number means all axes; the unit defaults to µm.
+
+    Raises
+    ------
+    ParameterError
+        Not numbers (and a length unit), or the wrong count.
+    """
+    from ...geometry import is_length, normalize_unit
+
+    words = text.replace(",", " ").replace("x", " ").split()
+    if not words:
+        return None
+    unit = "µm"
+    try:
+        float(words[-1])
+    except ValueError:
+        unit = words.pop()
+    try:
+        values = [float(w) for w in words]
+        u = normalize_unit(unit)
+    except Exception:  # noqa: BLE001
+        raise ParameterError(f"pixel size {text!r}: give numbers and a unit, e.g. '2 0.5 0.5 um'") from None
+    if not is_length(u) or not values or any(not v > 0 for v in values):
+        raise ParameterError(f"pixel size {text!r}: give positive numbers and a length unit (um, nm, mm)")
+    if len(values) == 1:
+        values = values * n_axes
+    if len(values) != n_axes:
+        raise ParameterError(f"pixel size {text!r}: {len(values)} values for {n_axes} spatial axes")
+    return tuple(values), u
+
+
+def _insert_index(viewer: Any, image: Any) -> int | None:
+    """Where a new output of ``image`` goes: under the first user Labels layer above the image (a ground
+    truth, painted annotations), so those stay visible on top; None (the top of the list) without one."""
+    layers = list(viewer.layers)
+    i = next((k for k, lay in enumerate(layers) if lay is image), None)
+    if i is None:
+        return None
+    for j in range(i + 1, len(layers)):
+        lay = layers[j]
+        meta = lay.metadata if isinstance(lay.metadata, dict) else {}
+        if isinstance(lay, Labels) and not any(k.startswith("napari_medseg") for k in meta):
+            return j
+    return None
 
 
 def _copy_meta(meta: dict[str, Any]) -> dict[str, Any]:

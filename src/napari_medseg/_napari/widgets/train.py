@@ -37,7 +37,6 @@ from qtpy.QtWidgets import (
     QListWidget,
     QPushButton,
     QSpinBox,
-    QVBoxLayout,
     QWidget,
 )
 from superqt import QCollapsible
@@ -45,7 +44,7 @@ from superqt import QCollapsible
 from ...errors import MedsegError
 from ...geometry import convert, is_length
 from .._worker import JobOutcome, ProgressJob
-from ..layers import engine_scale, layer_axes
+from ..layers import engine_scale, layer_axes, layer_image_kind
 from .common import (
     DevicePicker,
     LayerCombo,
@@ -53,6 +52,7 @@ from .common import (
     RunCancelRow,
     StatusLine,
     finish_job,
+    scrolling_layout,
 )
 from .plot import CurvePlot
 
@@ -144,22 +144,17 @@ class TrainWidget(QWidget):
         self.name_edit.setToolTip("Saved as this name in the user model folder (letters, digits, . _ + -)")
 
         pair_row = QHBoxLayout()
-        pair_row.addWidget(self.image_combo, 1)
         pair_row.addWidget(self.labels_combo, 1)
         pair_row.addWidget(self.add_button)
+        self.add_button.setFixedWidth(28)
+        self.remove_button.setFixedWidth(28)
         list_row = QHBoxLayout()
         list_row.addWidget(self.pair_list, 1)
         list_row.addWidget(self.remove_button)
-        base_row = QHBoxLayout()
-        base_row.addWidget(self.scratch)
-        base_row.addWidget(self.model_picker, 1)
+
         roi_row = QHBoxLayout()
         roi_row.addWidget(self.use_roi)
         roi_row.addWidget(self.roi_combo, 1)
-        budget_row = QHBoxLayout()
-        budget_row.addWidget(self.minutes)
-        budget_row.addWidget(QLabel("epochs"))
-        budget_row.addWidget(self.epochs)
 
         self.advanced = QCollapsible("Advanced")
         adv = QWidget()
@@ -184,15 +179,18 @@ class TrainWidget(QWidget):
         self.status = StatusLine("Paint some objects, pick the pair(s), then Train.")
 
         form = QFormLayout()
-        form.addRow("image / labels", pair_row)
+        form.addRow("image", self.image_combo)
+        form.addRow("labels", pair_row)
         form.addRow("pairs", list_row)
-        form.addRow("base model", base_row)
+        form.addRow("base model", self.model_picker)
+        form.addRow("", self.scratch)
         form.addRow("mode", self.mode)
         form.addRow("classes", self.classes)
         form.addRow("region", roi_row)
-        form.addRow("budget", budget_row)
+        form.addRow("budget", self.minutes)
+        form.addRow("epochs", self.epochs)
         form.addRow("save as", self.name_edit)
-        lay = QVBoxLayout(self)
+        lay = scrolling_layout(self)
         lay.addLayout(form)
         lay.addWidget(self.advanced)
         lay.addWidget(self.buttons)
@@ -362,7 +360,9 @@ class TrainWidget(QWidget):
             "images": images, "labels": labels, "names": names,
             "scale": scales if all(s is not None for s in scales) else None,
             "base": base, "mode": mode,
-            "class_names": [c.strip() for c in self.classes.text().split(",") if c.strip()] or None,
+            # the classes field is for semantic mode only (greyed out otherwise)
+            "class_names": ([c.strip() for c in self.classes.text().split(",") if c.strip()] or None)
+            if mode == "semantic" else None,
             "roi": roi, "minutes": minutes, "epochs": epochs, "lr": self.lr.value() or None,
             "augment": self.augment.isChecked(), "val_fraction": self.val_percent.value() / 100.0,
             "early_stopping": self.early_stopping.isChecked(), "device": self.device_picker.device(),
@@ -386,7 +386,7 @@ class TrainWidget(QWidget):
 
     def _on_image(self, layer: Any) -> None:
         if layer is not None:
-            self.model_picker.pick_default_for(bool(layer.rgb))
+            self.model_picker.pick_default_for(bool(layer.rgb), layer_image_kind(layer))
 
     def _on_mode(self, mode: str) -> None:
         self.classes.setEnabled(mode == "semantic")
@@ -465,6 +465,7 @@ class TrainWidget(QWidget):
 
     def _finish(self, outcome: JobOutcome) -> None:
         from ...models.spec import CARD_NAME
+        from ...training.finetune import KEPT_BASE_ADVICE
 
         def cancelled(outcome: JobOutcome) -> str:
             name = self.model_path.name if self.model_path is not None else "?"
@@ -478,7 +479,7 @@ class TrainWidget(QWidget):
             how = " (stopped early)" if res.stopped_early else ""
             return (f"Saved '{res.card.name}' after {len(res.history)} epoch(s) in {outcome.elapsed:.0f} s{how}"
                     + (f"; best epoch {res.best['epoch']}: {metric[0]} {metric[1]:.3f}" if res.best and metric else "")
-                    + ("\nNo epoch beat the base model on the held-out annotation: its weights were kept."
+                    + ("\n" + KEPT_BASE_ADVICE.replace("(e.g. 3e-4)", "(Advanced, e.g. 3e-4)")
                        if res.card.training.get("kept_base_weights") else "")
                     + f"\n{res.model_path}")
 

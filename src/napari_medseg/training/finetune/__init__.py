@@ -18,6 +18,14 @@ The modules of this package:
 
 from __future__ import annotations
 
-from .loop import FinetuneResult, default_model_name, describe_region, finetune_iter, model_folder, train
+from .loop import (
+    KEPT_BASE_ADVICE,
+    FinetuneResult,
+    default_model_name,
+    describe_region,
+    finetune_iter,
+    model_folder,
+    train,
+)
 
-__all__ = ["FinetuneResult", "default_model_name", "describe_region", "finetune_iter", "model_folder", "train"]
+__all__ = ["KEPT_BASE_ADVICE", "FinetuneResult", "default_model_name", "describe_region", "finetune_iter", "model_folder", "train"]

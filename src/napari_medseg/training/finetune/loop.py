@@ -73,6 +73,14 @@ LR_FINETUNE = 1e-3
 PATIENCE = 20
 
 
+#: What to say when no trained epoch beat the base model (``card.training["kept_base_weights"]``).
+KEPT_BASE_ADVICE = (
+    "No epoch beat the base model on the held-out annotation, so its weights were kept (post-processing "
+    "re-tuned). To do better: paint more objects (whole ones, across the kinds of places you care about), "
+    "train longer (more minutes or epochs), or lower the learning rate (e.g. 3e-4)."
+)
+
+
 @dataclass
 class FinetuneResult:
     """What :func:`finetune_iter` returns.

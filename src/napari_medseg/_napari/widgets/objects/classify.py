@@ -30,7 +30,7 @@ from qtpy.QtWidgets import (
 )
 
 from ....analysis.gating import OPS, THRESHOLD_METHODS, Gate, suggest_threshold
-from ..common import LayerCombo
+from ..common import LayerCombo, compact_combo
 from .plot import PlotCanvas, default_column, numeric_columns
 
 #: Methods whose threshold is a histogram bin centre (skimage.filters, ``nbins`` bins over the values' range).
@@ -75,7 +75,7 @@ class GatePanel(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.column = QComboBox()
+        self.column = compact_combo(QComboBox())
         self.op = QComboBox()
         self.op.addItems([o for o in OPS if o != "between"])
         self.threshold = QDoubleSpinBox()
@@ -87,7 +87,7 @@ class GatePanel(QWidget):
         self.suggest_button = QPushButton("Suggest")
         self.suggest_button.setToolTip("Threshold from the column's histogram (skimage.filters.threshold_<method>)")
         self.marker = QLineEdit()
-        self.marker.setPlaceholderText("marker name (default: the column)")
+        self.marker.setPlaceholderText("class name (default: from the measurement)")
         self.apply_button = QPushButton("Apply gate")
         self.canvas = PlotCanvas(self)
         self.canvas.draggable = True
@@ -111,6 +111,8 @@ class GatePanel(QWidget):
         self._table = None
         self._colors: dict[str, str] = {}
         self.column.currentIndexChanged.connect(self._on_column)
+        self.column.currentIndexChanged.connect(self._update_placeholder)
+        self.op.currentIndexChanged.connect(self._update_placeholder)
         self.threshold.valueChanged.connect(self.canvas.set_threshold)
         self.canvas.thresholdDragged.connect(self._on_dragged)
         self.suggest_button.clicked.connect(lambda: self.suggest())
@@ -177,6 +179,16 @@ class GatePanel(QWidget):
             self.threshold.setValue(float(np.median(finite)))
         self._draw()
 
+    def _update_placeholder(self, *_: Any) -> None:
+        """Show the class names an unnamed gate gives (``nuclei bright / nuclei dim``)."""
+        c = self.column.currentText()
+        if not c:
+            self.marker.setPlaceholderText("class name (default: from the measurement)")
+            return
+        yes, no = Gate(c, self.op.currentText(), 0.0).class_names()
+        self.marker.setPlaceholderText(f"default: {yes} / {no}")
+        self.marker.setToolTip(f"Name the gate (e.g. CD3 gives CD3+ / CD3-); empty: {yes} / {no}")
+
     def _on_dragged(self, x: float) -> None:
         self.threshold.blockSignals(True)
         self.threshold.setValue(x)
@@ -203,7 +215,7 @@ class ClassifierPanel(QWidget):
                                     "each class")
         self.new_marks_button = QPushButton("New")
         self.new_marks_button.setToolTip("Add a marks Points layer; click objects to mark them with the class below")
-        self.mark_class = QComboBox()
+        self.mark_class = compact_combo(QComboBox(), 10)
         self.mark_class.setEditable(True)
         self.mark_class.addItems(["positive", "negative"])
         self.mark_class.setToolTip("Class given to the next points you add (type a new name to add a class)")

@@ -25,6 +25,7 @@ from qtpy.QtWidgets import (
 )
 
 from ....analysis.classify import feature_columns
+from ..common import compact_combo
 
 
 def numeric_columns(table: Any) -> list[str]:
@@ -161,8 +162,8 @@ class PlotPanel(QWidget):
         super().__init__(parent)
         self.kind = QComboBox()
         self.kind.addItems(["histogram", "scatter"])
-        self.x_column = QComboBox()
-        self.y_column = QComboBox()
+        self.x_column = compact_combo(QComboBox())
+        self.y_column = compact_combo(QComboBox())
         self.canvas = PlotCanvas(self, height=3.0)
         self.export_button = QPushButton("Export PNG…")
         form = QFormLayout()

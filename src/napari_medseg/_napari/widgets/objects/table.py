@@ -32,6 +32,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..common import compact_combo
+
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
 
 
@@ -114,7 +116,7 @@ class ObjectsTable(QWidget):
         self.filter_edit = QLineEdit()
         self.filter_edit.setPlaceholderText("filter rows (text in the chosen column)")
         self.filter_edit.setClearButtonEnabled(True)
-        self.filter_column = QComboBox()
+        self.filter_column = compact_combo(QComboBox())
         self.filter_column.addItem("any column")
         self.view = QTableView()
         self.view.setModel(self.proxy)

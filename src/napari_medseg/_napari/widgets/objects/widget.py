@@ -52,6 +52,7 @@ from ..._worker import JobOutcome, ProgressJob
 from ...layers import (
     labels_of,
     layer_axes,
+    layer_image_kind,
     measure_geometry,
     output_geometry,
     output_metadata,
@@ -59,6 +60,7 @@ from ...layers import (
 )
 from ..common import (
     DevicePicker,
+    KindNote,
     LayerCombo,
     ModelPicker,
     RunCancelRow,
@@ -66,6 +68,7 @@ from ..common import (
     center_on,
     finish_job,
     report_error,
+    scrolling_layout,
 )
 from .classify import ClassifierPanel, GatePanel
 from .outputs import (
@@ -137,6 +140,7 @@ class ObjectsWidget(ClassifierActions, QWidget):
         self.labels_combo = LayerCombo(napari_viewer, Labels)
         self.image_combo = LayerCombo(napari_viewer, Image)
         self.model_picker = ModelPicker(kinds=("instance", "semantic", "detection"))
+        self.kind_note = KindNote()
         self.device_picker = DevicePicker()
         self.intensity_list = LayerChecklist(napari_viewer)
         self._labels_row = QWidget()
@@ -148,6 +152,7 @@ class ObjectsWidget(ClassifierActions, QWidget):
         f2.setContentsMargins(0, 0, 0, 0)
         f2.addRow("image", self.image_combo)
         f2.addRow("model", self.model_picker)
+        f2.addRow(self.kind_note)
         f2.addRow("device", self.device_picker)
         top = QFormLayout()
         top.addRow("objects from", self.source_kind)
@@ -177,7 +182,7 @@ class ObjectsWidget(ClassifierActions, QWidget):
         self.tabs.addTab(self.gate_panel, "Gate")
         self.tabs.addTab(self.classifier_panel, "Classifier")
 
-        lay = QVBoxLayout(self)
+        lay = scrolling_layout(self)
         lay.addLayout(top)
         lay.addWidget(self._labels_row)
         lay.addWidget(self._model_rows)
@@ -204,6 +209,7 @@ class ObjectsWidget(ClassifierActions, QWidget):
 
         self.source_kind.currentIndexChanged.connect(self._on_source_kind)
         self.image_combo.layerChanged.connect(self._on_image_changed)
+        self.model_picker.modelChanged.connect(self._update_kind_note)
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
         self.export_csv_button.clicked.connect(lambda: self.export_csv())
@@ -376,7 +382,7 @@ class ObjectsWidget(ClassifierActions, QWidget):
             if src is None:
                 raise ParameterError("No image layer: open or select an image first.")
             if model is None:
-                raise ParameterError("No model: add one with 'folder…'.")
+                raise ParameterError("No model: add a model folder with the folder button.")
             image = src.data[0] if src.multiscale else src.data
             axes = layer_axes(src)
             if axes is None or "T" in axes:
@@ -395,8 +401,10 @@ class ObjectsWidget(ClassifierActions, QWidget):
         geometry = measure_geometry(src, ndim)
         unit = None if geometry is None else geometry.length_unit
         spacing = None if geometry is None else tuple(float(s) for s in geometry.spacing)
+        warn = self._kind_warning() if model is not None else None
         ctx = _RunContext(weakref.ref(src), src.name, output_geometry(src, ndim), model,
-                          {"device": device, "unit": unit, "spacing": spacing, "source_meta": output_metadata(src)})
+                          {"device": device, "unit": unit, "spacing": spacing, "source_meta": output_metadata(src),
+                           "kind_warning": warn})
         model_path = None if model is None else model.path
 
         def make_gen(token):
@@ -418,8 +426,10 @@ class ObjectsWidget(ClassifierActions, QWidget):
         def show(res: ObjectsResult) -> str:
             self._show_result(ctx, res)
             model = f" with {res.model_name}" if res.model_name else ""
+            warn = ctx.params.get("kind_warning")
             return (f"{len(res)} objects in {ctx.name}{model} in {outcome.elapsed:.1f} s"
-                    + (f"\n{res.device_reason}" if res.device_reason else ""))
+                    + (f"\n{res.device_reason}" if res.device_reason else "")
+                    + (f"\nWarning: {warn}" if warn else ""))
 
         finish_job(outcome, self.status, "Detection", show, buttons=self.buttons, show_what="Showing the objects")
 
@@ -527,10 +537,26 @@ class ObjectsWidget(ClassifierActions, QWidget):
 
     def _on_image_changed(self, layer: Any) -> None:
         if layer is not None:
-            self.model_picker.pick_default_for(bool(layer.rgb))
+            self.model_picker.pick_default_for(bool(layer.rgb), layer_image_kind(layer))
+        self._update_kind_note()
+
+    def _kind_warning(self) -> str | None:
+        """The selected model was made for other images than the selected image (None: fine or unknown)."""
+        layer = self.image_combo.layer()
+        return None if layer is None else self.model_picker.kind_warning(layer_image_kind(layer))
+
+    def _update_kind_note(self, *_: Any) -> None:
+        self.kind_note.show_warning(self._kind_warning())
 
     def _report_error(self, exc: BaseException, what: str) -> None:
         report_error(self.status, exc, what)
+
+
+def viewer_camera(viewer: Any) -> Any:
+    """The viewer's camera: ``viewer.scene.camera`` (napari >= 0.9, where ``viewer.camera`` is deprecated)."""
+    scene = getattr(viewer, "scene", None)
+    camera = getattr(scene, "camera", None)
+    return camera if camera is not None else viewer.camera
 
 
 def _labels_features(table: Any) -> Any:
