@@ -18,8 +18,8 @@ pytest.importorskip("pytestqt")
 
 from napari.layers import Labels, Points, Shapes  # noqa: E402
 
+from napari_medseg._napari.widgets.common import viewer_camera  # noqa: E402
 from napari_medseg._napari.widgets.objects import ObjectsWidget  # noqa: E402
-from napari_medseg._napari.widgets.objects.widget import viewer_camera  # noqa: E402
 
 pytestmark = pytest.mark.napari
 

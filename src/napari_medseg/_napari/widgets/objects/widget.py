@@ -552,13 +552,6 @@ class ObjectsWidget(ClassifierActions, QWidget):
         report_error(self.status, exc, what)
 
 
-def viewer_camera(viewer: Any) -> Any:
-    """The viewer's camera: ``viewer.scene.camera`` (napari >= 0.9, where ``viewer.camera`` is deprecated)."""
-    scene = getattr(viewer, "scene", None)
-    camera = getattr(scene, "camera", None)
-    return camera if camera is not None else viewer.camera
-
-
 def _labels_features(table: Any) -> Any:
     """The table for a Labels layer: napari maps rows to label values by an ``index`` column."""
     t = table.copy()
