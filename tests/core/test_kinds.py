@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ from napari_medseg.models.kinds import (
 )
 from napari_medseg.models.registry import default_model_for, list_models, resolve_model, resolve_model_or_auto
 
-MR_SAMPLE = "src/napari_medseg/sample_data/mr/mr_0004"
+MR_SAMPLE = str(Path(__file__).resolve().parents[2] / "sample_data" / "mr" / "mr_0004")
 NUCLEI_ON_MR = ("the nuclei model was made for fluorescence microscopy, brightfield microscopy and H&E histology "
                 "images; this image is MR: results are unlikely to mean anything")
 
