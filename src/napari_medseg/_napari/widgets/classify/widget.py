@@ -80,6 +80,14 @@ def _spin(lo: int, hi: int, value: int, step: int = 1, special: str | None = Non
     return s
 
 
+def _compact(picker: ModelPicker) -> ModelPicker:
+    """A model picker whose combo does not widen the dock to its longest model name."""
+    picker.combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    picker.combo.setMinimumContentsLength(6)
+    picker.combo.setMinimumWidth(90)
+    return picker
+
+
 def _predict_gen(items: list[Item], model: str, tta: bool):
     """Worker: read the items, classify them; returns ``(arrays, probs, class_names)``."""
     yield Progress(0, 2, f"reading {len(items)} item(s)")
@@ -169,7 +177,7 @@ class ClassifyWidget(QWidget):
         self.use_base = QCheckBox("from")
         self.use_base.setToolTip("Start from the encoder of a shipped or user model (transfer learning); "
                                  "off: from scratch")
-        self.base_picker = ModelPicker()
+        self.base_picker = _compact(ModelPicker())
         self.base_picker.setEnabled(False)
         self.minutes = QDoubleSpinBox()
         self.minutes.setRange(0.0, 600.0)
@@ -205,9 +213,6 @@ class ClassifyWidget(QWidget):
         self.plot = CurvePlot("val accuracy")
         self.plot.setMinimumHeight(110)
 
-        base_row = QHBoxLayout()
-        base_row.addWidget(self.use_base)
-        base_row.addWidget(self.base_picker, 1)
         budget_row = QHBoxLayout()
         budget_row.addWidget(self.minutes)
         budget_row.addWidget(QLabel("epochs"))
@@ -216,7 +221,7 @@ class ClassifyWidget(QWidget):
         form = QFormLayout()
         form.addRow("classes from", self.source)
         form.addRow(self.source_stack)
-        form.addRow("base", base_row)
+        form.addRow(self.use_base, self.base_picker)
         form.addRow("budget", budget_row)
         form.addRow("save as", self.name_edit)
         lay = QVBoxLayout(page)
@@ -237,7 +242,7 @@ class ClassifyWidget(QWidget):
         return page
 
     def _build_predict(self) -> QWidget:
-        self.model_picker = ModelPicker(kinds=("classification",))
+        self.model_picker = _compact(ModelPicker(kinds=("classification",)))
         self.predict_source = QComboBox()
         self.predict_source.addItems(PREDICT_SOURCES)
         self.predict_image = LayerCombo(self.viewer, Image)
