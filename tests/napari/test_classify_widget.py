@@ -118,7 +118,7 @@ def test_layers_train_predict_heatmap_and_csv(setup, qtbot, tmp_path):
     hm = widget.heatmap_layer
     assert hm.data.shape == (48, 48) and hm.metadata[MADE_BY] == "gradcam" and hm.metadata["item"] == "test square 1"
     assert hm.colormap.name == "inferno" and hm.opacity == pytest.approx(0.5) and hm.blending == "additive"
-    assert hm.data.min() >= 0.0 and hm.data.max() <= 1.0
+    assert hm.data.min() >= 0.0 and hm.data.max() <= 1.0 and hm.contrast_limits[0] == pytest.approx(hm.data.min())
     assert set(viewer.layers.selection) == set(held)  # the user's selection is kept
     table.select_item(table.names.index("test disc 0"))
     qtbot.waitUntil(lambda: widget.heatmap_layer is not hm and widget.heatmap_layer is not None, timeout=TIMEOUT)

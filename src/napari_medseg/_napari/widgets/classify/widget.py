@@ -174,7 +174,7 @@ class ClassifyWidget(QWidget):
         for page in (self.layer_table, shapes_page, csv_page):
             self.source_stack.addWidget(page)
 
-        self.use_base = QCheckBox("from")
+        self.use_base = QCheckBox("start from")
         self.use_base.setToolTip("Start from the encoder of a shipped or user model (transfer learning); "
                                  "off: from scratch")
         self.base_picker = _compact(ModelPicker())
@@ -192,6 +192,9 @@ class ClassifyWidget(QWidget):
         self.depth = _spin(3, 6, 5, tip="Encoder levels (size must be a multiple of 2^(depth-1))")
         self.width = _spin(0, 64, 0, 4, special="auto",
                            tip="Channels of the first level; auto = the base model's, else 16")
+        self.batch = _spin(0, 512, 0, 4, special="auto",
+                           tip="Items per step; auto = a third of the training items (4-32), so that a few "
+                               "labelled images still give several steps per epoch")
         self.val_percent = _spin(0, 50, 20, 5, tip="Share of each class held out for validation and calibration")
         self.val_percent.setSuffix(" %")
         self.augment = QCheckBox("augmentation")
@@ -204,6 +207,7 @@ class ClassifyWidget(QWidget):
         af.addRow("input size", self.size)
         af.addRow("depth", self.depth)
         af.addRow("width", self.width)
+        af.addRow("batch", self.batch)
         af.addRow("validation", self.val_percent)
         af.addRow(self.augment)
         af.addRow("device", self.device_picker)
@@ -213,16 +217,13 @@ class ClassifyWidget(QWidget):
         self.plot = CurvePlot("val accuracy")
         self.plot.setMinimumHeight(110)
 
-        budget_row = QHBoxLayout()
-        budget_row.addWidget(self.minutes)
-        budget_row.addWidget(QLabel("epochs"))
-        budget_row.addWidget(self.epochs)
         page = QWidget()
         form = QFormLayout()
         form.addRow("classes from", self.source)
         form.addRow(self.source_stack)
         form.addRow(self.use_base, self.base_picker)
-        form.addRow("budget", budget_row)
+        form.addRow("time budget", self.minutes)
+        form.addRow("epochs", self.epochs)
         form.addRow("save as", self.name_edit)
         lay = QVBoxLayout(page)
         lay.addLayout(form)
@@ -430,14 +431,16 @@ class ClassifyWidget(QWidget):
         if self.use_base.isChecked():
             info = self.base_picker.current()
             if info is None:
-                raise ParameterError("No base model: pick one, or untick 'from' to train from scratch.")
+                raise ParameterError("No base model: pick one, or untick 'start from' to train from scratch.")
             base = str(info.path)
             if width is None:
                 width = int(info.card.architecture.get("base_channels", 16))
         folder, name = model_folder(None, self.name_edit.text().strip() or None)
+        val = self.val_percent.value() / 100.0
+        batch = self.batch.value() or int(np.clip((len(items) - round(val * len(items))) // 3, 4, 32))
         source = SOURCES[self.source.currentIndex()].lower()
         return {"base": base, "size": self.size.value(), "depth": self.depth.value(), "base_channels": width or 16,
-                "minutes": minutes, "epochs": epochs, "val_fraction": self.val_percent.value() / 100.0,
+                "minutes": minutes, "epochs": epochs, "val_fraction": val, "batch_size": batch,
                 "augment": self.augment.isChecked(), "device": self.device_picker.device(), "out": folder,
                 "name": name, "training_data": f"napari Classify widget: {len(items)} items from {source}"}, items
 
@@ -537,8 +540,10 @@ class ClassifyWidget(QWidget):
     def _add_heatmap(self, index: int) -> None:
         item = self._pred["items"][index]
         cls = self._pred["class_names"][int(np.argmax(self._pred["probs"][index]))]
-        layer = Image(self._cams[index], name=f"Grad-CAM {item.name}", colormap="inferno", opacity=0.5,
-                      blending="additive", contrast_limits=(0.0, 1.0),
+        cam = self._cams[index]
+        lo = float(cam.min())  # the map's own range: the least relevant pixels add nothing (additive blending)
+        layer = Image(cam, name=f"Grad-CAM {item.name}", colormap="inferno", opacity=0.5,
+                      blending="additive", contrast_limits=(lo, max(float(cam.max()), lo + 1e-3)),
                       metadata={MADE_BY: "gradcam", "item": item.name, "class": cls}, **heatmap_geometry(item))
         viewer = self.viewer
         selected, active = list(viewer.layers.selection), viewer.layers.selection.active
