@@ -286,3 +286,23 @@ def test_layer_table_classes_errors_and_size(setup, qtbot):
     assert widget.status.text().startswith(("No classification model", "Select the Image layers")), widget.status.text()
     hint = widget.minimumSizeHint()
     assert hint.width() <= 360 and hint.height() <= 700, (hint.width(), hint.height())
+
+
+def test_items_from_a_stack_plane_and_heatmaps_on_rotated_crops(make_napari_viewer):
+    from napari.layers import Image
+
+    from napari_medseg._napari.widgets.classify.items import Item, heatmap_geometry, layer_item
+
+    viewer = make_napari_viewer()
+    stack = np.arange(5 * 8 * 9, dtype=np.uint16).reshape(5, 8, 9)
+    layer = viewer.add_image(stack, name="stack")
+    viewer.dims.set_point(0, 3)
+    it = layer_item(layer, "a", viewer.dims.point)
+    np.testing.assert_array_equal(it.data, stack[3])
+    assert it.data is not stack  # a copy: the user may edit the layer meanwhile
+
+    img = Image(np.zeros((40, 50)), scale=(2.0, 3.0), translate=(1.0, 2.0), rotate=30,
+                affine=np.array([[1.0, 0.2, 5.0], [0.0, 1.0, -3.0], [0.0, 0.0, 1.0]]))
+    hm = Image(np.zeros((6, 7)), **heatmap_geometry(Item("crop", None, None, img, (4, 5))))
+    for p in ((0, 0), (1, 1), (5, 6)):
+        np.testing.assert_allclose(hm.data_to_world(p), img.data_to_world((4 + p[0], 5 + p[1])), atol=1e-9)

@@ -253,5 +253,11 @@ def heatmap_geometry(item: Item) -> dict[str, Any]:
     return geom
 
 
-__all__ = ["MADE_BY", "Item", "default_class", "heatmap_geometry", "is_item_layer", "layer_item", "load_file",
+def count_text(labels: list[Any]) -> str:
+    """``"disc 3, square 2"`` (classes sorted)."""
+    vals, n = np.unique(np.asarray([str(x) for x in labels]), return_counts=True)
+    return ", ".join(f"{v} {k}" for v, k in zip(vals, n, strict=True)) or "none"
+
+
+__all__ = ["MADE_BY", "Item", "count_text", "default_class", "heatmap_geometry", "is_item_layer", "layer_item", "load_file",
            "materialize", "read_table", "region_boxes", "region_items", "shape_classes"]
