@@ -317,7 +317,8 @@ def train_classifier_iter(
 
         base_info = resolve_model(base)
         src, _ = load_model(base_info.path)
-        n_copied = load_encoder(net, src.state_dict())
+        # 0-d buffers (BatchNorm's num_batches_tracked) fit any network: they do not make a base compatible
+        n_copied = load_encoder(net, {k: v for k, v in src.state_dict().items() if v.ndim > 0})
         if n_copied == 0:
             raise ParameterError(f"base model {base_info.name!r} shares no encoder weights with this classifier "
                                  f"({x.shape[1]} channels, base_channels {base_channels}, {dims}D)")
