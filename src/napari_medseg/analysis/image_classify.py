@@ -271,5 +271,82 @@ def classify_objects(table: Any, image: Any, labels: Any, model: Any, geometry: 
     return out
 
 
-__all__ = ["TTA_FLIPS", "classify_items", "classify_objects", "gradcam", "load_classifier", "object_crops",
+#: 2D picture formats read with scikit-image (pixel units); everything else goes through :func:`napari_medseg.io.read`.
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+
+
+def read_class_table(path: str | os.PathLike) -> tuple[list[Any], list[str]]:
+    """Files and classes of a ``file,class`` CSV (``file`` relative to the CSV's folder, or absolute).
+
+    Returns
+    -------
+    files : list of Path
+    classes : list of str
+
+    Raises
+    ------
+    ParameterError
+        Unreadable, a missing column, an empty table, a missing file or an empty class (with the line).
+    """
+    import csv
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise ParameterError(f"{path} does not exist")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ParameterError(f"cannot read {path}: {exc}") from exc
+    if not rows or not {"file", "class"} <= set(rows[0]):
+        raise ParameterError(f"{path}: needs the columns file,class (got {list(rows[0]) if rows else 'none'})")
+    files, classes = [], []
+    for i, r in enumerate(rows, start=2):
+        p = Path(str(r["file"] or "").strip())
+        p = p if p.is_absolute() else path.parent / p
+        if not p.is_file():
+            raise ParameterError(f"{path}, line {i}: file {p} does not exist")
+        cls = str(r["class"] or "").strip()
+        if not cls:
+            raise ParameterError(f"{path}, line {i}: empty class")
+        files.append(p)
+        classes.append(cls)
+    return files, classes
+
+
+def load_image_item(path: str | os.PathLike) -> np.ndarray:
+    """The pixels of one image file for a classifier, channels last (its first image; level 0 of a pyramid).
+
+    Raises
+    ------
+    ReaderError
+        Unreadable file.
+    ParameterError
+        A file holding several images.
+    """
+    from pathlib import Path
+
+    from ..errors import ReaderError
+    from ..io import read
+
+    path = Path(path)
+    if path.suffix.lower() in PICTURE_SUFFIXES:
+        from skimage.io import imread
+
+        try:
+            return np.asarray(imread(str(path)))
+        except Exception as exc:  # imageio/PIL raise many types for damaged files  # noqa: BLE001
+            raise ReaderError(f"cannot read picture {path}: {exc}") from exc
+    vols = read(path)
+    if len(vols) != 1:
+        raise ParameterError(f"{path}: holds {len(vols)} images; give one image per file")
+    v = vols[0]
+    data = np.asarray(v.data[0] if isinstance(v.data, list) else v.data)
+    if "C" in v.axes:
+        data = np.moveaxis(data, v.axes.index("C"), -1)
+    return data
+
+
+__all__ = ["PICTURE_SUFFIXES", "TTA_FLIPS", "classify_items", "load_image_item", "read_class_table", "classify_objects", "gradcam", "load_classifier", "object_crops",
            "prepare_items"]

@@ -15,56 +15,28 @@ Grad-CAM map as ``DIR/<stem>_saliency.tif``.
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from pathlib import Path
 from typing import Any
 
 from ..errors import ParameterError
-from .common import Command, drain, read_inputs, stem
+from .common import Command, drain, stem
 
 HELP = "classify images with a CNN classifier: OUT.csv with file, class and p_<class> per file"
 
 
 def read_table(path: Path) -> tuple[list[Path], list[str]]:
-    """Files and classes of a ``file,class`` CSV (files relative to its folder).
+    """Files and classes of a ``file,class`` CSV (:func:`~napari_medseg.analysis.image_classify.read_class_table`)."""
+    from ..analysis.image_classify import read_class_table
 
-    Raises
-    ------
-    ParameterError
-        A missing column, an empty table, or a file that does not exist.
-    """
-    if not path.is_file():
-        raise ParameterError(f"--table {path} does not exist")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        rows = list(csv.DictReader(f))
-    if not rows or not {"file", "class"} <= set(rows[0]):
-        raise ParameterError(f"--table {path}: needs the columns file,class (got {list(rows[0]) if rows else 'none'})")
-    files, classes = [], []
-    for i, r in enumerate(rows, start=2):
-        p = Path(r["file"])
-        p = p if p.is_absolute() else path.parent / p
-        if not p.is_file():
-            raise ParameterError(f"--table {path}, line {i}: file {p} does not exist")
-        if not str(r["class"]).strip():
-            raise ParameterError(f"--table {path}, line {i}: empty class")
-        files.append(p)
-        classes.append(str(r["class"]).strip())
-    return files, classes
+    return read_class_table(path)
 
 
 def load_item(path: Path) -> Any:
-    """The pixels of one image file for the classifier (its first image; level 0 of a pyramid)."""
-    import numpy as np
+    """The pixels of one image file (:func:`~napari_medseg.analysis.image_classify.load_image_item`)."""
+    from ..analysis.image_classify import load_image_item
 
-    vols = read_inputs(path)
-    if len(vols) != 1:
-        raise ParameterError(f"{path}: holds {len(vols)} images; give one image per file")
-    v = vols[0]
-    data = v.data[0] if isinstance(v.data, list) else v.data
-    if "C" in v.axes:  # channels last, as pictures are
-        data = np.moveaxis(np.asarray(data), v.axes.index("C"), -1)
-    return np.asarray(data)
+    return load_image_item(path)
 
 
 def train_classifier(args: argparse.Namespace) -> int:

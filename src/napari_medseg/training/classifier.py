@@ -15,7 +15,8 @@ input size once, holds out a stratified ``val_fraction``, and trains an
 * AdamW with a cosine learning rate over the time budget; validation every
   epoch; the best epoch (lowest held-out loss) is kept; early stopping after
   ``patience`` epochs without improvement; cancel keeps the best;
-* probabilities calibrated on the held-out split by temperature scaling
+* probabilities calibrated on the held-out split by temperature scaling (when it has at least
+  :data:`MIN_CALIBRATION_ITEMS` items; with fewer a fitted temperature would be noise, T stays 1)
   (the card keeps ``temperature`` and the expected calibration error before
   and after).
 
@@ -41,6 +42,8 @@ from ..progress import CancelToken, Progress
 
 #: Bins of the expected calibration error.
 ECE_BINS = 15
+#: Fewest held-out items a temperature is fitted on; with fewer the probabilities stay uncalibrated (T = 1).
+MIN_CALIBRATION_ITEMS = 20
 
 
 @dataclass
@@ -398,7 +401,8 @@ def train_classifier_iter(
     net = runner.release()
     net.load_state_dict(best[1])
     z_val = best[3]
-    temperature = fit_temperature(z_val, y[va])
+    calibrated = len(va) >= MIN_CALIBRATION_ITEMS and val_fraction > 0
+    temperature = fit_temperature(z_val, y[va]) if calibrated else 1.0
     p_before, p_after = softmax(z_val), softmax(z_val, temperature)
     m = classification_metrics(p_after, y[va], len(names))
     metrics = {
@@ -407,7 +411,8 @@ def train_classifier_iter(
         "ece_after": expected_calibration_error(p_after, y[va]),
         "temperature": temperature, "best_epoch": best[2], "n_train": int(len(tr)), "n_val": int(len(va)),
         "images_per_second": seen / max(time.perf_counter() - t0, 1e-9),
-        "calibrated_on": "held-out split" if val_fraction > 0 and len(va) else "training items (no held-out split)",
+        "calibrated_on": f"{len(va)} held-out items" if calibrated else
+        f"not calibrated (T = 1): {len(va)} held-out items, fewer than {MIN_CALIBRATION_ITEMS}",
     }
     name = name or "classifier"
     card = ModelCard(

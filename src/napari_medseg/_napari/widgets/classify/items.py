@@ -10,7 +10,6 @@ reads layers (the user's layers are never modified); arrays of lazy layers
 
 from __future__ import annotations
 
-import csv
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ....errors import ParameterError, ReaderError
+from ....errors import ParameterError
 from ...layers import level0, output_geometry
 
 #: metadata key of the layers this widget makes (heat maps); such layers are never items
@@ -172,53 +171,18 @@ def region_items(shapes: Any, image: Any, *, need_class: bool) -> list[Item]:
 
 
 def read_table(path: str | Path) -> list[Item]:
-    """Items of a ``file,class`` CSV (``file`` relative to the CSV's folder, or absolute); pixels read later.
+    """Items of a ``file,class`` CSV (see :func:`~napari_medseg.analysis.image_classify.read_class_table`); pixels read later."""
+    from ....analysis.image_classify import read_class_table
 
-    Raises
-    ------
-    ParameterError
-        A missing column, an empty table, a missing file or an empty class.
-    """
-    path = Path(path)
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.DictReader(f))
-    except OSError as exc:
-        raise ParameterError(f"cannot read {path}: {exc}") from exc
-    if not rows or not {"file", "class"} <= set(rows[0]):
-        raise ParameterError(f"{path.name}: needs the columns file,class (got {list(rows[0]) if rows else 'none'})")
-    items = []
-    for i, r in enumerate(rows, start=2):
-        p = Path(str(r["file"]).strip())
-        p = p if p.is_absolute() else path.parent / p
-        if not p.is_file():
-            raise ParameterError(f"{path.name}, line {i}: file {p} does not exist")
-        cls = str(r["class"] or "").strip()
-        if not cls:
-            raise ParameterError(f"{path.name}, line {i}: empty class")
-        items.append(Item(p.name, p, cls))
-    return items
+    files, classes = read_class_table(path)
+    return [Item(p.name, p, c) for p, c in zip(files, classes, strict=True)]
 
 
 def load_file(path: Path) -> np.ndarray:
-    """The pixels of one image file, channels last (its first image; level 0 of a pyramid)."""
-    if path.suffix.lower() in PICTURE_SUFFIXES:
-        from skimage.io import imread
+    """The pixels of one image file, channels last (:func:`~napari_medseg.analysis.image_classify.load_image_item`)."""
+    from ....analysis.image_classify import load_image_item
 
-        try:
-            return np.asarray(imread(str(path)))
-        except Exception as exc:  # imageio/PIL raise many types for damaged files  # noqa: BLE001
-            raise ReaderError(f"cannot read picture {path}: {exc}") from exc
-    from .... import api
-
-    vols = api.read(path)
-    if len(vols) != 1:
-        raise ParameterError(f"{path}: holds {len(vols)} images; give one image per file")
-    v = vols[0]
-    data = np.asarray(v.data[0] if isinstance(v.data, list) else v.data)
-    if "C" in v.axes:
-        data = np.moveaxis(data, v.axes.index("C"), -1)
-    return data
+    return load_image_item(path)
 
 
 def materialize(items: list[Item]) -> list[np.ndarray]:
