@@ -27,7 +27,7 @@ MANIFEST = yaml.safe_load((REPO / "napari.yaml").read_text(encoding="utf-8"))
 HUB = REPO / ".napari-hub"
 RAW = "https://raw.githubusercontent.com/napari-medseg/napari-medseg/main/"
 MAX_BYTES = 300_000
-WIDGETS = ("segment", "objects", "train", "evaluate")
+WIDGETS = ("segment", "objects", "train", "evaluate", "lesions", "classify")
 
 
 def test_python_versions_urls_and_licence_metadata() -> None:
