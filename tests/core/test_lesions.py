@@ -105,13 +105,14 @@ def test_lesions_from_probabilities_min_size_score_and_classes() -> None:
     p[2, 2, 20, 20], p[0, 2, 20, 20] = 0.9, 0.0
     les = lesions_from_probabilities(p, g, ["bg", "tumour", "cyst"])
     assert len(les) == 2 and les.classes.tolist() == ["tumour", "cyst"]
-    np.testing.assert_allclose(les.scores, [0.8, 0.9], rtol=1e-6)
-    np.testing.assert_allclose(les.mean_probability, [0.8, (0.6 * 3 + 0.9) / 4], rtol=1e-6)
+    np.testing.assert_allclose(les.max_probability, [0.8, 0.9], rtol=1e-6)
+    np.testing.assert_allclose(les.scores, [0.8, (0.6 * 3 + 0.9) / 4], rtol=1e-6)  # the mean: the ranking score
     small = lesions_from_probabilities(p, g, ["bg", "tumour", "cyst"], min_size=10.0)
     assert small.classes.tolist() == ["tumour"] and int(small.labels.max()) == 1
     t = lesion_table(les.labels, g, lesions=les)
     assert t["volume_mm3"].tolist() == pytest.approx([216.0, 8.0])
     assert {"p_bg", "p_tumour", "p_cyst"} <= set(t.columns)
+    assert lesion_table(les.labels, g, lesions=les, properties=("area",))["n_slices"].tolist() == [3, 1]
     with pytest.raises(ParameterError, match="class names"):
         lesions_from_probabilities(p, g, ["bg", "x"])
 

@@ -5,8 +5,9 @@ A lesion is a connected region of one class (2D ``(Y, X)`` or 3D
 :class:`~napari_medseg.geometry.Geometry`: anisotropic and oblique voxels
 included).  One table row per lesion (:func:`lesion_table`)::
 
-    id, class, score                   score: highest probability of its class over its voxels
-    mean_probability                   mean probability of its class over its voxels
+    id, class, score                   score: mean probability of its class over its voxels (ranks lesions
+                                       for FROC and thresholds; float16 maxima tie at 1.0, means rarely do)
+    max_probability                    highest probability of its class over its voxels
     p_<class>                          mean probability of every class over its voxels
     n_voxels, volume_mm3, volume_ml    (2D: n_pixels, area_mm2)
     long_axis_mm                       RECIST long axis: the longest in-plane diameter over all slices
@@ -44,7 +45,7 @@ from ..geometry import Geometry
 from .measure import measure
 
 #: Columns that lead every lesion table, in this order (when present).
-LEADING_COLUMNS = ("id", "class", "score", "mean_probability")
+LEADING_COLUMNS = ("id", "class", "score", "max_probability")
 
 
 # --------------------------------------------------------------------------- diameters
@@ -174,9 +175,9 @@ class Lesions:
     classes : ndarray of object
         Class name of lesions 1..n.
     scores : ndarray of float
+        Mean probability of its class over each lesion's voxels (the ranking score).
+    max_probability : ndarray of float
         Highest probability of its class over each lesion's voxels.
-    mean_probability : ndarray of float
-        Mean probability of its class over each lesion's voxels.
     class_probabilities : ndarray of float, shape (n, K)
         Mean probability of every class (background first) over each lesion.
     class_names : list of str
@@ -186,7 +187,7 @@ class Lesions:
     labels: np.ndarray
     classes: np.ndarray
     scores: np.ndarray
-    mean_probability: np.ndarray
+    max_probability: np.ndarray
     class_probabilities: np.ndarray
     class_names: list[str] = field(default_factory=list)
 
@@ -293,7 +294,7 @@ def lesions_from_probabilities(
     score = np.zeros(n + 1)
     np.maximum.at(score, ids, own)
     mean = probs[np.arange(n), cls_of] if n else np.zeros(0)
-    return Lesions(labels, np.asarray([names[c] for c in cls_of], dtype=object), score[1:], mean, probs, names)
+    return Lesions(labels, np.asarray([names[c] for c in cls_of], dtype=object), mean, score[1:], probs, names)
 
 
 def _split(mask: np.ndarray, comp: np.ndarray, geometry: Geometry) -> np.ndarray:
@@ -375,6 +376,7 @@ def lesion_table(
                            "intensity", *(("eccentricity",) if ndim == 2 else ()))
     if intensity is None:
         props = tuple(p for p in props if p != "intensity")
+    props = tuple(dict.fromkeys((*props, "bbox", "area")))  # slice range, volume: always
     t = measure(lab, intensity, geometry=geometry, properties=props)
     t = t.rename(columns={"label": "id"})
     ids = np.asarray(t["id"], np.int64)
@@ -386,7 +388,7 @@ def lesion_table(
         sel = ids - 1
         t.insert(1, "class", lesions.classes[sel] if n else np.zeros(0, object))
         t.insert(2, "score", lesions.scores[sel] if n else np.zeros(0))
-        t.insert(3, "mean_probability", lesions.mean_probability[sel] if n else np.zeros(0))
+        t.insert(3, "max_probability", lesions.max_probability[sel] if n else np.zeros(0))
         for c, name in enumerate(lesions.class_names):
             t[f"p_{name}"] = lesions.class_probabilities[sel, c] if n else np.zeros(0)
     else:

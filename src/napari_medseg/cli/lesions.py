@@ -62,7 +62,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-size", type=float, default=0.0, metavar="MM",
                    help="smallest lesion kept, in mm³ (3D) or mm² (2D; pixel² without a pixel size)")
     p.add_argument("--score-threshold", type=fraction, default=0.0, metavar="F",
-                   help="keep lesions whose score (highest class probability) is at least F")
+                   help="keep lesions whose score (mean class probability over the lesion) is at least F")
     p.add_argument("--threshold", type=fraction, default=None, metavar="F",
                    help="a voxel is lesion when the lesion classes' probability exceeds F (default: arg-max)")
     p.add_argument("--connectivity", type=positive_int, default=None, metavar="N",
