@@ -27,7 +27,10 @@ Pipeline (memory grows with the tile and one band of blocks, not the image):
    threads than cores): :class:`BlockPostprocessor`.  Tiles are computed
    block after block, so only about one row of tiles is ever cached
    (LZ4-compressed when that row is large).
-   ``semantic`` models: the arg-max of each tile core is written directly.
+   ``semantic`` models: the arg-max of each tile core is written directly,
+   then the whole map is cleaned as the card says (:mod:`.classes`: keep the
+   largest lesion, fill its holes, drop small blobs; off unless the card or
+   ``postprocess`` asks).
 4. Labels are assembled in a private store (RAM, or a temporary zarr on disk
    for huge images when ``out`` is given) and copied into ``out`` only after
    the last yield: a cancelled run leaves ``out`` untouched.
@@ -203,9 +206,11 @@ def segment_iter(
         U-Net), but at most a quarter of the tile (so 32 for 128-voxel 3D
         tiles).
     postprocess : dict, optional
-        Overrides of the card's ``output.postprocess`` (``fg_threshold``,
-        ``seed_threshold``, ``min_size`` in pixels, ``max_object_size``,
-        ``block_size``).
+        Overrides of the card's ``output.postprocess``: instance models
+        ``fg_threshold``, ``seed_threshold``, ``min_size`` in pixels,
+        ``max_object_size``, ``block_size``; semantic models
+        ``keep_largest``, ``fill_holes`` (bool) and ``min_size`` (see
+        :mod:`napari_medseg.inference.classes`).
     precision : {"auto", "float32", "bfloat16", "float16"}
         Network arithmetic.  ``auto``: bfloat16 (CUDA with bf16 support),
         float16 (other CUDA, MPS), bfloat16 on CPUs with AMX tiles (Intel
@@ -357,6 +362,8 @@ def segment_iter(
         if post is not None:
             yield from post.reports(steps, wait_all=True)
             timings["postprocess"] = post.seconds
+        elif labels and not instance:
+            timings["postprocess"] = _clean_classes(store, card, postprocess, zoom, n_extra)
         n_labels = post.next_id - 1 if objects else (n_out - 1 if labels else 0)
         if out is not None and n_labels > np.iinfo(np.dtype(out.dtype)).max:
             raise ParameterError(f"{n_labels} labels do not fit in out's dtype {out.dtype}; use uint32")
@@ -380,6 +387,29 @@ def segment_iter(
         "postprocess": dict(pp) if instance else {}, "diameter": diameter,
     }
     return SegmentResult(result_labels, probs, predictor.device.type, predictor.reason, card.name, timings, res_info)
+
+
+def _clean_classes(store: LabelStore, card, postprocess: dict | None, zoom: Sequence[float], n_extra: int) -> float:
+    """Semantic post-processing (:mod:`.classes`: keep the largest lesion, fill holes, drop small blobs) in the store.
+
+    The card's ``output.postprocess`` overridden by ``postprocess``; ``min_size``
+    is in model pixels (converted with ``zoom``).  Each 2D plane of a stack
+    (each leading index the model does not see) is cleaned on its own.
+    Returns the seconds spent.
+    """
+    from .classes import postprocess_planes, semantic_options
+
+    opts = semantic_options({**(card.output.get("postprocess") or {}), **(postprocess or {})})
+    if not opts:
+        return 0.0
+    t = time.perf_counter()
+    if "min_size" in opts:
+        opts["min_size"] = opts["min_size"] / float(np.prod(zoom))
+    mdims = len(store.shape) - n_extra
+    for idx in np.ndindex(*store.shape[:n_extra]):
+        box = (*(slice(i, i + 1) for i in idx), *(slice(None),) * mdims)
+        store.write(box, postprocess_planes(store.read(box), mdims, opts))
+    return time.perf_counter() - t
 
 
 def _check_model_fits(card, spatial_axes: str) -> None:

@@ -10,8 +10,9 @@ so they are always consistent with the geometry.
 
 Intensity augmentations act on the *normalised* image (float32, ~[0, 1]):
 contrast, brightness, gamma, blur, noise; grey inversion (bright nuclei on
-dark <-> dark nuclei on light) for grey images and H&E stain variation (in
-the HED colour space of :func:`skimage.color.rgb2hed`) for RGB images.
+dark <-> dark nuclei on light) for grey images, H&E stain variation (in
+the HED colour space of :func:`skimage.color.rgb2hed`) and a colour jitter
+(hue, saturation, white balance) for RGB images.
 
 Every random draw comes from the ``numpy.random.Generator`` passed in, so a
 seed fixes the output exactly.
@@ -53,6 +54,13 @@ class AugmentConfig:
         Probability and strength of H&E stain variation for RGB images: each
         HED channel is multiplied by ``1 + N(0, stain_scale)`` and shifted
         by ``N(0, stain_shift)``.
+    p_color, hue, saturation, channel_gain : float, float, (float, float), float
+        Probability and strength of a colour jitter for RGB photos (skin,
+        endoscopy: other cameras, lighting and skin tones): a hue rotation
+        about the grey axis by a uniform angle in ``[-hue, hue]`` degrees, a
+        saturation factor drawn in ``saturation`` (log-uniform) and a gain
+        ``1 + U(-channel_gain, channel_gain)`` per channel (white balance),
+        applied as one 3x3 colour matrix (:func:`color_jitter`).
     """
 
     flip: bool = True
@@ -70,12 +78,16 @@ class AugmentConfig:
     p_stain: float = 0.0
     stain_scale: float = 0.08
     stain_shift: float = 0.02
+    p_color: float = 0.0
+    hue: float = 10.0
+    saturation: tuple[float, float] = (0.7, 1.4)
+    channel_gain: float = 0.1
 
     @classmethod
     def none(cls) -> AugmentConfig:
         """No augmentation at all (a plain crop)."""
         return cls(flip=False, rot90=False, rotate=False, zoom=(1.0, 1.0), contrast=(1.0, 1.0), brightness=0.0,
-                   gamma=(1.0, 1.0), p_blur=0.0, p_noise=0.0, p_invert=0.0, p_stain=0.0)
+                   gamma=(1.0, 1.0), p_blur=0.0, p_noise=0.0, p_invert=0.0, p_stain=0.0, p_color=0.0)
 
 
 def random_matrix(rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
@@ -168,6 +180,32 @@ def stain_jitter(rgb: np.ndarray, rng: np.random.Generator, scale: float, shift:
     return np.moveaxis(out, -1, 0).astype(np.float32)
 
 
+def color_matrix(hue_deg: float, saturation: float, gains: np.ndarray) -> np.ndarray:
+    """3x3 RGB matrix: hue rotation about the grey axis, saturation around grey, then per-channel gains.
+
+    Grey pixels (R = G = B) stay grey under the rotation and the saturation
+    change; with ``hue_deg = 0``, ``saturation = 1`` and unit gains it is the identity.
+    """
+    a = math.radians(hue_deg)
+    u = np.full(3, 1.0 / math.sqrt(3.0))  # the grey axis
+    k = np.array([[0.0, -u[2], u[1]], [u[2], 0.0, -u[0]], [-u[1], u[0], 0.0]])
+    rot = np.eye(3) + math.sin(a) * k + (1.0 - math.cos(a)) * (k @ k)  # Rodrigues
+    grey = np.outer(u, u)  # projection onto the grey axis
+    sat = grey + saturation * (np.eye(3) - grey)
+    return np.diag(np.asarray(gains, float)) @ sat @ rot
+
+
+def color_jitter(rgb: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
+    """Random hue / saturation / white-balance change of a (3, Y, X) float image (see :class:`AugmentConfig`)."""
+    h = rng.uniform(-cfg.hue, cfg.hue) if cfg.hue > 0 else 0.0
+    lo, hi = cfg.saturation
+    s = math.exp(rng.uniform(math.log(lo), math.log(hi))) if hi > lo else lo
+    g = 1.0 + rng.uniform(-cfg.channel_gain, cfg.channel_gain, 3) if cfg.channel_gain > 0 else np.ones(3)
+    m = color_matrix(h, s, g).astype(np.float32)
+    out = np.tensordot(m, rgb, axes=(1, 0))
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
 def pixel_augment(img: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
     """Intensity augmentations on a normalised (C, Y, X) float32 patch.
 
@@ -177,6 +215,8 @@ def pixel_augment(img: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig)
     c = img.shape[0]
     if c == 3 and cfg.p_stain > 0 and rng.random() < cfg.p_stain:
         img = stain_jitter(img, rng, cfg.stain_scale, cfg.stain_shift)
+    if c == 3 and cfg.p_color > 0 and rng.random() < cfg.p_color:
+        img = color_jitter(img, rng, cfg)
     if c == 1 and cfg.p_invert > 0 and rng.random() < cfg.p_invert:
         img = 1.0 - img
     lo, hi = cfg.gamma

@@ -173,7 +173,8 @@ def validate(net, mode: str, items: list[ValItem], postprocess: dict) -> dict:
     mode : {"instance", "semantic"}
     items : list of ValItem
     postprocess : dict
-        The card's post-processing (instance: watershed thresholds, ``min_size``).
+        The card's post-processing (instance: watershed thresholds, ``min_size``; semantic:
+        ``keep_largest``, ``fill_holes``, ``min_size`` of :mod:`napari_medseg.inference.classes`).
 
     Returns
     -------
@@ -205,12 +206,14 @@ def validate(net, mode: str, items: list[ValItem], postprocess: dict) -> dict:
             ap = 1.0 if tp + fp + fn == 0 else tp / (tp + fp + fn)
             dice = 1.0 if tot == 0 else 2 * inter / tot
             return {"score": float(ap), "ap50": float(ap), "dice": float(dice), "key": (float(ap), float(dice))}
+        from ...inference.classes import postprocess_classes, semantic_options
         from ..semantic import predict_classes
 
+        opts = semantic_options(postprocess)  # keep the largest lesion, fill holes... as the engine will
         k = int(net.head.out_channels)
         inter, tot = np.zeros(k), np.zeros(k)
         for it in items:
-            pred = predict_classes(net, it.image)[it.inner]
+            pred = postprocess_classes(predict_classes(net, it.image), **opts)[it.inner]
             t, p = it.labels[it.mask], pred[it.mask]
             inter += np.bincount(t[t == p], minlength=k)[:k]
             tot += np.bincount(t, minlength=k)[:k] + np.bincount(p, minlength=k)[:k]

@@ -155,7 +155,7 @@ def set_prior_bias(net, samples, n_classes: int) -> None:
         net.head.bias.copy_(torch.from_numpy(np.log(freq / freq.sum())).to(net.head.bias))
 
 
-def output_section(base_card, mode: str, names: list[str]) -> dict:
+def output_section(base_card, mode: str, names: list[str], postprocess: dict | None = None) -> dict:
     """The ``output`` section of the new model's card.
 
     Parameters
@@ -165,6 +165,9 @@ def output_section(base_card, mode: str, names: list[str]) -> dict:
     mode : {"instance", "semantic"}
     names : list of str
         Full class names, background first.
+    postprocess : dict, optional
+        Semantic mode: the ``output.postprocess`` of the new card
+        (:mod:`napari_medseg.inference.classes` keys); default none.
 
     Returns
     -------
@@ -177,4 +180,5 @@ def output_section(base_card, mode: str, names: list[str]) -> dict:
         pp = dict(base_card.output.get("postprocess") or {}) if base_card.kind == "instance" else {}
         return {"kind": "instance", "channels": ["foreground", "distance"], "class_names": names,
                 "postprocess": {**DEFAULT_POSTPROCESS, **pp}}
-    return {"kind": "semantic", "channels": list(names), "class_names": list(names), "postprocess": {}}
+    return {"kind": "semantic", "channels": list(names), "class_names": list(names),
+            "postprocess": dict(postprocess or {})}
