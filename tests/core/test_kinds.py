@@ -29,7 +29,7 @@ NUCLEI_ON_MR = ("the nuclei model was made for fluorescence microscopy, brightfi
 def test_shipped_cards_say_what_they_were_made_for() -> None:
     kinds = {m.name: card_image_kinds(m.card) for m in list_models() if m.source == "shipped"}
     assert kinds == {"bccd": ("blood_smear",), "nuclei": ("fluorescence", "brightfield", "histology"),
-                     "nuclei-he": ("histology",)}
+                     "nuclei-he": ("histology",), "ms-lesions": ("MR",)}
 
 
 def test_infer_and_normalize() -> None:

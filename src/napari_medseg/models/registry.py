@@ -161,14 +161,18 @@ def default_model_for(image_is_rgb: bool, image_kind: str | None = None,
     str or None
         ``"nuclei-he"`` for RGB images and ``"nuclei"`` for grey ones when
         shipped (and fitting ``image_kind``); otherwise the first listed
-        model that takes such images; None if none does.
+        model that takes such images; None if none does.  Models whose card
+        says ``output.auto: false`` (one finding, such as ``ms-lesions``)
+        are never picked: name them.
     """
     from .kinds import MICROSCOPY, card_image_kinds, kind_fits, normalize_kind
 
     kind = None if image_kind is None else normalize_kind(image_kind)
     if kind == MICROSCOPY:
         kind = None
-    models = [m for m in list_models() if is_compatible(m.card, image_is_rgb) and m.card.kind in kinds]
+    # a model for one finding (``output.auto: false``, e.g. ms-lesions) is never picked by "auto": name it
+    models = [m for m in list_models() if is_compatible(m.card, image_is_rgb) and m.card.kind in kinds
+              and m.card.output.get("auto", True) is not False]
     if kind is not None:  # only models whose card says they are made for such images
         models = [m for m in models if card_image_kinds(m.card) is not None and kind_fits(m.card, kind)]
     wanted = DEFAULT_RGB if image_is_rgb else DEFAULT_GREY
@@ -203,13 +207,15 @@ def resolve_model_or_auto(name_or_path, image_is_rgb: bool, what: str = "model",
     if isinstance(name_or_path, str) and name_or_path == "auto":
         name = default_model_for(image_is_rgb, kind, kinds)
         if name is None and kind not in (None, MICROSCOPY):
-            made = [f"{m.name} ({describe_kinds(k)})" for m in list_models() if m.card.kind in kinds
-                    and (k := card_image_kinds(m.card))]
+            listed = [(m, k) for m in list_models() if m.card.kind in kinds and (k := card_image_kinds(m.card))]
+            made = [f"{m.name} ({describe_kinds(k)})" for m, k in listed if m.card.output.get("auto", True) is not False]
+            named = [f"{m.name} ({describe_kinds(k)})" for m, k in listed if m.card.output.get("auto", True) is False]
             raise ModelError(
                 f"no installed {what} is made for {DESCRIPTIONS.get(kind, kind)} images"
                 + (f" (installed: {'; '.join(made)})" if made else "")
                 + "; rather than guess, nothing was run. Give a model name or folder to run one anyway "
-                  "(see `medseg models`), or train one on your own annotated images (`medseg train`)")
+                  "(see `medseg models`), or train one on your own annotated images (`medseg train`)"
+                + (f". Models for one finding run by name only: {'; '.join(named)}" if named else ""))
         if name is None:
             raise ModelError(f"no installed {what} takes {'RGB' if image_is_rgb else 'single-channel'} images; "
                              "give a model name or folder (see `medseg models`)")

@@ -320,7 +320,8 @@ class ModelPicker(QWidget):
             return
         if cur is not None and model_fits(cur, rgb):
             return
-        fitting = next((i for i in self._infos if model_fits(i, rgb)), None)
+        fitting = next((i for i in self._infos if model_fits(i, rgb) and i.card.output.get("auto", True) is not False),
+                       None) or next((i for i in self._infos if model_fits(i, rgb)), None)
         if fitting is not None:
             self.select(self._key(fitting))
 
