@@ -46,9 +46,16 @@ def build_seg_volume(frames: list[Frame], name: str, meta: dict[str, Any]) -> Vo
         raise ReaderError(f"{hdr.path}: DICOM-SEG frames without PlanePositionSequence/PlaneOrientationSequence "
                           "cannot be placed on a patient grid")
     segments = {}
-    for item in ds.get("SegmentSequence") or []:
-        num = int(item.get("SegmentNumber", 0) or 0)
-        segments[num] = str(item.get("SegmentLabel", "") or f"segment {num}")
+    try:
+        for item in ds.get("SegmentSequence") or []:
+            num = int(item.get("SegmentNumber", 0) or 0)
+            segments[num] = str(item.get("SegmentLabel", "") or f"segment {num}")
+    except Exception as exc:  # pydicom parses the sequence on first access; damaged items fail in many ways
+        raise ReaderError(f"{hdr.path}: unreadable SegmentSequence ({type(exc).__name__}: {exc})") from exc
+    if any(f.segment is None for f in frames):
+        missing = [f.index + 1 for f in frames if f.segment is None]
+        raise ReaderError(f"{hdr.path}: DICOM-SEG frame(s) {missing[:5]} name no segment "
+                          "(SegmentIdentificationSequence / ReferencedSegmentNumber missing or damaged)")
     if any(f.segment not in segments for f in frames):
         raise ReaderError(f"{hdr.path}: frames reference segments {sorted({f.segment for f in frames})} but the "
                           f"SegmentSequence declares {sorted(segments)}")
