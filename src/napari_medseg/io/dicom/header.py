@@ -288,6 +288,9 @@ def _check_not_truncated(ds: Any, path: str, fp: Any, size: int) -> None:
     sop = text(ds, "SOPClassUID") or str(getattr(meta, "MediaStorageSOPClassUID", "") or "")
     name = UID(sop).name if sop else ""
     image_class = name.endswith("Image Storage") or "Image Storage -" in name or name in _PIXEL_SOP_NAMES
+    if not sop and len(ds) == 0:
+        raise ReaderError(f"{path}: the file ends right after its DICOM preamble/meta information, before any "
+                          "data element: it is truncated (incomplete copy or download?)")
     if not (image_class or "Rows" in ds):
         return  # RT structure sets, reports, plans...: no pixel data expected
     at = fp.tell()

@@ -328,7 +328,7 @@ def _dicomdir_files(p: Path) -> list[str]:
     existing = [f for f in paths if _is_regular(f)]
     if paths and not existing:
         raise ReaderError(f"{p}: DICOMDIR lists {len(paths)} files but none exists next to it")
-    return existing
+    return existing + [f for f in paths if f not in set(existing)]  # the others are reported by _scan
 
 
 def _scan(files: list[str], single: bool) -> tuple[list[FileHeader], list[str], list[tuple[str, str, str | None]]]:
@@ -341,6 +341,10 @@ def _scan(files: list[str], single: bool) -> tuple[list[FileHeader], list[str], 
     headers: list[FileHeader] = []
     broken: list[tuple[str, str, str | None]] = []
     for f in files:
+        if not single and not _is_regular(f):  # listed by a DICOMDIR but missing, or a pipe/device
+            what = "missing" if not os.path.lexists(f) else "not a regular file"
+            broken.append((f, f"{f}: listed in the DICOMDIR but {what}", None))
+            continue
         try:
             headers.append(read_header(f))
         except NotDicomError as exc:
