@@ -17,3 +17,7 @@ class ModelError(MedsegError, ValueError):
 
 class ParameterError(MedsegError, ValueError):
     """A parameter value is out of range or inconsistent with the input."""
+
+
+class TrainingError(MedsegError, RuntimeError):
+    """Training cannot go on (e.g. the loss became NaN or infinite); the message says what to change."""
