@@ -35,13 +35,17 @@ from ..errors import ParameterError
 from .common import (
     PICTURE_SUFFIXES,
     Command,
+    UsageError,
+    check_inputs,
     check_output_folder,
     drain,
     fraction,
     labels_geometry,
+    path_arg,
     positive_int,
+    prepare_output_folder,
     read_inputs,
-    stem,
+    unique_stems,
     write_labels_like,
 )
 
@@ -52,7 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``medseg detect``."""
     p.add_argument("inputs", nargs="+", metavar="IN",
                    help="TIFF, DICOM file/folder/DICOMDIR, or a JPEG/PNG/BMP picture")
-    p.add_argument("-o", "--output", required=True, metavar="OUTDIR", type=Path,
+    p.add_argument("-o", "--output", required=True, metavar="OUTDIR", type=path_arg,
                    help="folder for <stem>_objects.csv and <stem>_labels.tif (created if needed)")
     p.add_argument("--model", default="auto", metavar="NAME|PATH",
                    help="segmentation or detection model name (see `medseg models`) or folder; "
@@ -97,17 +101,16 @@ def run(args: argparse.Namespace) -> int:
     """Run ``medseg detect``; returns 0, raises :class:`~napari_medseg.errors.MedsegError` on bad input."""
     from ..analysis.objects import write_objects_csv
     out: Path = args.output
-    check_output_folder(out, ParameterError)
+    paths = check_inputs(args.inputs)  # every path checked before any work
+    check_output_folder(out, UsageError)
     if args.model != "auto":  # a bad model name fails before any file is read
         from ..models.registry import resolve_model
 
         args.model = resolve_model(args.model).path
-    out.mkdir(parents=True, exist_ok=True)
-    for src in args.inputs:
-        path = Path(src)
+    prepare_output_folder(out)
+    for path, name0 in zip(paths, unique_stems(paths), strict=True):  # a/same.tif, b/same.tif -> same, same_2
         t0 = time.perf_counter()
         vols = read_inputs(path)
-        name0 = stem(path)
         for i, vol in enumerate(vols):
             name = name0 if len(vols) == 1 else f"{name0}_{i}"
             res = _detect_volume(vol, args, name)

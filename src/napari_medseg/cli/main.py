@@ -10,9 +10,10 @@
     medseg detect IN... -o OUTDIR [--model NAME|PATH]
     medseg demo [nuclei|he|mr] [--run]
 
-Exit status: 0 success, 2 bad usage or input (one-line message on stderr, no
-traceback), 1 unexpected error (with traceback, please report it), 130
-interrupted.
+Exit status: 0 success, 2 bad usage or input, or a system error such as a
+full disk (one-line message on stderr, no traceback), 1 out of memory (one
+line) or an unexpected error (with traceback and an "unexpected error (a
+bug)" line, please report it), 130 interrupted.
 
 Each verb lives in its own module (:mod:`~napari_medseg.cli.segment`,
 :mod:`~napari_medseg.cli.models`...), which defines a
@@ -88,7 +89,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("medseg: interrupted", file=sys.stderr)
         return 130
+    except MemoryError:
+        print(f"medseg {args.command}: error: out of memory (try a smaller --tile-size / --batch-size, or a "
+              "machine with more memory)", file=sys.stderr)
+        return 1
+    except OSError as e:  # disk full, a file vanished or became unreadable mid-run: the system's, not a bug
+        where = f" {e.filename}" if getattr(e, "filename", None) else ""
+        print(f"medseg {args.command}: error:{where}: {e.strerror or e}", file=sys.stderr)
+        return 2
     except Exception:  # noqa: BLE001
+        traceback.print_exc()
+        print("medseg: unexpected error (a bug): please report it with the traceback above", file=sys.stderr)
+        return 1
+    except BaseException as e:  # a Rust decoder's panic (pyo3 PanicException) is a BaseException
+        if isinstance(e, (SystemExit, GeneratorExit)):
+            raise
         traceback.print_exc()
         print("medseg: unexpected error (a bug): please report it with the traceback above", file=sys.stderr)
         return 1

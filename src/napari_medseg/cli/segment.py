@@ -7,26 +7,29 @@
 
 For every input image this writes ``OUTDIR/<stem>_labels.tif`` with the
 input's pixel size; a file holding several images (a DICOM folder with
-several series) gives ``<stem>_0``, ``<stem>_1``...  Time series are
-segmented frame by frame.
+several series) gives ``<stem>_0``, ``<stem>_1``...  Inputs sharing a stem
+(``a/same.tif b/same.tif``) give ``same`` and ``same_2``.  Time series are
+segmented frame by frame.  Every input and the output folder are checked
+before the first image is segmented.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 from typing import Any
 
 from .common import (
     Command,
     UsageError,
-    check_output_folder,
+    check_inputs,
     drain,
     engine_scale,
     labels_geometry,
+    path_arg,
     positive_int,
-    stem,
+    prepare_output_folder,
+    unique_stems,
     write_labels_like,
 )
 
@@ -36,7 +39,7 @@ HELP = "segment images with a U-Net model and write label TIFFs"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add the ``segment`` options to ``p``."""
     p.add_argument("inputs", nargs="+", metavar="IN", help="TIFF file, DICOM file, DICOM series folder or DICOMDIR")
-    p.add_argument("-o", "--output", required=True, metavar="OUTDIR", type=Path,
+    p.add_argument("-o", "--output", required=True, metavar="OUTDIR", type=path_arg,
                    help="folder for the <input stem>_labels.tif files (created if needed)")
     p.add_argument("--model", default="auto", metavar="NAME|PATH",
                    help="model name (see `medseg models`) or folder; default: auto (nuclei-he for RGB, nuclei for grey)")
@@ -99,13 +102,11 @@ def run(args: argparse.Namespace) -> int:
     """Run ``medseg segment``; returns 0, raises :class:`~napari_medseg.errors.MedsegError` on bad input."""
     from ..io import read
 
-    args.output.mkdir(parents=True, exist_ok=True)
-    check_output_folder(args.output, UsageError)
-    for src in args.inputs:
-        path = Path(src)
+    paths = check_inputs(args.inputs)  # every path checked before the first image is segmented
+    prepare_output_folder(args.output)
+    for path, name0 in zip(paths, unique_stems(paths), strict=True):  # a/same.tif, b/same.tif -> same, same_2
         t0 = time.perf_counter()
         vols = read(path)
-        name0 = stem(path)
         for i, vol in enumerate(vols):
             name = name0 if len(vols) == 1 else f"{name0}_{i}"
             lab, axes, results = _segment_volume(vol, args, name)
