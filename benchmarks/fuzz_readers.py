@@ -569,7 +569,8 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list reads best
         for label, at in cuts.items():
             if isinstance(at, int) and at >= size:
                 continue
-            tags = ci if label in ("85%", "-2B", "at_pixels", "4KB", "66KB", "0B") else ()
+            tags = ci if label in ("85%", "at_pixels", "4KB", "66KB") or (label in ("0B", "-2B") and key == "CT_small") \
+                else ()
             d(f"cut_{label}", from_bytes(src, cut(at), "image.dcm"), tags=tags)
         # flipped bytes: header (never harmless: it may hit any field) and pixel stream
         implicit = b"1.2.840.10008.1.2\x00" in raw[:pix] or raw[132:400].count(b"1.2.840.10008.1.2 ") > 0
