@@ -18,7 +18,7 @@ import numpy as np
 from ...errors import ReaderError
 from ...geometry import LPS, Volume
 from .geometry import POSITION_TOL_MM, lps_affine_zyx, plan_stack, slice_normal
-from .header import Frame
+from .header import Frame, frame_notes
 from .pixels import decode
 
 
@@ -91,7 +91,7 @@ def build_seg_volume(frames: list[Frame], name: str, meta: dict[str, Any]) -> Vo
             mask = pixels[f.index] >= threshold
             overlap += int(np.count_nonzero(labels[z][mask]))
             labels[z][mask] = f.segment
-    warn_list = [w for w in layout.warnings if not w.startswith("missing slices")]
+    warn_list = frame_notes(frames) + [w for w in layout.warnings if not w.startswith("missing slices")]
     if overlap:
         warn_list.append(f"segments overlap on {overlap} pixels; the higher segment number was kept there")
     spacing = frames[0].pixel_spacing or (1.0, 1.0)

@@ -245,11 +245,13 @@ def _attribute(broken: list[tuple[str, str, str | None]], groups: list[tuple[tup
     """
     by_uid: dict[str, str] = {}
     dir_series: dict[str, set[str]] = defaultdict(set)
+    if not broken:
+        return {}, []
     for key, _name, frames in groups:
         uid = key[-2]
-        for f in frames:
-            by_uid.setdefault(text(f.file.ds, "SeriesInstanceUID") or uid, uid)
-            dir_series[os.path.dirname(f.file.path)].add(uid)
+        for h in {id(f.file): f.file for f in frames}.values():
+            by_uid.setdefault(text(h.ds, "SeriesInstanceUID") or uid, uid)
+            dir_series[os.path.dirname(h.path)].add(uid)
     for h in headers:  # non-image files (RTSTRUCT, SR...) in the folder make it a mixed folder
         if h.fmt is None:
             dir_series[os.path.dirname(h.path)].add(f"other:{text(h.ds, 'SeriesInstanceUID') or h.path}")
@@ -615,9 +617,9 @@ def _pixels(frames: list[Frame], order: np.ndarray, warn_list: list[str]
                                         f"[{lo}, {hi}]) before the rescale; the window is mirrored the same way")
     slopes = np.where(missing, 1.0, [[frames[i].slope if i >= 0 else 1.0 for i in row] for row in order])
     intercepts = np.where(missing, 0.0, [[frames[i].intercept if i >= 0 else 0.0 for i in row] for row in order])
-    if not fmt.rgb:
-        for f in frames:  # before any arithmetic: absurd values would overflow or give inf
-            check_rescale_range(f.file.path, np.array([f.slope]), np.array([f.intercept]), fmt.stored_range)
+    if not fmt.rgb:  # before any arithmetic: absurd values would overflow or give inf
+        for (slope, intercept), path in {(f.slope, f.intercept): f.file.path for f in reversed(frames)}.items():
+            check_rescale_range(path, np.array([slope]), np.array([intercept]), fmt.stored_range)
     data = rescale(stored, slopes, intercepts, frame_axes=2, stored_range=fmt.stored_range) if not fmt.rgb else stored
     if missing.any():
         data[missing] = data[~missing].min()
