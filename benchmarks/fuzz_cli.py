@@ -11,7 +11,7 @@ reached the user, and what was written::
     hang          no exit within the timeout
 
 Run: ``python benchmarks/fuzz_cli.py [-k TEXT] [-v]``; it prints one line per
-case and the table.  Needs the shipped ``nuclei`` model and a dsb2018 image
+case and the table.  Each command runs under an 8 GB address-space limit.  Needs the shipped ``nuclei`` model and a dsb2018 image
 from ``../shared/datasets`` (a synthetic image otherwise).
 """
 
@@ -88,6 +88,7 @@ def _labels(folder: Path, name: str) -> Path:
     for i, (y, x) in enumerate([(20, 20), (50, 60), (70, 30), (30, 75)], 1):
         lab[y - 6:y + 6, x - 6:x + 6] = i
     p = folder / name
+    p.parent.mkdir(parents=True, exist_ok=True)
     tifffile.imwrite(p, lab)
     return p
 
@@ -233,24 +234,44 @@ def build_cases() -> list[CliCase]:  # noqa: C901 - one flat list reads best
             return [a.replace("{tmp}", str(tmp)) for a in args], e
         cases.append(CliCase(f"train/{name}", setup, expect, check, interrupt))
 
-    from napari_medseg.models.registry import shipped_models_dir
+    shipped = SRC / "napari_medseg" / "models" / "shipped"  # of the checkout under test
+    def snapshot() -> dict[str, tuple]:
+        return {q.name: tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(q.iterdir()))
+                for q in shipped.iterdir() if q.is_dir()}
+    before = snapshot()
 
-    shipped = shipped_models_dir()
+    def shipped_untouched(t: Path, p: subprocess.CompletedProcess) -> str | None:
+        import shutil
+
+        now = snapshot()
+        new = set(now) - set(before)
+        for name in new:  # never leave a fuzz model among the shipped ones
+            shutil.rmtree(shipped / name, ignore_errors=True)
+        changed = sorted(n for n in before if now.get(n) != before[n])
+        return f"written into the shipped models: {sorted(new) + changed}" if new or changed else None
+
     train("lr_inf", ["--lr", "inf", "--out", "{tmp}/m", "--epochs", "1"], check=_no_model("m"))
     train("lr_nan", ["--lr", "nan", "--out", "{tmp}/m", "--epochs", "1"], check=_no_model("m"))
     train("lr_1e6", ["--lr", "1e6", "--out", "{tmp}/m", "--epochs", "1"], check=_no_model("m"))
     train("minutes_inf", ["--minutes", "inf", "--out", "{tmp}/m"], check=_no_model("m"))
     train("patch_100000", ["--patch-size", "100000", "--out", "{tmp}/m", "--epochs", "1"], check=_no_model("m"))
     train("batch_100000", ["--batch-size", "100000", "--out", "{tmp}/m", "--epochs", "1"], check=_no_model("m"))
-    train("out_is_file", ["--out", "{tmp}/f.txt", "--epochs", "1"])
-    train("out_shipped_nuclei", ["--out", str(shipped / "nuclei"), "--overwrite", "--epochs", "1"])
+    train("out_is_file", ["--out", "{tmp}/f.txt", "--epochs", "1"], env=lambda t: (t / "f.txt").write_text("x") and {})
+    train("out_under_file", ["--out", "{tmp}/f.txt/m", "--epochs", "1"],
+          env=lambda t: (t / "f.txt").write_text("x") and {})
+    train("out_shipped_nuclei", ["--out", str(shipped / "nuclei"), "--overwrite", "--epochs", "1"],
+          check=shipped_untouched)
+    train("out_shipped_nuclei_other_name", ["--out", str(shipped / "nuclei"), "--name", "mine", "--overwrite",
+                                            "--epochs", "1"], check=shipped_untouched)
+    train("out_shipped_new_folder", ["--out", str(shipped / "mine"), "--epochs", "1"], check=shipped_untouched)
 
     def link_env(t: Path) -> dict[str, str]:
         (t / "link").symlink_to(shipped)
         return {}
-    train("out_symlink_into_shipped", ["--out", "{tmp}/link/nuclei", "--overwrite", "--epochs", "1"], env=link_env)
+    train("out_symlink_into_shipped", ["--out", "{tmp}/link/nuclei", "--name", "mine", "--overwrite", "--epochs", "1"],
+          env=link_env, check=shipped_untouched)
     train("models_dir_is_shipped", ["--name", "newmodel", "--epochs", "1"],
-          env=lambda t: {"MEDSEG_MODELS_DIR": str(shipped)})
+          env=lambda t: {"MEDSEG_MODELS_DIR": str(shipped)}, check=shipped_untouched)
     train("name_newline", ["--name", "evil\n", "--epochs", "1"])
     train("name_300_chars", ["--name", "a" * 300, "--epochs", "1"])
     train("name_dotdot", ["--name", "../escape", "--epochs", "1"])
@@ -266,8 +287,8 @@ def build_cases() -> list[CliCase]:  # noqa: C901 - one flat list reads best
         tr = json.loads(card.read_text())["training"]
         return None if tr.get("cancelled") is True and tr.get("finished") is not True else \
             f"card says finished={tr.get('finished')} cancelled={tr.get('cancelled')}"
-    train("interrupted", ["--out", "{tmp}/m", "--minutes", "2", "--no-early-stopping"], 130, check=cancelled,
-          interrupt=25.0)
+    train("interrupted", ["--out", "{tmp}/m", "--minutes", "5", "--epochs", "100000", "--no-early-stopping"], 130,
+          check=cancelled, interrupt=20.0)
 
     def ev(name: str, extra: list[str], expect: int = 2, prep=None) -> None:
         def setup(tmp: Path) -> tuple[list[str], dict[str, str]]:
@@ -299,6 +320,17 @@ def build_cases() -> list[CliCase]:  # noqa: C901 - one flat list reads best
     return cases
 
 
+#: Address-space limit of each ``medseg`` process (torch alone maps about 3 GB): a command that tries to
+#: allocate tens of GB (the issue's --patch-size 100000) fails with MemoryError instead of taking the machine.
+MEM_LIMIT_BYTES = 8 * 2**30
+
+
+def _limit_memory() -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (MEM_LIMIT_BYTES, MEM_LIMIT_BYTES))
+
+
 def run_case(case: CliCase, timeout: float) -> dict:
     with tempfile.TemporaryDirectory(prefix="fuzzcli-") as tmp:
         t = Path(tmp)
@@ -310,7 +342,7 @@ def run_case(case: CliCase, timeout: float) -> dict:
         code = "import sys; from napari_medseg.cli import main; sys.exit(main())"
         t0 = time.perf_counter()
         proc = subprocess.Popen([sys.executable, "-c", code, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, env=env, cwd=tmp)
+                                text=True, env=env, cwd=tmp, preexec_fn=_limit_memory)
         try:
             if case.interrupt_after is not None:
                 try:

@@ -172,17 +172,24 @@ def check_output_folder(folder: Path, error: type[MedsegError] = ParameterError)
     Refused: an empty path, an existing file, a path under a file, and a folder (or the nearest
     existing parent of a missing one) that is not writable.
     """
+    problem = _folder_problem(folder)
+    if problem:
+        raise error(f"output {folder}: {problem}")
+
+
+def _folder_problem(folder: Path) -> str | None:
     if str(folder) == "":
-        raise error("empty output path: give a folder")
+        return "empty path: give a folder"
     if folder.exists() and not folder.is_dir():
-        raise error(f"output {folder} exists and is not a folder")
+        return "exists and is not a folder"
     parent = _nearest_existing(folder)
     if parent is None:
-        return
+        return None
     if not parent.is_dir():
-        raise error(f"output {folder}: {parent} is a file, so no folder can be made under it")
+        return f"{parent} is a file, so no folder can be made under it"
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise error(f"output {folder}: {parent} is not writable")
+        return f"{parent} is not writable"
+    return None
 
 
 def _nearest_existing(path: Path) -> Path | None:
@@ -204,10 +211,9 @@ def prepare_output_folder(folder: Path, option: str = "-o") -> Path:
         See :func:`check_output_folder`; also when the folder cannot be created (read-only file
         system, permissions); the message names the option and the path.
     """
-    try:
-        check_output_folder(folder, UsageError)
-    except UsageError as e:
-        raise UsageError(f"{option} {folder}: {e}") from None
+    problem = _folder_problem(folder)
+    if problem:
+        raise UsageError(f"{option} {folder}: {problem}")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -231,10 +237,9 @@ def check_output_file(path: Path, option: str = "-o") -> None:
         raise UsageError(f"{option} {path}: is a folder; give a file name")
     if path.exists() and not stat.S_ISREG(path.stat().st_mode):
         raise UsageError(f"{option} {path}: exists and is not a regular file")
-    try:
-        check_output_folder(path.parent, UsageError)
-    except UsageError as e:
-        raise UsageError(f"{option} {path}: {e}") from None
+    problem = _folder_problem(path.parent)
+    if problem:
+        raise UsageError(f"{option} {path}: its folder {path.parent}: {problem}")
 
 
 def check_inputs(paths: list[Any], what: str = "input") -> list[Path]:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
+import warnings
 from collections.abc import Sequence
 
 from .. import __version__
@@ -76,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         input (:class:`~napari_medseg.errors.MedsegError`: one line on
         stderr), 1 unexpected error (traceback on stderr), 130 interrupted.
     """
+    warnings.formatwarning = _one_line_warning  # "medseg: warning: ...", not a source line
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -107,6 +109,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         traceback.print_exc()
         print("medseg: unexpected error (a bug): please report it with the traceback above", file=sys.stderr)
         return 1
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"medseg: warning: {message}\n"
 
 
 __all__ = ["COMMANDS", "build_parser", "main"]
