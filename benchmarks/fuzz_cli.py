@@ -285,10 +285,10 @@ def build_cases() -> list[CliCase]:  # noqa: C901 - one flat list reads best
         if not card.exists():
             return "no model saved"
         tr = json.loads(card.read_text())["training"]
-        return None if tr.get("cancelled") is True and tr.get("finished") is not True else \
+        return None if tr.get("cancelled") is True else \
             f"card says finished={tr.get('finished')} cancelled={tr.get('cancelled')}"
     train("interrupted", ["--out", "{tmp}/m", "--minutes", "5", "--epochs", "100000", "--no-early-stopping"], 130,
-          check=cancelled, interrupt=20.0)
+          check=cancelled, interrupt=10.0)
 
     def ev(name: str, extra: list[str], expect: int = 2, prep=None) -> None:
         def setup(tmp: Path) -> tuple[list[str], dict[str, str]]:
@@ -331,6 +331,31 @@ def _limit_memory() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (MEM_LIMIT_BYTES, MEM_LIMIT_BYTES))
 
 
+def _interrupt_when_training(proc: subprocess.Popen, after: float, timeout: float) -> tuple[str, str]:
+    """Send Ctrl-C (SIGINT) ``after`` seconds into training proper (once "device:" is printed), as a user would."""
+    import threading
+
+    lines: list[str] = []
+    started = threading.Event()
+
+    def read_err() -> None:
+        for line in proc.stderr:
+            lines.append(line)
+            if line.startswith("device:"):
+                started.set()
+
+    reader = threading.Thread(target=read_err, daemon=True)
+    reader.start()
+    if started.wait(timeout):
+        time.sleep(after)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+    out = proc.stdout.read() if proc.stdout else ""
+    proc.wait(timeout=timeout)
+    reader.join(5)
+    return out, "".join(lines)
+
+
 def run_case(case: CliCase, timeout: float) -> dict:
     with tempfile.TemporaryDirectory(prefix="fuzzcli-") as tmp:
         t = Path(tmp)
@@ -341,21 +366,22 @@ def run_case(case: CliCase, timeout: float) -> dict:
         env = dict(os.environ, PYTHONPATH=str(SRC), OMP_NUM_THREADS="1", **env_extra)
         code = "import sys; from napari_medseg.cli import main; sys.exit(main())"
         t0 = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-c", code, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        proc = subprocess.Popen([sys.executable, "-X", "faulthandler", "-c", code, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, env=env, cwd=tmp, preexec_fn=_limit_memory)
         try:
             if case.interrupt_after is not None:
-                try:
-                    out, err = proc.communicate(timeout=case.interrupt_after)
-                except subprocess.TimeoutExpired:
-                    proc.send_signal(signal.SIGINT)
-                    out, err = proc.communicate(timeout=timeout)
+                out, err = _interrupt_when_training(proc, case.interrupt_after, timeout)
             else:
                 out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-            return {"case": case.name, "category": "hang", "detail": f"no exit after {timeout:.0f} s"}
+            proc.send_signal(signal.SIGABRT)  # faulthandler dumps every thread's stack on stderr
+            try:
+                _, err = proc.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                _, err = proc.communicate()
+            where = [ln.strip() for ln in (err or "").splitlines() if ln.strip().startswith("File ")][:3]
+            return {"case": case.name, "category": "hang", "detail": f"no exit after {timeout:.0f} s; {where}"}
         done = subprocess.CompletedProcess(argv, proc.returncode, out, err)
         secs = time.perf_counter() - t0
         last = (err.strip().splitlines() or [""])[-1][:220]

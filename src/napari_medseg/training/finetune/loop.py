@@ -190,6 +190,11 @@ def check_settings(lr: float | None = None, minutes: float | None = None, epochs
 # --------------------------------------------------------------------------------- output folder
 
 
+def _shown(name: Any) -> str:
+    r = repr(name)
+    return r if len(r) <= 70 else f"{r[:60]}...' ({len(name)} characters)"
+
+
 def default_model_name(prefix: str = "finetuned") -> str:
     """A user-model name not used yet (``finetuned-1``, ``finetuned-2``...)."""
     from ...models.registry import list_models, user_models_dir
@@ -215,7 +220,7 @@ def model_folder(out=None, name: str | None = None, overwrite: bool = False) -> 
     from ...models.spec import CARD_NAME, MAX_NAME_LENGTH, refuse_shipped_folder, valid_model_name
 
     if name is not None and not valid_model_name(name):
-        raise ParameterError(f"model name {name!r}: use at most {MAX_NAME_LENGTH} letters, digits, '.', '_', '+' or "
+        raise ParameterError(f"model name {_shown(name)}: use at most {MAX_NAME_LENGTH} letters, digits, '.', '_', '+' or "
                              "'-', a letter or digit first (no spaces, slashes or line breaks)")
     if out is None:
         name = name or default_model_name()
@@ -229,7 +234,7 @@ def model_folder(out=None, name: str | None = None, overwrite: bool = False) -> 
             raise ParameterError(f"model folder {out}: no such user home folder") from None
         name = name or folder.name
     if not valid_model_name(name or ""):
-        raise ParameterError(f"model name {name!r}: use at most {MAX_NAME_LENGTH} letters, digits, '.', '_', '+' or "
+        raise ParameterError(f"model name {_shown(name)}: use at most {MAX_NAME_LENGTH} letters, digits, '.', '_', '+' or "
                              "'-', a letter or digit first (no spaces, slashes or line breaks)")
     try:
         refuse_shipped_folder(folder)
