@@ -319,7 +319,8 @@ def write_tiff(fn: Callable[[Path], None], name: str) -> Callable[[Path], Path]:
     return build
 
 
-def _dsb(rgb: bool) -> Path | None:
+def dsb_image(rgb: bool) -> Path | None:
+    """The first dsb2018 training image that is grey (or RGB), 8-bit; None without the dataset."""
     folder = _dataset("dsb2018", "train", "images")
     if folder is None:
         return None
@@ -636,8 +637,11 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list reads best
         d("pixeldata_short_2", dicom_edit(src, shorten_pixel_data(2), "image.dcm"),
           tags=ci if key in ("CT_small", "liver_seg") else ())
         d("pixeldata_short_half", dicom_edit(src, lambda ds: setattr(ds, "PixelData", bytes(ds.PixelData[: len(ds.PixelData) // 2])), "image.dcm"))
+        # native: 2 bytes of padding (harmless); encapsulated: 2 junk bytes between the last item and the
+        # delimiter (a malformed item sequence)
         d("pixeldata_long_2", dicom_edit(src, lambda ds: setattr(ds, "PixelData", bytes(ds.PixelData) + b"\0\0"),
-                                         "image.dcm"), "harmless")
+                                         "image.dcm"), "harmless" if b"\xfe\xff\x00\xe0" not in raw[pix:pix + 64]
+          else "damage")
         def empty_pixels(ds: Any) -> None:
             from pydicom.encaps import encapsulate
 
@@ -805,7 +809,7 @@ def build_cases() -> list[Case]:  # noqa: C901 - one flat list reads best
         dd("referenced_file_fifo", fifo_instead, blame="not a regular file")
 
     # ------------------------------------------------------------ TIFF
-    for key, src in {"grey": _dsb(False), "rgb": _dsb(True)}.items():
+    for key, src in {"grey": dsb_image(False), "rgb": dsb_image(True)}.items():
         if src is None:
             continue
         ref = copy_to(src, "image.tif")

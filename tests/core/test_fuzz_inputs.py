@@ -113,7 +113,7 @@ def test_lazy_tiff_tile_that_fails_later_raises_our_error(tmp_path: Path) -> Non
     from napari_medseg.errors import ReaderError
     from napari_medseg.io.tiff import read_tiff
 
-    src = H._dsb(False)
+    src = H.dsb_image(False)
     if src is None:
         pytest.skip("dsb2018 images absent")
     path = tmp_path / "pyramid.tif"
