@@ -25,3 +25,7 @@ class MedsegWarning(UserWarning):
 
 class ImageKindWarning(MedsegWarning):
     """A model runs on a kind of image its card says it was not made for (e.g. a microscopy model on MR)."""
+
+
+class TrainingError(MedsegError, RuntimeError):
+    """Training cannot go on (e.g. the loss became NaN or infinite); the message says what to change."""

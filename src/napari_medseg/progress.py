@@ -97,6 +97,10 @@ def run(
     -------
     object
         The generator's return value.
+
+    When the callback raises (Ctrl-C in a progress bar, an error while
+    reporting), the generator is closed at once, so that it can clean up
+    (a training run saves its best checkpoint marked cancelled).
     """
     while True:
         try:
@@ -104,4 +108,8 @@ def run(
         except StopIteration as stop:
             return stop.value
         if callback is not None:
-            callback(p)
+            try:
+                callback(p)
+            except BaseException:
+                gen.close()
+                raise

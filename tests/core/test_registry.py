@@ -73,15 +73,18 @@ def test_default_model(user_dir, tmp_path):
     assert default_model_for(True) == "nuclei-he"
 
 
-def test_broken_models_are_skipped_with_a_warning(user_dir):
+def test_broken_models_are_listed_apart_with_their_reason(user_dir):
+    from napari_medseg.models.registry import list_broken_models
+
     make_random_model(user_dir / "good", name="good")
     (user_dir / "bad").mkdir()
     (user_dir / "bad" / "model.json").write_text("{not json")
     (user_dir / "noweights").mkdir()
     (user_dir / "noweights" / "model.json").write_text((user_dir / "good" / "model.json").read_text())
-    with pytest.warns(UserWarning, match="skipping model folder"):
-        names = [m.name for m in list_models()]
-    assert names == ["good"]
+    assert [m.name for m in list_models()] == ["good"]
+    broken = {b.name: b.reason for b in list_broken_models()}
+    assert set(broken) == {"bad", "noweights"}
+    assert "not valid JSON" in broken["bad"] and "weights.safetensors" in broken["noweights"]
 
 
 def test_card_round_trip(tmp_path):

@@ -458,3 +458,21 @@ def test_labels_file_mode_follows_umask_and_zarr_input(tmp_path: Path) -> None:
     reference = tmp_path / "plain_file"
     reference.write_bytes(b"x")
     assert path.stat().st_mode & 0o777 == reference.stat().st_mode & 0o777
+
+
+def test_labels_write_keeps_mode_and_symlink_and_cleans_killed_writers(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    target = tmp_path / "real.tif"
+    write_labels_tiff(target, np.ones((8, 8), np.uint8))
+    os.chmod(target, 0o600)
+    link = tmp_path / "link.tif"
+    link.symlink_to(target)
+    # what a SIGKILLed writer (a process that no longer exists) left behind
+    dead = tmp_path / f".real.tif.{2**22 + 12345}.0123456789ab.part.tif"
+    dead.write_bytes(b"half a file")
+    write_labels_tiff(link, np.full((8, 8), 2, np.uint8))
+    assert link.is_symlink() and stat.S_IMODE(target.stat().st_mode) == 0o600
+    np.testing.assert_array_equal(read_tiff(link)[0].data, 2)
+    assert not dead.exists()

@@ -6,9 +6,11 @@ level): ``medseg --help`` imports every subcommand module.
 * :class:`Command`: one registry entry (name, help, arguments, run), as
   :mod:`napari_medseg.cli.main` lists them;
 * :class:`UsageError`: bad command-line input (exit status 2);
-* argparse types: :func:`positive_int`, :func:`positive_float`, :func:`fraction`,
+* argparse types: :func:`positive_int`, :func:`positive_float`, :func:`fraction`, :func:`path_arg`,
   :func:`length_or_pixels`, :func:`image_kind`;
-* paths: :func:`stem`, :func:`check_input_folder`, :func:`check_output_folder`;
+* paths, checked before any work: :func:`stem`, :func:`unique_stems`, :func:`check_inputs`,
+  :func:`check_input_folder`, :func:`check_output_folder`, :func:`prepare_output_folder`,
+  :func:`check_output_file`;
 * inputs: :func:`read_inputs` (TIFF/DICOM/pictures), :func:`read_one`;
 * geometry of a :class:`~napari_medseg.geometry.Volume`: :func:`engine_scale`,
   :func:`labels_geometry`, :func:`write_labels_like` (NIfTI for patient
@@ -19,6 +21,9 @@ level): ``medseg --help`` imports every subcommand module.
 from __future__ import annotations
 
 import argparse
+import math
+import os
+import stat
 import sys
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
@@ -109,8 +114,8 @@ def positive_float(text: str) -> float:
         v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {v}")
+    if not v > 0 or not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
     return v
 
 
@@ -176,6 +181,21 @@ def add_kind_argument(p: argparse.ArgumentParser) -> None:
                         "microscopy). --model auto picks a model made for it; a model made for other images warns")
 
 
+def path_arg(text: str) -> Path:
+    """argparse type: a non-empty path (``type=Path`` would turn ``''`` into the current folder).
+
+    Raises
+    ------
+    argparse.ArgumentTypeError
+        An empty or blank path, or one with a NUL byte.
+    """
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty path: give a file or folder name")
+    if "\0" in text:
+        raise argparse.ArgumentTypeError(f"path {text!r} holds a NUL byte")
+    return Path(text)
+
+
 # ---------------------------------------------------------------- paths
 def stem(path: Path) -> str:
     """Name of ``path`` without its image suffix (``a.ome.tif``, ``a.nii.gz`` -> ``a``), for output file names."""
@@ -193,9 +213,121 @@ def check_input_folder(folder: Path, option: str) -> None:
 
 
 def check_output_folder(folder: Path, error: type[MedsegError] = ParameterError) -> None:
-    """Raise ``error`` when ``folder`` exists and is not a folder (a missing one is fine)."""
+    """Raise ``error`` when ``folder`` cannot become an output folder (a missing one is fine).
+
+    Refused: an empty path, an existing file, a path under a file, and a folder (or the nearest
+    existing parent of a missing one) that is not writable.
+    """
+    problem = _folder_problem(folder)
+    if problem:
+        raise error(f"output {folder}: {problem}")
+
+
+def _folder_problem(folder: Path) -> str | None:
+    if str(folder) == "":
+        return "empty path: give a folder"
     if folder.exists() and not folder.is_dir():
-        raise error(f"output {folder} exists and is not a folder")
+        return "exists and is not a folder"
+    parent = _nearest_existing(folder)
+    if parent is None:
+        return None
+    if not parent.is_dir():
+        return f"{parent} is a file, so no folder can be made under it"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"{parent} is not writable"
+    return None
+
+
+def _nearest_existing(path: Path) -> Path | None:
+    for p in (path, *path.parents):
+        try:
+            if p.exists():
+                return p
+        except OSError:
+            return None
+    return None
+
+
+def prepare_output_folder(folder: Path, option: str = "-o") -> Path:
+    """Check an output folder and create it, before any work (a typo must not cost minutes first).
+
+    Raises
+    ------
+    UsageError
+        See :func:`check_output_folder`; also when the folder cannot be created (read-only file
+        system, permissions); the message names the option and the path.
+    """
+    problem = _folder_problem(folder)
+    if problem:
+        raise UsageError(f"{option} {folder}: {problem}")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"{option} {folder}: cannot create the folder: {e.strerror or e}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"{option} {folder}: the folder is not writable")
+    return folder
+
+
+def check_output_file(path: Path, option: str = "-o") -> None:
+    """Check an output file path before any work: not empty, not a folder, its folder makeable and writable.
+
+    Raises
+    ------
+    UsageError
+        The message names the option and the path.
+    """
+    if str(path) == "":
+        raise UsageError(f"{option}: empty path: give a file name")
+    if path.is_dir():
+        raise UsageError(f"{option} {path}: is a folder; give a file name")
+    if path.exists() and not stat.S_ISREG(path.stat().st_mode):
+        raise UsageError(f"{option} {path}: exists and is not a regular file")
+    problem = _folder_problem(path.parent)
+    if problem:
+        raise UsageError(f"{option} {path}: its folder {path.parent}: {problem}")
+
+
+def check_inputs(paths: list[Any], what: str = "input") -> list[Path]:
+    """Every input exists and is a file or folder (pipes and devices would block), before any work.
+
+    Raises
+    ------
+    ReaderError
+        The first input that does not exist or is neither a regular file nor a folder.
+    """
+    out = []
+    for src in paths:
+        p = Path(src)
+        if not p.exists():
+            raise ReaderError(f"{what} {p} does not exist")
+        try:
+            mode = p.stat().st_mode
+        except OSError as e:
+            raise ReaderError(f"{what} {p}: cannot be read: {e.strerror or e}") from None
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            raise ReaderError(f"{what} {p} is not a regular file or folder (a pipe, socket or device)")
+        out.append(p)
+    return out
+
+
+def unique_stems(paths: list[Path]) -> list[str]:
+    """Output stems, one per input: :func:`stem`, with ``_2``, ``_3``... when inputs share a stem.
+
+    ``a/same.tif`` and ``b/same.tif`` give ``same`` and ``same_2`` (never one file written twice);
+    the comparison ignores case, as macOS and Windows file systems do.
+    """
+    taken: set[str] = set()
+    out = []
+    for p in paths:
+        base = stem(p)
+        name, k = base, 1
+        while name.casefold() in taken:
+            k += 1
+            name = f"{base}_{k}"
+        taken.add(name.casefold())
+        out.append(name)
+    return out
 
 
 # ---------------------------------------------------------------- inputs
@@ -391,7 +523,8 @@ def drain(gen: Generator[Any, Any, T], desc: str, *, quiet: bool = False, unit: 
 
 
 __all__ = [
-    "PICTURE_SUFFIXES", "Command", "UsageError", "add_kind_argument", "check_input_folder", "image_kind", "check_output_folder", "drain", "fraction",
-    "length_or_pixels", "positive_float", "positive_int", "progress_bar", "read_inputs", "read_one", "show_progress", "engine_scale",
-    "labels_geometry", "stem", "write_labels_like",
+    "PICTURE_SUFFIXES", "Command", "UsageError", "add_kind_argument", "check_input_folder", "check_inputs",
+    "check_output_file", "check_output_folder", "drain", "engine_scale", "fraction", "image_kind",
+    "labels_geometry", "length_or_pixels", "path_arg", "positive_float", "positive_int", "prepare_output_folder",
+    "progress_bar", "read_inputs", "read_one", "show_progress", "stem", "unique_stems", "write_labels_like",
 ]

@@ -41,14 +41,19 @@ from ..errors import ParameterError
 from .common import (
     PICTURE_SUFFIXES,
     Command,
+    UsageError,
     add_kind_argument,
+    check_inputs,
     check_output_folder,
     drain,
     fraction,
     labels_geometry,
+    path_arg,
     positive_int,
+    prepare_output_folder,
     read_inputs,
     stem,
+    unique_stems,
     write_labels_like,
 )
 
@@ -59,7 +64,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``medseg detect``."""
     p.add_argument("inputs", nargs="+", metavar="IN",
                    help="TIFF, DICOM file/folder/DICOMDIR, or a JPEG/PNG/BMP picture")
-    p.add_argument("-o", "--output", required=True, metavar="OUTDIR", type=Path,
+    p.add_argument("-o", "--output", required=True, metavar="OUTDIR", type=path_arg,
                    help="folder for <stem>_objects.csv and <stem>_labels.tif (created if needed)")
     p.add_argument("--model", default="auto", metavar="NAME|PATH",
                    help="segmentation or detection model name (see `medseg models`) or folder; "
@@ -149,7 +154,8 @@ def run(args: argparse.Namespace) -> int:
     """Run ``medseg detect``; returns 0, raises :class:`~napari_medseg.errors.MedsegError` on bad input."""
     from ..analysis.objects import write_objects_csv
     out: Path = args.output
-    check_output_folder(out, ParameterError)
+    paths = check_inputs(args.inputs)  # every path checked before any work
+    check_output_folder(out, UsageError)
     label_files = _labels_files(args)
     if label_files is not None and args.model != "auto":
         raise ParameterError("give either --model (to detect objects) or --labels (to measure existing ones)")
@@ -159,13 +165,11 @@ def run(args: argparse.Namespace) -> int:
         args.model = resolve_model(args.model).path
     from ..models.registry import DEFAULT_RGB
 
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_output_folder(out)
     noted = False
-    for k, src in enumerate(args.inputs):
-        path = Path(src)
+    for k, (path, name0) in enumerate(zip(paths, unique_stems(paths), strict=True)):  # same, same_2
         t0 = time.perf_counter()
         vols = read_inputs(path)
-        name0 = stem(path)
         given = None
         if label_files is not None:
             if len(vols) != 1:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import Command, add_kind_argument, check_input_folder, drain
+from .common import Command, UsageError, add_kind_argument, check_input_folder, check_output_file, drain, path_arg
 
 HELP = "score a model or existing labels against instance masks (AP@0.5, AP@0.75, mAP 0.5:0.9, Dice)"
 
@@ -23,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      help="compare existing label images instead of running a model, e.g. the -o folder of "
                           "`medseg segment` or `medseg detect` (<stem>_labels.tif / <stem>_labels.nii.gz)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    p.add_argument("-o", "--output", type=Path, default=None, metavar="report.csv",
+    p.add_argument("-o", "--output", type=path_arg, default=None, metavar="report.csv",
                    help="write per-image rows and the overall row as CSV")
     p.add_argument("--summary-only", action="store_true", help="print only the overall lines")
     p.add_argument("--lesions", action="store_true",
@@ -45,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
         return evaluate_lesions(args)
     for name in ("images", "masks") + (("labels",) if args.labels is not None else ()):
         check_input_folder(getattr(args, name), name)
+    if args.output is not None:
+        check_output_file(args.output)  # before the images are segmented
     model = None if args.labels is not None else (args.model or "auto")
     extra = {} if model is None or args.kind is None else {"image_kind": args.kind}
     gen = evaluate_iter(args.images, args.masks, model=model, labels=args.labels, device=args.device, **extra)
@@ -52,7 +54,10 @@ def run(args: argparse.Namespace) -> int:
                    postfix=lambda p: p.message[-40:])
     print(report.format_table(per_image=not args.summary_only))
     if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            args.output.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UsageError(f"-o {args.output}: cannot create its folder: {e.strerror or e}") from None
         report.to_csv(args.output)
         print(f"wrote {args.output}")
     return 0

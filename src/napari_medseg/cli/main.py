@@ -12,9 +12,10 @@
     medseg classify FILES... --model MODEL_DIR -o OUT.csv
     medseg demo [nuclei|he|mr] [--run]
 
-Exit status: 0 success, 2 bad usage or input (one-line message on stderr, no
-traceback), 1 unexpected error (with traceback, please report it), 130
-interrupted.  Warnings meant for the user (a model made for other images...)
+Exit status: 0 success, 2 bad usage or input, or a system error such as a
+full disk (one-line message on stderr, no traceback), 1 out of memory (one
+line) or an unexpected error (with traceback and an "unexpected error (a
+bug)" line, please report it), 130 interrupted.  Warnings meant for the user (a model made for other images...)
 are one ``medseg VERB: warning: ...`` line on stderr each.
 
 Each verb lives in its own module (:mod:`~napari_medseg.cli.segment`,
@@ -102,6 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         input (:class:`~napari_medseg.errors.MedsegError`: one line on
         stderr), 1 unexpected error (traceback on stderr), 130 interrupted.
     """
+    warnings.formatwarning = _one_line_warning  # "medseg: warning: ...", not a source line
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -116,10 +118,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("medseg: interrupted", file=sys.stderr)
         return 130
+    except MemoryError:
+        print(f"medseg {args.command}: error: out of memory (try a smaller --tile-size / --batch-size, or a "
+              "machine with more memory)", file=sys.stderr)
+        return 1
+    except OSError as e:  # disk full, a file vanished or became unreadable mid-run: the system's, not a bug
+        where = f" {e.filename}" if getattr(e, "filename", None) else ""
+        print(f"medseg {args.command}: error:{where}: {e.strerror or e}", file=sys.stderr)
+        return 2
     except Exception:  # noqa: BLE001
         traceback.print_exc()
         print("medseg: unexpected error (a bug): please report it with the traceback above", file=sys.stderr)
         return 1
+    except BaseException as e:  # a Rust decoder's panic (pyo3 PanicException) is a BaseException
+        if isinstance(e, (SystemExit, GeneratorExit)):
+            raise
+        traceback.print_exc()
+        print("medseg: unexpected error (a bug): please report it with the traceback above", file=sys.stderr)
+        return 1
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"medseg: warning: {message}\n"
 
 
 __all__ = ["COMMANDS", "build_parser", "main"]

@@ -16,16 +16,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``medseg models``: a NAME, SOURCE, KIND, INPUT, FOR (image kinds), DEFAULTS (diameter, thresholds),
-    PATH table (or only paths); returns 0."""
+    PATH table (or only paths), then the broken model folders with their reason; returns 0."""
     from ..models.kinds import card_image_kinds
-    from ..models.registry import list_models, shipped_models_dir, user_models_dir
+    from ..models.registry import scan_models, shipped_models_dir, user_models_dir
 
-    models = list_models()
+    models, broken = scan_models()
     if args.paths:
         for m in models:
             print(m.path)
         return 0
-    if not models:
+    if not models and not broken:
         print(f"no models found (shipped: {shipped_models_dir()}, user: {user_models_dir()})")
         return 0
     rows = [("NAME", "SOURCE", "KIND", "INPUT", "FOR", "DEFAULTS", "PATH")]
@@ -41,6 +41,10 @@ def run(args: argparse.Namespace) -> int:
     widths = [max(len(r[i]) for r in rows) for i in range(n)]
     for r in rows:
         print("  ".join(f"{v:<{w}}" for v, w in zip(r[:n], widths, strict=False)) + "  " + r[n])
+    if broken:
+        print(f"\n{len(broken)} broken model folder(s), not usable until fixed:")
+        for b in broken:
+            print(f"  {b.name} ({b.source}, {b.path}): {b.reason}")
     return 0
 
 

@@ -18,29 +18,32 @@ see the right scale; the labels are written with it), ``--diameter`` (the
 objects' size: the image is resampled to the size the model was trained
 on, its card's ``typical_object_diameter_px``), ``--prob-threshold`` and
 ``--seed-threshold`` (the card's ``output.postprocess`` ``fg_threshold`` and
-``seed_threshold``).  The values used are printed with each output.
+``seed_threshold``).  The values used are printed with each output.  Inputs sharing a stem
+(``a/same.tif b/same.tif``) give ``same`` and ``same_2``.  Every input and the output folder are
+checked before the first image is segmented.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 from typing import Any
 
 from .common import (
     Command,
     UsageError,
     add_kind_argument,
-    check_output_folder,
+    check_inputs,
     drain,
     engine_scale,
     fraction,
     labels_geometry,
     length_or_pixels,
+    path_arg,
     positive_float,
     positive_int,
-    stem,
+    prepare_output_folder,
+    unique_stems,
     write_labels_like,
 )
 
@@ -50,7 +53,7 @@ HELP = "segment images with a U-Net model and write label TIFFs"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add the ``segment`` options to ``p``."""
     p.add_argument("inputs", nargs="+", metavar="IN", help="TIFF file, DICOM file, DICOM series folder or DICOMDIR")
-    p.add_argument("-o", "--output", required=True, metavar="OUTDIR", type=Path,
+    p.add_argument("-o", "--output", required=True, metavar="OUTDIR", type=path_arg,
                    help="folder for the <input stem>_labels.tif files (created if needed)")
     p.add_argument("--model", default="auto", metavar="NAME|PATH",
                    help="model name (see `medseg models`) or folder; default: auto (nuclei-he for RGB, nuclei for "
@@ -190,13 +193,11 @@ def run(args: argparse.Namespace) -> int:
     """Run ``medseg segment``; returns 0, raises :class:`~napari_medseg.errors.MedsegError` on bad input."""
     from ..io import read
 
-    args.output.mkdir(parents=True, exist_ok=True)
-    check_output_folder(args.output, UsageError)
-    for src in args.inputs:
-        path = Path(src)
+    paths = check_inputs(args.inputs)  # every path checked before the first image is segmented
+    prepare_output_folder(args.output)
+    for path, name0 in zip(paths, unique_stems(paths), strict=True):  # a/same.tif, b/same.tif -> same, same_2
         t0 = time.perf_counter()
         vols = read(path)
-        name0 = stem(path)
         for i, vol in enumerate(vols):
             name = name0 if len(vols) == 1 else f"{name0}_{i}"
             _apply_voxel_size(vol, args, name)

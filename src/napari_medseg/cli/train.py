@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 
 from ..errors import ParameterError
-from .common import Command, positive_float, positive_int, progress_bar, read_one
+from .common import Command, UsageError, check_inputs, path_arg, positive_float, positive_int, progress_bar, read_one
 
 HELP = "train or fine-tune a segmentation model on painted label images"
 
@@ -79,7 +79,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=["instance", "semantic", "classify"], default="instance",
                    help="instance: one id per object; semantic: label value = class id; classify: a CNN "
                         "classifier from --table (default instance)")
-    p.add_argument("--out", type=Path, default=None, metavar="MODEL_DIR",
+    p.add_argument("--out", type=path_arg, default=None, metavar="MODEL_DIR",
                    help="model folder to write (default: the user model folder / --name)")
     p.add_argument("--name", default=None, help="model name (default: the --out folder's name, or finetuned-N)")
     p.add_argument("--minutes", type=positive_float, default=None, metavar="M",
@@ -116,13 +116,21 @@ def run(args: argparse.Namespace) -> int:
 
         return train_classifier(args)
     from ..progress import run as drain
-    from ..training.finetune import finetune_iter
+    from ..training.finetune import finetune_iter, model_folder
+    from ..training.finetune.loop import check_settings
 
     if not args.images or not args.labels:
         raise ParameterError(f"--mode {mode} needs --images and --labels")
     if len(args.images) != len(args.labels):
         raise ParameterError(f"{len(args.images)} --images but {len(args.labels)} --labels: give one labels file "
                              "per image, in the same order")
+    # everything that can be checked without reading an image, before reading one
+    check_settings(args.lr, args.minutes, args.epochs, args.patch_size, args.batch_size)
+    if args.classes is not None and args.mode != "semantic":
+        raise UsageError("--classes names semantic classes; it has no effect with --mode instance")
+    check_inputs(args.images, "image")
+    check_inputs(args.labels, "labels")
+    model_folder(args.out, args.name, args.overwrite)
     images, labels = [], []
     for ip, lp in zip(args.images, args.labels, strict=False):
         img = read_one(ip, "image")

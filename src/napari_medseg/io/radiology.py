@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -88,9 +89,102 @@ def _check_file(path: str | os.PathLike) -> Path:
     p = Path(path)
     if not p.exists():
         raise ReaderError(f"{p} does not exist")
-    if not p.is_file():
-        raise ReaderError(f"{p} is not a regular file")
+    if not _is_regular(p):
+        raise ReaderError(f"{p} is not a regular file (a folder, pipe, socket or device)")
     return p
+
+
+def _is_regular(p: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(p).st_mode)
+    except OSError:
+        return False
+
+
+#: Largest ratio of decoded to gzip-compressed bytes believed before reading (deflate tops out at 1032).
+MAX_GZIP_RATIO = 1100
+#: Decoded sizes up to this are believed whatever the file size.
+SMALL_BYTES = 64 * 2**20
+#: Largest magnitude of a scaled value, a voxel size (mm) and an origin (mm) taken as data, not damage.
+MAX_SCALED = 1e15
+MAX_VOXEL_MM = 1e5
+MAX_ORIGIN_MM = 1e6
+
+
+def _gzip_isize(p: Path) -> int | None:
+    """The uncompressed size (mod 2**32) a gzip file's trailer records, or None."""
+    try:
+        with open(p, "rb") as fh:
+            if fh.read(2) != b"\x1f\x8b":
+                return None
+            fh.seek(-4, os.SEEK_END)
+            return int.from_bytes(fh.read(4), "little")
+    except OSError:
+        return None
+
+
+def _verify_gzip(p: Path) -> None:
+    """Read a gzip file to its end so that its CRC and length are checked (readers stop early)."""
+    import gzip
+    import zlib
+
+    try:
+        with gzip.open(p, "rb") as fh:
+            while fh.read(8 * 2**20):
+                pass
+    except (OSError, EOFError, zlib.error) as exc:
+        raise ReaderError(f"{p}: the gzip data are damaged or truncated ({type(exc).__name__}: {exc}); the "
+                          "values read from it cannot be trusted") from exc
+
+
+def _check_nifti_header(p: Path, img: Any) -> None:
+    """Refuse a NIfTI header whose image does not fit the file or whose numbers are unusable, before reading."""
+    hdr = img.header
+    shape = tuple(int(s) for s in img.shape)
+    if not shape or min(shape) < 1:
+        raise ReaderError(f"{p}: the NIfTI header declares an empty image (dim {shape}): the header is damaged")
+    dtype = np.dtype(hdr.get_data_dtype())
+    nbytes = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+    offset = float(hdr.get_data_offset())
+    size = p.stat().st_size
+    what = f"{' x '.join(map(str, shape))} voxels of {dtype}"
+    if not np.isfinite(offset) or offset < 0:
+        raise ReaderError(f"{p}: the NIfTI vox_offset {offset} is not a file position: the header is damaged")
+    if is_nifti_path(p) and str(p).lower().endswith(".gz"):
+        isize = _gzip_isize(p)
+        if nbytes > max(SMALL_BYTES, MAX_GZIP_RATIO * size):
+            raise ReaderError(f"{p}: the NIfTI header declares {what} ({nbytes:,} bytes) but the gzip file has only "
+                              f"{size:,} bytes: the header is damaged")
+        if isize is not None and offset + nbytes < 2**32 and isize < offset + nbytes:
+            raise ReaderError(f"{p}: the NIfTI header declares {what} ({nbytes:,} bytes from byte {int(offset)}) but "
+                              f"the gzip data hold {isize:,} bytes: the file is truncated or the header is damaged")
+    elif offset + nbytes > size:
+        raise ReaderError(f"{p}: the NIfTI header declares {what} ({nbytes:,} bytes from byte {int(offset)}) but the "
+                          f"file has only {size:,} bytes: it is truncated or the header is damaged")
+    # nibabel moves the scaling into the array proxy when it loads the image
+    slope, inter = getattr(img.dataobj, "slope", None), getattr(img.dataobj, "inter", None)
+    if slope is not None or inter is not None:
+        s_, b_ = float(slope if slope is not None else 1.0), float(inter if inter is not None else 0.0)
+        top = float(np.iinfo(dtype).max) if dtype.kind in "iu" else 1.0
+        reach = abs(s_) * top + abs(b_) if np.isfinite(s_) and np.isfinite(b_) else np.inf
+        if not reach <= MAX_SCALED:
+            raise ReaderError(f"{p}: the NIfTI scaling scl_slope {s_:g} / scl_inter {b_:g} maps the stored values "
+                              f"beyond any real measurement (|value| > {MAX_SCALED:g}): the header is damaged")
+
+
+def _check_affine(p: Path, lin: np.ndarray, origin: np.ndarray, what: str) -> None:
+    """Refuse a voxel-to-world transform that is not finite, degenerate, or absurdly large."""
+    lin = np.asarray(lin, dtype=float)
+    origin = np.asarray(origin, dtype=float)
+    if not (np.isfinite(lin).all() and np.isfinite(origin).all()):
+        raise ReaderError(f"{p}: the {what} has non-finite values: the header is damaged")
+    steps = np.linalg.norm(lin, axis=0)
+    if (steps <= 0).any() or abs(np.linalg.det(lin)) < 1e-12 * max(float(np.prod(steps)), 1e-300):
+        raise ReaderError(f"{p}: the {what} is degenerate (a voxel axis of length 0 or axes in one plane): the "
+                          "header is damaged")
+    if (steps > MAX_VOXEL_MM).any() or (np.abs(origin) > MAX_ORIGIN_MM).any():
+        raise ReaderError(f"{p}: the {what} gives voxel sizes {steps.tolist()} / origin {origin.tolist()} beyond any "
+                          "scan (1e5 mm voxels or a 1 km origin): the header is damaged")
 
 
 # --------------------------------------------------------------------------- NIfTI
@@ -128,13 +222,19 @@ def read_nifti(path: str | os.PathLike) -> list[Volume]:
         shape = tuple(int(s) for s in img.shape)
         if len(shape) > 4:
             raise ReaderError(f"{p}: {len(shape)}-dimensional NIfTI (shape {shape}); only 2D, 3D and 4D are read")
-        data = np.asanyarray(img.dataobj)
+        _check_nifti_header(p, img)
         ras = img.affine
         if ras is None:  # pragma: no cover - nibabel always builds one
             raise ReaderError(f"{p}: no voxel-to-world affine")
+        _check_affine(p, np.asarray(ras)[:3, :3], np.asarray(ras)[:3, 3], "NIfTI voxel-to-world affine (qform/sform)")
+        data = np.asanyarray(img.dataobj)
+        if str(p).lower().endswith(".gz"):
+            _verify_gzip(p)
         xyz_unit, t_unit = hdr.get_xyzt_units()
         zooms = tuple(float(z) for z in hdr.get_zooms())
     except ReaderError:
+        raise
+    except MemoryError:
         raise
     except Exception as exc:  # nibabel raises many types for damaged files
         raise ReaderError(f"cannot read NIfTI {p}: {type(exc).__name__}: {exc}") from exc
@@ -280,11 +380,19 @@ def read_nrrd(path: str | os.PathLike) -> list[Volume]:
     import nrrd
 
     p = _check_file(path)
+    _check_nrrd_header(p)
     try:
         data, hdr = nrrd.read(str(p), index_order="F")
+    except MemoryError:
+        raise
     except Exception as exc:  # pynrrd raises NRRDError, ValueError, OSError, zlib errors...
         raise ReaderError(f"cannot read NRRD {p}: {type(exc).__name__}: {exc}") from exc
+    if data.dtype.byteorder not in ("=", "|"):
+        data = data.astype(data.dtype.newbyteorder("="))
     dirs = hdr.get("space directions")
+    if dirs is not None and len(dirs) != data.ndim:
+        raise ReaderError(f"{p}: NRRD 'space directions' has {len(dirs)} entries for {data.ndim} axes (non-spatial "
+                          "axes need 'none'): the header is damaged")
     space = str(hdr.get("space", "")).strip().lower()
     name = _stem(p)
     meta: dict[str, Any] = {"source": str(p), "format": "NRRD", "nrrd_space": space or None}
@@ -308,8 +416,14 @@ def read_nrrd(path: str | os.PathLike) -> list[Volume]:
         origin = np.asarray(hdr.get("space origin", np.zeros(vecs.shape[0])), float)
         if vecs.shape[0] != 3:
             raise ReaderError(f"{p}: NRRD space has {vecs.shape[0]} dimensions, expected 3")
+        if origin.shape != (3,):
+            raise ReaderError(f"{p}: NRRD space origin {origin.tolist()} is not 3 numbers: the header is damaged")
         if not (np.all(np.isfinite(vecs)) and np.all(np.isfinite(origin))):
             raise ReaderError(f"{p}: NRRD space directions/origin have non-finite values")
+        steps = np.linalg.norm(vecs, axis=0)
+        if (steps > MAX_VOXEL_MM).any() or (np.abs(origin) > MAX_ORIGIN_MM).any():
+            raise ReaderError(f"{p}: NRRD space directions/origin give voxel sizes {steps.tolist()} / origin "
+                              f"{origin.tolist()} beyond any scan: the header is damaged")
         lin = flip[:, None] * vecs
         if lin.shape[1] == 2:  # one slice: the normal of the plane, unit length
             n = np.cross(lin[:, 0], lin[:, 1])
@@ -350,6 +464,67 @@ def read_nrrd(path: str | os.PathLike) -> list[Volume]:
         axes = "CZYX"
     return [Volume(data=arr, axes=axes, name=name, affine=affine, units=geo_units, frame=frame,
                    layer_type=_layer_type(name, arr) if not chan else "image", metadata=meta)]
+
+
+#: NRRD header fields that point into the file or to other files.
+_NRRD_SKIPS = ("line skip", "lineskip", "byte skip", "byteskip")
+
+
+def _check_nrrd_header(p: Path) -> None:
+    """Refuse, before pynrrd reads anything, skips beyond the file and data files that are not regular files.
+
+    pynrrd skips ``line skip`` lines one ``readline`` at a time (a huge value spins for ever at the end of
+    the file) and opens ``data file`` as given (a pipe blocks, ``/dev/zero`` never ends).
+    """
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(2**20)
+    except OSError as exc:
+        raise ReaderError(f"{p}: cannot read: {exc.strerror or exc}") from exc
+    text = head.decode("latin-1")
+    lines = text.split("\n")
+    fields: dict[str, str] = {}
+    for line in lines[1:]:
+        line = line.rstrip("\r")
+        if not line:
+            break
+        if line.startswith("#") or ":" not in line:
+            continue
+        key, _, value = line.partition(":")
+        fields[key.strip().lower()] = value.lstrip("=").strip()
+    size = p.stat().st_size
+    for key in _NRRD_SKIPS:
+        if key in fields:
+            try:
+                n = int(fields[key])
+            except ValueError:
+                raise ReaderError(f"{p}: NRRD '{key}: {fields[key]}' is not an integer: the header is damaged") from None
+            if n < -1 or n > size:
+                raise ReaderError(f"{p}: NRRD '{key}: {n}' points beyond the file ({size:,} bytes): the header is "
+                                  "damaged")
+    target = fields.get("data file") or fields.get("datafile")
+    if target is None:
+        return
+    if target.upper().startswith("LIST"):
+        names = [ln.strip() for ln in text.split("\n\n", 1)[-1].split("\n") if ln.strip()][:100000]
+    elif " " in target:  # "format min max step [subdim]": data files named by a printf pattern
+        parts = target.split()
+        try:
+            lo, hi, step = (int(v) for v in parts[1:4])
+            if step == 0 or abs((hi - lo) // step) > 100000:
+                raise ValueError("too many files")
+            names = [parts[0] % i for i in range(lo, hi + (1 if step > 0 else -1), step)]
+        except (ValueError, TypeError, IndexError) as exc:
+            raise ReaderError(f"{p}: NRRD 'data file: {target}' is not a usable file pattern ({exc})") from None
+    else:
+        names = [target]
+    for name in names:
+        f = Path(name) if os.path.isabs(name) else p.parent / name
+        if not f.exists() and not f.is_symlink():
+            raise ReaderError(f"{p}: its NRRD data file {name} ({f}) does not exist")
+        if not _is_regular(f):
+            raise ReaderError(f"{p}: its NRRD data file {name} ({f}) is not a regular file (a folder, pipe or "
+                              "device)")
 
 
 def write_labels_nrrd(path: str | os.PathLike, labels: Any, geometry: Geometry) -> Path:

@@ -79,7 +79,16 @@ _ASSOCIATED = {"thumbnail", "label", "macro", "map", "overview"}
 _DAMAGE = ("invalid page offset", "invalid offset to page", "invalid circular reference",
            "corrupted tag list", "suspicious number of tags", "invalid next page",
            "corrupted file", "missing data offset", "missing ByteCounts", "missing data ByteCounts",
-           "incorrect StripOffsets", "incorrect StripByteCounts")
+           "incorrect StripOffsets", "incorrect StripByteCounts", "OME series", "is not a valid PHOTOMETRIC",
+           "is not a valid PLANARCONFIG", "is not a valid SAMPLEFORMAT", "is not a known COMPRESSION",
+           "ImageJ series", "shaped series")
+#: Largest ratio of decoded to stored bytes believed for compressed TIFF data (deflate tops out at about
+#: 1032, LZW at a few thousand) before any lazy array is made.
+_MAX_RATIO = 5000
+#: Decoded sizes up to this are believed whatever the file size.
+_SMALL_BYTES = 64 * 2**20
+#: Lossless byte-stream codecs whose decoded length must equal what the tags declare.
+_BYTE_CODECS = (5, 8, 32773, 32946, 34925, 50000)
 
 _CANONICAL = "TCZYXS"
 _log = logging.getLogger(__name__)
@@ -164,12 +173,13 @@ def read_tiff(path: str | os.PathLike, *, lazy: bool | None = None) -> list[Volu
 
 
 def _read_series(tf: Any, p: Path, size: int, lazy: bool | None, warned: list[str]) -> list[Volume]:
+    _check_ome_sizes(tf, p)
     series = list(tf.series)
     if not series:
         why = f" ({'; '.join(warned[:3])})" if warned else ""
         raise ReaderError(f"{p}: the TIFF file holds no readable image; its page directory "
                           f"(IFD) is damaged or missing{why}")
-    damage = [m for m in warned if any(k in m for k in _DAMAGE)]
+    damage = [m for m in warned if any(k in m for k in _DAMAGE) or _essential_tag_error(m)]
     if damage:
         # tifffile skips what it cannot parse (e.g. the pages after a broken
         # IFD link) and goes on; a partial image must not pass for the file.
@@ -187,6 +197,7 @@ def _read_series(tf: Any, p: Path, size: int, lazy: bool | None, warned: list[st
     volumes = []
     for index, s in enumerate(series):
         _check_extent(s, size, p)
+        _check_declared(s, size, p)
         ome_px = _match_ome(ome_images, s, index, len(series))
         vol = _series_volume(tf, s, p, lazy, ome_px, common)
         vol.metadata["series_index"] = index
@@ -197,6 +208,17 @@ def _read_series(tf: Any, p: Path, size: int, lazy: bool | None, warned: list[st
         vol.name = stem if len(series) == 1 else f"{stem} [{s.name or index}]"
         volumes.append(vol)
     return volumes
+
+
+#: Tags whose loss changes how pixels are decoded or laid out (an unreadable one is damage, not a detail).
+_ESSENTIAL_TAGS = {256, 257, 258, 259, 262, 273, 277, 278, 279, 284, 317, 322, 323, 324, 325, 338, 339, 330}
+
+
+def _essential_tag_error(message: str) -> bool:
+    import re
+
+    m = re.search(r"TiffTag (\d+)", message)
+    return bool(m) and int(m.group(1)) in _ESSENTIAL_TAGS
 
 
 def _file_metadata(tf: Any, p: Path) -> dict[str, Any]:
@@ -219,12 +241,12 @@ def _series_volume(tf: Any, s: Any, p: Path, lazy: bool | None, ome_px: ET.Eleme
     pyramid = len(s.levels) > 1
     if pyramid:
         # levels share the axes of level 0 and differ in Y/X (and possibly Z) sizes
-        data: Any = [_reshape(_lazy_level(s, i), perm, _plan_axes(lvl.axes, lvl.shape, rgb)[1])
+        data: Any = [_reshape(_lazy_level(s, i, p), perm, _plan_axes(lvl.axes, lvl.shape, rgb)[1])
                      for i, lvl in enumerate(s.levels)]
         is_lazy = True
     else:
         is_lazy = lazy if lazy is not None else s.nbytes > LAZY_THRESHOLD_BYTES
-        raw = _lazy_level(s, 0) if is_lazy else s.asarray()
+        raw = _lazy_level(s, 0, p) if is_lazy else s.asarray()
         data = _reshape(raw, perm, shape)
 
     meta = dict(common)
@@ -238,6 +260,41 @@ def _series_volume(tf: Any, s: Any, p: Path, lazy: bool | None, ome_px: ET.Eleme
             channel_names = [str(n) for n in names]
     return Volume(data=data, axes=axes, scale=scale, units=units, channel_names=channel_names,
                   metadata=meta)
+
+
+class _Guarded:
+    """An array-like over tifffile's zarr view whose reads raise :class:`ReaderError` naming the file.
+
+    Lazy (dask) arrays decode tiles when napari draws them, long after :func:`read_tiff` returned;
+    a corrupt tile then raised imagecodecs' or tifffile's own exception types in the viewer.
+    """
+
+    def __init__(self, z: Any, path: str, level: int) -> None:
+        self._z = z
+        self.shape = tuple(z.shape)
+        self.dtype = np.dtype(z.dtype)
+        self.ndim = len(self.shape)
+        self._where = f"{path}" + (f" (resolution level {level})" if level else "")
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        try:
+            return np.asarray(self._z[key])
+        except MemoryError:
+            raise
+        except Exception as exc:  # imagecodecs.*Error, tifffile errors, ValueError for unknown codecs...
+            raise ReaderError(f"{self._where}: cannot decode TIFF image data at {_region(key)}: the file is "
+                              f"damaged ({type(exc).__name__}: {str(exc)[:200]})") from exc
+
+
+def _region(key: Any) -> str:
+    parts = key if isinstance(key, tuple) else (key,)
+    out = []
+    for k in parts:
+        if isinstance(k, slice):
+            out.append(f"{k.start or 0}:{'' if k.stop is None else k.stop}")
+        else:
+            out.append(str(k))
+    return "[" + ", ".join(out) + "]"
 
 
 def _plan_axes(file_axes: str, shape: Sequence[int],
@@ -278,7 +335,7 @@ def _reshape(arr: Any, perm: list[int], shape: tuple[int, ...]) -> Any:
     return arr
 
 
-def _lazy_level(s: Any, level: int) -> Any:
+def _lazy_level(s: Any, level: int, path: Path | str = "TIFF file") -> Any:
     """Dask array over one resolution level, backed by tifffile's zarr store (no pixel read)."""
     import dask.array as da
     import zarr
@@ -302,7 +359,10 @@ def _lazy_level(s: Any, level: int) -> Any:
         else:
             strip_bytes = max(1, math.prod(chunks) * np.dtype(z.dtype).itemsize)
             chunks[yi] = min(lvl.shape[yi], max(1, _STRIP_GROUP_BYTES // strip_bytes) * chunks[yi])
-    return da.from_zarr(z, chunks=tuple(chunks))
+    import uuid
+
+    return da.from_array(_Guarded(z, str(path), level), chunks=tuple(chunks), asarray=False, fancy=False,
+                         name=f"tiff-{uuid.uuid4().hex}", meta=np.empty((0,) * len(chunks), dtype=z.dtype))
 
 
 def _check_extent(s: Any, size: int, p: Path) -> None:
@@ -324,7 +384,130 @@ def _check_extent(s: Any, size: int, p: Path) -> None:
                               f"but the file has only {size:,} bytes (incomplete copy or download?)")
 
 
+def _check_declared(s: Any, size: int, p: Path) -> None:
+    """Refuse tags that declare more image than the bytes present can hold, before any pixel is read.
+
+    Checks the first and last page of every level: no strip/tile without data (tifffile would fill
+    it with zeros), a decoded size within :data:`_MAX_RATIO` of the stored bytes, and for lossless
+    byte codecs (deflate, LZW, PackBits, zstd, LZMA) the first strip/tile decodes to exactly the size
+    the tags declare (a wrong ImageWidth/BitsPerSample/RowsPerStrip would otherwise be cut to fit).
+    """
+    for li, level in enumerate(s.levels):
+        pages = level.pages
+        if not len(pages):
+            continue
+        key = level.keyframe
+        where = f"{p}: " + (f"resolution level {li}: " if li else "")
+        for page in (pages[0], pages[len(pages) - 1]):
+            if page is None:
+                raise ReaderError(f"{where}the TIFF metadata declare more image planes than the file holds pages")
+            offsets, counts = page.dataoffsets, page.databytecounts
+            if not offsets or any(o == 0 or c == 0 for o, c in zip(offsets, counts, strict=False)):
+                bad = next((i for i, (o, c) in enumerate(zip(offsets, counts, strict=False)) if o == 0 or c == 0), 0)
+                raise ReaderError(f"{where}strip/tile {bad} of page {page.index} has no data (offset or byte count "
+                                  "0): the file is damaged or incomplete (missing data would read as zeros)")
+        stored = sum(int(c) for c in key.databytecounts)
+        page_bytes = int(key.nbytes)
+        compression = int(key.compression)
+        if compression == 1:
+            if stored < page_bytes:
+                raise ReaderError(f"{where}the TIFF tags declare {page_bytes:,} bytes per page "
+                                  f"({key.imagewidth} x {key.imagelength} pixels, {key.bitspersample} bits x "
+                                  f"{key.samplesperpixel} samples) but the strips/tiles hold {stored:,}: the tags are "
+                                  "wrong or the file is damaged")
+        elif page_bytes > max(_SMALL_BYTES, _MAX_RATIO * stored):
+            raise ReaderError(f"{where}the TIFF tags declare {page_bytes:,} bytes per page "
+                              f"({key.imagewidth} x {key.imagelength} pixels) from only {stored:,} compressed bytes: "
+                              "the tags are wrong or the file is damaged")
+        if compression in _BYTE_CODECS and key.dataoffsets:
+            _check_first_segment(key, p, where)
+
+
+def _check_first_segment(page: Any, p: Path, where: str) -> None:
+    """The first strip/tile of ``page`` decodes to the byte count its tags imply (lossless byte codecs)."""
+    import tifffile
+
+    if page.is_tiled:
+        rows, width, depth = page.tilelength, page.tilewidth, max(1, page.tiledepth)
+    else:
+        rows, width, depth = min(page.rowsperstrip or page.imagelength, page.imagelength), page.imagewidth, 1
+    samples = page.samplesperpixel if page.planarconfig == 1 else 1
+    row_bytes = -(-width * samples * page.bitspersample // 8)
+    expected = row_bytes * rows * depth
+    count = int(page.databytecounts[0])
+    if count > 64 * 2**20:
+        return  # one huge strip: decoding it just to check would cost what reading costs
+    fh = page.parent.filehandle
+    with fh.lock:
+        fh.seek(page.dataoffsets[0])
+        data = fh.read(count)
+    try:
+        decoded = tifffile.TIFF.DECOMPRESSORS[int(page.compression)](data, out=expected + 1)
+    except Exception as exc:  # imagecodecs errors: corrupt stream, or more data than the tags allow
+        raise ReaderError(f"{where}the first strip/tile cannot be decoded to the {expected:,} bytes its tags declare "
+                          f"({width} x {rows} pixels, {page.bitspersample} bits x {samples} samples): the tags are "
+                          f"wrong or the file is damaged ({type(exc).__name__}: {str(exc)[:120]})") from exc
+    n = len(decoded) if isinstance(decoded, (bytes, bytearray)) else int(np.asarray(decoded).nbytes)
+    if n != expected:
+        raise ReaderError(f"{where}the first strip/tile decodes to {n:,} bytes but its tags declare {expected:,} "
+                          f"({width} x {rows} pixels, {page.bitspersample} bits x {samples} samples): the tags are "
+                          "wrong or the file is damaged")
+
+
 # ---- OME
+
+
+def _check_ome_sizes(tf: Any, p: Path) -> None:
+    """Refuse OME metadata that declare more planes or larger planes than the file holds, before tifffile
+    builds its series (an OME ``SizeX="1000000000"`` made it list millions of missing frames)."""
+    try:
+        first = tf.pages.first if hasattr(tf.pages, "first") else tf.pages[0]
+        desc = first.description if first is not None else ""
+    except Exception:  # noqa: BLE001 - a broken first page is reported by the series code
+        return
+    if not desc or "<OME" not in desc[:4096]:
+        return
+    try:
+        root = ET.fromstring(desc)
+    except ET.ParseError as exc:
+        raise ReaderError(f"{p}: the OME-XML metadata are damaged and cannot be parsed ({exc}); the axes and "
+                          "pixel sizes would be guessed") from exc
+    images = root.findall("{*}Image")
+    planes = 0
+    width = height = 0
+    for img in images:
+        px = img.find("{*}Pixels")
+        if px is None:
+            continue
+        if any(td.find("{*}UUID") is not None and td.find("{*}UUID").get("FileName") not in (None, "", p.name)
+               for td in px.findall("{*}TiffData")):
+            return  # planes in other files (multi-file OME): tifffile's own checks apply
+        try:
+            sx, sy, sz, sc, st = (int(px.get(k, "1")) for k in ("SizeX", "SizeY", "SizeZ", "SizeC", "SizeT"))
+        except ValueError as exc:
+            raise ReaderError(f"{p}: the OME-XML metadata give a non-integer image size ({exc})") from exc
+        if min(sx, sy, sz, sc, st) < 1:
+            raise ReaderError(f"{p}: the OME-XML metadata give an empty image size (SizeX={sx} SizeY={sy} "
+                              f"SizeZ={sz} SizeC={sc} SizeT={st})")
+        spp = max(1, int(first.samplesperpixel)) if sc % max(1, int(first.samplesperpixel)) == 0 else 1
+        planes += sz * (sc // spp) * st
+        width, height = max(width, sx), max(height, sy)
+    if not planes:
+        return
+    n_pages = len(tf.pages)
+    if planes > n_pages:
+        raise ReaderError(f"{p}: the OME-XML metadata declare {planes:,} image planes but the file holds only "
+                          f"{n_pages} pages (missing planes would read as zeros): the metadata or the file are "
+                          "damaged")
+    sizes = [(int(pg.imagewidth), int(pg.imagelength)) for pg in tf.pages[: min(n_pages, 64)] if pg is not None
+             and hasattr(pg, "imagewidth")]
+    if sizes and (width > max(w for w, _ in sizes) or height > max(h for _, h in sizes)):
+        raise ReaderError(f"{p}: the OME-XML metadata declare {width} x {height} pixel planes but the file's pages "
+                          f"are at most {max(w for w, _ in sizes)} x {max(h for _, h in sizes)}: the metadata are "
+                          "damaged")
+
+
+# ---- OME (pixel sizes)
 
 def _ome_images(xml: str | None) -> list[ET.Element]:
     if not xml:
@@ -370,7 +553,7 @@ def _pixel_size(tf: Any, page: Any, axes: str, folded: set[str], ome_px: ET.Elem
     elif ome_px is not None:
         for a, attr, default in (("X", "PhysicalSizeX", "µm"), ("Y", "PhysicalSizeY", "µm"),
                                  ("Z", "PhysicalSizeZ", "µm"), ("T", "TimeIncrement", "s")):
-            v = _positive(ome_px.get(attr))
+            v = _size(ome_px.get(attr), f"OME {attr}", common)
             if v is not None:
                 found[a] = (v, normalize_unit(ome_px.get(attr + "Unit", default)))
         source = "ome" if found else "none"
@@ -382,11 +565,11 @@ def _pixel_size(tf: Any, page: Any, axes: str, folded: set[str], ome_px: ET.Elem
             if xy is not None:
                 found["X"] = (xy[0], normalize_unit(unit))
                 found["Y"] = (xy[1], normalize_unit(ij.get("yunit", unit)))
-            sp = _positive(ij.get("spacing"))
+            sp = _size(ij.get("spacing"), "ImageJ spacing", common)
             if sp is not None:
                 found["Z"] = (sp, normalize_unit(ij.get("zunit", unit)))
-        fps = _positive(ij.get("fps"))
-        fi = _positive(ij.get("finterval")) or (1 / fps if fps else None)
+        fps = _size(ij.get("fps"), "ImageJ fps", common)
+        fi = _size(ij.get("finterval"), "ImageJ finterval", common) or (1 / fps if fps else None)
         if fi is not None:
             found["T"] = (fi, normalize_unit(ij.get("tunit", "s")))
         source = "imagej" if found else "none"
@@ -416,6 +599,17 @@ def _pixel_size(tf: Any, page: Any, axes: str, folded: set[str], ome_px: ET.Elem
             scale.append(1.0)
             units.append("pixel")
     return tuple(scale), tuple(units), source
+
+
+def _size(value: Any, what: str, common: dict[str, Any]) -> float | None:
+    """A physical size from the metadata: None when absent, ReaderError when present but not a positive number."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    v = _positive(value)
+    if v is None:
+        raise ReaderError(f"{common.get('source_path', 'TIFF file')}: {what} {value!r} is not a positive number: "
+                          "the pixel size metadata are damaged")
+    return v
 
 
 def _positive(value: Any) -> float | None:

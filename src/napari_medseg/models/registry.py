@@ -46,6 +46,27 @@ class ModelInfo:
     card: ModelCard
 
 
+@dataclass
+class BrokenModel:
+    """A model folder that cannot be used: listed with its reason, never used, never in the way of others.
+
+    Attributes
+    ----------
+    name : str
+        The folder's name (its card could not be read).
+    path : Path
+        The model folder.
+    source : {"shipped", "user"}
+    reason : str
+        Why (the card's problem, missing weights...).
+    """
+
+    name: str
+    path: Path
+    source: str
+    reason: str
+
+
 def shipped_models_dir() -> Path:
     """Folder of the models shipped inside the package."""
     return Path(__file__).resolve().parent / "shipped"
@@ -59,30 +80,58 @@ def user_models_dir() -> Path:
     """
     env = os.environ.get(ENV_MODELS_DIR)
     if env:
-        return Path(env).expanduser()
+        try:
+            p = Path(env).expanduser()
+        except RuntimeError:  # "~nosuchuser/..."
+            p = Path(env)
+        if str(p).startswith("~"):
+            raise ModelError(f"{ENV_MODELS_DIR}={env!r}: cannot expand {env.split(os.sep)[0]!r} (no such user); "
+                             "give an absolute folder")
+        return p
     from platformdirs import user_data_dir
 
     return Path(user_data_dir("napari-medseg", appauthor=False)) / "models"
 
 
-def _scan(folder: Path, source: str) -> list[ModelInfo]:
+def _scan(folder: Path, source: str) -> tuple[list[ModelInfo], list[BrokenModel]]:
+    """Usable and broken models in ``folder``; one model's problem never stops the others from being listed."""
     out: list[ModelInfo] = []
-    if not folder.is_dir():
-        return out
-    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
-        card_path = sub / CARD_NAME
-        if not card_path.is_file():
-            continue
+    broken: list[BrokenModel] = []
+    try:
+        if not folder.is_dir():
+            return out, broken
+        subs = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    except OSError as e:
+        warnings.warn(f"cannot list the {source} model folder {folder}: {e.strerror or e}", stacklevel=3)
+        return out, broken
+    for sub in subs:
         try:
+            if not sub.is_dir():
+                continue
+            card_path = sub / CARD_NAME
+            if not (card_path.exists() or card_path.is_symlink()):
+                continue
             card = ModelCard.from_json(card_path)
-        except ModelError as e:
-            warnings.warn(f"skipping model folder {sub}: {e}", stacklevel=3)
-            continue
-        if not (sub / WEIGHTS_NAME).is_file():
-            warnings.warn(f"skipping model folder {sub}: no {WEIGHTS_NAME}", stacklevel=3)
+            w = sub / WEIGHTS_NAME
+            if not w.is_file():
+                raise ModelError(f"no {WEIGHTS_NAME} in {sub}" if not w.exists() else f"{w} is not a regular file")
+        except (ModelError, OSError, ValueError, TypeError, RecursionError) as e:
+            broken.append(BrokenModel(sub.name, sub, source, str(e)))
             continue
         out.append(ModelInfo(card.name, sub, source, card))
-    return out
+    return out, broken
+
+
+def scan_models() -> tuple[list[ModelInfo], list[BrokenModel]]:
+    """``(usable models, broken model folders)``: shipped first, then the user's (see :func:`list_models`)."""
+    good_s, bad_s = _scan(shipped_models_dir(), "shipped")
+    try:
+        user = user_models_dir()
+    except ModelError as e:
+        warnings.warn(str(e), stacklevel=2)
+        return good_s, bad_s
+    good_u, bad_u = _scan(user, "user")
+    return good_s + good_u, bad_s + bad_u
 
 
 def list_models() -> list[ModelInfo]:
@@ -91,9 +140,15 @@ def list_models() -> list[ModelInfo]:
     Re-scans the folders on each call (it only reads small JSON files).  When
     a user model has the same name as a shipped one, both are listed and the
     shipped one wins in :func:`resolve_model`; give the user model's path to
-    use it.
+    use it.  Broken model folders (unreadable card, missing weights) are left
+    out; :func:`list_broken_models` lists them with their reason.
     """
-    return _scan(shipped_models_dir(), "shipped") + _scan(user_models_dir(), "user")
+    return scan_models()[0]
+
+
+def list_broken_models() -> list[BrokenModel]:
+    """Model folders that cannot be used, each with the reason (``medseg models`` shows them)."""
+    return scan_models()[1]
 
 
 def resolve_model(name_or_path: str | os.PathLike) -> ModelInfo:
@@ -112,17 +167,27 @@ def resolve_model(name_or_path: str | os.PathLike) -> ModelInfo:
         for info in models:
             if info.name == key:
                 return info
-    p = Path(key).expanduser()
+    try:
+        p = Path(key).expanduser()
+    except RuntimeError:  # "~nosuchuser/...": no such home folder
+        p = Path(key)
     if p.exists():
         card_path, w_path = model_paths(p)
         card = ModelCard.from_json(card_path)
         if not w_path.is_file():
             raise ModelError(f"model {card.name!r} at {p}: weights file {w_path} is missing")
         return ModelInfo(card.name, p.resolve(), "path", card)
+    for b in list_broken_models():
+        if b.name == key:
+            raise ModelError(f"model {key!r} ({b.path}) is broken: {b.reason}")
     names = ", ".join(f"{m.name} ({m.source})" for m in models) or "none installed"
+    try:
+        where = f"User models go in {user_models_dir()}"
+    except ModelError as e:
+        where = str(e)
     raise ModelError(
         f"unknown model {key!r}: it is neither a known name nor an existing path. "
-        f"Available: {names}. User models go in {user_models_dir()}"
+        f"Available: {names}. {where}"
     )
 
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ParameterError
+from ..errors import ParameterError, TrainingError
 from ..progress import CancelToken
 
 #: Steps averaged in :attr:`StepLoop.running_loss`.
@@ -230,6 +230,10 @@ class StepRunner:
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             out = self.net(x)
         loss, parts = loss_fn(out)
+        if not bool(torch.isfinite(loss.detach()).all()):
+            raise TrainingError(f"training stopped: the loss became {float(loss.detach())} at learning rate "
+                                f"{self.lr:g}; the weights would turn to NaN (learning rate too high, or images "
+                                "with NaN/inf values?)")
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.clip_grad_norm is not None:

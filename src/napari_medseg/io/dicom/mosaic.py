@@ -103,6 +103,12 @@ def mosaic_info(ds: Any, source: str = "") -> MosaicInfo:
     if iop.shape != (6,) or ipp.shape != (3,) or ps.shape != (2,):
         raise ReaderError(f"{where}malformed mosaic geometry tags")
     row_cos, col_cos = iop[:3], iop[3:]
+    if not np.isfinite(iop).all() or min(np.linalg.norm(row_cos), np.linalg.norm(col_cos)) < 1e-6:
+        raise ReaderError(f"{where}mosaic with an unusable ImageOrientationPatient {iop.tolist()}")
+    # unit, orthogonal cosines (the header check refuses deviations beyond rounding)
+    row_cos = row_cos / np.linalg.norm(row_cos)
+    col_cos = col_cos - (col_cos @ row_cos) * row_cos
+    col_cos = col_cos / max(np.linalg.norm(col_cos), 1e-12)
     normal = np.asarray(csa.get("SliceNormalVector") or [], dtype=float)
     if normal.shape != (3,) or not np.isfinite(normal).all() or np.linalg.norm(normal) < 0.5:
         normal = np.cross(row_cos, col_cos)

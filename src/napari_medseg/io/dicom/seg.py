@@ -26,7 +26,7 @@ import numpy as np
 from ...errors import ReaderError
 from ...geometry import LPS, Geometry, Volume
 from .geometry import POSITION_TOL_MM, StackLayout, lps_affine_zyx, plan_stack, slice_normal
-from .header import KEEP_TAGS, Frame, frames_of
+from .header import KEEP_TAGS, Frame, frame_notes, frames_of
 from .pixels import decode
 
 #: Largest index mismatch (pixels) under which a SEG frame counts as lying exactly on an image slice.
@@ -68,7 +68,7 @@ def build_seg_volume(frames: list[Frame], name: str, meta: dict[str, Any]) -> Vo
     grid_of_rep = {int(r): z for z, r in enumerate(layout.order[0]) if r >= 0}
     z_of = [grid_of_rep[int(slot[i])] for i in range(len(frames))]
     labels, warn_list = _paint(frames, z_of, (layout.n_slices, frames[0].rows, frames[0].cols), segments, seg_type)
-    warn_list = [w for w in layout.warnings if not w.startswith("missing slices")] + warn_list
+    warn_list = frame_notes(frames) + [w for w in layout.warnings if not w.startswith("missing slices")] + warn_list
     spacing = frames[0].pixel_spacing or (1.0, 1.0)
     affine = lps_affine_zyx(layout.origin, iop, spacing, layout.step)
     meta = dict(meta)
@@ -96,10 +96,17 @@ def _check_frames(frames: list[Frame]) -> tuple[dict[int, str], str]:
         raise ReaderError(f"{hdr.path}: DICOM-SEG frames without PlanePositionSequence/PlaneOrientationSequence "
                           "cannot be placed on a patient grid")
     segments = {}
-    for item in ds.get("SegmentSequence") or []:
-        num = int(item.get("SegmentNumber", 0) or 0)
-        segments[num] = str(item.get("SegmentLabel", "") or f"segment {num}")
+    try:
+        for item in ds.get("SegmentSequence") or []:
+            num = int(item.get("SegmentNumber", 0) or 0)
+            segments[num] = str(item.get("SegmentLabel", "") or f"segment {num}")
+    except Exception as exc:  # pydicom parses the sequence on first access; damaged items fail in many ways  # noqa: BLE001
+        raise ReaderError(f"{hdr.path}: unreadable SegmentSequence ({type(exc).__name__}: {exc})") from exc
     seg_type = str(ds.get("SegmentationType", "BINARY")).upper()
+    if seg_type != "LABELMAP" and any(f.segment is None for f in frames):
+        missing = [f.index + 1 for f in frames if f.segment is None]
+        raise ReaderError(f"{hdr.path}: DICOM-SEG frame(s) {missing[:5]} name no segment "
+                          "(SegmentIdentificationSequence / ReferencedSegmentNumber missing or damaged)")
     if seg_type == "LABELMAP" and hdr.fmt is not None and hdr.fmt.rgb:
         raise ReaderError(f"{hdr.path}: LABELMAP SEG with PALETTE COLOR pixels is not supported")
     if seg_type != "LABELMAP" and any(f.segment not in segments for f in frames):

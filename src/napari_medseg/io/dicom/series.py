@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import warnings
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -56,11 +57,12 @@ from .header import (
     FileHeader,
     Frame,
     NotDicomError,
+    frame_notes,
     frames_of,
     read_header,
 )
 from .mosaic import unpack_mosaic
-from .pixels import decode, invert_monochrome1, read_native_into, rescale, stored_dtype
+from .pixels import check_rescale_range, decode, invert_monochrome1, read_native_into, rescale, stored_dtype
 from .tags import nums, text
 
 log = logging.getLogger(__name__)
@@ -72,7 +74,8 @@ PROBE_FILES = 64
 #: How deep :func:`is_dicom_path` descends into sub-folders.
 PROBE_DEPTH = 3
 GEOMETRY = "LPS (z, y, x) mm"
-
+#: File names that say "DICOM": such a file that is empty or not DICOM is reported, never skipped silently.
+DICOM_SUFFIXES = (".dcm", ".dicom", ".ima", ".dic")
 
 
 class DicomWarning(UserWarning):
@@ -178,11 +181,18 @@ def read_dicom(path: str | os.PathLike) -> list[Volume]:
     files, single = _collect_files(p)
     if not files:
         raise ReaderError(f"{p}: empty folder" if p.is_dir() else f"{p}: the DICOMDIR lists no existing files")
-    headers, notes = _scan(files, single)
+    headers, notes, broken = _scan(files, single)
     image_headers = [h for h in headers if h.fmt is not None]
     groups, bad = _group_series(image_headers, strict=single)
-    notes = notes + bad
+    broken += bad
+    damaged, loose = _attribute(broken, groups, headers)
+    if loose:
+        shown = "; ".join(m for _, m, _ in loose[:3]) + (f"; ... ({len(loose) - 3} more)" if len(loose) > 3 else "")
+        notes.append(f"skipped {len(loose)} unreadable DICOM file(s): {shown}")
     if not groups:
+        if broken:
+            more = f" (and {len(broken) - 1} more damaged file(s))" if len(broken) > 1 else ""
+            raise ReaderError(f"{p}: no readable DICOM image: {broken[0][1]}{more}")
         kinds = sorted({_describe_non_image(h) for h in headers})
         what = f" (found only: {', '.join(kinds)})" if kinds else ""
         detail = f"; {notes[0]}" if notes else ""
@@ -191,11 +201,21 @@ def read_dicom(path: str | os.PathLike) -> list[Volume]:
     failures: list[str] = []
     for key, name, frames in groups:
         try:
+            if key[-2] in damaged:
+                msgs = damaged[key[-2]]
+                raise ReaderError(f"{p}: series {name!r} would be incomplete, a file of it is damaged: {msgs[0]}"
+                                  + (f" (and {len(msgs) - 1} more)" if len(msgs) > 1 else "")
+                                  + "; remove or replace the damaged file(s) to read the series")
             vols = _build_volumes(frames, name, p)
         except ReaderError as exc:
+            msg = str(exc)
+            if str(p) not in msg and not any(f.file.path in msg for f in frames):
+                msg = f"{p}: series {name!r}: {msg}"
             if len(groups) == 1:
+                if msg != str(exc):
+                    raise ReaderError(msg) from exc
                 raise
-            failures.append(f"series {name!r} skipped: {exc}")
+            failures.append(f"series {name!r} skipped: {msg}")
             continue
         for i, v in enumerate(vols):
             volumes.append(((key, i), v))
@@ -214,6 +234,42 @@ def read_dicom(path: str | os.PathLike) -> list[Volume]:
     return out
 
 
+def _attribute(broken: list[tuple[str, str, str | None]], groups: list[tuple[tuple, str, list[Frame]]],
+               headers: list[FileHeader]) -> tuple[dict[str, list[str]], list[tuple[str, str, str | None]]]:
+    """Which series each damaged file belongs to: ``({series key: [messages]}, files that belong to none)``.
+
+    A damaged file belongs to a series when its header still says so (SeriesInstanceUID), or when it
+    lies in a folder whose readable files are all of that one series (a series folder).  Such a series
+    is never returned incomplete; a damaged file in a folder holding several series is reported as a
+    warning naming it.
+    """
+    by_uid: dict[str, str] = {}
+    dir_series: dict[str, set[str]] = defaultdict(set)
+    if not broken:
+        return {}, []
+    for key, _name, frames in groups:
+        uid = key[-2]
+        for h in {id(f.file): f.file for f in frames}.values():
+            by_uid.setdefault(text(h.ds, "SeriesInstanceUID") or uid, uid)
+            dir_series[os.path.dirname(h.path)].add(uid)
+    for h in headers:  # non-image files (RTSTRUCT, SR...) in the folder make it a mixed folder
+        if h.fmt is None:
+            dir_series[os.path.dirname(h.path)].add(f"other:{text(h.ds, 'SeriesInstanceUID') or h.path}")
+    damaged: dict[str, list[str]] = defaultdict(list)
+    loose = []
+    for path, msg, uid in broken:
+        target = by_uid.get(uid) if uid else None
+        if target is None and not (uid and not uid.startswith("file:")):  # a series of its own: reported only
+            in_dir = dir_series.get(os.path.dirname(path), set())
+            if len(in_dir) == 1 and not next(iter(in_dir)).startswith("other:"):
+                target = next(iter(in_dir))
+        if target is None:
+            loose.append((path, msg, uid))
+        else:
+            damaged[target].append(msg)
+    return dict(damaged), loose
+
+
 def _describe_non_image(h: FileHeader) -> str:
     mod = h.modality
     if mod in NON_IMAGE_MODALITIES:
@@ -227,12 +283,22 @@ def _collect_files(p: Path) -> tuple[list[str], bool]:
         files = []
         for root, dirs, names in os.walk(p):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            files.extend(os.path.join(root, n) for n in sorted(names)
-                         if not n.startswith(".") and n.upper() != "DICOMDIR")
+            for n in sorted(names):
+                f = os.path.join(root, n)
+                if not n.startswith(".") and n.upper() != "DICOMDIR" and _is_regular(f):
+                    files.append(f)
         return files, False
     if p.name.upper() == "DICOMDIR" or _is_dicomdir(p):
         return _dicomdir_files(p), False
     return [str(p)], True
+
+
+def _is_regular(path: str) -> bool:
+    """A regular file (after symlinks): FIFOs, sockets, devices and dangling links are never opened."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _is_dicomdir(p: Path) -> bool:
@@ -254,33 +320,46 @@ def _dicomdir_files(p: Path) -> list[str]:
     try:
         fs = FileSet(pydicom.dcmread(p))
         paths = [str(inst.path) for inst in fs]
-    except Exception as exc:
-        raise ReaderError(f"{p}: unreadable DICOMDIR ({type(exc).__name__}: {exc})") from exc
-    existing = [f for f in paths if os.path.isfile(f)]
+    except KeyError as exc:
+        raise ReaderError(f"{p}: damaged DICOMDIR: a directory record points to byte offset {exc.args[0]}, where "
+                          "no record starts (truncated or edited file); open the folder holding the series "
+                          "instead") from exc
+    except Exception as exc:  # pydicom's FileSet fails in many ways on damaged DICOMDIRs
+        raise ReaderError(f"{p}: damaged DICOMDIR ({type(exc).__name__}: {exc}); open the folder holding the "
+                          "series instead") from exc
+    existing = [f for f in paths if _is_regular(f)]
     if paths and not existing:
         raise ReaderError(f"{p}: DICOMDIR lists {len(paths)} files but none exists next to it")
-    return existing
+    return existing + [f for f in paths if f not in set(existing)]  # the others are reported by _scan
 
 
-def _scan(files: list[str], single: bool) -> tuple[list[FileHeader], list[str]]:
-    """Parse headers; non-DICOM files are skipped silently, broken DICOM files are reported."""
+def _scan(files: list[str], single: bool) -> tuple[list[FileHeader], list[str], list[tuple[str, str, str | None]]]:
+    """Parse headers: the headers, notes, and damaged files ``(path, message, SeriesInstanceUID or None)``.
+
+    Files that are not DICOM are skipped silently (README, thumbnails...), unless their name says DICOM
+    (:data:`DICOM_SUFFIXES`) or they are empty: those are damaged files, as are DICOM files that cannot
+    be parsed or are truncated.
+    """
     headers: list[FileHeader] = []
-    broken: list[str] = []
+    broken: list[tuple[str, str, str | None]] = []
     for f in files:
+        if not single and not _is_regular(f):  # listed by a DICOMDIR but missing, or a pipe/device
+            what = "missing" if not os.path.lexists(f) else "not a regular file"
+            broken.append((f, f"{f}: listed in the DICOMDIR but {what}", None))
+            continue
         try:
             headers.append(read_header(f))
-        except NotDicomError:
+        except NotDicomError as exc:
             if single:
                 raise
+            if f.lower().endswith(DICOM_SUFFIXES) or _is_empty(f):
+                broken.append((f, str(exc), None))
             continue  # README, thumbnails, ... (as the GE folders have)
         except ReaderError as exc:
             if single:
                 raise
-            broken.append(str(exc))
+            broken.append((f, str(exc), getattr(exc, "series_uid", None)))
     notes = []
-    if broken:
-        shown = "; ".join(broken[:3]) + (f"; ... ({len(broken) - 3} more)" if len(broken) > 3 else "")
-        notes.append(f"skipped {len(broken)} unreadable DICOM file(s): {shown}")
     # the same instance twice (copied files): keep the first
     seen: dict[str, str] = {}
     unique = []
@@ -295,7 +374,14 @@ def _scan(files: list[str], single: bool) -> tuple[list[FileHeader], list[str]]:
         unique.append(h)
     if dupes:
         notes.append(f"ignored {dupes} file(s) repeating an SOPInstanceUID already read")
-    return unique, notes
+    return unique, notes, broken
+
+
+def _is_empty(path: str) -> bool:
+    try:
+        return os.path.getsize(path) == 0 and "." not in os.path.basename(path)
+    except OSError:
+        return False
 
 
 # ------------------------------------------------------------------------------------------------
@@ -310,8 +396,8 @@ def _series_sort_key(h: FileHeader) -> tuple:
 
 def _series_name(h: FileHeader) -> str:
     ds = h.ds
-    desc = str(ds.get("SeriesDescription", "") or "").strip()
-    num = str(ds.get("SeriesNumber", "") or "").strip()
+    desc = (text(ds, "SeriesDescription") or "").strip()
+    num = (text(ds, "SeriesNumber") or "").strip()
     mod = h.modality
     if desc and num:
         return f"{num}: {desc}"
@@ -323,22 +409,23 @@ def _series_name(h: FileHeader) -> str:
 
 
 def _group_series(headers: list[FileHeader], strict: bool = False
-                  ) -> tuple[list[tuple[tuple, str, list[Frame]]], list[str]]:
+                  ) -> tuple[list[tuple[tuple, str, list[Frame]]], list[tuple[str, str, str | None]]]:
     """Frames grouped by series, orientation, frame size, pixel format and echo.
 
-    Returns the groups (sort key, name, frames) and notes on files whose frames
-    could not be described (raised instead when ``strict``).
+    Returns the groups (sort key, name, frames) and the files whose frames
+    could not be described, as ``(path, message, SeriesInstanceUID)`` (raised
+    instead when ``strict``).
     """
     groups: dict[tuple, list[Frame]] = defaultdict(list)
     first_header: dict[tuple, FileHeader] = {}
-    notes: list[str] = []
+    notes: list[tuple[str, str, str | None]] = []
     for h in headers:
         try:
             frames = frames_of(h)
         except ReaderError as exc:
             if strict:
                 raise
-            notes.append(f"skipped: {exc}")
+            notes.append((h.path, str(exc), text(h.ds, "SeriesInstanceUID") or f"file:{h.path}"))
             continue
         fmt = h.fmt
         uid = text(h.ds, "SeriesInstanceUID") or f"file:{h.path}"
@@ -413,7 +500,7 @@ def _build_stack(frames: list[Frame], name: str, source: Path) -> Volume:
     layout = plan_stack(positions, iop, [f.time_key for f in frames], single_slice_spacing=first.slice_spacing)
     fmt = first.file.fmt
     spacing = first.pixel_spacing
-    warn_list = list(layout.warnings)
+    warn_list = frame_notes(frames) + list(layout.warnings)
     if spacing is None:
         spacing = (1.0, 1.0)
         warn_list.append("no PixelSpacing: pixels assumed 1 mm apart")
@@ -446,7 +533,7 @@ def _build_flat(frames: list[Frame], name: str, source: Path) -> Volume:
     ds = frames[0].file.ds
     fmt = frames[0].file.fmt
     order = np.arange(len(frames), dtype=np.int64)[None, :]
-    warn_list: list[str] = []
+    warn_list: list[str] = frame_notes(frames)
     data, cl, value_meta = _pixels(frames, order, warn_list)
     data = data[0]
     spacing = frames[0].pixel_spacing
@@ -530,6 +617,9 @@ def _pixels(frames: list[Frame], order: np.ndarray, warn_list: list[str]
                                         f"[{lo}, {hi}]) before the rescale; the window is mirrored the same way")
     slopes = np.where(missing, 1.0, [[frames[i].slope if i >= 0 else 1.0 for i in row] for row in order])
     intercepts = np.where(missing, 0.0, [[frames[i].intercept if i >= 0 else 0.0 for i in row] for row in order])
+    if not fmt.rgb:  # before any arithmetic: absurd values would overflow or give inf
+        for (slope, intercept), path in {(f.slope, f.intercept): f.file.path for f in reversed(frames)}.items():
+            check_rescale_range(path, np.array([slope]), np.array([intercept]), fmt.stored_range)
     data = rescale(stored, slopes, intercepts, frame_axes=2, stored_range=fmt.stored_range) if not fmt.rgb else stored
     if missing.any():
         data[missing] = data[~missing].min()
@@ -605,8 +695,10 @@ def _metadata(frames: list[Frame], source: Path) -> dict[str, Any]:
     tags: dict[str, Any] = {}
     for name in KEEP_TAGS:
         if name in ds:
-            val = ds.get(name)
-            tags[name] = _plain(val)
+            try:
+                tags[name] = _plain(ds.get(name))
+            except Exception:  # noqa: BLE001 - a value pydicom cannot convert is left out of the metadata
+                tags[name] = text(ds, name)
     files = list(dict.fromkeys(f.file.path for f in frames))
     meta: dict[str, Any] = {"source": str(source), "files": files, "n_files": len(files), "dicom": tags,
                             "geometry": GEOMETRY}

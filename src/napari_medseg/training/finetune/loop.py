@@ -53,7 +53,6 @@ from __future__ import annotations
 import copy
 import math
 import os
-import re
 import time
 import warnings
 from collections.abc import Callable, Generator, Sequence
@@ -63,7 +62,7 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import ParameterError
+from ...errors import ParameterError, TrainingError
 from ...progress import CancelToken, Progress, run
 from ..regions import describe_regions, find_region, per_image_roi, split_validation
 from .data import build_units, tune_postprocess, validate
@@ -170,8 +169,54 @@ class StepLoss:
         return v
 
 
+# --------------------------------------------------------------------------------- bounds
+#: Upper bounds of the training settings, checked before any work (a typo must not allocate 149 GiB).
+MAX_LR = 1.0
+MAX_MINUTES = 7 * 24 * 60.0
+MAX_EPOCHS = 1_000_000
+MAX_PATCH = 4096
+MAX_BATCH = 4096
+#: Largest batch x patch^2 (pixels per step): 32 x 512^2 (the U-Net's activations grow with it).
+MAX_PIXELS_PER_STEP = 32 * 512 * 512
+
+
+def check_settings(lr: float | None = None, minutes: float | None = None, epochs: int | None = None,
+                   patch_size: int | None = None, batch_size: int | None = None) -> None:
+    """Refuse training settings that are not finite or beyond the bounds above, before any work.
+
+    Raises
+    ------
+    ParameterError
+        The message names the setting, its value and the allowed range.
+    """
+    def number(name: str, v: Any, lo: float, hi: float, integer: bool = False) -> None:
+        if v is None:
+            return
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            raise ParameterError(f"{name} must be a number, got {v!r}") from None
+        if not math.isfinite(f) or not lo < f <= hi or (integer and not f.is_integer()):
+            kind = "a whole number" if integer else "a number"
+            raise ParameterError(f"{name} must be {kind} in ({lo:g}, {hi:g}], got {v!r}")
+
+    number("lr (learning rate)", lr, 0.0, MAX_LR)
+    number("minutes", minutes, 0.0, MAX_MINUTES)
+    number("epochs", epochs, 0.0, MAX_EPOCHS, integer=True)
+    number("patch_size", patch_size, 0.0, MAX_PATCH, integer=True)
+    number("batch_size", batch_size, 0.0, MAX_BATCH, integer=True)
+    if patch_size is not None and batch_size is not None and int(batch_size) * int(patch_size) ** 2 > MAX_PIXELS_PER_STEP:
+        raise ParameterError(f"batch_size {batch_size} x patch_size {patch_size}^2 = "
+                             f"{int(batch_size) * int(patch_size) ** 2:,} pixels per step is more than the "
+                             f"{MAX_PIXELS_PER_STEP:,} allowed; use smaller patches or batches")
+
+
 # --------------------------------------------------------------------------------- output folder
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+
+
+def _shown(name: Any) -> str:
+    r = repr(name)
+    return r if len(r) <= 70 else f"{r[:60]}...' ({len(name)} characters)"
 
 
 def default_model_name(prefix: str = "finetuned") -> str:
@@ -194,21 +239,40 @@ def model_folder(out=None, name: str | None = None, overwrite: bool = False) -> 
     ParameterError
         Bad name, a name a shipped model has, or an existing model without ``overwrite``.
     """
+    from ...errors import ModelError
     from ...models.registry import list_models, user_models_dir
-    from ...models.spec import CARD_NAME
+    from ...models.spec import CARD_NAME, MAX_NAME_LENGTH, refuse_shipped_folder, valid_model_name
 
+    if name is not None and not valid_model_name(name):
+        raise ParameterError(f"model name {_shown(name)}: use at most {MAX_NAME_LENGTH} letters, digits, '.', '_', '+' or "
+                             "'-', a letter or digit first (no spaces, slashes or line breaks)")
     if out is None:
         name = name or default_model_name()
         folder = user_models_dir() / name
     else:
-        folder = Path(out).expanduser()
+        if str(out) == "":
+            raise ParameterError("the model folder is an empty path; give a folder")
+        try:
+            folder = Path(out).expanduser()
+        except RuntimeError:
+            raise ParameterError(f"model folder {out}: no such user home folder") from None
         name = name or folder.name
-    if not _NAME_RE.match(name or ""):
-        raise ParameterError(f"model name {name!r}: use letters, digits, '.', '_', '+' or '-' (no spaces or slashes)")
+    if not valid_model_name(name or ""):
+        raise ParameterError(f"model name {_shown(name)}: use at most {MAX_NAME_LENGTH} letters, digits, '.', '_', '+' or "
+                             "'-', a letter or digit first (no spaces, slashes or line breaks)")
+    try:
+        refuse_shipped_folder(folder)
+    except ModelError as e:
+        raise ParameterError(str(e)) from None
     if any(m.source == "shipped" and m.name == name for m in list_models()):
         raise ParameterError(f"{name!r} is the name of a shipped model; choose another name")
     if folder.exists() and not folder.is_dir():
         raise ParameterError(f"{folder} exists and is not a folder")
+    parent = next((a for a in folder.parents if a.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise ParameterError(f"cannot create the model folder {folder}: {parent} is a file, not a folder")
+    if parent is not None and not os.access(parent if not folder.exists() else folder, os.W_OK):
+        raise ParameterError(f"cannot write the model folder {folder}: {parent} is not writable")
     if (folder / CARD_NAME).exists() and not overwrite:
         raise ParameterError(f"a model already exists in {folder}; choose another name (or overwrite=True, "
                              "--overwrite)")
@@ -375,6 +439,7 @@ def finetune_iter(
         raise ParameterError(f"minutes must be > 0, got {minutes}")
     if epochs is not None and int(epochs) < 1:
         raise ParameterError(f"epochs must be >= 1, got {epochs}")
+    check_settings(lr, minutes, epochs, patch_size, batch_size)
     if minutes is None and epochs is None:
         minutes = DEFAULT_MINUTES
     cancel = cancel or CancelToken()
@@ -433,6 +498,7 @@ def finetune_iter(
         patch_size = 256 if on_gpu else 128
         patch_size = min(patch_size, max(64, -(-biggest // divisor) * divisor))
     patch_size = int(patch_size)
+    check_settings(patch_size=patch_size, batch_size=batch_size or (16 if on_gpu else 8))
     if patch_size % divisor:
         raise ParameterError(f"patch_size {patch_size} must be a multiple of {divisor}")
     batch_size = int(batch_size or (16 if on_gpu else 8))
@@ -535,10 +601,12 @@ def finetune_iter(
         copy_net = build_network(c)
         copy_net.load_state_dict(state)
         save_model(folder, copy_net, c)
-        nonlocal saved_card
+        nonlocal saved_card, saved_epoch
         saved_card = c
+        saved_epoch = len(history)
 
     saved_card = card
+    saved_epoch: int | None = None
 
     def end_epoch() -> dict:
         nonlocal best, best_state, last_val
@@ -642,7 +710,7 @@ def finetune_iter(
                             "best_epoch": None if best is None else best["epoch"], "device": dev_reason,
                             "eta_s": 0.0, "elapsed_s": round(time.perf_counter() - t_train, 1)})
         finish()
-    except GeneratorExit:  # the napari worker's quit(): keep the best checkpoint so far
+    except (GeneratorExit, KeyboardInterrupt):  # the napari worker's quit() or Ctrl-C: keep the best checkpoint
         cancelled = True
         inner.close()
         try:
@@ -650,6 +718,10 @@ def finetune_iter(
         except Exception as exc:  # e.g. closed by the garbage collector at interpreter exit  # noqa: BLE001
             warnings.warn(f"could not save the checkpoint of {name!r} on close: {exc}", stacklevel=2)
         raise
+    except TrainingError as exc:  # a non-finite loss: the weights are unusable from here on, nothing more is saved
+        kept = (f"; the checkpoint saved before it (epoch {saved_epoch}) stays in {folder}" if saved_epoch is not None
+                else "; no model was saved")
+        raise TrainingError(f"{exc}{kept}") from None
     finally:
         inner.close()
     net.to("cpu").to(memory_format=torch.contiguous_format).eval()
