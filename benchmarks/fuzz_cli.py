@@ -329,6 +329,9 @@ def _limit_memory() -> None:
     import resource
 
     resource.setrlimit(resource.RLIMIT_AS, (MEM_LIMIT_BYTES, MEM_LIMIT_BYTES))
+    # a harness started in the background (nohup ... &) passes SIGINT ignored to its children, and Python
+    # then never raises KeyboardInterrupt: give the command the default handler, as a terminal would
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _interrupt_when_training(proc: subprocess.Popen, after: float, timeout: float) -> tuple[str, str]:

@@ -103,7 +103,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         input (:class:`~napari_medseg.errors.MedsegError`: one line on
         stderr), 1 unexpected error (traceback on stderr), 130 interrupted.
     """
+    previous = warnings.formatwarning
     warnings.formatwarning = _one_line_warning  # "medseg: warning: ...", not a source line
+    try:
+        return _main(argv)
+    finally:
+        warnings.formatwarning = previous  # main() may run inside another program (the tests)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
