@@ -271,8 +271,6 @@ def classify_objects(table: Any, image: Any, labels: Any, model: Any, geometry: 
     return out
 
 
-#: 2D picture formats read with scikit-image (pixel units); everything else goes through :func:`napari_medseg.io.read`.
-PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
 
 def read_class_table(path: str | os.PathLike) -> tuple[list[Any], list[str]]:
@@ -327,18 +325,11 @@ def load_image_item(path: str | os.PathLike) -> np.ndarray:
     """
     from pathlib import Path
 
-    from ..errors import ReaderError
     from ..io import read
+    from ..io.picture import is_picture_path, read_picture
 
     path = Path(path)
-    if path.suffix.lower() in PICTURE_SUFFIXES:
-        from skimage.io import imread
-
-        try:
-            return np.asarray(imread(str(path)))
-        except Exception as exc:  # imageio/PIL raise many types for damaged files  # noqa: BLE001
-            raise ReaderError(f"cannot read picture {path}: {exc}") from exc
-    vols = read(path)
+    vols = read_picture(path) if is_picture_path(path) else read(path)
     if len(vols) != 1:
         raise ParameterError(f"{path}: holds {len(vols)} images; give one image per file")
     v = vols[0]
@@ -348,5 +339,5 @@ def load_image_item(path: str | os.PathLike) -> np.ndarray:
     return data
 
 
-__all__ = ["PICTURE_SUFFIXES", "TTA_FLIPS", "classify_items", "load_image_item", "read_class_table", "classify_objects", "gradcam", "load_classifier", "object_crops",
+__all__ = ["TTA_FLIPS", "classify_items", "load_image_item", "read_class_table", "classify_objects", "gradcam", "load_classifier", "object_crops",
            "prepare_items"]

@@ -32,11 +32,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import MedsegError, ParameterError, ReaderError
+from ..io.picture import PICTURE_SUFFIXES  # picture formats read with scikit-image (no pixel size in them)
 
 T = TypeVar("T")
 
-#: Picture formats read with scikit-image (no pixel size in them).
-PICTURE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
 
 class UsageError(MedsegError):
@@ -350,26 +349,13 @@ def read_inputs(path: Path) -> list[Any]:
     ReaderError
         Missing or unreadable input.
     """
-    from ..geometry import Volume
     from ..io import read
+    from ..io.picture import read_picture
 
     if not path.exists():
         raise ReaderError(f"{path} does not exist")
     if path.is_file() and path.suffix.lower() in PICTURE_SUFFIXES:
-        import numpy as np
-        from skimage.io import imread
-
-        try:
-            data = np.asarray(imread(str(path)))
-        except Exception as exc:  # imageio/PIL raise many types for damaged files
-            raise ReaderError(f"cannot read picture {path}: {exc}") from exc
-        if data.ndim == 3 and data.shape[-1] in (3, 4):
-            axes = "YXS"
-        elif data.ndim == 2:
-            axes = "YX"
-        else:
-            raise ReaderError(f"{path}: a picture of shape {data.shape} is neither grey nor RGB(A)")
-        return [Volume(data, axes, name=path.stem, metadata={"source": str(path)})]
+        return read_picture(path)
     return read(path)
 
 

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import ReaderError
-from ..geometry import Volume
+
+if TYPE_CHECKING:  # the package stays cheap to import (the CLI reads its picture suffixes at start-up)
+    from ..geometry import Volume
 
 TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8", ".tf2")
 

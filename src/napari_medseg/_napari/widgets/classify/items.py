@@ -24,7 +24,6 @@ from ...layers import level0, output_geometry
 MADE_BY = "napari_medseg_classify"
 
 #: picture files read with scikit-image (as ``medseg classify`` does); the rest go through napari_medseg.io
-PICTURE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
 #: a multiscale layer is classified at its coarsest level whose shorter side still has this many pixels
 MIN_LEVEL_SIDE = 512
