@@ -28,6 +28,8 @@ SRC = REPO / "src" / "napari_medseg"
 
 #: imported only inside ``try: ... except ImportError`` (the code works without them)
 OPTIONAL = {"psutil"}
+#: imported only by ``napari_medseg.models.export`` (behind ``require``, a clear message when absent): the export extra
+EXPORT_ONLY = {"onnx", "onnxscript", "onnxruntime", "bioimageio"}
 #: installed by a declared dependency: module -> the declared distribution that requires it
 TRANSITIVE = {"numcodecs": "zarr"}
 
@@ -37,8 +39,15 @@ def _norm(name: str) -> str:
 
 
 def _declared() -> set[str]:
-    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    reqs = [*project["dependencies"], *project["optional-dependencies"]["all"]]
+    return _names(_project()["dependencies"], _project()["optional-dependencies"]["all"])
+
+
+def _project() -> dict:
+    return tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+
+
+def _names(*lists: list[str]) -> set[str]:
+    reqs = [r for reqs in lists for r in reqs]
     return {_norm(re.split(r"[\s\[<>=!~;]", r, maxsplit=1)[0]) for r in reqs}
 
 
@@ -65,6 +74,10 @@ def test_every_imported_package_is_declared() -> None:
     for module, files in sorted(_third_party_imports().items()):
         if module in OPTIONAL:
             continue
+        if module in EXPORT_ONLY:
+            outside = sorted(f for f in files if not f.startswith("src/napari_medseg/models/export/"))
+            assert not outside, f"{module} is for the export extra only, but imported in {outside}"
+            continue
         if module in TRANSITIVE:
             assert _norm(TRANSITIVE[module]) in declared, module
             continue
@@ -73,3 +86,11 @@ def test_every_imported_package_is_declared() -> None:
         if not names & declared:
             missing[module] = (sorted(names), files[0])
     assert not missing, f"imported but not declared in pyproject.toml (module: (distribution, first file)): {missing}"
+
+
+def test_export_extra_declares_its_packages() -> None:
+    declared = _names(_project()["optional-dependencies"]["export"])
+    dists = metadata.packages_distributions()
+    for module in sorted(EXPORT_ONLY & set(_third_party_imports())):
+        names = {_norm(d) for d in dists.get(module, [])} or {_norm(module)}
+        assert names & declared or any(d.startswith(_norm(module)) for d in declared), (module, sorted(declared))
