@@ -27,12 +27,15 @@ from typing import TYPE_CHECKING, Any
 from .progress import Progress, run
 
 if TYPE_CHECKING:  # annotations only: importing these at run time would be costly
+    import torch
+
     from .analysis.classify import ObjectClassifier
     from .analysis.evaluation import EvalReport
     from .analysis.gating import Gate
     from .analysis.objects import ObjectsResult
     from .geometry import Volume
     from .models.registry import ModelInfo
+    from .models.spec import ModelCard
     from .training.finetune import FinetuneResult
 
 
@@ -327,30 +330,54 @@ def list_models() -> list[ModelInfo]:
     return impl()
 
 
-def load_model(name_or_path: str | os.PathLike, device: str = "auto"):
-    """Load ``(network, card)`` by model name or path, on ``device`` (cached per session).
-
-    The network is in eval mode; do not train the returned object in place
-    (it is shared): fine-tuning builds its own copy.
+def load_model(name_or_path: str | os.PathLike, device: str = "cpu") -> tuple[torch.nn.Module, ModelCard]:
+    """Load a model's network and card by name or folder, to benchmark, embed or export it.
 
     Parameters
     ----------
     name_or_path : str or path-like
-        Model name (see :func:`list_models`) or model folder.
-    device : {"auto", "cpu", "cuda", "mps"}
+        A model name (see :func:`list_models`: ``"nuclei"``, ``"nuclei-he"``...)
+        or a model folder (``model.json`` + ``weights.safetensors``), its
+        card or its weights file.
+    device : {"cpu", "auto", "cuda", "mps"} or torch.device
+        Where to put the network (``"cuda:1"`` works too); ``"auto"`` takes
+        CUDA, then MPS, then the CPU.
 
     Returns
     -------
     network : torch.nn.Module
+        A new copy in eval mode (yours to change: it is not the copy that
+        :func:`segment` caches).  A U-Net takes float32 ``(N, C, Y, X)``
+        (2D) or ``(N, C, Z, Y, X)`` (3D), each spatial size a multiple of
+        ``network.divisor``, normalised as ``card.input["normalization"]``
+        says, and returns raw outputs ``(N, out_channels, ...)`` of the same
+        spatial size, whose meaning ``card.output["channels"]`` gives
+        (for the shipped nuclei models: a foreground logit and a distance
+        logit).
     card : ModelCard
+        The model card (architecture, input, output, training data, metrics).
+
+    Raises
+    ------
+    ModelError
+        Unknown name, missing or broken weights (the message lists the models available).
+    ParameterError
+        Unknown device, or one this machine lacks.
+
+    Examples
+    --------
+    >>> import torch, napari_medseg as ms                         # doctest: +SKIP
+    >>> net, card = ms.load_model("nuclei")                       # doctest: +SKIP
+    >>> with torch.no_grad():                                     # doctest: +SKIP
+    ...     out = net(torch.zeros(1, card.in_channels, 256, 256))  # (1, 2, 256, 256)
     """
-    from .models.cache import get_model
     from .models.device import select_device
     from .models.registry import resolve_model
+    from .models.spec import load_model as impl
 
-    info = resolve_model(name_or_path)
     dev, _ = select_device(device)
-    return get_model(info.path, dev)
+    info = resolve_model(name_or_path)
+    return impl(info.path, dev)
 
 
 def write_labels(path: str | os.PathLike, labels: Any, scale: Sequence[float] | None = None,
