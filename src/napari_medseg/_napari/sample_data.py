@@ -13,66 +13,26 @@ Importing this module is cheap: no napari, Qt or torch.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import ReaderError
+from ..io.samples import (
+    HE_IMAGE,
+    HE_LABELS,
+    MR_SERIES,
+    NUCLEI_IMAGE,
+    NUCLEI_LABELS,
+    SAMPLE_DIR,  # noqa: F401  (re-exported: tests and the wheel check read it here)
+    sample_path,
+)
 
 LayerData = tuple[Any, dict[str, Any], str]
-
-
-
-def _find_sample_dir() -> Path:
-    """The shipped sample folder: inside the installed package, or the source tree's top level.
-
-    A wheel installs the repository's top-level ``sample_data/`` as
-    ``napari_medseg/sample_data/``; in a source checkout (editable install,
-    ``PYTHONPATH=src``) it is ``<repo>/sample_data`` next to ``src/``.
-    """
-    package = Path(__file__).resolve().parent.parent
-    for candidate in (package / "sample_data", package.parent.parent / "sample_data"):
-        if (candidate / "PROVENANCE.md").is_file():
-            return candidate
-    return package / "sample_data"  # missing: sample_path() says the installation is incomplete
-
-
-#: Folder holding the shipped sample files.
-SAMPLE_DIR = _find_sample_dir()
-
-#: Shipped files, relative to :data:`SAMPLE_DIR`.
-NUCLEI_IMAGE = "nuclei.tif"
-NUCLEI_LABELS = "nuclei_labels.tif"
-HE_IMAGE = "he.tif"
-HE_LABELS = "he_labels.tif"
-MR_SERIES = "mr/mr_0004"
 
 #: Opacity of a sample's ground-truth labels: a tint over the image, which stays readable (napari's
 #: default 0.7 hides it); the Segment widget puts its prediction under them.
 GROUND_TRUTH_OPACITY = 0.35
-
-
-def sample_path(name: str) -> Path:
-    """Absolute path of a shipped sample file or folder.
-
-    Parameters
-    ----------
-    name : str
-        Path relative to the ``sample_data`` folder, e.g. ``"nuclei.tif"``.
-
-    Raises
-    ------
-    ReaderError
-        If the file is missing (a broken or partial installation).
-    """
-    p = SAMPLE_DIR / name
-    if not p.exists():
-        raise ReaderError(
-            f"sample file {p} is missing: the napari-medseg installation is incomplete; "
-            "reinstall the package (pip install --force-reinstall napari-medseg)"
-        )
-    return p
 
 
 def _read_single(name: str, layer_name: str, *, labels: bool = False) -> LayerData:
