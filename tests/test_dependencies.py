@@ -29,7 +29,7 @@ SRC = REPO / "src" / "napari_medseg"
 #: imported only inside ``try: ... except ImportError`` (the code works without them)
 OPTIONAL = {"psutil"}
 #: imported only by ``napari_medseg.models.export`` (behind ``require``, a clear message when absent): the export extra
-EXPORT_ONLY = {"onnx", "onnxscript", "onnxruntime", "bioimageio"}
+EXPORT_ONLY = {"onnx", "onnxscript", "onnxruntime", "bioimageio", "ruyaml"}
 #: installed by a declared dependency: module -> the declared distribution that requires it
 TRANSITIVE = {"numcodecs": "zarr"}
 
