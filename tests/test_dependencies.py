@@ -28,8 +28,10 @@ SRC = REPO / "src" / "napari_medseg"
 
 #: imported only inside ``try: ... except ImportError`` (the code works without them)
 OPTIONAL = {"psutil"}
-#: imported only by ``napari_medseg.models.export`` (behind ``require``, a clear message when absent): the export extra
-EXPORT_ONLY = {"onnx", "onnxscript", "onnxruntime", "bioimageio", "ruyaml"}
+#: imported only by ``napari_medseg.models.export`` and ``napari_medseg.zoo`` (behind ``require``, a clear message when
+#: absent): the export extra
+EXPORT_ONLY = {"onnx", "onnxscript", "onnxruntime", "bioimageio"}
+EXPORT_PACKAGES = ("src/napari_medseg/models/export/", "src/napari_medseg/zoo/")
 #: installed by a declared dependency: module -> the declared distribution that requires it
 TRANSITIVE = {"numcodecs": "zarr"}
 
@@ -75,7 +77,7 @@ def test_every_imported_package_is_declared() -> None:
         if module in OPTIONAL:
             continue
         if module in EXPORT_ONLY:
-            outside = sorted(f for f in files if not f.startswith("src/napari_medseg/models/export/"))
+            outside = sorted(f for f in files if not f.startswith(EXPORT_PACKAGES))
             assert not outside, f"{module} is for the export extra only, but imported in {outside}"
             continue
         if module in TRANSITIVE:

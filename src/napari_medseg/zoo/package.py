@@ -10,7 +10,7 @@ The package holds:
   postprocessing, a halo of the U-Net's receptive-field radius, citations of
   the U-Net and of the training data the card names, the licence, and the
   whole napari-medseg card under ``config.napari_medseg`` (so
-  :mod:`~napari_medseg.models.export.zoo_import` brings it back unchanged);
+  :mod:`~napari_medseg.zoo.importer` brings it back unchanged);
 - weights as ``pytorch_state_dict`` (with the architecture source
   ``unet.py``, this package's own :mod:`napari_medseg.models.unet`),
   ``torchscript`` and ``onnx``;
@@ -36,9 +36,9 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import ModelError
-from . import require
-from .onnx import DEFAULT_OPSET, export_onnx
+from ..errors import ModelError
+from ..models.export import require
+from ..models.export.onnx import DEFAULT_OPSET, export_onnx
 
 #: Key of the napari-medseg model card inside ``rdf.yaml``'s ``config``.
 CONFIG_KEY = "napari_medseg"
@@ -170,7 +170,7 @@ def test_input(card: Any, sample: np.ndarray | None, divisor: int) -> np.ndarray
     if sample is None:
         import tifffile
 
-        from ...io.samples import HE_IMAGE, NUCLEI_IMAGE, sample_path
+        from ..io.samples import HE_IMAGE, NUCLEI_IMAGE, sample_path
 
         sample = tifffile.imread(sample_path(HE_IMAGE if card.in_channels == 3 else NUCLEI_IMAGE))
     a = np.asarray(sample)
@@ -197,7 +197,7 @@ def reference_output(net: Any, card: Any, x: np.ndarray) -> np.ndarray:
     """
     import torch
 
-    from ...inference.normalize import normalization_limits
+    from ..inference.normalize import normalization_limits
 
     img = np.moveaxis(x[0], 0, -1)  # (Y, X, C)
     lo, hi = normalization_limits(img, "YXC", card.input.get("normalization"), list(range(img.shape[-1])))
@@ -209,7 +209,7 @@ def reference_output(net: Any, card: Any, x: np.ndarray) -> np.ndarray:
 
 
 def _write_weights(net: Any, card: Any, folder: Path, formats: set[str], opset: int, torch: Any) -> dict[str, dict]:
-    from .. import unet
+    from ..models import unet
 
     unknown = formats - {"pytorch_state_dict", "torchscript", "onnx"}
     if unknown:
@@ -254,8 +254,8 @@ def _preprocessing(card: Any) -> list[dict]:
 
 
 def _rdf(card: Any, folder: Path, weights: dict[str, dict], net: Any) -> dict:
-    from ... import __version__
-    from ...inference.tiling import round_up, unet_receptive_radius
+    from .. import __version__
+    from ..inference.tiling import round_up, unet_receptive_radius
 
     spec = require("bioimageio.spec", "BioImage Model Zoo export")
     d = int(net.divisor)
@@ -393,12 +393,7 @@ def validate_package(source: str | os.PathLike) -> Any:
 
 
 def _write_yaml(data: dict, path: Path) -> None:
-    from ruyaml import YAML
-
-    yaml = YAML(typ="safe", pure=True)
-    yaml.default_flow_style = False
-    with open(path, "w", encoding="utf-8") as fh:
-        yaml.dump(data, fh)
+    require("bioimageio.spec.utils", "BioImage Model Zoo export").write_yaml(data, path)
 
 
 def _sha256(path: Path) -> str:
