@@ -10,6 +10,8 @@
     medseg detect IN... -o OUTDIR [--model NAME|PATH]
     medseg lesions IN... -o OUTDIR [--model NAME|PATH | --labels FILE_OR_DIR] [--min-size MM]
     medseg classify FILES... --model MODEL_DIR -o OUT.csv
+    medseg export MODEL --format onnx|bioimageio -o PATH [--int8 [--calibrate IMAGE...]] [--check IMAGE...] [--test]
+    medseg import PACKAGE [--name NAME] [-o FOLDER]
     medseg demo [nuclei|he|mr] [--run]
 
 Exit status: 0 success, 2 bad usage or input, or a system error such as a
@@ -38,14 +40,14 @@ from contextlib import contextmanager
 
 from .. import __version__
 from ..errors import MedsegError, MedsegWarning
-from . import classify, demo, detect, evaluate, lesions, models, segment, train
+from . import classify, demo, detect, evaluate, export, importing, lesions, models, segment, train
 from .common import Command
 
 #: The registry of subcommands: name -> :class:`~napari_medseg.cli.common.Command`, in ``--help`` order.
 COMMANDS: dict[str, Command] = {
     c.name: c
     for c in (segment.COMMAND, models.COMMAND, evaluate.COMMAND, train.COMMAND, detect.COMMAND, lesions.COMMAND,
-              classify.COMMAND, demo.COMMAND)
+              classify.COMMAND, export.COMMAND, importing.COMMAND, demo.COMMAND)
 }
 
 

@@ -71,3 +71,24 @@ def normalization_limits(data, axes: str, spec: dict | None, channels: Sequence[
         sample = sample[list(channels)]
     q = np.percentile(sample.astype(np.float32), [float(spec.get("low", 1.0)), float(spec.get("high", 99.8))], axis=1)
     return q[0].astype(np.float32), q[1].astype(np.float32)
+
+
+def normalized_channels_first(image: np.ndarray, spec: dict | None) -> np.ndarray:
+    """A whole 2D image normalised as a card's ``input.normalization`` says, as the network's input layout.
+
+    Parameters
+    ----------
+    image : ndarray, ``(Y, X)`` or ``(Y, X, C)``
+        Any numeric dtype, already holding the channels the model takes.
+    spec : dict or None
+        The card's normalisation entry (see :func:`normalization_limits`).
+
+    Returns
+    -------
+    ndarray of float32, shape ``(C, Y, X)``
+        ``(image - low) / (high - low)`` per channel (no clipping).
+    """
+    x = image[..., None] if image.ndim == 2 else image
+    lo, hi = normalization_limits(x, "YXC", spec)
+    z = x.astype(np.float32) if lo is None else (x.astype(np.float32) - lo) / (hi - lo)
+    return np.ascontiguousarray(np.moveaxis(z, -1, 0), dtype=np.float32)

@@ -197,13 +197,11 @@ def reference_output(net: Any, card: Any, x: np.ndarray) -> np.ndarray:
     """
     import torch
 
-    from ..inference.normalize import normalization_limits
+    from ..inference.normalize import normalized_channels_first
 
-    img = np.moveaxis(x[0], 0, -1)  # (Y, X, C)
-    lo, hi = normalization_limits(img, "YXC", card.input.get("normalization"), list(range(img.shape[-1])))
-    z = img if lo is None else (img - lo) / (hi - lo)
+    z = normalized_channels_first(np.moveaxis(x[0], 0, -1), card.input.get("normalization"))
     with torch.no_grad():
-        out = net(torch.from_numpy(np.ascontiguousarray(np.moveaxis(z, -1, 0)[None], dtype=np.float32)))
+        out = net(torch.from_numpy(z[None]))
         out = torch.sigmoid(out) if card.kind == "instance" else torch.softmax(out, dim=1)
     return out.numpy().astype(np.float32)
 

@@ -195,3 +195,41 @@ def read_card(path: str | os.PathLike) -> dict[str, Any] | None:
     ort = require("onnxruntime", "Reading an ONNX model")
     meta = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
     return json.loads(meta[CARD_KEY]) if CARD_KEY in meta else None
+
+
+def onnx_network(path: str | os.PathLike, *, threads: int | None = None):
+    """An exported ONNX file as a CPU ``torch.nn.Module`` (ONNX Runtime inside), for code that takes a network.
+
+    It takes and returns what the torch network does (float32 ``(N, C, ...)``
+    -> raw outputs) and has the network's ``divisor``, so
+    :func:`napari_medseg.inference.predictor.predict_whole` and benchmarks
+    can run the float32 or int8 file in place of the torch network.  Gradients
+    do not flow through it.
+
+    Parameters
+    ----------
+    path : path-like
+        ONNX file written by :func:`export_onnx` (or quantised from one).
+    threads : int, optional
+        ONNX Runtime intra-op threads.
+    """
+    import torch
+
+    session = onnx_session(path, threads=threads)
+    meta = session.get_modelmeta().custom_metadata_map
+
+    class OnnxNetwork(torch.nn.Module):
+        """A network run by ONNX Runtime (CPU)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.session = session
+            self.path = Path(path)
+            self.divisor = int(meta.get("napari_medseg.divisor", 8))
+            # one empty parameter: code that asks a network for its device gets the CPU
+            self.register_parameter("_device_marker", torch.nn.Parameter(torch.empty(0), requires_grad=False))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+            return torch.from_numpy(run_onnx(self.session, x.detach().cpu().float().contiguous().numpy()))
+
+    return OnnxNetwork().eval()
