@@ -86,7 +86,7 @@ def import_bioimageio(source: str | os.PathLike, folder: str | os.PathLike, *, n
                          "from their PyTorch state dict")
     kwargs = _unet_kwargs(entry.architecture, source)
     stored = _stored_card(descr)
-    card = ModelCard.from_dict(stored, f"in {source}") if stored else _card_from_rdf(descr, kwargs, source)
+    card = ModelCard.from_dict(stored or _card_from_rdf(descr, kwargs, source), f"in {source}")
     arch = {k: v for k, v in card.architecture.items() if k != "type"}
     if any(arch.get(k) != v for k, v in kwargs.items()):
         raise ModelError(f"{source}: the architecture kwargs {kwargs} differ from its napari-medseg card {arch}")

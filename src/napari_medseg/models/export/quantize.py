@@ -19,7 +19,7 @@ import numpy as np
 
 from ...errors import ModelError, ParameterError
 from . import require
-from .onnx import INPUT_NAME
+from .onnx import INPUT_NAME, strip_debug_info
 
 #: Calibration methods ONNX Runtime offers (``minmax``: full observed range; ``percentile``: clips outliers).
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
@@ -109,7 +109,8 @@ def _batch(a: np.ndarray) -> np.ndarray:
 
 
 def _copy_metadata(src: str | os.PathLike, dst: Path) -> None:
-    """Carry the float32 file's metadata (card, divisor...) into the int8 file, marked ``napari_medseg.int8``."""
+    """Carry the float32 file's metadata (card, divisor...) into the int8 file, marked ``napari_medseg.int8``;
+    drop the debugging annotations quantisation adds."""
     onnx = require("onnx", "int8 quantisation")
     model_src = onnx.load(str(src), load_external_data=False)
     model = onnx.load(str(dst))
@@ -120,6 +121,7 @@ def _copy_metadata(src: str | os.PathLike, dst: Path) -> None:
             entry.key, entry.value = p.key, p.value
     entry = model.metadata_props.add()
     entry.key, entry.value = "napari_medseg.int8", "static QDQ, per-channel int8 weights, uint8 activations"
+    strip_debug_info(model)
     onnx.save_model(model, str(dst))
 
 
