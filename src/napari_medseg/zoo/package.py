@@ -386,6 +386,9 @@ def validate_package(source: str | os.PathLike) -> Any:
     if not isinstance(descr, spec.model.v0_5.ModelDescr):
         summary = descr.validation_summary
         errors = "; ".join(f"{'.'.join(map(str, e.loc))}: {e.msg}" for e in summary.errors) or summary.status
+        if "index_key" in errors:  # bioimageio.spec < 0.5.14 with pydantic >= 2.14: the validator itself breaks
+            errors += (" -- this is bioimageio.spec's own failure with this pydantic, not the package's: "
+                       'pip install --no-deps "bioimageio.spec>=0.5.14.3"')
         raise ModelError(f"{source}: not a valid BioImage Model Zoo model: {errors}")
     return descr
 
