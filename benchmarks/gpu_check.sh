@@ -21,8 +21,9 @@ DRY=0
 if [[ "${1:-}" == "--dry-run" ]]; then DRY=1; fi
 START=$(date +%s)
 FAILED=()
+SCALE=1  # time limits are for a GPU machine; a dry run on a small, busy CPU gets more
 step() {  # step NAME LIMIT_S COMMAND...
-  local name=$1 limit=$2; shift 2
+  local name=$1 limit=$(( $2 * SCALE )); shift 2
   echo "=== ${name} (limit ${limit} s) ==="
   local t0; t0=$(date +%s)
   timeout --signal=INT "${limit}" "$@"
@@ -34,6 +35,7 @@ step() {  # step NAME LIMIT_S COMMAND...
 if [[ ${DRY} -eq 1 ]]; then
   echo "DRY RUN: CPU only, nothing installed, small sizes (this is not a GPU result)"
   export MEDSEG_CUDA_TESTS_ON_CPU=1
+  SCALE=6
   DEVICE=cpu; SIZE=512; STEPS=2; CPU_STEPS=1
 else
   DEVICE=cuda; SIZE=4096; STEPS=30; CPU_STEPS=3

@@ -39,13 +39,14 @@ def run(args: argparse.Namespace) -> int:
     check_inputs([args.package], "package")
     if args.name is not None and not valid_model_name(args.name):
         raise UsageError(f"--name {args.name!r} is not a model name (letters, digits, '.', '_', '+', '-')")
+    if args.output is not None:
+        _check_free(args.output)  # before the package is read
     with tempfile.TemporaryDirectory(prefix="medseg-import-") as tmp:
         staged, diff = import_bioimageio(args.package, Path(tmp) / "model", name=args.name)
         card = ModelCard.from_json(staged / "model.json")
         dest = args.output or user_models_dir() / card.name
         refuse_shipped_folder(dest)
-        if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-            raise UsageError(f"{dest} exists and is not an empty folder: give --name or -o for another folder")
+        _check_free(dest)
         dest.mkdir(parents=True, exist_ok=True)
         for f in staged.iterdir():
             shutil.copy2(f, dest / f.name)
@@ -53,6 +54,11 @@ def run(args: argparse.Namespace) -> int:
              else f"its test output reproduced, max abs difference {diff:.3g}")
     print(f"imported {card.name!r} ({card.kind}, {card.in_channels} channel(s)) into {dest}; {check}")
     return 0
+
+
+def _check_free(dest) -> None:
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise UsageError(f"{dest} exists and is not an empty folder: give --name or -o for another folder")
 
 
 COMMAND = Command("import", HELP, add_arguments, run)
