@@ -35,7 +35,7 @@ step() {  # step NAME LIMIT_S COMMAND...
 if [[ ${DRY} -eq 1 ]]; then
   echo "DRY RUN: CPU only, nothing installed, small sizes (this is not a GPU result)"
   export MEDSEG_CUDA_TESTS_ON_CPU=1
-  SCALE=6
+  SCALE=20
   DEVICE=cpu; SIZE=512; STEPS=2; CPU_STEPS=1
 else
   DEVICE=cuda; SIZE=4096; STEPS=30; CPU_STEPS=3
