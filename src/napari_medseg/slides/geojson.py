@@ -145,7 +145,10 @@ def labels_features(labels: Any, *, scale: Sequence[float] = (1.0, 1.0), offset:
         raise ParameterError(f"labels must be 2D (Y, X), got shape {lab.shape}")
     rows: dict[int, dict[str, float]] = {}
     if measurements is not None:
-        num = [c for c in measurements.columns if c != "id" and np.issubdtype(measurements[c].dtype, np.number)]
+        from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+        num = [c for c in measurements.columns
+               if c != "id" and is_numeric_dtype(measurements[c]) and not is_bool_dtype(measurements[c])]
         for rec in measurements[["id", *num]].to_dict("records"):
             rows[int(rec.pop("id"))] = rec
     names = sorted(set((classes or {}).values()))
