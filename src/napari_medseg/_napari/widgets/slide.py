@@ -220,7 +220,10 @@ class SlideWidget(QWidget):
         data = np.nan_to_num(heat.probabilities[..., k], nan=0.0)
         img = Image(data, name=f"{layer.name} p({name})", colormap="inferno", opacity=0.5, contrast_limits=(0, 1),
                     blending="additive", **grid_layer_kwargs(layer, heat.tile))
-        self.outputs.put("heatmap", layer, img)
+        out = self.outputs.put("heatmap", layer, img)
+        title = f"{layer.name} p({name})"  # the class shown, also after a re-run kept the old layer's name
+        if all(lay.name != title for lay in self.viewer.layers if lay is not out):
+            out.name = title
 
     def update_regions(self) -> None:
         """Threshold the heat map again (threshold, smoothing) and refresh the regions layer and table."""
