@@ -43,7 +43,7 @@ def write_svs_like(path: Path, img: np.ndarray, mpp: float = 0.5, factors=(4, 16
 
     desc = (f"Aperio Image Library v12.0.15\n{img.shape[1]}x{img.shape[0]} (256x256) JPEG/RGB Q=70|AppMag = 20|"
             f"MPP = {mpp}|Filename = test")
-    opts = dict(photometric="rgb", compression="zlib", metadata=None)
+    opts = {"photometric": "rgb", "compression": "zlib", "metadata": None}
     with tifffile.TiffWriter(path) as tw:
         tw.write(img, tile=(256, 256), description=desc, **opts)
         tw.write(np.ascontiguousarray(img[::32, ::32]), description="Aperio Image Library thumbnail", **opts)
@@ -59,7 +59,7 @@ def write_ome_pyramid(path: Path, img: np.ndarray, mpp: float = 0.25, factors=(2
     import tifffile
 
     axes = "YXS" if img.ndim == 3 else "YX"
-    opts = dict(tile=(tile, tile), photometric="rgb" if img.ndim == 3 else "minisblack", compression="zlib")
+    opts = {"tile": (tile, tile), "photometric": "rgb" if img.ndim == 3 else "minisblack", "compression": "zlib"}
     with tifffile.TiffWriter(path, ome=True, bigtiff=True) as tw:
         tw.write(img, subifds=len(factors), metadata={"axes": axes, "PhysicalSizeX": mpp, "PhysicalSizeY": mpp},
                  **opts)

@@ -156,17 +156,24 @@ class Slide:
         part = lv[ya:yb, xa:xb]
         return np.asarray(part.compute() if hasattr(part, "compute") else part)
 
-    def thumbnail(self, max_pixels: int = 4_000_000) -> tuple[np.ndarray, tuple[float, float]]:
-        """The finest level with at most ``max_pixels`` pixels, read whole: ``(pixels, (dy, dx))``.
+    def thumbnail(self, max_pixels: int = 4_000_000, min_um: float | None = None
+                  ) -> tuple[np.ndarray, tuple[float, float]]:
+        """A low level read whole: ``(pixels, (dy, dx))``, ``(dy, dx)`` level-0 pixels per thumbnail pixel.
 
-        ``(dy, dx)`` are level-0 pixels per thumbnail pixel.  A slide without
-        such a level gives its coarsest level subsampled by an integer step,
-        which decodes that whole level once (slow for a big one-level file).
+        The finest level with at most ``max_pixels`` pixels and, on a
+        calibrated slide, pixels of at least ``min_um`` µm (when a level of
+        at most ``max_pixels`` has them).  A slide without a level of at most
+        ``max_pixels`` gives its coarsest level subsampled by an integer
+        step, which decodes that whole level once (slow for a big one-level
+        file).
         """
-        for k in range(len(self.levels)):
+        small = [k for k in range(len(self.levels)) if np.prod(self.level_shape(k)) <= max_pixels]
+        if small:
+            coarse = [k for k in small if min_um is None or self.mpp is None
+                      or min(self.mpp[0] * self.downsample(k)[0], self.mpp[1] * self.downsample(k)[1]) >= min_um]
+            k = coarse[0] if coarse else small[-1]
             h, w = self.level_shape(k)
-            if h * w <= max_pixels:
-                return self.read(0, 0, h, w, k), self.downsample(k)
+            return self.read(0, 0, h, w, k), self.downsample(k)
         k = len(self.levels) - 1
         h, w = self.level_shape(k)
         step = int(np.ceil(np.sqrt(h * w / max_pixels)))

@@ -1,9 +1,11 @@
 """Tissue detection on a low pyramid level, and the tissue fraction of each tile of a grid.
 
 Brightfield (RGB) slides: tissue is stained, glass is grey-white, so the HSV
-saturation of a smoothed thumbnail is thresholded with Otsu's method (floored
-at :data:`MIN_SATURATION`, so a slide that is all tissue or all glass is not
-split in two by noise); grey images: Otsu on intensity, tissue bright
+saturation of a smoothed thumbnail is thresholded with Otsu's method, kept
+within [:data:`MIN_SATURATION`, :data:`MAX_SATURATION`]: the floor keeps a
+slide of glass only from being split in two by noise, the cap keeps pale
+tissue (lung alveoli, fat, mucin) when there is little glass and Otsu would
+split the tissue into pale and dark stains instead; grey images: Otsu on intensity, tissue bright
 (fluorescence) unless ``bright=False``.  Morphology then closes gaps of
 ``closing_um``, removes specks smaller than ``min_area_um2`` and fills holes
 smaller than ``hole_area_um2`` (sizes in µm, converted with the slide's pixel
@@ -22,6 +24,8 @@ from ..geometry import Geometry
 
 #: Lowest saturation (0..1) ever called tissue on RGB slides, whatever Otsu says.
 MIN_SATURATION = 0.05
+#: Highest saturation threshold on RGB slides: anything more saturated is tissue, whatever Otsu says.
+MAX_SATURATION = 0.15
 
 
 @dataclass
@@ -120,7 +124,8 @@ def tissue_mask_array(image: Any, *, pixel_um: float | None = None, bright: bool
         if np.issubdtype(a.dtype, np.integer):
             rgb /= float(np.iinfo(a.dtype).max)
         sig = filters.gaussian(rgb2hsv(np.clip(rgb, 0, 1))[..., 1], sigma=1.0)
-        t = max(float(filters.threshold_otsu(sig)) if np.ptp(sig) > 0 else 1.0, MIN_SATURATION)
+        otsu = float(filters.threshold_otsu(sig)) if np.ptp(sig) > 0 else MIN_SATURATION
+        t = min(max(otsu, MIN_SATURATION), MAX_SATURATION)
         mask = sig > t
     elif a.ndim == 2:
         sig = filters.gaussian(a.astype(np.float32), sigma=1.0, preserve_range=True)
@@ -137,14 +142,16 @@ def tissue_mask_array(image: Any, *, pixel_um: float | None = None, bright: bool
     return mask, t
 
 
-def detect_tissue(slide: Any, *, max_pixels: int = 4_000_000, bright: bool | None = None,
+def detect_tissue(slide: Any, *, max_pixels: int = 4_000_000, min_um: float = 4.0, bright: bool | None = None,
                   closing_um: float = 20.0, min_area_um2: float = 20_000.0,
                   hole_area_um2: float = 20_000.0) -> TissueMask:
-    """Tissue mask of a :class:`~napari_medseg.slides.pyramid.Slide` from its finest level of at most ``max_pixels``.
+    """Tissue mask of a :class:`~napari_medseg.slides.pyramid.Slide` from a low level.
 
-    See :func:`tissue_mask_array` for the method and sizes.
+    The level is the finest with at most ``max_pixels`` pixels of at least
+    ``min_um`` µm (:meth:`~napari_medseg.slides.pyramid.Slide.thumbnail`);
+    see :func:`tissue_mask_array` for the method and sizes.
     """
-    thumb, (dy, dx) = slide.thumbnail(max_pixels)
+    thumb, (dy, dx) = slide.thumbnail(max_pixels, min_um)
     px = None if slide.mpp is None else float(np.sqrt(slide.mpp[0] * dy * slide.mpp[1] * dx))
     mask, t = tissue_mask_array(thumb, pixel_um=px, bright=bright, closing_um=closing_um,
                                 min_area_um2=min_area_um2, hole_area_um2=hole_area_um2)
@@ -152,4 +159,4 @@ def detect_tissue(slide: Any, *, max_pixels: int = 4_000_000, bright: bool | Non
                       threshold=t)
 
 
-__all__ = ["MIN_SATURATION", "TissueMask", "detect_tissue", "tissue_mask_array"]
+__all__ = ["MAX_SATURATION", "MIN_SATURATION", "TissueMask", "detect_tissue", "tissue_mask_array"]

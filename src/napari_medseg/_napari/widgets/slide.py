@@ -48,7 +48,7 @@ COLUMNS = ("id", "class", "mean p", "area (mm²)", "longest (mm)")
 
 
 def _hex(rgb: Any) -> str:
-    return "#%02x%02x%02x" % tuple(int(c) for c in rgb[:3])
+    return "#" + "".join(f"{int(c):02x}" for c in rgb[:3])
 
 
 def _spin(lo: float, hi: float, value: float, step: float, decimals: int = 0) -> Any:
@@ -218,8 +218,8 @@ class SlideWidget(QWidget):
         heat, layer = self.heatmap, self._source
         k = heat.class_names.index(name)
         data = np.nan_to_num(heat.probabilities[..., k], nan=0.0)
-        img = Image(data, name=f"{layer.name} p({name})", colormap="inferno", opacity=0.5, contrast_limits=(0, 1),
-                    blending="additive", **grid_layer_kwargs(layer, heat.tile))
+        img = Image(data, name=f"{layer.name} p({name})", colormap="inferno", opacity=0.45, contrast_limits=(0, 1),
+                    **grid_layer_kwargs(layer, heat.tile))
         out = self.outputs.put("heatmap", layer, img)
         title = f"{layer.name} p({name})"  # the class shown, also after a re-run kept the old layer's name
         if all(lay.name != title for lay in self.viewer.layers if lay is not out):
@@ -240,7 +240,7 @@ class SlideWidget(QWidget):
         polys = [to_index(r.polygons[0][0]) for r in self.regions]
         classes = [r.class_name for r in self.regions]
         shapes = Shapes(polys, shape_type="polygon", name=f"{layer.name} regions", face_color="transparent",
-                        edge_color=[_hex(colors[c]) for c in classes] or "yellow", edge_width=3,
+                        edge_color=[_hex(colors[c]) for c in classes] or "yellow", edge_width=max(2.0, heat.tile[0] / 12),
                         features={"class": classes, "mean_probability": [r.mean_probability for r in self.regions]},
                         **output_geometry(layer, 2))
         self.outputs.put("regions", layer, shapes)
@@ -319,7 +319,9 @@ class SlideWidget(QWidget):
             if not polys:
                 raise ParameterError(f"{path}: no polygon annotations in it")
             shapes = Shapes(polys, shape_type="polygon", name=f"{Path(path).stem}", face_color="transparent",
-                            edge_color=colors, edge_width=3, features={"class": classes, "object_type": types},
+                            edge_color=colors, edge_width=max(2.0, max(layer.data[0].shape[:2] if layer.multiscale
+                                                                      else layer.data.shape[:2]) / 400),
+                            features={"class": classes, "object_type": types},
                             **output_geometry(layer, 2))
             self.viewer.add_layer(shapes)
         except Exception as exc:  # noqa: BLE001
