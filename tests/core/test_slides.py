@@ -88,7 +88,7 @@ def test_tiff_reader_takes_the_svs_mpp_too(svs) -> None:
 def test_tissue_mask_finds_the_tissue_of_a_synthetic_slide(svs) -> None:
     path, _, tissue, _ = svs
     s = open_slide(path)
-    m = detect_tissue(s, max_pixels=200 * 260)  # level 1: 192 x 256, 4 level-0 px per mask px
+    m = detect_tissue(s, max_pixels=200 * 260, min_um=2.0)  # level 1: 192 x 256, 2 µm, 4 level-0 px per mask px
     assert m.downsample == (4.0, 4.0) and m.mask.shape == (192, 256)
     truth = np.kron(tissue, np.ones((8, 8), bool))  # 32-px tiles -> 8 mask px
     iou = (m.mask & truth).sum() / (m.mask | truth).sum()
@@ -242,7 +242,7 @@ def test_index_and_qupath_coordinates_are_inverse() -> None:
 def test_heatmap_localises_the_tumour_with_a_tiny_classifier(svs, tiny_tile_classifier, tmp_path) -> None:
     path, _, tissue, truth = svs
     s = open_slide(path)
-    mask = detect_tissue(s, max_pixels=200 * 260)
+    mask = detect_tissue(s, max_pixels=200 * 260, min_um=2.0)
     assert tile_grid(s, 32) == ((24, 32), (32.0, 32.0))
     assert tile_grid(s, 8, level=1) == ((24, 32), (32.0, 32.0))
     heat = run(classify_slide_iter(s, tiny_tile_classifier, tile=32, tissue=mask, tta=False))

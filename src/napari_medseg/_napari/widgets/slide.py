@@ -24,12 +24,10 @@ from qtpy.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QPushButton,
-    QSpinBox,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -39,7 +37,17 @@ from qtpy.QtWidgets import (
 from ...errors import ParameterError
 from .._worker import JobOutcome, ProgressJob
 from ..layers import geometry_from_state, grid_layer_kwargs, output_geometry, slide_of_layer
-from .common import LayerCombo, ModelPicker, OutputLayers, RunCancelRow, StatusLine, center_on, finish_job, report_error
+from .common import (
+    LayerCombo,
+    ModelPicker,
+    OutputLayers,
+    RunCancelRow,
+    StatusLine,
+    center_on,
+    finish_job,
+    report_error,
+    spin_box,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -49,16 +57,6 @@ COLUMNS = ("id", "class", "mean p", "area (mm²)", "longest (mm)")
 
 def _hex(rgb: Any) -> str:
     return "#" + "".join(f"{int(c):02x}" for c in rgb[:3])
-
-
-def _spin(lo: float, hi: float, value: float, step: float, decimals: int = 0) -> Any:
-    s = QDoubleSpinBox() if decimals else QSpinBox()
-    s.setRange(lo, hi)
-    s.setSingleStep(step)
-    if decimals:
-        s.setDecimals(decimals)
-    s.setValue(value)
-    return s
 
 
 class SlideWidget(QWidget):
@@ -76,13 +74,12 @@ class SlideWidget(QWidget):
         self.outputs = OutputLayers(napari_viewer)
         self.image = LayerCombo(napari_viewer, Image)
         self.model_picker = ModelPicker(kinds=("classification",))
-        self.tile = _spin(16, 4096, 224, 16)
-        self.tile.setToolTip("tile edge in pixels of the level below")
-        self.level = _spin(0, 16, 0, 1)
+        self.tile = spin_box(16, 4096, 224, 16, tip="tile edge in pixels of the level below")
+        self.level = spin_box(0, 16, 0, 1, tip="pyramid level the tiles are read from (0: full resolution)")
         self.use_tissue = QCheckBox("only tissue tiles")
         self.use_tissue.setChecked(True)
-        self.threshold = _spin(0.05, 1.0, 0.5, 0.05, 2)
-        self.smooth = _spin(0.0, 5.0, 0.0, 0.5, 1)
+        self.threshold = spin_box(0.05, 1.0, 0.5, 0.05, decimals=2)
+        self.smooth = spin_box(0.0, 5.0, 0.0, 0.5, decimals=1)
         self.smooth.setToolTip("Gaussian smoothing of the heat map before thresholding, in tiles")
         self.threshold.valueChanged.connect(self.update_regions)
         self.smooth.valueChanged.connect(self.update_regions)
