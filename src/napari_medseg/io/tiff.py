@@ -373,12 +373,13 @@ def _check_extent(s: Any, size: int, p: Path) -> None:
         else:
             end = 0
             pages = level.pages
-            for page in (pages[0], pages[len(pages) - 1]) if len(pages) else ():
-                if page is None:
-                    continue
-                for off, cnt in zip(page.dataoffsets, page.databytecounts, strict=False):
-                    if off:
-                        end = max(end, off + cnt)
+            ends = (pages[0], pages[len(pages) - 1]) if len(pages) else ()
+            for page in dict.fromkeys(p_ for p_ in ends if p_ is not None):  # one page: checked once
+                n = min(len(page.dataoffsets), len(page.databytecounts))
+                off = np.asarray(page.dataoffsets[:n], np.int64)
+                cnt = np.asarray(page.databytecounts[:n], np.int64)
+                if n and (off != 0).any():
+                    end = max(end, int((off + cnt)[off != 0].max()))
         if end > size:
             raise ReaderError(f"{p}: the TIFF file is truncated: its image data runs to byte {end:,} "
                               f"but the file has only {size:,} bytes (incomplete copy or download?)")
@@ -398,12 +399,14 @@ def _check_declared(s: Any, size: int, p: Path) -> None:
             continue
         key = level.keyframe
         where = f"{p}: " + (f"resolution level {li}: " if li else "")
-        for page in (pages[0], pages[len(pages) - 1]):
+        for page in dict.fromkeys((pages[0], pages[len(pages) - 1])):  # a one-page level is checked once
             if page is None:
                 raise ReaderError(f"{where}the TIFF metadata declare more image planes than the file holds pages")
             offsets, counts = page.dataoffsets, page.databytecounts
-            if not offsets or any(o == 0 or c == 0 for o, c in zip(offsets, counts, strict=False)):
-                bad = next((i for i, (o, c) in enumerate(zip(offsets, counts, strict=False)) if o == 0 or c == 0), 0)
+            n = min(len(offsets), len(counts))
+            empty = (np.asarray(offsets[:n], np.int64) == 0) | (np.asarray(counts[:n], np.int64) == 0)
+            if not offsets or empty.any():
+                bad = int(np.argmax(empty)) if empty.any() else 0
                 raise ReaderError(f"{where}strip/tile {bad} of page {page.index} has no data (offset or byte count "
                                   "0): the file is damaged or incomplete (missing data would read as zeros)")
         stored = sum(int(c) for c in key.databytecounts)
