@@ -22,3 +22,11 @@ def dataset(*parts: str) -> Path:
 @pytest.fixture
 def datasets_dir() -> Path:
     return dataset()
+
+
+@pytest.fixture(scope="session")
+def tiny_tile_classifier(tmp_path_factory) -> Path:
+    """A 2-class (normal / tumour) CNN tile classifier trained once per session (``tests/slide_data.py``)."""
+    from tests.slide_data import train_tiny
+
+    return train_tiny(tmp_path_factory.mktemp("slide-model") / "tiny-tiles")

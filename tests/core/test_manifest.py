@@ -47,6 +47,7 @@ def test_manifest_schema_is_valid() -> None:
     assert [w.filename_extensions for w in pm.contributions.writers] == [[".tif", ".tiff"], [".nii.gz", ".nii", ".nrrd"]]
     assert {r.command for r in pm.contributions.readers} == {
         "napari-medseg.get_tiff_reader",
+        "napari-medseg.get_slide_reader",
         "napari-medseg.get_volume_reader",
         "napari-medseg.get_dicom_reader",
     }

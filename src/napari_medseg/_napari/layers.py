@@ -241,6 +241,43 @@ def unique_name(viewer: Any, name: str) -> str:
     return f"{name} [{k}]"
 
 
+def slide_of_layer(layer: Any) -> Any:
+    """A :class:`~napari_medseg.slides.pyramid.Slide` over a 2D (multiscale) Image layer's data, never copied.
+
+    Its pixel size is the layer's Y/X step when both are in µm (or another
+    length unit, converted), else None (pixels).
+
+    Raises
+    ------
+    ParameterError
+        A layer that is not 2D grey or RGB.
+    """
+    from ..geometry import convert, is_length
+    from ..slides.pyramid import Slide
+
+    levels = list(layer.data) if getattr(layer, "multiscale", False) else [layer.data]
+    nd = len(levels[0].shape) - (1 if getattr(layer, "rgb", False) else 0)
+    if nd != 2:
+        raise ParameterError(f"layer {layer.name!r} is not a 2D image (it has {nd} spatial dimensions); "
+                             "slide tools need a 2D grey or RGB (multiscale) image")
+    g = spatial_geometry(layer, 2)
+    mpp = None
+    if all(is_length(u) for u in g.units):
+        mpp = tuple(float(convert(s, u, "µm")) for s, u in zip(g.spacing, g.units, strict=True))
+    return Slide(levels=levels, mpp=mpp, name=layer.name)
+
+
+def grid_layer_kwargs(layer: Any, downsample: Any) -> dict[str, Any]:
+    """Layer keyword arguments placing a grid over a 2D layer, each grid pixel covering ``downsample``
+    ``(y, x)`` of the layer's (level-0) pixels from its top-left corner (tissue masks, heat maps)."""
+    d = np.asarray(downsample, np.float64)
+    geom = output_geometry(layer, 2)
+    scale = np.asarray(geom["scale"], np.float64)
+    geom["scale"] = tuple(float(v) for v in scale * d)
+    geom["translate"] = tuple(float(v) for v in np.asarray(geom["translate"]) + (d - 1) / 2 * scale)
+    return geom
+
+
 def _outer_is_identity(layer: Any) -> bool:
     """Whether a layer's ``affine``, ``rotate`` and ``shear`` are all identity (only scale/translate)."""
     a = np.asarray(layer.affine.affine_matrix, float)

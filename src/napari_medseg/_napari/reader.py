@@ -34,6 +34,27 @@ def get_tiff_reader(path: PathOrPaths) -> Callable[[PathOrPaths], list[LayerData
     return _read_tiff_layers
 
 
+def get_slide_reader(path: PathOrPaths) -> Callable[[PathOrPaths], list[LayerData]] | None:
+    """Return a reader for a single whole-slide file (SVS, NDPI, SCN, BIF, QPTIFF), or None.
+
+    TIFF and OME-TIFF pyramids open with :func:`get_tiff_reader`, which also
+    makes them multiscale layers in µm.
+    """
+    from ..slides.pyramid import is_slide_path
+
+    p = _single(path)
+    if p is None or not is_slide_path(p) or not os.path.isfile(p):
+        return None
+    return read_slide_layers
+
+
+def read_slide_layers(path: PathOrPaths) -> list[LayerData]:
+    """The slide as one multiscale RGB (or grey) image layer, ``(y, x)`` in µm; associated images left out."""
+    from ..slides.pyramid import open_slide
+
+    return [open_slide(_single(path)).to_layer_data()]
+
+
 def get_dicom_reader(path: PathOrPaths) -> Callable[[PathOrPaths], list[LayerData]] | None:
     """Return a reader for a DICOM file, series folder or DICOMDIR, or None."""
     from ..io.dicom import is_dicom_path

@@ -120,22 +120,48 @@ def classify_items(items: Sequence[Any], model: str | os.PathLike | Sequence[str
     probabilities : ndarray of float64, shape (n_items, n_classes)
     class_names : list of str
     """
-    import torch
+    loaded = load_classifiers(model)
+    return predict_probabilities(loaded, items, tta=tta, batch_size=batch_size), list(
+        loaded[0][1].output["class_names"])
 
+
+def load_classifiers(model: str | os.PathLike | Sequence[str | os.PathLike]) -> list[tuple[Any, Any]]:
+    """``(network, card)`` of one model or of each model of an ensemble (same classes), loaded once.
+
+    Raises
+    ------
+    ParameterError
+        No model given.
+    ModelError
+        A model that is not a classifier, or ensemble members with different classes.
+    """
     models = [model] if isinstance(model, (str, os.PathLike)) else list(model)
     if not models:
         raise ParameterError("give at least one model")
-    total, names = None, None
-    for m in models:
-        net, card = load_classifier(m)
+    loaded = [load_classifier(m) for m in models]
+    names = list(loaded[0][1].output["class_names"])
+    for _, card in loaded[1:]:
         cn = list(card.output["class_names"])
-        if names is not None and cn != names:
+        if cn != names:
             raise ModelError(f"ensemble models have different classes: {names} vs {cn}")
-        names = cn
+    return loaded
+
+
+def predict_probabilities(loaded: Sequence[tuple[Any, Any]], items: Sequence[Any], *, tta: bool = True,
+                          batch_size: int = 64) -> np.ndarray:
+    """Calibrated probabilities ``(n_items, n_classes)`` (float64) of items under models from :func:`load_classifiers`.
+
+    Each model's softmax of ``logits / temperature`` is averaged over the
+    test-time flips (2D models, ``tta``) and then over the models.
+    """
+    import torch
+
+    total = None
+    for net, card in loaded:
         temp = float(card.output.get("temperature", 1.0))
         x = _batch(items, card)
         flips = TTA_FLIPS if tta and card.dims == 2 else ((),)
-        probs = np.zeros((len(x), len(cn)))
+        probs = np.zeros((len(x), len(card.output["class_names"])))
         with torch.no_grad():
             for i in range(0, len(x), batch_size):
                 xb = torch.from_numpy(x[i:i + batch_size])
@@ -144,7 +170,7 @@ def classify_items(items: Sequence[Any], model: str | os.PathLike | Sequence[str
                     acc = acc + torch.softmax(net(torch.flip(xb, f) if f else xb).double() / temp, dim=1)
                 probs[i:i + batch_size] = (acc / len(flips)).numpy()
         total = probs if total is None else total + probs
-    return total / len(models), names
+    return total / len(loaded)
 
 
 def gradcam(items: Sequence[Any], model: str | os.PathLike, class_index: int | Sequence[int] | None = None
@@ -339,5 +365,5 @@ def load_image_item(path: str | os.PathLike) -> np.ndarray:
     return data
 
 
-__all__ = ["TTA_FLIPS", "classify_items", "load_image_item", "read_class_table", "classify_objects", "gradcam", "load_classifier", "object_crops",
+__all__ = ["TTA_FLIPS", "classify_items", "load_classifiers", "load_image_item", "predict_probabilities", "read_class_table", "classify_objects", "gradcam", "load_classifier", "object_crops",
            "prepare_items"]

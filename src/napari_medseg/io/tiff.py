@@ -373,12 +373,13 @@ def _check_extent(s: Any, size: int, p: Path) -> None:
         else:
             end = 0
             pages = level.pages
-            for page in (pages[0], pages[len(pages) - 1]) if len(pages) else ():
-                if page is None:
-                    continue
-                for off, cnt in zip(page.dataoffsets, page.databytecounts, strict=False):
-                    if off:
-                        end = max(end, off + cnt)
+            ends = (pages[0], pages[len(pages) - 1]) if len(pages) else ()
+            for page in dict.fromkeys(p_ for p_ in ends if p_ is not None):  # one page: checked once
+                n = min(len(page.dataoffsets), len(page.databytecounts))
+                off = np.asarray(page.dataoffsets[:n], np.int64)
+                cnt = np.asarray(page.databytecounts[:n], np.int64)
+                if n and (off != 0).any():
+                    end = max(end, int((off + cnt)[off != 0].max()))
         if end > size:
             raise ReaderError(f"{p}: the TIFF file is truncated: its image data runs to byte {end:,} "
                               f"but the file has only {size:,} bytes (incomplete copy or download?)")
@@ -398,12 +399,14 @@ def _check_declared(s: Any, size: int, p: Path) -> None:
             continue
         key = level.keyframe
         where = f"{p}: " + (f"resolution level {li}: " if li else "")
-        for page in (pages[0], pages[len(pages) - 1]):
+        for page in dict.fromkeys((pages[0], pages[len(pages) - 1])):  # a one-page level is checked once
             if page is None:
                 raise ReaderError(f"{where}the TIFF metadata declare more image planes than the file holds pages")
             offsets, counts = page.dataoffsets, page.databytecounts
-            if not offsets or any(o == 0 or c == 0 for o, c in zip(offsets, counts, strict=False)):
-                bad = next((i for i, (o, c) in enumerate(zip(offsets, counts, strict=False)) if o == 0 or c == 0), 0)
+            n = min(len(offsets), len(counts))
+            empty = (np.asarray(offsets[:n], np.int64) == 0) | (np.asarray(counts[:n], np.int64) == 0)
+            if not offsets or empty.any():
+                bad = int(np.argmax(empty)) if empty.any() else 0
                 raise ReaderError(f"{where}strip/tile {bad} of page {page.index} has no data (offset or byte count "
                                   "0): the file is damaged or incomplete (missing data would read as zeros)")
         stored = sum(int(c) for c in key.databytecounts)
@@ -574,6 +577,10 @@ def _pixel_size(tf: Any, page: Any, axes: str, folded: set[str], ome_px: ET.Elem
             found["T"] = (fi, normalize_unit(ij.get("tunit", "s")))
         source = "imagej" if found else "none"
     if not found.keys() & {"X", "Y"} and source != "napari-medseg":
+        vendor = _slide_pixel_size_um(tf, page)
+        if vendor is not None:
+            (found["X"], found["Y"]), source = ((vendor[0], "µm"), (vendor[1], "µm")), vendor[2]
+    if not found.keys() & {"X", "Y"} and source != "napari-medseg":
         xy_um = _plain_resolution_um(page)
         if xy_um is not None:
             found["X"], found["Y"] = (xy_um[0], "µm"), (xy_um[1], "µm")
@@ -599,6 +606,47 @@ def _pixel_size(tf: Any, page: Any, axes: str, folded: set[str], ome_px: ET.Elem
             scale.append(1.0)
             units.append("pixel")
     return tuple(scale), tuple(units), source
+
+
+def _slide_pixel_size_um(tf: Any, page: Any) -> tuple[float, float, str] | None:
+    """µm per pixel ``(x, y, source)`` of a whole-slide file's level-0 page from its vendor metadata, or None.
+
+    Aperio SVS: ``MPP`` in the ImageDescription (square pixels, ``"svs_mpp"``).
+    Leica SCN: the XML's ``view`` extent (nm) over the matching image's
+    full-resolution ``dimension`` (``"scn_xml"``).  Hamamatsu NDPI and most
+    other slides carry resolution tags, read by the caller.
+    """
+    from tifffile.tifffile import svs_description_metadata
+
+    try:
+        if tf.is_svs:
+            mpp = _positive(svs_description_metadata(tf.pages.first.description).get("MPP"))
+            return None if mpp is None else (mpp, mpp, "svs_mpp")
+        if tf.is_scn and tf.scn_metadata:
+            return _scn_pixel_size_um(tf.scn_metadata, page)
+    except (ValueError, TypeError, ET.ParseError):  # unparsable vendor text: fall back to the tags
+        _log.debug("no vendor pixel size in %s", tf.filehandle.name, exc_info=True)
+    return None
+
+
+def _scn_pixel_size_um(xml: str, page: Any) -> tuple[float, float, str] | None:
+    root = ET.fromstring(xml)
+    h, w = int(page.imagelength), int(page.imagewidth)
+    for image in root.iter():
+        if not image.tag.endswith("image"):
+            continue
+        view = next((e for e in image if e.tag.endswith("view")), None)
+        pixels = next((e for e in image if e.tag.endswith("pixels")), None)
+        if view is None or pixels is None:
+            continue
+        for dim in pixels:
+            if dim.tag.endswith("dimension") and int(dim.get("sizeX", -1)) == w and int(dim.get("sizeY", -1)) == h:
+                vx, vy = _positive(view.get("sizeX")), _positive(view.get("sizeY"))
+                if vx is None or vy is None:
+                    return None
+                # view sizes are in nm; this dimension is the page's resolution
+                return vx / w / 1000.0, vy / h / 1000.0, "scn_xml"
+    return None
 
 
 def _size(value: Any, what: str, common: dict[str, Any]) -> float | None:

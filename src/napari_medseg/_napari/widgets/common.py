@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from qtpy.QtCore import QEvent, QObject, QSize, Qt, Signal
 from qtpy.QtWidgets import (
     QComboBox,
+    QDoubleSpinBox,
     QFileDialog,
     QFrame,
     QHBoxLayout,
@@ -35,6 +36,7 @@ from qtpy.QtWidgets import (
     QPushButton,
     QScrollArea,
     QSizePolicy,
+    QSpinBox,
     QStyle,
     QVBoxLayout,
     QWidget,
@@ -485,6 +487,21 @@ def scrolling_layout(widget: QWidget) -> QVBoxLayout:
     outer.setContentsMargins(0, 0, 0, 0)
     outer.addWidget(DockScroll(content))
     return lay
+
+
+def spin_box(lo: float, hi: float, value: float, step: float = 1, *, decimals: int = 0, special: str | None = None,
+             tip: str = "") -> QSpinBox | QDoubleSpinBox:
+    """A spin box (integer, or with ``decimals`` a float one) with range, step, value, special text and tooltip."""
+    s = QDoubleSpinBox() if decimals else QSpinBox()
+    if decimals:
+        s.setDecimals(decimals)
+    s.setRange(lo, hi)
+    s.setSingleStep(step)
+    s.setValue(value)
+    if special:
+        s.setSpecialValueText(special)
+    s.setToolTip(tip)
+    return s
 
 
 class RunCancelRow(QWidget):
