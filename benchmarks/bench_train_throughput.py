@@ -54,12 +54,12 @@ def time_steps(runner, batches, loss_of, steps: int) -> float:
 
 def main(argv=None) -> int:
     import torch
+    from train_default_models import DSB, load_split
 
     from napari_medseg.training.augment import AugmentConfig
     from napari_medseg.training.data import PatchSampler
     from napari_medseg.training.representations import representation_for
     from napari_medseg.training.steps import StepRunner, cpu_has_bf16
-    from train_default_models import DSB, load_split
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=1)
@@ -107,7 +107,7 @@ def main(argv=None) -> int:
         ("bfloat16, batch 8 x 256 px", 8, 256, torch.bfloat16, True),
     ]
     runners = {}
-    for name, b, p, amp, cl in configs:
+    for name, _b, _p, amp, cl in configs:
         torch.manual_seed(0)
         r = StepRunner.create(make_net(rep.n_channels), torch.device("cpu"), lr=1e-3, weight_decay=1e-4, amp_dtype=amp)
         if not cl:

@@ -184,8 +184,8 @@ def test_checkpoint_resume_goes_on_from_the_saved_step(tmp_path):
     from napari_medseg.training.checkpoint import load_checkpoint
 
     ckpt = tmp_path / "ck" / "tiny.pt"
-    kw = dict(batch_size=2, patch_size=32, lr=1e-2, warmup_steps=2, val_every=0, seed=0, num_threads=1, device="cpu",
-              precision="float32", checkpoint=ckpt)
+    kw = {"batch_size": 2, "patch_size": 32, "lr": 1e-2, "warmup_steps": 2, "val_every": 0, "seed": 0,
+          "num_threads": 1, "device": "cpu", "precision": "float32", "checkpoint": ckpt}
     torch.manual_seed(0)
     first = run(train_iter(UNet(1, 2, base_channels=4, depth=2), _card(), _synthetic(), None,
                            SegmentationTrainConfig(steps=3, **kw)), lambda p: None)

@@ -351,7 +351,7 @@ def train_iter(
     best: dict | None = None
     best_state = None
     step = start_step
-    sittings = list((resume.info.get("sittings", []) if resume is not None else []))
+    sittings = list(resume.info.get("sittings", []) if resume is not None else [])
     last_ckpt = budget.elapsed()
     cancelled = False
     out_path = Path(out) if out is not None else None
