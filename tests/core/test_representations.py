@@ -222,3 +222,16 @@ def test_do_3d_refuses_a_star_model(target_model):
     folder = target_model("star")
     with pytest.raises(ModelError, match="2D only"):
         run(segment_3d_from_2d_iter(np.zeros((4, 32, 32), np.float32), str(folder)))
+
+
+def test_finetuning_a_contour_base_keeps_its_foreground_and_distance_head(target_model):
+    from napari_medseg.models.spec import load_model
+    from napari_medseg.training.finetune.model import load_base, output_section
+
+    folder = target_model("contour")
+    base_net, _ = load_model(folder)
+    net, card, _, new_head = load_base(str(folder), "instance", 1, False, 2, seed=0)
+    assert not new_head and card.architecture["out_channels"] == 2 and "representation" not in card.output
+    assert torch.equal(net.head.weight, base_net.head.weight[:2]) and torch.equal(net.head.bias, base_net.head.bias[:2])
+    out = output_section(card, "instance", ["background", "nucleus"])
+    assert out["channels"] == ["foreground", "distance"] and "boundary_weight" not in out["postprocess"]
