@@ -43,6 +43,7 @@ MODELS = {
         "train_groups": {"fluo": 0.6, "brightfield": 0.15, "histo": 0.25},
         "val_groups": ("fluo", "brightfield", "histo"),
         "select_groups": ("fluo", "brightfield"),
+        "image_kind": ["fluorescence", "brightfield", "histology"],
         "augment": {"p_invert": 0.5},
         "description": "Nuclei in grey images (fluorescence, brightfield, grey H&E): instance segmentation "
                        "by a U-Net predicting foreground and a normalised distance map, then seeded watershed.",
@@ -64,6 +65,7 @@ MODELS = {
         "train_groups": {"histo": 0.7, "fluo": 0.2, "brightfield": 0.1},
         "val_groups": ("histo",),
         "select_groups": ("histo",),
+        "image_kind": ["histology"],
         "augment": {"p_stain": 0.8},
         "description": "Nuclei in RGB H&E-stained tissue: instance segmentation by a U-Net predicting "
                        "foreground and a normalised distance map, then seeded watershed.",
@@ -148,6 +150,7 @@ def make_card(name: str, spec: dict, args, diameter: float):
         architecture={"type": "unet", "dims": 2, "in_channels": spec["channels"], "out_channels": rep.n_channels,
                       "base_channels": args.base, "depth": args.depth, "norm": "batch"},
         input={"channels": spec["channels"], "color": spec["color"],
+               **({"image_kind": spec["image_kind"]} if "image_kind" in spec else {}),
                "normalization": {"kind": "percentile", "low": 1.0, "high": 99.8},
                "pixel_size": None, "pixel_unit": "px"},
         output=output,

@@ -145,14 +145,17 @@ def test_shipped_model_cards_are_complete(name):
     folder = shipped_models_dir() / name
     net, card = load_model(folder)
     assert card.name == name and card.kind == "instance"
-    assert card.output["channels"] == ["foreground", "distance"]
-    assert set(card.output["postprocess"]) == {"fg_threshold", "seed_threshold", "min_size"}
+    from napari_medseg.inference.representations import representation_of
+
+    rep = representation_of(card)  # foreground + distance (+ boundary for a contour model)
+    assert rep.kind in ("distance", "contour") and card.output["channels"] == rep.channels
+    assert set(card.output["postprocess"]) == set(rep.postprocess_defaults)
     assert card.input["normalization"] == {"kind": "percentile", "low": 1.0, "high": 99.8}
     assert card.input["pixel_size"] is None and card.training["typical_object_diameter_px"] > 5
     assert card.training["licence"] == "CC0" and "dsb2018" in card.training["data"]
     assert card.metrics["dsb2018_val"]["evaluated_with"] == "napari_medseg.api.segment"
     x = torch.zeros(1, card.in_channels, 64, 64)
-    assert net(x).shape == (1, 2, 64, 64)
+    assert net(x).shape == (1, rep.n_channels, 64, 64)
     size = sum(f.stat().st_size for f in shipped_models_dir().glob("nuclei*/*"))
     assert size < 20 * 2**20
 
