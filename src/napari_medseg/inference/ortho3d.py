@@ -303,6 +303,9 @@ def segment_3d_from_2d_iter(
     if card.dims != 2:
         raise ModelError(f"model {card.name!r} is already {card.dims}D: segment the stack with it directly "
                          "(do_3d is for 2D models)")
+    from .representations import representation_of
+
+    representation_of(card).check_2d(f"do_3d with model {card.name!r}")
     model_channels(card, n_ch, is_rgb, axes)  # raises when the channels do not fit
 
     # ---- post-processing parameters (the 3D step) ----------------------

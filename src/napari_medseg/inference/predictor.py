@@ -167,6 +167,16 @@ class Predictor:
         self.precision = precision
         self.tta = bool(tta)
         self.instance = card.kind == "instance"
+        # TTA: channel order of a mirrored image's maps (star rays change direction)
+        self._flip_perm = {}
+        if self.instance:
+            from .representations import representation_of
+
+            rep = representation_of(card)
+            for dims in self.TTA_FLIPS:
+                perm = rep.flip_permutation(dims)
+                if not np.array_equal(perm, np.arange(len(perm))):
+                    self._flip_perm[dims] = perm
         self._set_device(net, device)
 
     def _set_device(self, net, device) -> None:
@@ -227,7 +237,10 @@ class Predictor:
                 for dims in self.TTA_FLIPS:
                     with self.autocast():
                         yf = self.net(torch.flip(xt, dims))
-                    y += torch.flip(activate(yf.float()), dims)
+                    yf = torch.flip(activate(yf.float()), dims)
+                    if dims in self._flip_perm:
+                        yf = yf[:, torch.from_numpy(self._flip_perm[dims]).to(yf.device)]
+                    y += yf
                 y /= 1 + len(self.TTA_FLIPS)
             if self.model_tile is not None:
                 y = F.interpolate(y, size=tuple(spatial), mode=mode, align_corners=False)

@@ -18,10 +18,11 @@ Pipeline (memory grows with the tile and one band of blocks, not the image):
 2. Run the network on batches of tiles (autocast on GPUs; CUDA out-of-memory
    halves the batch, then falls back to the CPU with a warning), optionally
    resampling each tile to the model's pixel size and back.
-3. ``instance`` models: keep each tile core's foreground / distance
-   probabilities (float16) until every post-processing block that needs them
-   is done; each block (core + halo larger than the largest object) goes
-   through :func:`~napari_medseg.inference.instances.instances_from_maps` and
+3. ``instance`` models: keep each tile core's output maps (float16: the
+   channels of the card's representation, :mod:`.representations`) until
+   every post-processing block that needs them is done; each block (core +
+   halo larger than the largest object) goes through the representation's
+   :meth:`~napari_medseg.inference.representations.Representation.instances` and
    is stitched by the centroid rule (:mod:`.stitch`), in a worker thread
    while the network goes on when a core is free (GPU runs, or fewer torch
    threads than cores): :class:`BlockPostprocessor`.  Tiles are computed
@@ -279,6 +280,7 @@ def segment_iter(
     from ..models.kinds import kind_of_volume
     from ..models.registry import resolve_model_or_auto
     from .normalize import normalization_limits
+    from .representations import representation_of
 
     t_start = time.perf_counter()
     timings = dict.fromkeys(("load", "normalize", "read", "network", "postprocess", "write"), 0.0)
@@ -313,8 +315,9 @@ def segment_iter(
     grid, model_tile = plan_tiles(spatial_shape, mdims, int(net.divisor), int(card.architecture.get("depth", 4)),
                                   tile_size, halo, zoom if resample else None)
     batch_size = _default_batch_size(batch_size, dev, mdims)
-    pp, blk_shape, blk_halo = _block_plan(card, postprocess, zoom, n_extra)
     instance = card.kind == "instance"
+    rep = representation_of(card) if instance else None
+    pp, blk_shape, blk_halo = _block_plan(card, postprocess, zoom, n_extra)
     objects = instance and labels  # instance post-processing, block by block
 
     # ---- normalisation ---------------------------------------------------
@@ -329,7 +332,7 @@ def segment_iter(
     needs, refs = _block_tiles(grid, blocks)
     tile_order = _block_major_order(tiles_all, needs) if objects else tiles_all
     batches = [tile_order[i:i + batch_size] for i in range(0, len(tile_order), batch_size)]
-    n_out = 2 if instance else int(card.architecture["out_channels"])
+    n_out = rep.n_channels if instance else int(card.architecture["out_channels"])
     probs = np.zeros((n_out, *spatial_shape), np.float16) if return_probabilities else None
 
     n_px = int(np.prod(spatial_shape))
@@ -346,7 +349,7 @@ def segment_iter(
         # does not use every core; otherwise the two would just take turns
         spare = predictor.device.type != "cpu" or torch.get_num_threads() < (os.cpu_count() or 1)
         post = BlockPostprocessor(blocks, needs, refs, tiles_all, cache, store, pp, n_extra,
-                                  threaded=spare and OVERLAP_POSTPROCESS, cancel=cancel)
+                                  threaded=spare and OVERLAP_POSTPROCESS, cancel=cancel, representation=rep)
     try:
         max_cached = 0
         for k, tiles in enumerate(batches):
@@ -439,9 +442,10 @@ def _default_batch_size(batch_size: int | None, device, mdims: int) -> int:
 
 def _block_plan(card, postprocess: dict | None, zoom: Sequence[float], n_extra: int
                ) -> tuple[dict, list[int], list[int]]:
-    """Instance post-processing settings: ``(instances_from_maps keywords, block core shape, block halo)``.
+    """Instance post-processing settings: ``(representation keywords, block core shape, block halo)``.
 
-    The card's ``output.postprocess`` overridden by ``postprocess``.
+    The representation's defaults (:mod:`.representations`), overridden by
+    the card's ``output.postprocess``, overridden by ``postprocess``.
     ``min_size`` (model pixels) is converted to image pixels with ``zoom``
     (image / model pixel size per model axis); ``block_size`` (default
     :data:`DEFAULT_BLOCK`) is the block core edge and ``max_object_size``
@@ -449,13 +453,16 @@ def _block_plan(card, postprocess: dict | None, zoom: Sequence[float], n_extra: 
     image pixels.  Shapes cover all spatial axes; the ``n_extra`` leading
     ones get 1-plane blocks without halo.
     """
+    from .representations import Representation, representation_of
+
     mdims = card.dims
-    pp = {"fg_threshold": 0.5, "seed_threshold": 0.5, "min_size": 16}
+    rep = representation_of(card) if card.kind == "instance" else Representation()
+    pp = dict(rep.postprocess_defaults)
     pp.update(dict((card.output.get("postprocess") or {}).items()))
     pp.update(postprocess or {})
     max_obj = float(pp.pop("max_object_size", DEFAULT_MAX_OBJECT[mdims]))
-    block = pp.pop("block_size", DEFAULT_BLOCK[mdims])
-    pp = {k: pp[k] for k in ("fg_threshold", "seed_threshold", "min_size") if k in pp}
+    block = pp.pop("block_size", rep.default_block if mdims == 2 else DEFAULT_BLOCK[mdims])
+    pp = rep.keywords(pp)
     if "min_size" in pp:  # card sizes are in model pixels
         pp["min_size"] = float(pp["min_size"]) / float(np.prod(zoom))
     blk_shape = [1] * n_extra + ([int(block)] * mdims if np.isscalar(block) else [int(b) for b in block])
@@ -557,17 +564,23 @@ class BlockPostprocessor:
     cache : TileCache
     store : LabelStore
     pp : dict
-        Keywords of :func:`~napari_medseg.inference.instances.instances_from_maps`.
+        Keywords of the representation's
+        :meth:`~napari_medseg.inference.representations.Representation.instances`.
     n_extra : int
         Leading spatial axes labelled plane by plane (a 2D model on a stack).
     threaded : bool
         Post-process in a worker thread (else in the calling thread).
     cancel : CancelToken, optional
+    representation : Representation, optional
+        What the cached maps mean (default: foreground and distance).
     """
 
     def __init__(self, blocks: Sequence[Block], needs: list[list[int]], refs: dict[int, int],
                  tiles: Sequence[Tile], cache: TileCache, store: LabelStore, pp: dict, n_extra: int, *,
-                 threaded: bool, cancel: CancelToken | None = None) -> None:
+                 threaded: bool, cancel: CancelToken | None = None, representation=None) -> None:
+        from .representations import Representation
+
+        self.representation = representation or Representation()
         self.blocks = blocks
         self.needs = needs
         self.refs = refs
@@ -589,7 +602,7 @@ class BlockPostprocessor:
             else _InlineExecutor()
 
     def add_tile(self, index: int, maps: np.ndarray) -> None:
-        """Cache a tile core's ``(2, *core)`` foreground/distance maps (as float16)."""
+        """Cache a tile core's ``(K, *core)`` output maps (as float16)."""
         self.cache.put(index, maps.astype(np.float16))
         self._done.add(index)
 
@@ -620,13 +633,13 @@ class BlockPostprocessor:
             return
         b = self.blocks[i]
         t0 = time.perf_counter()
-        fg, dist = _assemble(b.region, self.needs[i], self.tiles, self.cache)
+        maps = _assemble(b.region, self.needs[i], self.tiles, self.cache, self.representation.n_channels)
         for ti in self.needs[i]:
             self.refs[ti] -= 1
             if self.refs[ti] == 0:
                 del self.cache[ti]
-        lab = _instances(fg, dist, self.n_extra, self.pp)
-        del fg, dist
+        lab = _instances(maps, self.n_extra, self.pp, self.representation)
+        del maps
         self.next_id = stitch_block(self.store, b, lab, self.next_id)
         del lab
         release_memory()
@@ -713,11 +726,10 @@ class TileCache:
             self.nbytes = 0
 
 
-def _assemble(region, tile_ids, tiles, cache) -> tuple[np.ndarray, np.ndarray]:
-    """Foreground and distance maps (float32) of ``region`` from cached tile cores."""
+def _assemble(region, tile_ids, tiles, cache, n_maps: int = 2) -> np.ndarray:
+    """The ``n_maps`` output maps of ``region`` from cached tile cores: (K, *region), float32 (float16 for K > 3)."""
     shape = tuple(s.stop - s.start for s in region)
-    fg = np.empty(shape, np.float32)
-    dist = np.empty(shape, np.float32)
+    maps = np.empty((n_maps, *shape), np.float32 if n_maps <= 3 else np.float16)
     for ti in tile_ids:
         core = tiles[ti].core
         lo = [max(c.start, r.start) for c, r in zip(core, region, strict=False)]
@@ -726,20 +738,17 @@ def _assemble(region, tile_ids, tiles, cache) -> tuple[np.ndarray, np.ndarray]:
             continue
         src = tuple(slice(a - c.start, b - c.start) for a, b, c in zip(lo, hi, core, strict=False))
         dst = tuple(slice(a - r.start, b - r.start) for a, b, r in zip(lo, hi, region, strict=False))
-        block = cache.get(ti)
-        fg[dst] = block[(0, *src)]
-        dist[dst] = block[(1, *src)]
-    return fg, dist
+        maps[(slice(None), *dst)] = cache.get(ti)[(slice(None), *src)]
+    return maps
 
 
-def _instances(fg: np.ndarray, dist: np.ndarray, n_extra: int, pp: dict) -> np.ndarray:
-    """instances_from_maps on a region; a 2D model's plane is labelled in 2D."""
-    from .instances import instances_from_maps
-
+def _instances(maps: np.ndarray, n_extra: int, pp: dict, representation) -> np.ndarray:
+    """The representation's instances on a region's ``(K, *region)`` maps; a 2D model's plane is labelled in 2D."""
+    shape = maps.shape[1:]
     if n_extra:
-        lead = fg.shape[:n_extra]
+        lead = shape[:n_extra]
         if int(np.prod(lead)) != 1:  # blocks are one plane thick along leading axes
             raise AssertionError(f"post-processing block spans {lead} planes")
-        lab = instances_from_maps(fg.reshape(fg.shape[n_extra:]), dist.reshape(dist.shape[n_extra:]), **pp)
-        return lab.reshape(fg.shape)
-    return instances_from_maps(fg, dist, **pp)
+        lab = representation.instances(maps.reshape(maps.shape[0], *shape[n_extra:]), **pp)
+        return lab.reshape(shape)
+    return representation.instances(maps, **pp)

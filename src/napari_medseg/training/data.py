@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -93,6 +93,19 @@ class Batch:
     weight: np.ndarray
 
 
+@dataclass
+class TargetBatch:
+    """A batch of patches with stacked targets of any instance representation.
+
+    ``image`` (N, C, P, P), ``targets`` (N, K, P, P) (see
+    :mod:`~napari_medseg.training.representations`), ``weight`` (N, P, P); float32.
+    """
+
+    image: np.ndarray
+    targets: np.ndarray
+    weight: np.ndarray
+
+
 def patch_center(rng: np.random.Generator, shape: tuple[int, int], fg_index: np.ndarray, p_object: float,
                  jitter: float) -> tuple[float, float]:
     """Random patch centre (row, col) in an image of ``shape`` (Y, X), in pixels.
@@ -143,6 +156,13 @@ class PatchSampler:
         Relative sampling weight of each ``Sample.group`` (images of a group
         share it equally); default: every image equally likely.
     seed : int
+    targets : callable, optional
+        ``targets(labels (S, S)) -> float32 (K, S, S)``: the training targets
+        of an instance representation
+        (:meth:`~napari_medseg.training.representations.TrainingRepresentation.targets`).
+        Given, :meth:`patch` returns ``(image, targets, weight)`` and
+        :meth:`batch` a :class:`TargetBatch`; default: foreground and
+        distance (``(image, fg, dist, weight)`` and a :class:`Batch`).
     """
 
     samples: Sequence[Sample]
@@ -152,6 +172,7 @@ class PatchSampler:
     p_object: float = 0.8
     group_weights: dict[str, float] | None = None
     seed: int = 0
+    targets: Callable[[np.ndarray], np.ndarray] | None = None
     #: What :meth:`batch` stacks the patches into (one field per item of :meth:`patch`).
     batch_type: ClassVar[type] = Batch
 
@@ -214,20 +235,27 @@ class PatchSampler:
                            self.patch_size + 2 * margin)
         return im, lab, wt
 
-    def patch(self, rng: np.random.Generator | None = None, index: int | None = None
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """One augmented patch: ``(image (C,P,P), fg (P,P), dist (P,P), weight (P,P))``."""
+    def patch(self, rng: np.random.Generator | None = None, index: int | None = None) -> tuple[np.ndarray, ...]:
+        """One augmented patch: ``(image (C,P,P), fg (P,P), dist (P,P), weight (P,P))``.
+
+        With ``targets``: ``(image (C,P,P), targets (K,P,P), weight (P,P))``.
+        """
         rng = self._rng if rng is None else rng
         im, lab, wt = self.warped_patch(rng, index, margin=TARGET_MARGIN)
-        fg, dist = instance_targets(lab)
         crop = (slice(TARGET_MARGIN, TARGET_MARGIN + self.patch_size),) * 2
+        if self.targets is None:
+            t = instance_targets(lab)
+        else:
+            t = (np.ascontiguousarray(self.targets(lab)[(slice(None), *crop)]),)
         im = pixel_augment(im[(slice(None), *crop)], rng, self.augment)
-        return im, fg[crop], dist[crop], np.ascontiguousarray(wt[crop])
+        return (im, *(np.ascontiguousarray(x[crop]) if x.ndim == 2 else x for x in t),
+                np.ascontiguousarray(wt[crop]))
 
-    def batch(self, n: int, rng: np.random.Generator | None = None) -> Batch:
-        """``n`` patches stacked into a :attr:`batch_type` (a :class:`Batch` here)."""
+    def batch(self, n: int, rng: np.random.Generator | None = None):
+        """``n`` patches stacked into a :attr:`batch_type` (a :class:`Batch` here; a :class:`TargetBatch` with ``targets``)."""
         parts = [self.patch(rng) for _ in range(n)]
-        return self.batch_type(*(np.stack(x) for x in zip(*parts, strict=False)))
+        kind = self.batch_type if self.targets is None else TargetBatch
+        return kind(*(np.stack(x) for x in zip(*parts, strict=False)))
 
     def prefetch(self, n: int, depth: int = 4, stop: threading.Event | None = None) -> Iterator[Batch]:
         """Endless batches made in a background thread (``depth`` kept ready).

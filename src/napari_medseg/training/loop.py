@@ -12,8 +12,15 @@ fine-tuning) on in-memory :class:`~napari_medseg.training.data.Sample` lists:
   :mod:`napari_medseg.analysis.metrics`), keeping the best checkpoint;
 - cancellable through a :class:`~napari_medseg.progress.CancelToken` (and
   ``generator.close()``): the best checkpoint so far is kept and returned;
-- CUDA automatic mixed precision when on a GPU; on CPU, channels-last memory
-  layout and an explicit intra-op thread count.
+- any instance representation of
+  :mod:`~napari_medseg.training.representations` (the card's
+  ``output.representation``: foreground + distance, + boundary, or
+  star-convex rays);
+- bfloat16 autocast on CPUs with AVX-512 BF16 / AMX, float16 on CUDA;
+  channels-last memory layout and an explicit intra-op thread count on CPU;
+- resumable: a checkpoint (weights, optimiser, step, time spent;
+  :mod:`.checkpoint`) written every few minutes, and ``resume`` to go on
+  from one.
 
 The budget, device set-up and optimiser step are shared with the semantic
 and detection loops (:mod:`.steps`); the patches come from
@@ -78,6 +85,17 @@ class SegmentationTrainConfig:
     val_seed_thresholds : tuple of float, optional
         Seed thresholds tried at each validation (best reported); None = the
         card's ``output.postprocess.seed_threshold`` only.
+    precision : {"auto", "float32", "bfloat16", "float16"}
+        Autocast of the forward pass (:func:`~.steps.training_amp_dtype`):
+        ``auto`` = bfloat16 on CPUs with AVX-512 BF16 / AMX, float16 on CUDA.
+    checkpoint : path, optional
+        Resumable checkpoint file (:mod:`.checkpoint`), written every
+        ``checkpoint_every_s`` seconds and when the run ends.
+    checkpoint_every_s : float
+    resume : path or Checkpoint, optional
+        Go on from this checkpoint: its weights, optimiser state, step count
+        and seconds spent.  ``steps`` / ``minutes`` are then the *total*
+        budget over all sittings (the learning-rate schedule runs over it).
     """
 
     steps: int | None = None
@@ -99,6 +117,10 @@ class SegmentationTrainConfig:
     device: str = "auto"
     num_threads: int | None = None
     val_seed_thresholds: tuple[float, ...] | None = (0.3, 0.4, 0.5, 0.6)
+    precision: str = "auto"
+    checkpoint: str | Path | None = None
+    checkpoint_every_s: float = 300.0
+    resume: Any = None
 
     def __post_init__(self) -> None:
         check_budget(self.steps, self.minutes)
@@ -164,15 +186,21 @@ def predict_maps(net, image_chw: np.ndarray, device=None, max_tile: int | None =
     return y[0], y[1]
 
 
-def segment_with_net(net, card, image: np.ndarray, **postprocess) -> np.ndarray:
-    """Labels for one raw image (Y, X) or (Y, X, C) with a network and its card."""
-    from ..inference.instances import DEFAULT_POSTPROCESS, instances_from_maps
+def predict_all_maps(net, image_chw: np.ndarray, device=None) -> np.ndarray:
+    """Whole-image forward pass -> every sigmoid output map, float32 (K, Y, X) (see :func:`predict_maps`)."""
+    from ..inference.predictor import predict_whole
 
-    x = prepare_image(image, card.input.get("normalization"))
-    fg, dist = predict_maps(net, x)
-    pp = {**DEFAULT_POSTPROCESS, **card.output.get("postprocess", {}), **postprocess}
-    pp = {k: pp[k] for k in ("fg_threshold", "seed_threshold", "min_size") if k in pp}
-    return instances_from_maps(fg, dist, **pp)
+    dev = next(net.parameters()).device if device is None else device
+    return predict_whole(net, image_chw, margin=16, activation="sigmoid", channels_last=dev.type == "cpu", device=dev)
+
+
+def segment_with_net(net, card, image: np.ndarray, **postprocess) -> np.ndarray:
+    """Labels for one raw image (Y, X) or (Y, X, C) with a network and its card (any representation)."""
+    from ..inference.representations import representation_of
+
+    rep = representation_of(card)
+    maps = predict_all_maps(net, prepare_image(image, card.input.get("normalization")))
+    return rep.instances(maps, **{**card.output.get("postprocess", {}), **postprocess})
 
 
 def validate(net, card, samples: Sequence[Sample], maps: list | None = None,
@@ -185,25 +213,30 @@ def validate(net, card, samples: Sequence[Sample], maps: list | None = None,
     ``seed_thresholds``, when given, are all tried on the same network maps
     and the best by mean AP@0.5 is reported (the distance map's level varies
     during training, so a fixed threshold would make checkpoint selection
-    noisy).  ``maps``, when a list, receives each image's ``(fg_prob, dist)``.
+    noisy).  ``maps``, when a list, receives each image's maps: ``(fg_prob,
+    dist)`` for the ``distance`` representation, else the (K, Y, X) array.
+    For a ``star`` model the thresholds tried are ``prob_threshold``
+    values (the representation's :attr:`threshold_key`), reported under
+    ``seed_threshold`` too.
     """
     from ..analysis.metrics import MAP_THRESHOLDS, average_precision, dice
-    from ..inference.instances import DEFAULT_POSTPROCESS, instances_from_maps
+    from ..inference.representations import representation_of
 
-    pp = {**DEFAULT_POSTPROCESS, **card.output.get("postprocess", {}), **postprocess}
-    pp = {k: pp[k] for k in ("fg_threshold", "seed_threshold", "min_size") if k in pp}
-    candidates = [float(t) for t in seed_thresholds] if seed_thresholds else [float(pp["seed_threshold"])]
+    rep = representation_of(card)
+    key = rep.threshold_key
+    pp = rep.keywords({**card.output.get("postprocess", {}), **postprocess})
+    candidates = [float(t) for t in seed_thresholds] if seed_thresholds else [float(pp[key])]
     rows: dict[float, list[dict]] = {t: [] for t in candidates}
     for s in samples:
-        fg, dist = predict_maps(net, prepare_image(s.image, card.input.get("normalization")))
+        y = predict_all_maps(net, prepare_image(s.image, card.input.get("normalization")))
         if maps is not None:
-            maps.append((fg, dist))
+            maps.append((y[0], y[1]) if rep.kind == "distance" else y)
         for t in candidates:
-            pred = instances_from_maps(fg, dist, **{**pp, "seed_threshold": t})
+            pred = rep.instances(y, **{**pp, key: t})
             aps = average_precision(s.labels, pred, MAP_THRESHOLDS)
             rows[t].append({"group": s.group, "ap50": float(aps[0]), "ap75": float(aps[5]),
                             "map": float(aps.mean()), "dice": dice(s.labels, pred)})
-    results = {t: summarize(r) | {"seed_threshold": t} for t, r in rows.items()}
+    results = {t: summarize(r) | {"seed_threshold": t, key: t} for t, r in rows.items()}
     return max(results.values(), key=lambda r: (r.get("ap50", 0.0), r.get("map", 0.0)))
 
 
@@ -236,9 +269,12 @@ def train_iter(
     Parameters
     ----------
     net : UNet
-        2 output channels (foreground, distance), 2D.  Trained in place.
+        2D, with the output channels of the card's representation
+        (:func:`~napari_medseg.inference.representations.representation_of`;
+        default foreground and distance).  Trained in place.
     card : ModelCard
-        Its card (``input.normalization`` is used for the data); a copy with
+        Its card (``input.normalization`` is used for the data,
+        ``output.representation`` for the targets and loss); a copy with
         ``training`` and ``metrics`` filled in is saved and returned.
     train : sequence of Sample
         Training images (raw; normalised here as the card says).
@@ -267,36 +303,56 @@ def train_iter(
     TrainResult
     """
     from ..models.spec import save_model
-    from .losses import instance_loss
+    from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+    from .representations import representation_for
 
     cfg = config or SegmentationTrainConfig(steps=200)
     cancel = cancel or CancelToken()
-    if int(card.architecture.get("out_channels", 2)) != 2 or card.kind != "instance":
-        raise ParameterError("train_iter trains instance models (2 outputs: foreground, distance)")
+    if card.kind != "instance":
+        raise ParameterError("train_iter trains instance models")
+    trep = representation_for(card)  # ModelError when out_channels do not match
+    key = trep.rep.threshold_key
     divisor = int(getattr(net, "divisor", 1))
     if cfg.patch_size % divisor:
         raise ParameterError(f"patch_size {cfg.patch_size} must be a multiple of the network divisor {divisor}")
     if any(s.channels != card.in_channels for s in train):
         raise ParameterError(f"training images must have {card.in_channels} channel(s) for model {card.name!r}")
 
+    if trep.rep.kind == "distance" and (cfg.dice_weight, cfg.dist_weight) != (1.0, 1.0):
+        from .losses import instance_loss
+
+        def loss_fn(out, t, w):
+            return instance_loss(out, t[:, 0], t[:, 1], w, dice_weight=cfg.dice_weight, dist_weight=cfg.dist_weight)
+    else:
+        loss_fn = trep.loss
+    resume = cfg.resume
+    if resume is not None and not isinstance(resume, Checkpoint):
+        resume = load_checkpoint(resume)
+    if resume is not None:
+        net.load_state_dict(resume.model)
     runner = StepRunner.for_config(net, cfg)
+    if resume is not None:
+        runner.opt.load_state_dict(resume.optimizer)
+    start_step = resume.step if resume is not None else 0
     reason = runner.reason
+    # a resumed run draws new patches (the stream is seeded by the step it starts at)
     sampler = PatchSampler(list(train), patch_size=cfg.patch_size, normalization=card.input.get("normalization"),
-                           augment=cfg.augment, p_object=cfg.p_object, group_weights=cfg.group_weights, seed=cfg.seed)
+                           augment=cfg.augment, p_object=cfg.p_object, group_weights=cfg.group_weights,
+                           seed=cfg.seed + start_step, targets=trep.targets)
     batches = sampler.prefetch(cfg.batch_size)
-    budget = StepBudget(cfg.steps, cfg.minutes)
+    budget = StepBudget(cfg.steps, cfg.minutes, offset_s=resume.elapsed_s if resume is not None else 0.0)
 
     def batch_loss(b):
-        return b.image, lambda out: instance_loss(out, runner.tensor(b.fg), runner.tensor(b.dist),
-                                                  runner.tensor(b.weight), dice_weight=cfg.dice_weight,
-                                                  dist_weight=cfg.dist_weight)
+        return b.image, lambda out: loss_fn(out, runner.tensor(b.targets), runner.tensor(b.weight))
 
-    steps = StepLoop(runner, budget, batches, batch_loss, cancel=cancel,
+    steps = StepLoop(runner, budget, batches, batch_loss, cancel=cancel, start_step=start_step,
                      lr_at=lambda f, i: cfg.lr * lr_factor(f, i, cfg.warmup_steps, cfg.final_lr_ratio))
     history: list[dict] = []
     best: dict | None = None
     best_state = None
-    step = 0
+    step = start_step
+    sittings = list(resume.info.get("sittings", []) if resume is not None else [])
+    last_ckpt = budget.elapsed()
     cancelled = False
     out_path = Path(out) if out is not None else None
     elapsed = budget.elapsed
@@ -308,10 +364,21 @@ def train_iter(
                       "n_train_images": len(train), "n_val_images": len(val or [])}
         if scores is not None:
             c.metrics = {**c.metrics, "val_during_training": scores}
-            if "seed_threshold" in scores:  # the threshold that scored best on val
-                c.output = {**c.output, "postprocess": {**c.output.get("postprocess", {}),
-                                                        "seed_threshold": scores["seed_threshold"]}}
+            if key in scores:  # the threshold that scored best on val
+                c.output = {**c.output, "postprocess": {**c.output.get("postprocess", {}), key: scores[key]}}
         return c
+
+    def write_checkpoint() -> None:
+        nonlocal last_ckpt
+        last_ckpt = budget.elapsed()
+        if cfg.checkpoint is None:
+            return
+        model = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in net.state_dict().items()}
+        info = {"sittings": [*sittings, {"steps": step - start_step, "seconds": round(elapsed() - budget.offset_s, 1),
+                                         "precision": str(runner.amp_dtype or "float32").replace("torch.", "")}],
+                "best": best}
+        save_checkpoint(cfg.checkpoint, Checkpoint(model, runner.opt.state_dict(), step, elapsed(),
+                                                   finished_card(None).to_dict(), info))
 
     def run_validation() -> dict:
         nonlocal best, best_state
@@ -340,6 +407,8 @@ def train_iter(
             step = done.step
             if val and cfg.val_every and step % cfg.val_every == 0:
                 last_val = run_validation()
+            if cfg.checkpoint is not None and elapsed() - last_ckpt >= cfg.checkpoint_every_s:
+                write_checkpoint()
             yield Progress(step, budget.total_estimate(step), f"training {card.name}: step {step}",
                            {"epoch": step // cfg.steps_per_epoch, "loss": steps.running_loss, "lr": done.lr,
                             "val": None if last_val is None else last_val["ap50"],
@@ -352,6 +421,8 @@ def train_iter(
     finally:
         batches.close()
 
+    if cfg.checkpoint is not None and step > start_step:
+        write_checkpoint()  # the last weights (before the best ones are put back)
     if val and step > 0 and (last_val is None or last_val["step"] != step) and not (cancelled and best is not None):
         last_val = run_validation()
     if best_state is not None:
@@ -359,7 +430,8 @@ def train_iter(
     runner.release()
     final = finished_card(best)
     final = replace(final, training={**final.training, "steps_total": step, "best_step": None if best is None else best["step"],
-                                     "cancelled": cancelled})
+                                     "cancelled": cancelled,
+                                     "precision": str(runner.amp_dtype or "float32").replace("torch.", "")})
     if out_path is not None:
         save_model(out_path, net, final)
     return TrainResult(net=net, card=final, path=out_path, steps=step, best=best, history=history, cancelled=cancelled)

@@ -119,6 +119,17 @@ def load_base(base, mode: str, channels: int, rgb: bool, n_out: int, seed: int) 
         raise ModelError(
             f"base model {info.name!r} takes {card.in_channels}-channel ({card.input.get('color', '?')}) images "
             f"but the training images are {what}: choose a matching base model or train from scratch")
+    if mode == "instance" and card.kind == "instance" and (card.output.get("representation") or {}).get("kind") \
+            == "contour" and n_out == 2:
+        # a contour base's first two outputs are foreground and distance: keep them, drop the boundary
+        old = net.head
+        net.head = type(old)(old.in_channels, 2, 1)
+        with torch.no_grad():
+            net.head.weight.copy_(old.weight[:2])
+            net.head.bias.copy_(old.bias[:2])
+        card.architecture = {**card.architecture, "out_channels": 2}
+        card.output = {k: v for k, v in card.output.items() if k != "representation"}
+        return net, card, label, False
     if int(card.architecture.get("out_channels", 0)) != n_out or card.kind != mode:
         torch.manual_seed(seed)
         old = net.head
@@ -178,6 +189,8 @@ def output_section(base_card, mode: str, names: list[str], postprocess: dict | N
 
     if mode == "instance":
         pp = dict(base_card.output.get("postprocess") or {}) if base_card.kind == "instance" else {}
+        # the new model has foreground + distance outputs: no contour / star keys
+        pp = {k: v for k, v in pp.items() if k not in ("boundary_weight", "prob_threshold", "nms_threshold")}
         return {"kind": "instance", "channels": ["foreground", "distance"], "class_names": names,
                 "postprocess": {**DEFAULT_POSTPROCESS, **pp}}
     return {"kind": "semantic", "channels": list(names), "class_names": list(names),
