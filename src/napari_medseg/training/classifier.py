@@ -8,7 +8,9 @@ input size once, holds out a stratified ``val_fraction``, and trains an
 * from scratch or from the encoder of a shipped or user model (``base``:
   a U-Net of the same channels, or another classifier) -- transfer learning;
 * against class imbalance: batches drawn with probability inversely
-  proportional to the class frequency, and a class-weighted cross-entropy;
+  proportional to the class frequency (every class is seen equally often;
+  the cross-entropy is not weighted as well, which would count the imbalance
+  twice and push the model to over-predict the rare class);
 * heavy augmentation on every batch: flips, 90-degree rotations, random
   resized crops (scale 0.6-1), brightness/contrast, colour (saturation and
   hue-like channel mixing) jitter, Gaussian blur, noise;
@@ -227,6 +229,7 @@ def train_classifier_iter(
     out: str | Path | None = None,
     name: str | None = None,
     training_data: str = "",
+    input_extra: dict[str, Any] | None = None,
     cancel: CancelToken | None = None,
 ) -> Generator[Progress, None, ClassifierResult]:
     """Train a CNN classifier; see the module docstring.
@@ -253,6 +256,8 @@ def train_classifier_iter(
         Model name (default ``classifier``).
     training_data : str
         Free text for the card (where the items came from, licence).
+    input_extra : dict, optional
+        More entries of the card's ``input`` section (e.g. ``crop``: how object crops were cut).
     cancel : CancelToken, optional
         Cancelling keeps (and saves) the best epoch so far.
 
@@ -269,7 +274,7 @@ def train_classifier_iter(
     import torch.nn.functional as F
 
     from ..models.classifier import EncoderClassifier, load_encoder
-    from ..models.device import physical_cores, select_device
+    from ..models.device import configure_cpu_threads, select_device
     from ..models.spec import ModelCard, save_model
     from .steps import StepRunner, set_seeds
 
@@ -310,7 +315,7 @@ def train_classifier_iter(
     rng = np.random.default_rng(seed)
     dev, reason = select_device(device)
     if dev.type == "cpu":
-        torch.set_num_threads(physical_cores())
+        configure_cpu_threads()  # OMP_NUM_THREADS / MKL_NUM_THREADS win
     net = EncoderClassifier(in_channels=x.shape[1], n_classes=len(names), dims=dims, base_channels=base_channels,
                             depth=depth)
     base_info = None
@@ -331,8 +336,6 @@ def train_classifier_iter(
         net.to(dev)
         runner = StepRunner(net, dev, reason, torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay),
                             None, torch.amp.GradScaler("cuda", enabled=False), False)
-    cls_w = torch.tensor(len(tr) / (len(names) * np.maximum(np.bincount(y[tr], minlength=len(names)), 1)),
-                         dtype=torch.float32, device=dev)
     sample_p = 1.0 / np.bincount(y[tr], minlength=len(names))[y[tr]]
     sample_p /= sample_p.sum()
     steps_per_epoch = max(1, int(math.ceil(len(tr) / batch_size)))
@@ -374,7 +377,7 @@ def train_classifier_iter(
             pick = rng.choice(tr, size=min(batch_size, len(tr)), p=sample_p)
             xb = augment_batch(x[pick], rng, color) if augment else x[pick]
             yb = torch.from_numpy(y[pick]).to(dev)
-            loss, _ = runner.step(xb, lambda out, yb=yb: (F.cross_entropy(out.float(), yb, weight=cls_w), {}))
+            loss, _ = runner.step(xb, lambda out, yb=yb: (F.cross_entropy(out.float(), yb), {}))
             if not math.isfinite(loss):
                 raise ParameterError(f"training diverged (loss {loss}) at epoch {epoch}: lower the learning rate")
             losses.append(loss)
@@ -422,7 +425,7 @@ def train_classifier_iter(
         input={"channels": int(x.shape[1]), "color": color, "size": [size] * dims,
                "normalization": {"kind": "unit_range", "integer": "divide by the dtype maximum (255 for uint8)",
                                  "float": "percentile 1-99.8"},
-               "pixel_size": None, "pixel_unit": "px"},
+               "pixel_size": None, "pixel_unit": "px", **(input_extra or {})},
         output={"kind": "classification", "class_names": names, "temperature": temperature},
         description=f"CNN classifier ({', '.join(names)}) on {size}-pixel {color} {dims}D inputs",
         training={"data": training_data, "n_items": len(items), "class_counts": dict(zip(names, counts.tolist(),
