@@ -64,7 +64,7 @@ def _fit_predict(tr_items, tr_cls, te_items, args, base=None, name="m", tmp=None
     res = run(train_classifier_iter(tr_items, tr_cls, size=args.size, base=base, minutes=args.minutes,
                                     batch_size=args.batch, seed=args.seed, device="cpu", out=Path(tmp) / name,
                                     name=name, patience=args.patience, base_channels=args.width,
-                                    depth=args.depth))
+                                    depth=args.depth, clock=args.clock))
     t_train = time.perf_counter() - t
     res.cpu_s = time.process_time() - cpu
     t = time.perf_counter()
@@ -217,7 +217,7 @@ def bench_bccd(args, tmp) -> None:
             res = run(_train_on_images(train_crop_classifier_iter, crops_img, centres[picked], list(y[picked]), spec,
                                        base=base, minutes=args.minutes, seed=draw, out=Path(tmp) / f"bccd{draw}{tag}",
                                        name=f"bccd{draw}{tag}", patience=args.patience, val_fraction=0.2,
-                                       batch_size=8, device="cpu",
+                                       batch_size=8, device="cpu", clock=args.clock,
                                        base_channels=16 if base in (None, "bccd") else 8,
                                        depth=4 if base is not None else None))
             t_cnn.append((time.perf_counter() - t, time.process_time() - cpu))
@@ -257,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--width", type=int, default=16, help="base channels of the classifier")
     ap.add_argument("--depth", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                    help="what --minutes counts (cpu: this process's CPU time, for a shared machine)")
     ap.add_argument("--crop", type=float, default=128.0, help="BCCD crop edge in pixels")
     ap.add_argument("--per-class", type=int, default=10)
     ap.add_argument("--draws", type=int, default=3)
@@ -273,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))  # the training keeps it
     torch.set_num_threads(args.threads)
-    print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, size {args.size}, {args.minutes} min/model")
+    print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, size {args.size}, {args.minutes} {args.clock} "
+          f"min/model, width {args.width}, depth {args.depth}, base {args.base}")
     with tempfile.TemporaryDirectory() as tmp:
         isic_model = None
         if "lc25000" in args.data:

@@ -76,3 +76,45 @@ def test_centres_and_cnn_columns() -> None:
     assert t["cnn_class"].tolist() == ["b", "a"]
     np.testing.assert_allclose(t["cnn_probability"], [0.8, 0.9])
     np.testing.assert_allclose(t["cnn_p_a"], [0.2, 0.9])
+
+
+def _balls(seed: int, n: int = 16):
+    """A 3D grey volume (2 x 1 x 1 mm voxels) of solid balls and hollow shells of 4 mm radius, and their centres."""
+    rng = np.random.default_rng(seed)
+    shape = (12, 40, 20 * n)
+    img = rng.normal(20, 4, shape).astype(np.float32)
+    zz, yy, xx = np.meshgrid(*[np.arange(k) * s for k, s in zip(shape, (2.0, 1.0, 1.0), strict=True)], indexing="ij")
+    centres, kinds = [], []
+    for i in range(n):
+        c = np.array([12.0 + rng.uniform(-1, 1), 20.0 + rng.uniform(-2, 2), 10.0 + 20 * i])
+        d = np.sqrt((zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2)
+        kind = "solid" if i % 2 else "shell"
+        img[(d <= 4.0) if kind == "solid" else ((d <= 4.0) & (d > 2.5))] += 100
+        centres.append(c / np.array([2.0, 1.0, 1.0]))
+        kinds.append(kind)
+    return img, np.asarray(centres), kinds
+
+
+def test_3d_crop_classifier_learns_solid_vs_hollow_and_keeps_its_crops(tmp_path) -> None:
+    pytest.importorskip("torch")
+    import json
+
+    from napari_medseg.analysis.crop_classify import classify_at
+    from napari_medseg.progress import run
+    from napari_medseg.training.crop_classifier import fit_and_classify_iter
+
+    img, centres, kinds = _balls(0)
+    g = Geometry.from_scale("ZYX", (2.0, 1.0, 1.0), units="mm")
+    spec = CropSpec(12.0, "mm", "3d", 16)
+    labelled = dict(enumerate(kinds))
+    res, probs, names = run(fit_and_classify_iter(img, centres, labelled, g, spec=spec, epochs=30, minutes=None,
+                                                  base_channels=8, batch_size=8, val_fraction=0.0, seed=0,
+                                                  device="cpu", out=tmp_path / "balls", name="balls"))
+    card = json.loads((res.model_path / "model.json").read_text())
+    assert card["architecture"]["dims"] == 3 and card["input"]["crop"] == spec.to_dict()
+    assert probs.shape == (16, 2) and names == ["shell", "solid"]
+    # new balls, another seed: the card's crops (12 mm cubes) classify them
+    img2, c2, k2 = _balls(1)
+    p2, _ = classify_at(img2, c2, res.model_path, g)
+    acc = float(np.mean([names[i] == k for i, k in zip(p2.argmax(axis=1), k2, strict=True)]))
+    assert acc >= 0.85

@@ -16,7 +16,8 @@ input size once, holds out a stratified ``val_fraction``, and trains an
   hue-like channel mixing) jitter, Gaussian blur, noise;
 * AdamW with a cosine learning rate over the time budget; validation every
   epoch; the best epoch (lowest held-out loss) is kept; early stopping after
-  ``patience`` epochs without improvement; cancel keeps the best;
+  ``patience`` epochs without improvement (and at least ``patience`` x
+  :data:`PATIENCE_ITEMS` items drawn, so a few labelled items still train); cancel keeps the best;
 * probabilities calibrated on the held-out split by temperature scaling (when it has at least
   :data:`MIN_CALIBRATION_ITEMS` items; with fewer a fitted temperature would be noise, T stays 1)
   (the card keeps ``temperature`` and the expected calibration error before
@@ -46,6 +47,9 @@ from ..progress import CancelToken, Progress
 ECE_BINS = 15
 #: Fewest held-out items a temperature is fitted on; with fewer the probabilities stay uncalibrated (T = 1).
 MIN_CALIBRATION_ITEMS = 20
+#: Early stopping also waits for ``patience * PATIENCE_ITEMS`` items drawn since the best epoch, so that with a
+#: few labelled items (epochs of one or two batches) ``patience`` still means real training.
+PATIENCE_ITEMS = 256
 
 
 @dataclass
@@ -230,6 +234,7 @@ def train_classifier_iter(
     name: str | None = None,
     training_data: str = "",
     input_extra: dict[str, Any] | None = None,
+    clock: str = "wall",
     cancel: CancelToken | None = None,
 ) -> Generator[Progress, None, ClassifierResult]:
     """Train a CNN classifier; see the module docstring.
@@ -258,6 +263,8 @@ def train_classifier_iter(
         Free text for the card (where the items came from, licence).
     input_extra : dict, optional
         More entries of the card's ``input`` section (e.g. ``crop``: how object crops were cut).
+    clock : {"wall", "cpu"}
+        What ``minutes`` counts: wall-clock time, or this process's CPU time (benchmarks on a shared machine).
     cancel : CancelToken, optional
         Cancelling keeps (and saves) the best epoch so far.
 
@@ -284,6 +291,8 @@ def train_classifier_iter(
         raise ParameterError(f"minutes must be in (0, 1440), got {minutes}")
     if epochs is not None and epochs < 1:
         raise ParameterError(f"epochs must be >= 1, got {epochs}")
+    if clock not in ("wall", "cpu"):
+        raise ParameterError(f"clock must be 'wall' or 'cpu', got {clock!r}")
     if not 16 <= size <= 1024 or size % 2 ** (depth - 1):
         raise ParameterError(f"size must be in 16..1024 and a multiple of {2 ** (depth - 1)}, got {size}")
     if not 1 <= batch_size <= 512:
@@ -352,12 +361,15 @@ def train_classifier_iter(
         loss = float(F.cross_entropy(torch.from_numpy(z), torch.from_numpy(y[va])).item())
         return loss, z
 
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    now = time.perf_counter if clock == "wall" else time.process_time
+    b0 = now()
     budget_s = None if minutes is None else 60.0 * minutes
     total_epochs = epochs or 10**6
     best = (math.inf, None, 0, None)  # val loss, state, epoch, val logits
     history: list[dict] = []
     seen = 0
+    seen_at_best = 0
     cancelled = False
     net.train()
     epoch = 0
@@ -370,7 +382,7 @@ def train_classifier_iter(
                 break
             frac = 0.0
             if budget_s is not None:
-                frac = (time.perf_counter() - t0) / budget_s
+                frac = (now() - b0) / budget_s
             if epochs is not None:
                 frac = max(frac, (epoch - 1) / epochs)
             runner.set_lr(lr * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
@@ -391,11 +403,12 @@ def train_classifier_iter(
         history.append(rec)
         if val_loss < best[0]:
             best = (val_loss, {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}, epoch, z)
-        elapsed = time.perf_counter() - t0
+            seen_at_best = seen
+        elapsed = now() - b0
         yield Progress(epoch, epochs or 0, f"epoch {epoch}: val loss {val_loss:.3f}, accuracy {acc:.3f}", rec)
         if budget_s is not None and elapsed >= budget_s:
             break
-        if epoch - best[2] >= patience:
+        if epoch - best[2] >= patience and seen - seen_at_best >= patience * PATIENCE_ITEMS:
             break
     if best[1] is None:
         if cancelled:
@@ -431,7 +444,8 @@ def train_classifier_iter(
         training={"data": training_data, "n_items": len(items), "class_counts": dict(zip(names, counts.tolist(),
                                                                                           strict=True)),
                   "base": None if base_info is None else base_info.name, "epochs": len(history),
-                  "minutes": (time.perf_counter() - t0) / 60, "seed": seed, "augment": augment,
+                  "minutes": (time.perf_counter() - t0) / 60, "cpu_minutes": (time.process_time() - cpu0) / 60,
+                  "seed": seed, "augment": augment,
                   "device": str(dev), "cancelled": cancelled, "history": history},
         metrics=metrics,
     )
@@ -443,5 +457,5 @@ def train_classifier_iter(
     return ClassifierResult(Path(path), names, history, metrics, cancelled)
 
 
-__all__ = ["ClassifierResult", "augment_batch", "classification_metrics", "expected_calibration_error",
+__all__ = ["PATIENCE_ITEMS", "ClassifierResult", "augment_batch", "classification_metrics", "expected_calibration_error",
            "fit_temperature", "roc_auc", "softmax", "stratified_split", "train_classifier_iter"]

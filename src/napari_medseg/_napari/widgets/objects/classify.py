@@ -21,13 +21,13 @@ from napari.layers import Points
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (
     QComboBox,
-    QStackedWidget,
     QDoubleSpinBox,
     QFormLayout,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QPushButton,
+    QStackedWidget,
     QVBoxLayout,
     QWidget,
 )

@@ -34,8 +34,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from napari.layers import Image, Labels, Points
-
-from ....analysis.crop_classify import default_crop_size
 from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -48,6 +46,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ....analysis.crop_classify import default_crop_size
 from ....errors import MedsegError, ParameterError
 from ....progress import Progress
 from ..._worker import JobOutcome, ProgressJob
