@@ -257,6 +257,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--width", type=int, default=16, help="base channels of the classifier")
     ap.add_argument("--depth", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--keep", type=Path, default=None,
+                    help="save the trained models here (a folder outside the repository; never shipped)")
+    ap.add_argument("--ph2-base", default=None, help="a model (e.g. a kept ISIC one) for PH2's transfer run")
     ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                     help="what --minutes counts (cpu: this process's CPU time, for a shared machine)")
     ap.add_argument("--crop", type=float, default=128.0, help="BCCD crop edge in pixels")
@@ -278,11 +281,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, size {args.size}, {args.minutes} {args.clock} "
           f"min/model, width {args.width}, depth {args.depth}, base {args.base}")
     with tempfile.TemporaryDirectory() as tmp:
-        isic_model = None
+        if args.keep is not None:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            tmp = str(args.keep)
+        isic_model = Path(args.ph2_base) if args.ph2_base else None
         if "lc25000" in args.data:
             bench_lc25000(args, tmp)
         if "isic" in args.data:
-            isic_model = bench_isic(args, tmp)
+            isic_model = bench_isic(args, tmp) if isic_model is None else isic_model
         if "ph2" in args.data:
             bench_ph2(args, tmp, isic_model)
         if "bccd" in args.data:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from qtpy.QtCore import QEvent, QObject, QSize, Qt, Signal
 from qtpy.QtWidgets import (
     QComboBox,
+    QDoubleSpinBox,
     QFileDialog,
     QFrame,
     QHBoxLayout,
@@ -35,6 +36,7 @@ from qtpy.QtWidgets import (
     QPushButton,
     QScrollArea,
     QSizePolicy,
+    QSpinBox,
     QStyle,
     QVBoxLayout,
     QWidget,
@@ -428,6 +430,22 @@ class DevicePicker(QComboBox):
     def _on_error(self, exc: Exception) -> None:
         log.warning("available_devices failed: %s", exc)
         self.ready = True
+
+
+def spin_box(lo: float, hi: float, value: float, step: float | None = None, *, decimals: int | None = None,
+             special: str | None = None, tip: str = "") -> QSpinBox | QDoubleSpinBox:
+    """An integer spin box (a float one with ``decimals``): range, value, step, the text of its minimum, tooltip."""
+    s = QSpinBox() if decimals is None else QDoubleSpinBox()
+    if decimals is not None:
+        s.setDecimals(decimals)
+    s.setRange(lo, hi)
+    if step is not None:
+        s.setSingleStep(step)
+    s.setValue(value)
+    if special:
+        s.setSpecialValueText(special)
+    s.setToolTip(tip)
+    return s
 
 
 def compact_combo(combo: QComboBox, chars: int = 12) -> QComboBox:

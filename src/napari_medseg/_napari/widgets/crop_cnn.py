@@ -28,12 +28,10 @@ from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QFormLayout,
     QHBoxLayout,
     QLabel,
     QPushButton,
-    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
@@ -41,7 +39,7 @@ from qtpy.QtWidgets import (
 from ...errors import MedsegError, ParameterError
 from ...progress import CancelToken, Progress
 from .._worker import JobOutcome, ProgressJob
-from .common import ModelPicker, RunCancelRow, StatusLine, compact_combo, finish_job, notify_models_changed
+from .common import ModelPicker, RunCancelRow, StatusLine, compact_combo, finish_job, notify_models_changed, spin_box
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +72,14 @@ class CropSource:
     geometry: Any
     unit: str
     name: str
+
+
+def selected_ids(table: Any, view: Any) -> list[int]:
+    """Object ids (``table["id"]``) of the rows selected in an ObjectsTable ``view`` (none without a table)."""
+    if table is None:
+        return []
+    ids = np.asarray(table["id"], np.int64)
+    return [int(ids[r]) for r in view.selected_rows() if r < len(ids)]
 
 
 class RowLabeller(QWidget):
@@ -112,12 +118,15 @@ class RowLabeller(QWidget):
         self.clear_button.setToolTip("Remove the labels of the selected rows (none selected: of every row)")
         self.count_label = QLabel("no row labelled")
         self.count_label.setWordWrap(True)
-        lay = QHBoxLayout(self)
+        buttons = QHBoxLayout()
+        buttons.setContentsMargins(0, 0, 0, 0)
+        buttons.addWidget(self.label_button)
+        buttons.addWidget(self.clear_button)
+        lay = QVBoxLayout(self)  # the class above the buttons: a narrow dock stays narrow
         lay.setContentsMargins(0, 0, 0, 0)
         if self.owns_combo:
-            lay.addWidget(self.class_combo, 1)
-        lay.addWidget(self.label_button)
-        lay.addWidget(self.clear_button)
+            lay.addWidget(self.class_combo)
+        lay.addLayout(buttons)
         self.label_button.clicked.connect(lambda: self.label_selected())
         self.clear_button.clicked.connect(lambda: self.clear_selected())
 
@@ -159,18 +168,6 @@ class RowLabeller(QWidget):
         self.labelsChanged.emit()
 
 
-def _spin(lo: float, hi: float, value: float, decimals: int = 1, special: str | None = None,
-          tip: str = "") -> QDoubleSpinBox:
-    s = QDoubleSpinBox()
-    s.setRange(lo, hi)
-    s.setDecimals(decimals)
-    s.setValue(value)
-    if special:
-        s.setSpecialValueText(special)
-    s.setToolTip(tip)
-    return s
-
-
 class CropCnnPanel(QWidget):
     """Train / apply a CNN on crops around the host's table rows (see the module docstring).
 
@@ -195,27 +192,26 @@ class CropCnnPanel(QWidget):
         self.status, self._source, self._labels, self._on_result = status, source, labels, on_result
         self._default_size = default_size
         self.what = what
-        self.crop_size = _spin(0.0, 1e6, 0.0, 2, "auto", "Edge of the square (cube) cut around each object, in the "
+        self.crop_size = spin_box(0.0, 1e6, 0.0, decimals=2, special="auto", tip="Edge of the square (cube) cut around each object, in the "
                                "image's unit; auto: 2.5 x the median object diameter")
         self.unit_label = QLabel("px")
         self.mode = compact_combo(QComboBox(), 10)
         self.mode.addItems([t for _, t in MODES])
         self.mode.setToolTip("3D images: the plane through the centre, the three orthogonal planes (as 3 "
                              "channels), or the cube")
-        self.pixels = QSpinBox()
-        self.pixels.setRange(16, 128)
-        self.pixels.setSingleStep(16)
-        self.pixels.setValue(64)
-        self.pixels.setToolTip("Samples per crop edge: the network's input size (a multiple of 16)")
-        self.minutes = _spin(0.1, 600.0, 1.0, 1, tip="Training time budget (early stopping may end sooner)")
+        self.pixels = spin_box(16, 128, 64, 16, tip="Samples per crop edge: the network's input size (a multiple "
+                               "of 16)")
+        self.minutes = spin_box(0.1, 600.0, 1.0, decimals=1, tip="Training time budget (early stopping may end sooner)")
         self.minutes.setSuffix(" min")
         self.use_base = QCheckBox("start from")
         self.use_base.setToolTip("Start from the encoder of a shipped or user model (transfer learning)")
         self.base_picker = ModelPicker()
         self.base_picker.setEnabled(False)
+        compact_combo(self.base_picker.combo, 6)  # long model names must not widen the dock
         self.train_buttons = RunCancelRow("Train CNN and classify")
         self.train_button = self.train_buttons.run_button
         self.apply_picker = ModelPicker(kinds=("classification",))
+        compact_combo(self.apply_picker.combo, 6)
         self.apply_button = QPushButton("Classify")
         self.apply_button.setToolTip("Classify every row with the chosen model (its own crop settings)")
         self.info = QLabel(f"Label a few {what} of each class in the table, then Train.")
@@ -406,4 +402,4 @@ class CropCnnPanel(QWidget):
         return ", ".join(f"{n} {int((idx == k).sum())}" for k, n in enumerate(names))
 
 
-__all__ = ["MODES", "CropCnnPanel", "CropSource", "RowLabeller"]
+__all__ = ["MODES", "CropCnnPanel", "CropSource", "RowLabeller", "selected_ids"]

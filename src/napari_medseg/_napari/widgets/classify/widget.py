@@ -47,7 +47,16 @@ from superqt import QCollapsible
 from ....errors import MedsegError, ParameterError
 from ....progress import CancelToken, Progress
 from ..._worker import JobOutcome, ProgressJob
-from ..common import DevicePicker, LayerCombo, ModelPicker, RunCancelRow, StatusLine, finish_job, notify_models_changed
+from ..common import (
+    DevicePicker,
+    LayerCombo,
+    ModelPicker,
+    RunCancelRow,
+    StatusLine,
+    finish_job,
+    notify_models_changed,
+    spin_box,
+)
 from ..plot import CurvePlot
 from .items import Item, count_text, layer_item, materialize, read_table, region_items
 from .layer_table import LayerClassTable
@@ -65,14 +74,7 @@ SOURCES = ("Image layers", "Shapes regions", "Table (CSV)")
 
 
 def _spin(lo: int, hi: int, value: int, step: int = 1, special: str | None = None, tip: str = "") -> QSpinBox:
-    s = QSpinBox()
-    s.setRange(lo, hi)
-    s.setSingleStep(step)
-    s.setValue(value)
-    if special:
-        s.setSpecialValueText(special)
-    s.setToolTip(tip)
-    return s
+    return spin_box(lo, hi, value, step, special=special, tip=tip)
 
 
 class ClassifyWidget(QWidget):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from ....errors import ParameterError
-from ..crop_cnn import CropSource
+from ..crop_cnn import CropSource, selected_ids
 from ..objects.outputs import centroids
 
 
@@ -25,10 +25,7 @@ class LesionCnnActions:
     """Mixin: row labels and the CNN of the Lesions widget (see the module docstring)."""
 
     def _selected_ids(self) -> list[int]:
-        if self.table is None:
-            return []
-        ids = np.asarray(self.table["id"], np.int64)
-        return [int(ids[r]) for r in self.table_view.selected_rows() if r < len(ids)]
+        return selected_ids(self.table, self.table_view)
 
     def _on_row_labels(self) -> None:
         """The row labels as the result table's ``label`` column (none: no column); the view keeps its selection."""

@@ -30,7 +30,7 @@ from ....progress import Progress
 from ..._worker import JobOutcome, ProgressJob
 from ...layers import layer_axes, level0, unique_name
 from ..common import finish_job
-from ..crop_cnn import CropSource
+from ..crop_cnn import CropSource, selected_ids
 from .outputs import OBJECTS_OF, centroids
 
 log = logging.getLogger(__name__)
@@ -178,10 +178,7 @@ class ClassifierActions:
 
     # ------------------------------------------------------------------ CNN and row labels
     def _selected_ids(self) -> list[int]:
-        if self.table is None:
-            return []
-        ids = np.asarray(self.table["id"], np.int64)
-        return [int(ids[r]) for r in self.table_view.selected_rows() if r < len(ids)]
+        return selected_ids(self.table, self.table_view)
 
     def _on_row_labels(self) -> None:
         """Show the row labels as the table's ``label`` column (none: no column)."""
