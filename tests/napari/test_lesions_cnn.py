@@ -19,7 +19,7 @@ pytest.importorskip("torch")
 
 pytestmark = pytest.mark.napari
 
-RUN_TIMEOUT = 240_000  # ms; 2 CPU cores shared with other jobs
+RUN_TIMEOUT = 480_000  # ms; 2 CPU cores shared with other jobs (a training, then every crop classified)
 SPACING = (3.0, 0.8, 0.8)  # mm
 
 
