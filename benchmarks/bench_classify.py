@@ -228,6 +228,8 @@ def bench_bccd(args, tmp) -> None:
             p = np.asarray(res.class_names)[probs[rest].argmax(axis=1)]
             acc.setdefault(f"cnn_{tag}", []).append((np.mean(p == y[rest]),
                                                      np.mean([np.mean(p[y[rest] == c] == c) for c in CLASSES])))
+            print(f"  draw {draw} cnn_{tag}: accuracy {acc[f'cnn_{tag}'][-1][0]:.4f}, {len(res.history)} epochs, "
+                  f"fit {t_cnn[-1][0]:.0f} s wall / {t_cnn[-1][1]:.0f} s CPU", flush=True)
     counts = {c: int(np.sum(y == c)) for c in CLASSES}
     print(f"bccd: {n} val cells {counts}, {args.per_class} labelled per class, {args.draws} draws, "
           f"CNN crops {spec.size:g} px -> {spec.pixels}, {args.minutes} min per CNN, mean CNN fit "

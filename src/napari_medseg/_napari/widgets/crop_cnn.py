@@ -201,8 +201,11 @@ class CropCnnPanel(QWidget):
                              "channels), or the cube")
         self.pixels = spin_box(16, 128, 64, 16, tip="Samples per crop edge: the network's input size (a multiple "
                                "of 16)")
-        self.minutes = spin_box(0.1, 600.0, 1.0, decimals=1, tip="Training time budget (early stopping may end sooner)")
+        self.minutes = spin_box(0.0, 600.0, 1.0, decimals=1, special="no limit",
+                                tip="Training time budget (early stopping may end sooner)")
         self.minutes.setSuffix(" min")
+        self.epochs = spin_box(0, 10000, 0, special="auto", tip="Epochs (auto: until the time budget or early "
+                               "stopping)")
         self.use_base = QCheckBox("start from")
         self.use_base.setToolTip("Start from the encoder of a shipped or user model (transfer learning)")
         self.base_picker = ModelPicker()
@@ -225,6 +228,7 @@ class CropCnnPanel(QWidget):
         form.addRow("crop", self.mode)
         form.addRow("input pixels", self.pixels)
         form.addRow("time budget", self.minutes)
+        form.addRow("epochs", self.epochs)
         form.addRow(self.use_base)
         form.addRow(self.base_picker)  # a row of its own: the dock stays narrow
         apply_row = QHBoxLayout()
@@ -364,8 +368,11 @@ class CropCnnPanel(QWidget):
             if info is None:
                 raise ParameterError("No base model: pick one, or untick 'start from'.")
             base, width = str(info.path), int(info.card.architecture.get("base_channels", 16))
+        minutes, epochs = float(self.minutes.value()) or None, int(self.epochs.value()) or None
+        if minutes is None and epochs is None:
+            raise ParameterError("Give a time budget or a number of epochs.")
         folder, name = model_folder(None, default_model_name(f"{self.what}-cnn"))
-        return {"base": base, "base_channels": width, "minutes": float(self.minutes.value()), "epochs": None,
+        return {"base": base, "base_channels": width, "minutes": minutes, "epochs": epochs,
                 "batch_size": int(np.clip(n // 3, 4, 32)), "val_fraction": 0.2, "device": "auto", "out": folder,
                 "name": name, "patience": 15,
                 "training_data": f"napari: {n} labelled {self.what} of {src.name!r}"}
