@@ -145,7 +145,8 @@ def test_cli_train_classify_end_to_end(tmp_path: Path, capsys) -> None:
 def test_object_crops_fixed_physical_size_and_cnn_classes_of_lesions(trained: Path) -> None:
     import pandas as pd
 
-    from napari_medseg.analysis.image_classify import classify_objects, object_crops
+    from napari_medseg.analysis.crop_classify import CropSpec, object_centres, sample_crops
+    from napari_medseg.analysis.image_classify import classify_objects
     from napari_medseg.geometry import Geometry
 
     rng = np.random.default_rng(9)
@@ -159,11 +160,13 @@ def test_object_crops_fixed_physical_size_and_cnn_classes_of_lesions(trained: Pa
         lab[1, cy - 24:cy + 24, cx - 24:cx + 24][tile > 100] = k
         truth[k] = kind
     g = Geometry.from_scale("ZYX", (5.0, 0.5, 0.5), units="mm")
-    crops, ids = object_crops(canvas, lab, g, size=24.0)  # 24 mm = 48 pixels of 0.5 mm, on the centroid's plane
-    assert ids.tolist() == [1, 2, 3, 4] and all(c.shape == (48, 48) for c in crops)
+    centres, ids = object_centres(lab)
+    # 24 mm = 48 pixels of 0.5 mm, on the centroid's plane, sampled at 48 points: the pixels themselves
+    crops = sample_crops(canvas, centres, g, CropSpec(24.0, "mm", "2d", 48))
+    assert ids.tolist() == [1, 2, 3, 4] and all(c.shape == (48, 48) and c.dtype == np.uint8 for c in crops)
     table = pd.DataFrame({"id": ids})
     out = classify_objects(table, canvas, lab, trained, g, size=24.0)
     assert out["cnn_class"].tolist() == [truth[i] for i in ids]
     np.testing.assert_allclose(out["cnn_p_disc"] + out["cnn_p_square"], 1.0, atol=1e-9)
     with pytest.raises(ParameterError, match="not in the labels"):
-        object_crops(canvas, lab, g, ids=[7])
+        object_centres(lab, ids=[7])

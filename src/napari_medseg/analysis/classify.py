@@ -33,7 +33,7 @@ FORMAT_VERSION = 1
 #: Columns never used as features: ids, positions (where an object is says
 #: nothing of what it is) and earlier classification results.
 EXCLUDED_COLUMNS = frozenset({"label", "id", "index", "class", "probability", "score", "track_id"})
-EXCLUDED_PREFIXES = ("centroid_", "bbox_", "class", "probability", "score")
+EXCLUDED_PREFIXES = ("centroid_", "bbox_", "class", "probability", "score", "cnn_")
 
 
 def _names(table: Any) -> list[str]:
@@ -48,7 +48,7 @@ def feature_columns(table: Any) -> list[str]:
     """Columns of a measurement table to use as classifier features.
 
     Numeric (not boolean) columns except ids, positions (``centroid_*``,
-    ``bbox_*``) and previous results (``class``, ``probability``, ``score``),
+    ``bbox_*``) and previous results (``class``, ``probability``, ``score``, a CNN's ``cnn_*``),
     and except columns with no finite value.
     """
     out = []

@@ -204,99 +204,23 @@ def gradcam(items: Sequence[Any], model: str | os.PathLike, class_index: int | S
     return out
 
 
-def object_crops(image: Any, labels: Any, geometry: Any = None, *, size: float = 64.0, ids: Sequence[int] | None = None,
-                 plane: bool = True) -> tuple[list[np.ndarray], np.ndarray]:
-    """Fixed-size crops centred on each object (cell, lesion): the items a CNN classifies.
-
-    Parameters
-    ----------
-    image : array-like
-        ``(Y, X)``, ``(Y, X, C)`` or ``(Z, Y, X)`` intensities.
-    labels : array-like of int
-        Object ids on the image's spatial grid (0 background).
-    geometry : Geometry, optional
-        Index -> world of the spatial axes; with it ``size`` is in world units
-        (mm, µm) along each in-plane axis, so crops cover the same physical
-        field whatever the pixel size.  Without it ``size`` is in pixels.
-    size : float
-        Edge of the crop.
-    ids : sequence of int, optional
-        Objects to crop (default: every id present, increasing).
-    plane : bool
-        3D labels: crop the 2D plane through each object's centroid (else a cube).
-
-    Returns
-    -------
-    crops : list of ndarray
-        One per id, ``(n, n[, C])`` (or ``(n, n, n)``); pixels outside the
-        image are 0.
-    ids : ndarray of int64
-    """
-    from scipy import ndimage as ndi
-
-    img = np.asarray(image)
-    lab = np.asarray(labels)
-    nsp = lab.ndim
-    if img.shape[:nsp] != lab.shape:
-        raise ParameterError(f"image {img.shape} and labels {lab.shape} do not share their spatial shape")
-    present = np.unique(lab)
-    present = present[present != 0]
-    ids_arr = present if ids is None else np.asarray(list(ids), np.int64)
-    if len(ids_arr) and not np.isin(ids_arr, present).all():
-        raise ParameterError(f"ids {sorted(set(ids_arr.tolist()) - set(present.tolist()))} are not in the labels")
-    if len(ids_arr) == 0:
-        return [], ids_arr.astype(np.int64)
-    centres = np.asarray(ndi.center_of_mass(np.ones(lab.shape), lab, ids_arr), np.float64).reshape(len(ids_arr), nsp)
-    step = np.ones(nsp) if geometry is None else np.asarray(geometry.spacing, np.float64)
-    half = [max(1, int(round(size / (2 * s)))) for s in step]
-    out = []
-    for c in centres:
-        ci = np.rint(c).astype(np.int64)
-        axes = range(nsp - 2, nsp) if (nsp == 3 and plane) else range(nsp)
-        sl, pads = [], []
-        for ax in range(nsp):
-            if ax in axes:
-                lo, hi = ci[ax] - half[ax], ci[ax] + half[ax]
-            else:
-                lo, hi = ci[ax], ci[ax] + 1
-            a, b = max(lo, 0), min(hi, lab.shape[ax])
-            sl.append(slice(a, b))
-            pads.append((a - lo, hi - b))
-        crop = img[tuple(sl)]
-        crop = np.pad(crop, pads + [(0, 0)] * (crop.ndim - nsp))
-        if nsp == 3 and plane:
-            crop = crop[0]  # the one plane through the centroid
-        out.append(np.ascontiguousarray(crop))
-    return out, ids_arr.astype(np.int64)
-
-
 def classify_objects(table: Any, image: Any, labels: Any, model: Any, geometry: Any = None, *, size: float | None = None,
                      tta: bool = True) -> Any:
-    """The objects (lesions, cells) table with a CNN class per row: ``cnn_class`` and ``cnn_p_<class>``.
+    """The objects (lesions, cells) table with a CNN class per row: ``cnn_class``, ``cnn_probability``, ``cnn_p_<class>``.
 
-    Crops come from :func:`object_crops` around each row's ``id``; their
-    edge (``size``, world units with ``geometry``) defaults to the model
-    card's ``input.crop_size`` or 64.
+    Crops (:func:`~napari_medseg.analysis.crop_classify.sample_crops`) are centred on each row's ``id``
+    in ``labels`` and cut as the model card's ``input.crop`` says; ``size`` (world units with a
+    calibrated ``geometry``, else pixels) overrides the card's edge.
     """
-    from ..models.registry import resolve_model
+    from .crop_classify import CropSpec, classify_at, cnn_columns, crop_spec_of, object_centres
 
-    card = resolve_model(model).card
-    if card.kind != "classification":
-        raise ModelError(f"model {card.name!r} is a {card.kind} model; this needs a classification model")
-    edge = float(size if size is not None else card.input.get("crop_size", 64.0))
-    ids = np.asarray(table["id"], np.int64)
-    crops, _ = object_crops(image, labels, geometry, size=edge, ids=ids)
-    out = table.copy()
-    if not len(crops):
-        out["cnn_class"] = []
-        return out
-    probs, names = classify_items(crops, model, tta=tta)
-    out["cnn_class"] = [names[i] for i in probs.argmax(axis=1)]
-    for k, n in enumerate(names):
-        out[f"cnn_p_{n}"] = probs[:, k]
-    return out
-
-
+    _, spec = crop_spec_of(model)
+    if size is not None:
+        unit = geometry.length_unit if geometry is not None and geometry.calibrated else "pixel"
+        spec = CropSpec(float(size), unit, spec.mode, spec.pixels)
+    centres, _ = object_centres(labels, np.asarray(table["id"], np.int64))
+    probs, names = classify_at(image, centres, model, geometry, spec=spec, tta=tta)
+    return cnn_columns(table, probs, names)
 
 
 def read_class_table(path: str | os.PathLike) -> tuple[list[Any], list[str]]:
@@ -365,5 +289,5 @@ def load_image_item(path: str | os.PathLike) -> np.ndarray:
     return data
 
 
-__all__ = ["TTA_FLIPS", "classify_items", "load_classifiers", "load_image_item", "predict_probabilities", "read_class_table", "classify_objects", "gradcam", "load_classifier", "object_crops",
+__all__ = ["TTA_FLIPS", "classify_items", "load_classifiers", "load_image_item", "predict_probabilities", "read_class_table", "classify_objects", "gradcam", "load_classifier",
            "prepare_items"]

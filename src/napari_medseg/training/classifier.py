@@ -8,13 +8,16 @@ input size once, holds out a stratified ``val_fraction``, and trains an
 * from scratch or from the encoder of a shipped or user model (``base``:
   a U-Net of the same channels, or another classifier) -- transfer learning;
 * against class imbalance: batches drawn with probability inversely
-  proportional to the class frequency, and a class-weighted cross-entropy;
+  proportional to the class frequency (every class is seen equally often;
+  the cross-entropy is not weighted as well, which would count the imbalance
+  twice and push the model to over-predict the rare class);
 * heavy augmentation on every batch: flips, 90-degree rotations, random
   resized crops (scale 0.6-1), brightness/contrast, colour (saturation and
   hue-like channel mixing) jitter, Gaussian blur, noise;
 * AdamW with a cosine learning rate over the time budget; validation every
   epoch; the best epoch (lowest held-out loss) is kept; early stopping after
-  ``patience`` epochs without improvement; cancel keeps the best;
+  ``patience`` epochs without improvement (and at least ``patience`` x
+  :data:`PATIENCE_ITEMS` items drawn, so a few labelled items still train); cancel keeps the best;
 * probabilities calibrated on the held-out split by temperature scaling (when it has at least
   :data:`MIN_CALIBRATION_ITEMS` items; with fewer a fitted temperature would be noise, T stays 1)
   (the card keeps ``temperature`` and the expected calibration error before
@@ -44,6 +47,9 @@ from ..progress import CancelToken, Progress
 ECE_BINS = 15
 #: Fewest held-out items a temperature is fitted on; with fewer the probabilities stay uncalibrated (T = 1).
 MIN_CALIBRATION_ITEMS = 20
+#: Early stopping also waits for ``patience * PATIENCE_ITEMS`` items drawn since the best epoch, so that with a
+#: few labelled items (epochs of one or two batches) ``patience`` still means real training.
+PATIENCE_ITEMS = 256
 
 
 @dataclass
@@ -227,6 +233,8 @@ def train_classifier_iter(
     out: str | Path | None = None,
     name: str | None = None,
     training_data: str = "",
+    input_extra: dict[str, Any] | None = None,
+    clock: str = "wall",
     cancel: CancelToken | None = None,
 ) -> Generator[Progress, None, ClassifierResult]:
     """Train a CNN classifier; see the module docstring.
@@ -253,6 +261,10 @@ def train_classifier_iter(
         Model name (default ``classifier``).
     training_data : str
         Free text for the card (where the items came from, licence).
+    input_extra : dict, optional
+        More entries of the card's ``input`` section (e.g. ``crop``: how object crops were cut).
+    clock : {"wall", "cpu"}
+        What ``minutes`` counts: wall-clock time, or this process's CPU time (benchmarks on a shared machine).
     cancel : CancelToken, optional
         Cancelling keeps (and saves) the best epoch so far.
 
@@ -269,7 +281,7 @@ def train_classifier_iter(
     import torch.nn.functional as F
 
     from ..models.classifier import EncoderClassifier, load_encoder
-    from ..models.device import physical_cores, select_device
+    from ..models.device import configure_cpu_threads, select_device
     from ..models.spec import ModelCard, save_model
     from .steps import StepRunner, set_seeds
 
@@ -279,6 +291,8 @@ def train_classifier_iter(
         raise ParameterError(f"minutes must be in (0, 1440), got {minutes}")
     if epochs is not None and epochs < 1:
         raise ParameterError(f"epochs must be >= 1, got {epochs}")
+    if clock not in ("wall", "cpu"):
+        raise ParameterError(f"clock must be 'wall' or 'cpu', got {clock!r}")
     if not 16 <= size <= 1024 or size % 2 ** (depth - 1):
         raise ParameterError(f"size must be in 16..1024 and a multiple of {2 ** (depth - 1)}, got {size}")
     if not 1 <= batch_size <= 512:
@@ -310,7 +324,7 @@ def train_classifier_iter(
     rng = np.random.default_rng(seed)
     dev, reason = select_device(device)
     if dev.type == "cpu":
-        torch.set_num_threads(physical_cores())
+        configure_cpu_threads()  # OMP_NUM_THREADS / MKL_NUM_THREADS win
     net = EncoderClassifier(in_channels=x.shape[1], n_classes=len(names), dims=dims, base_channels=base_channels,
                             depth=depth)
     base_info = None
@@ -331,8 +345,6 @@ def train_classifier_iter(
         net.to(dev)
         runner = StepRunner(net, dev, reason, torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay),
                             None, torch.amp.GradScaler("cuda", enabled=False), False)
-    cls_w = torch.tensor(len(tr) / (len(names) * np.maximum(np.bincount(y[tr], minlength=len(names)), 1)),
-                         dtype=torch.float32, device=dev)
     sample_p = 1.0 / np.bincount(y[tr], minlength=len(names))[y[tr]]
     sample_p /= sample_p.sum()
     steps_per_epoch = max(1, int(math.ceil(len(tr) / batch_size)))
@@ -349,12 +361,15 @@ def train_classifier_iter(
         loss = float(F.cross_entropy(torch.from_numpy(z), torch.from_numpy(y[va])).item())
         return loss, z
 
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    now = time.perf_counter if clock == "wall" else time.process_time
+    b0 = now()
     budget_s = None if minutes is None else 60.0 * minutes
     total_epochs = epochs or 10**6
     best = (math.inf, None, 0, None)  # val loss, state, epoch, val logits
     history: list[dict] = []
     seen = 0
+    seen_at_best = 0
     cancelled = False
     net.train()
     epoch = 0
@@ -367,14 +382,14 @@ def train_classifier_iter(
                 break
             frac = 0.0
             if budget_s is not None:
-                frac = (time.perf_counter() - t0) / budget_s
+                frac = (now() - b0) / budget_s
             if epochs is not None:
                 frac = max(frac, (epoch - 1) / epochs)
             runner.set_lr(lr * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
             pick = rng.choice(tr, size=min(batch_size, len(tr)), p=sample_p)
             xb = augment_batch(x[pick], rng, color) if augment else x[pick]
             yb = torch.from_numpy(y[pick]).to(dev)
-            loss, _ = runner.step(xb, lambda out, yb=yb: (F.cross_entropy(out.float(), yb, weight=cls_w), {}))
+            loss, _ = runner.step(xb, lambda out, yb=yb: (F.cross_entropy(out.float(), yb), {}))
             if not math.isfinite(loss):
                 raise ParameterError(f"training diverged (loss {loss}) at epoch {epoch}: lower the learning rate")
             losses.append(loss)
@@ -388,11 +403,12 @@ def train_classifier_iter(
         history.append(rec)
         if val_loss < best[0]:
             best = (val_loss, {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}, epoch, z)
-        elapsed = time.perf_counter() - t0
+            seen_at_best = seen
+        elapsed = now() - b0
         yield Progress(epoch, epochs or 0, f"epoch {epoch}: val loss {val_loss:.3f}, accuracy {acc:.3f}", rec)
         if budget_s is not None and elapsed >= budget_s:
             break
-        if epoch - best[2] >= patience:
+        if epoch - best[2] >= patience and seen - seen_at_best >= patience * PATIENCE_ITEMS:
             break
     if best[1] is None:
         if cancelled:
@@ -422,13 +438,14 @@ def train_classifier_iter(
         input={"channels": int(x.shape[1]), "color": color, "size": [size] * dims,
                "normalization": {"kind": "unit_range", "integer": "divide by the dtype maximum (255 for uint8)",
                                  "float": "percentile 1-99.8"},
-               "pixel_size": None, "pixel_unit": "px"},
+               "pixel_size": None, "pixel_unit": "px", **(input_extra or {})},
         output={"kind": "classification", "class_names": names, "temperature": temperature},
         description=f"CNN classifier ({', '.join(names)}) on {size}-pixel {color} {dims}D inputs",
         training={"data": training_data, "n_items": len(items), "class_counts": dict(zip(names, counts.tolist(),
                                                                                           strict=True)),
                   "base": None if base_info is None else base_info.name, "epochs": len(history),
-                  "minutes": (time.perf_counter() - t0) / 60, "seed": seed, "augment": augment,
+                  "minutes": (time.perf_counter() - t0) / 60, "cpu_minutes": (time.process_time() - cpu0) / 60,
+                  "seed": seed, "augment": augment,
                   "device": str(dev), "cancelled": cancelled, "history": history},
         metrics=metrics,
     )
@@ -440,5 +457,5 @@ def train_classifier_iter(
     return ClassifierResult(Path(path), names, history, metrics, cancelled)
 
 
-__all__ = ["ClassifierResult", "augment_batch", "classification_metrics", "expected_calibration_error",
+__all__ = ["PATIENCE_ITEMS", "ClassifierResult", "augment_batch", "classification_metrics", "expected_calibration_error",
            "fit_temperature", "roc_auc", "softmax", "stratified_split", "train_classifier_iter"]

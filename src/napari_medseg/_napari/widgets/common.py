@@ -432,6 +432,22 @@ class DevicePicker(QComboBox):
         self.ready = True
 
 
+def spin_box(lo: float, hi: float, value: float, step: float | None = None, *, decimals: int | None = None,
+             special: str | None = None, tip: str = "") -> QSpinBox | QDoubleSpinBox:
+    """An integer spin box (a float one with ``decimals``): range, value, step, the text of its minimum, tooltip."""
+    s = QSpinBox() if decimals is None else QDoubleSpinBox()
+    if decimals is not None:
+        s.setDecimals(decimals)
+    s.setRange(lo, hi)
+    if step is not None:
+        s.setSingleStep(step)
+    s.setValue(value)
+    if special:
+        s.setSpecialValueText(special)
+    s.setToolTip(tip)
+    return s
+
+
 def compact_combo(combo: QComboBox, chars: int = 12) -> QComboBox:
     """Make ``combo``'s width independent of its items (long column or layer names): ``chars`` characters wide."""
     combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
@@ -487,21 +503,6 @@ def scrolling_layout(widget: QWidget) -> QVBoxLayout:
     outer.setContentsMargins(0, 0, 0, 0)
     outer.addWidget(DockScroll(content))
     return lay
-
-
-def spin_box(lo: float, hi: float, value: float, step: float = 1, *, decimals: int = 0, special: str | None = None,
-             tip: str = "") -> QSpinBox | QDoubleSpinBox:
-    """A spin box (integer, or with ``decimals`` a float one) with range, step, value, special text and tooltip."""
-    s = QDoubleSpinBox() if decimals else QSpinBox()
-    if decimals:
-        s.setDecimals(decimals)
-    s.setRange(lo, hi)
-    s.setSingleStep(step)
-    s.setValue(value)
-    if special:
-        s.setSpecialValueText(special)
-    s.setToolTip(tip)
-    return s
 
 
 class RunCancelRow(QWidget):

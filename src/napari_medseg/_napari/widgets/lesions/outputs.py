@@ -44,11 +44,12 @@ def size_column(table: Any) -> tuple[str, str]:
 
 
 def display_order(table: Any) -> Any:
-    """The table with what a radiologist reports first: id, class, score, long and short axis, volume (mL, then
+    """The table with what a radiologist reports first: id, class, score, the user's label and the CNN's class,
+    long and short axis, volume (mL, then
     in the unit) or area, RECIST slice; then the rest in table order (the CSV keeps the core's order)."""
     col, _ = size_column(table)
     unit = col.split("_", 1)[1][:-1]
-    first = ["id", "class", "score", f"long_axis_{unit}", f"short_axis_{unit}", "volume_ml", col, "recist_slice"]
+    first = ["id", "class", "score", "label", "cnn_class", "cnn_probability", f"long_axis_{unit}", f"short_axis_{unit}", "volume_ml", col, "recist_slice"]
     first = [c for c in dict.fromkeys(first) if c in table.columns]
     return table[first + [c for c in table.columns if c not in first]]
 

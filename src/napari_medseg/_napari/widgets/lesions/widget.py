@@ -19,7 +19,10 @@ replaces only the layers this widget made for it):
   its label; picking a label in the viewer selects its row.
 
 The minimum score and size re-filter the cached result
-(:meth:`LesionsResult.refilter`): no network run.  Export CSV writes the
+(:meth:`LesionsResult.refilter`): no network run.  "CNN class" (:mod:`.cnn`):
+label some rows (select, class, "Label selected"), train a CNN on crops of a
+fixed size in mm around them (2D, 2.5D or 3D), and every lesion gets a
+``cnn_class`` and ``cnn_p_<class>``; or apply a trained one.  Export CSV writes the
 filtered table.  In the 3D view the outline layer shows the lesions as solid
 class-coloured surfaces (the translucent fill layer is hidden meanwhile).
 """
@@ -76,8 +79,10 @@ from ..common import (
     finish_job,
     report_error,
 )
+from ..crop_cnn import CropCnnPanel, RowLabeller
 from ..objects.outputs import column_name
 from ..objects.table import ObjectsTable
+from .cnn import LesionCnnActions
 from .outputs import (
     LESIONS_OF,
     META,
@@ -116,6 +121,8 @@ class _RunContext:
     t_index: int | None = None
     #: (viewer axis counted from the end, world value) of the time point, for layers with a T axis
     time: tuple[int, float] | None = None
+    #: the pixels under the lesions ((Z,) Y, X[, C]), for CNN crops; None for labels without intensities
+    image: Any = None
 
 
 def _combo(items: Any) -> QComboBox:
@@ -143,7 +150,7 @@ def _measure_labels(lab: np.ndarray, geometry: Any, **kw: Any):
     return res
 
 
-class LesionsWidget(QWidget):
+class LesionsWidget(LesionCnnActions, QWidget):
     """Dock widget: find or measure lesions, filter them, click to navigate, export.
 
     Parameters
@@ -238,6 +245,18 @@ class LesionsWidget(QWidget):
         self.table_view.view.verticalHeader().setVisible(False)  # the id column names the lesion
         self.export_csv_button = QPushButton("Export CSV\u2026")
         self.export_csv_button.setEnabled(False)
+        self.row_labeller = RowLabeller(self._selected_ids)
+        self.cnn_panel = CropCnnPanel(self.status, self._cnn_source, lambda: dict(self.row_labeller.labels),
+                                      self._cnn_result, what="lesions", default_size=self._default_crop_size)
+        self.cnn_section = QCollapsible("CNN class")
+        cnn_box = QWidget()
+        cl = QVBoxLayout(cnn_box)
+        cl.setContentsMargins(0, 0, 0, 0)
+        cl.addWidget(QLabel("label selected rows as"))
+        cl.addWidget(self.row_labeller)
+        cl.addWidget(self.row_labeller.count_label)
+        cl.addWidget(self.cnn_panel)
+        self.cnn_section.addWidget(cnn_box)
 
         top = QFormLayout()
         top.addRow("lesions from", self.source_kind)
@@ -256,6 +275,7 @@ class LesionsWidget(QWidget):
         erow.addStretch(1)
         erow.addWidget(self.export_csv_button)
         lay.addLayout(erow)
+        lay.addWidget(self.cnn_section)
         self.scroll = QScrollArea()  # fits a laptop screen: scrolls instead of forcing a tall dock
         self.scroll.setWidgetResizable(True)
         self.scroll.setFrameShape(QFrame.Shape.NoFrame)
@@ -283,6 +303,7 @@ class LesionsWidget(QWidget):
         self.min_score.valueChanged.connect(self.apply_filter)
         self.min_size.valueChanged.connect(self.apply_filter)
         self.table_view.objectActivated.connect(self.focus_lesion)
+        self.row_labeller.labelsChanged.connect(self._on_row_labels)
         self.export_csv_button.clicked.connect(lambda: self.export_csv())
         v.dims.events.ndisplay.connect(self._on_ndisplay, position="first")  # before the layers re-render
         self.model_picker.refresh()
@@ -296,8 +317,8 @@ class LesionsWidget(QWidget):
     # ================================================================== public API
     @property
     def running(self) -> bool:
-        """Whether a lesion run is in progress."""
-        return self._job is not None and self._job.running
+        """Whether a lesion run (or a CNN training / classification) is in progress."""
+        return (self._job is not None and self._job.running) or self.cnn_panel.running
 
     @property
     def lesions_layer(self) -> Labels | None:
@@ -436,6 +457,7 @@ class LesionsWidget(QWidget):
                 return lesions_iter(data, model_path, geometry, axes=axes, cancel=token, **params)
 
             made = {"model": model.name, "model_path": str(model.path), "parameters": dict(params)}
+            crop_image = np.moveaxis(data, axes.index("C"), -1) if "C" in axes else data
         else:
             src = self.labels_combo.layer()
             if src is None:
@@ -459,6 +481,7 @@ class LesionsWidget(QWidget):
 
             made = {"labels": src.name, "parameters": {"split": split, "connectivity": conn,
                                                        "intensities": None if image is None else image_name}}
+            crop_image = image
         ndim = geometry.ndim
         time = None
         if tp is not None:
@@ -467,7 +490,7 @@ class LesionsWidget(QWidget):
             time = (src.ndim - tp[0], float(np.asarray(src.data_to_world(idx))[tp[0]]))
         meta = {**output_metadata(src), LESIONS_OF: src.name, META: {**made, "time_index": tp and tp[1]}}
         ctx = _RunContext(weakref.ref(src), src.name, "model" if self.source_kind.currentIndex() == 0 else "labels",
-                          output_geometry(src, ndim), meta, None if tp is None else tp[1], time)
+                          output_geometry(src, ndim), meta, None if tp is None else tp[1], time, crop_image)
         return ctx, make_gen
 
     def _intensity_image(self, shape: tuple[int, ...], geometry: Any, point: Any) -> tuple[Any, str]:
@@ -526,6 +549,8 @@ class LesionsWidget(QWidget):
         self._outline = weakref.ref(self._outputs.put("outlines", src, outline))
         fill.events.selected_label.connect(self._on_viewer_label)
         self.table = shown
+        self.cnn_panel.set_dims(res.geometry.ndim, res.geometry.length_unit)
+        self.row_labeller.set_labels({})  # new lesions, new ids
         self._refresh_views()
         self._on_ndisplay()
 

@@ -6,8 +6,10 @@ or dragged on the histogram), Apply: every object becomes ``<name>+`` or
 ``<name>-``.
 
 :class:`ClassifierPanel` holds the controls of the trainable classifier
-(marks layer, mark class, Train, Save, Load); the widget does the work
-because it owns the objects and the viewer.
+(marks layer, mark class, table-row labels, the method: a random forest on
+the measurements with Train/Save/Load, or a CNN on crops,
+:class:`~napari_medseg._napari.widgets.crop_cnn.CropCnnPanel`); the widget
+does the work because it owns the objects and the viewer.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from qtpy.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
+    QStackedWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -207,6 +210,8 @@ class ClassifierPanel(QWidget):
     """Controls of the trainable object classifier (the widget connects the buttons)."""
 
     markClassChanged = Signal(str)
+    #: Classifier methods, in the order of :attr:`method`.
+    METHODS = ("random forest (measurements)", "CNN (crops)")
 
     def __init__(self, viewer: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -218,26 +223,54 @@ class ClassifierPanel(QWidget):
         self.mark_class = compact_combo(QComboBox(), 10)
         self.mark_class.setEditable(True)
         self.mark_class.addItems(["positive", "negative"])
-        self.mark_class.setToolTip("Class given to the next points you add (type a new name to add a class)")
+        self.mark_class.setToolTip("Class given to the next points you add, or to the table rows you label "
+                                   "(type a new name to add a class)")
+        self.method = compact_combo(QComboBox(), 12)
+        self.method.addItems(list(self.METHODS))
+        self.method.setToolTip("random forest: on the table's measurements (fast, few labels);\n"
+                               "CNN: a small convolutional network on image crops around each object")
         self.train_button = QPushButton("Train and classify")
         self.save_button = QPushButton("Save…")
         self.load_button = QPushButton("Load…")
-        self.info = QLabel("Mark a few objects of each class, then Train.")
+        self.info = QLabel("Mark a few objects of each class (points, or label table rows), then Train.")
         self.info.setWordWrap(True)
         marks = QHBoxLayout()
         marks.addWidget(self.marks_combo, 1)
         marks.addWidget(self.new_marks_button)
+        self._rows_holder = QHBoxLayout()
         form = QFormLayout()
         form.addRow("marks layer", marks)
-        form.addRow("mark class", self.mark_class)
+        form.addRow("class", self.mark_class)
+        form.addRow("table rows", self._rows_holder)
+        form.addRow("method", self.method)
+        rf = QWidget()
+        rl = QVBoxLayout(rf)
+        rl.setContentsMargins(0, 0, 0, 0)
         io = QHBoxLayout()
         io.addWidget(self.save_button)
         io.addWidget(self.load_button)
+        rl.addWidget(self.train_button)
+        rl.addLayout(io)
+        rl.addStretch(1)
+        self.stack = QStackedWidget()
+        self.stack.addWidget(rf)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addLayout(form)
-        lay.addWidget(self.train_button)
-        lay.addLayout(io)
+        lay.addWidget(self.stack)
         lay.addWidget(self.info)
         lay.addStretch(1)
+        self.cnn_panel: Any = None
+        self.row_labeller: Any = None
         self.mark_class.currentTextChanged.connect(self.markClassChanged.emit)
+        self.method.currentIndexChanged.connect(self.stack.setCurrentIndex)
+
+    def add_cnn(self, labeller: QWidget, cnn_panel: QWidget) -> None:
+        """Put the table-row labeller and the CNN page (built by the widget, which owns the table) in place."""
+        self.row_labeller, self.cnn_panel = labeller, cnn_panel
+        self._rows_holder.addWidget(labeller)
+        self.stack.addWidget(cnn_panel)
+
+    @property
+    def use_cnn(self) -> bool:
+        return self.method.currentIndex() == 1

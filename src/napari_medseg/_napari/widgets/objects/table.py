@@ -123,7 +123,7 @@ class ObjectsTable(QWidget):
         self.view.setSortingEnabled(True)
         self.view.sortByColumn(-1, Qt.SortOrder.AscendingOrder)  # keep the table order until asked
         self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.view.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)  # several rows to label
         self.view.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.view.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         self.view.verticalHeader().setDefaultSectionSize(20)
@@ -180,6 +180,23 @@ class ObjectsTable(QWidget):
         if idx.isValid():
             self.view.selectRow(idx.row())
             self.view.scrollTo(idx)
+
+    def selected_rows(self) -> list[int]:
+        """Table rows (DataFrame positions) selected in the view, increasing."""
+        rows = {self.proxy.mapToSource(i).row() for i in self.view.selectionModel().selectedRows()}
+        return sorted(r for r in rows if r >= 0)
+
+    def select_rows(self, table_rows: list[int]) -> None:
+        """Select several table rows (those hidden by the filter are skipped); no signal."""
+        from qtpy.QtCore import QItemSelection, QItemSelectionModel
+
+        sel = QItemSelection()
+        for r in table_rows:
+            idx = self.proxy.mapFromSource(self.model.index(r, 0))
+            if idx.isValid():
+                sel.select(idx, idx)
+        flags = (QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows)
+        self.view.selectionModel().select(sel, flags)
 
     def view_index(self, table_row: int, column: int = 0) -> QModelIndex:
         """Proxy index of a table row (for clicking it in tests)."""

@@ -1,13 +1,18 @@
-"""Classifier actions of the Objects widget: marks, Train, Save, Load.
+"""Classifier actions of the Objects widget: marks, row labels, Train (random forest or CNN), Save, Load.
 
 :class:`ClassifierActions` is a mixin of
 :class:`~napari_medseg._napari.widgets.objects.ObjectsWidget`; it uses the
 widget's ``viewer``, ``table``, ``result``, ``classifier_panel``,
-``output_layer``, ``status``, ``running``, ``_set_classes`` and
-``_report_error``.  Training (scikit-learn random forest on the measurement
-columns, :class:`~napari_medseg.analysis.classify.ObjectClassifier`) runs in
-a napari thread worker; classifiers are saved as JSON (no pickle) in
-``<user models dir>/classifiers`` by default.
+``output_layer``, ``status``, ``running``, ``_set_classes``,
+``_refresh_views`` and ``_report_error``.  The objects to learn from are the
+points of the marks layer and the table rows the user labelled (a row label
+wins over a point).  The random forest
+(:class:`~napari_medseg.analysis.classify.ObjectClassifier`, on the
+measurement columns) trains in a napari thread worker and is saved as JSON
+(no pickle) in ``<user models dir>/classifiers`` by default; the CNN
+(:class:`~napari_medseg._napari.widgets.crop_cnn.CropCnnPanel`) trains on
+crops of the objects' image and is saved as a user model; its class and
+probabilities (``cnn_class``, ``cnn_p_<class>``) go into the table.
 """
 
 from __future__ import annotations
@@ -23,9 +28,10 @@ from qtpy.QtWidgets import QFileDialog
 from ....errors import MedsegError, ParameterError
 from ....progress import Progress
 from ..._worker import JobOutcome, ProgressJob
-from ...layers import unique_name
+from ...layers import layer_axes, level0, unique_name
 from ..common import finish_job
-from .outputs import OBJECTS_OF
+from ..crop_cnn import CropSource, selected_ids
+from .outputs import OBJECTS_OF, centroids
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +42,11 @@ class ClassifierActions:
     classifier: Any = None  #: the last trained or loaded ObjectClassifier
 
     def train(self) -> None:
-        """Train the object classifier on the marked objects and classify all (worker thread)."""
+        """Train the chosen classifier on the marked objects and classify all (worker thread)."""
         if self.running:
+            return
+        if self.classifier_panel.use_cnn:
+            self.cnn_panel.train()
             return
         try:
             marks = self._marks()
@@ -112,13 +121,24 @@ class ClassifierActions:
         return True
 
     def _marks(self) -> dict[int, str]:
-        """Object id -> class from the marks layer's points."""
+        """Object id -> class from the marks layer's points and the labelled table rows (rows win)."""
         if self.table is None or self.result is None:
             raise ParameterError("Detect objects first, then mark some of each class.")
+        rows = dict(self.row_labeller.labels)
         marks = self.classifier_panel.marks_combo.layer()
+        objects = marks is None or marks is self.output_layer or OBJECTS_OF in marks.metadata
+        if rows and (objects or "class" not in marks.features.columns or len(marks.data) == 0):
+            if len(set(rows.values())) < 2:
+                raise ParameterError(f"label objects of at least two classes (labelled: {sorted(set(rows.values()))})")
+            return rows
+        if objects:
+            raise ParameterError("No marks: press 'New' and click objects of each class, or select table rows "
+                                 "and 'Label selected'.")
+        return {**self._point_marks(marks, require_two=not rows), **rows}
+
+    def _point_marks(self, marks: Any, require_two: bool = True) -> dict[int, str]:
+        """Object id -> class from a marks layer's points."""
         out = self.output_layer
-        if marks is None:
-            raise ParameterError("No marks layer: press 'New' and click objects of each class.")
         if marks is out or OBJECTS_OF in marks.metadata:
             raise ParameterError(f"{marks.name!r} holds objects, not marks; pick or create a marks layer ('New')")
         if "class" not in marks.features.columns:
@@ -131,7 +151,7 @@ class ClassifierActions:
         px = np.array([out.world_to_data(marks.data_to_world(p)) for p in pts]).reshape(len(pts), out.ndim)
         marked = self.result.marks_from_points(px, list(marks.features["class"]))
         classes = set(marked.values())
-        if len(classes) < 2:
+        if len(classes) < 2 and require_two:
             raise ParameterError(f"mark objects of at least two classes (marked: {sorted(classes) or 'none'}); "
                                  "points must lie on objects")
         return marked
@@ -155,6 +175,70 @@ class ClassifierActions:
 
         self.classifier_panel.train_button.setEnabled(True)
         finish_job(outcome, self.status, "Training", show, cancelled=cancelled)
+
+    # ------------------------------------------------------------------ CNN and row labels
+    def _selected_ids(self) -> list[int]:
+        return selected_ids(self.table, self.table_view)
+
+    def _on_row_labels(self) -> None:
+        """Show the row labels as the table's ``label`` column (none: no column)."""
+        if self.table is None:
+            return
+        t = self.table.drop(columns=["label"], errors="ignore")
+        if self.row_labeller.labels:
+            t.insert(min(2, len(t.columns)), "label", self.row_labeller.column(t["id"]))
+        sel = self.table_view.selected_rows()
+        self.table = t
+        out = self.output_layer
+        if out is not None:
+            out.features = t
+        self._refresh_views()
+        self.table_view.select_rows(sel)
+
+    def _cnn_source(self) -> CropSource:
+        """The objects' image, centres and geometry for the CNN (GUI thread)."""
+        from ....geometry.units import PIXEL
+
+        if self.table is None or self.result is None:
+            raise ParameterError("Detect objects first, then label some of each class.")
+        res = self.result
+        shape = None if res.labels is None else tuple(res.labels.shape)
+        image, name = self._crop_image(shape)
+        g = res.geometry
+        unit = g.length_unit if g is not None and g.calibrated else PIXEL
+        return CropSource(image, centroids(self.table, res.axes), np.asarray(self.table["id"], np.int64), g, unit,
+                          name)
+
+    def _crop_image(self, shape: tuple[int, ...] | None) -> tuple[Any, str]:
+        """Pixels the crops come from: the detected image, else the first checked intensity layer of the grid."""
+        cands = [] if self._crop_layer is None else [self._crop_layer()]
+        cands += list(self.intensity_list.checked_layers())
+        for layer in cands:
+            if layer is None or not any(x is layer for x in self.viewer.layers):
+                continue
+            data, axes = level0(layer), layer_axes(layer) or ""
+            if layer.rgb:
+                img = data[..., :3]
+            elif "C" in axes:
+                img = np.moveaxis(np.asarray(data), axes.index("C"), -1)
+            else:
+                img = data
+            sp = tuple(img.shape[:-1]) if img.ndim == len(self.result.axes) + 1 else tuple(img.shape)
+            if shape is None or sp == shape:
+                return img, layer.name
+        raise ParameterError("The CNN needs the objects' image: detect from an image, or tick an intensity image "
+                             "layer on the objects' grid.")
+
+    def _cnn_result(self, ids: np.ndarray, probs: np.ndarray, names: list[str], model: str) -> None:
+        """CNN probabilities into the table (``cnn_*`` columns); the classes and colours follow the CNN."""
+        from ....analysis.crop_classify import cnn_columns
+
+        if self.table is None or not np.array_equal(np.asarray(self.table["id"], np.int64), ids):
+            raise ParameterError("The objects changed while the CNN ran; train or classify again.")
+        t = cnn_columns(self.table.drop(columns=[c for c in self.table.columns if str(c).startswith("cnn_")]),
+                        probs, names)
+        self.table = t
+        self._set_classes(t["cnn_class"], t["cnn_probability"])
 
     def _on_mark_class(self, text: str) -> None:
         marks = self.classifier_panel.marks_combo.layer()

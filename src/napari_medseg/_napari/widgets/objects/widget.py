@@ -46,6 +46,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ....analysis.crop_classify import default_crop_size
 from ....errors import MedsegError, ParameterError
 from ....progress import Progress
 from ..._worker import JobOutcome, ProgressJob
@@ -70,6 +71,7 @@ from ..common import (
     report_error,
     scrolling_layout,
 )
+from ..crop_cnn import CropCnnPanel, RowLabeller
 from .classify import ClassifierPanel, GatePanel
 from .outputs import (
     OBJECTS_OF,
@@ -176,6 +178,10 @@ class ObjectsWidget(ClassifierActions, QWidget):
         self.plot_panel = PlotPanel()
         self.gate_panel = GatePanel()
         self.classifier_panel = ClassifierPanel(napari_viewer)
+        self.row_labeller = RowLabeller(self._selected_ids, self.classifier_panel.mark_class)
+        self.cnn_panel = CropCnnPanel(self.status, self._cnn_source, lambda: self._marks(), self._cnn_result,
+                                      what="cells", default_size=lambda unit: default_crop_size(self.table, unit))
+        self.classifier_panel.add_cnn(self.row_labeller, self.cnn_panel)
         self.tabs = QTabWidget()
         self.tabs.addTab(table_tab, "Table")
         self.tabs.addTab(self.plot_panel, "Plot")
@@ -206,8 +212,10 @@ class ObjectsWidget(ClassifierActions, QWidget):
         self._created: dict[tuple[str, int], tuple[weakref.ref, weakref.ref]] = {}
         self._focusing = False
         self._viewer_selection: set[int] = set()
+        self._crop_layer: weakref.ref | None = None  # the image the objects were detected on (CNN crops)
 
         self.source_kind.currentIndexChanged.connect(self._on_source_kind)
+        self.row_labeller.labelsChanged.connect(self._on_row_labels)
         self.image_combo.layerChanged.connect(self._on_image_changed)
         self.model_picker.modelChanged.connect(self._update_kind_note)
         self.run_button.clicked.connect(self.run)
@@ -233,7 +241,7 @@ class ObjectsWidget(ClassifierActions, QWidget):
     @property
     def running(self) -> bool:
         """Whether a detection or a training is in progress."""
-        return any(j is not None and j.running for j in (self._job, self._train_job))
+        return any(j is not None and j.running for j in (self._job, self._train_job)) or self.cnn_panel.running
 
     @property
     def output_layer(self) -> Points | Any | None:
@@ -459,6 +467,9 @@ class ObjectsWidget(ClassifierActions, QWidget):
         self._out = weakref.ref(self._put_layer("objects", src, out))
         self._viewer_selection = set()
         out.events.highlight.connect(self._on_viewer_selection)
+        self._crop_layer = weakref.ref(src) if isinstance(src, Image) else None
+        self.cnn_panel.set_dims(len(res.axes), res.geometry.length_unit if res.geometry is not None else None)
+        self.row_labeller.set_labels({})  # new objects, new ids
         self._refresh_views()
 
     def _put_layer(self, kind: str, src: Any, layer: Any) -> Any:
