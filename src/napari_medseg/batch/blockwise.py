@@ -306,8 +306,12 @@ def _block_table(crop: np.ndarray, n: int, image: np.ndarray, axes: str, geometr
 
 
 # ---------------------------------------------------------------- 2. offsets
-def block_offsets(job: BlockJob, *results: dict) -> dict[int, int]:
-    """First global id minus one of each active block (``results`` from :func:`segment_block`)."""
+def block_offsets(job: BlockJob, *results: dict) -> dict:
+    """The first global id minus one of each active block, and the seconds the blocks took.
+
+    ``results`` are :func:`segment_block`'s, one per active block.  Returns
+    ``{"offsets": {block: offset}, "objects": n, "seconds": s}``.
+    """
     counts = {int(r["block"]): int(r["n"]) for r in results}
     offsets, total = {}, 0
     for i in job.active:
@@ -315,12 +319,16 @@ def block_offsets(job: BlockJob, *results: dict) -> dict[int, int]:
             raise ParameterError(f"block {i} of {job.name} has no result")
         offsets[i] = total
         total += counts[i]
-    return offsets
+    return {"offsets": offsets, "objects": total, "seconds": float(sum(r["seconds"] for r in results))}
 
 
 # ---------------------------------------------------------------- 3. paste a core
-def paste_block(job: BlockJob, i: int, offsets: dict[int, int]) -> dict:
-    """Write core ``i`` of the labels: the owned objects of the block and its neighbours, with global ids."""
+def paste_block(job: BlockJob, i: int, offsets: dict) -> dict:
+    """Write core ``i`` of the labels: the owned objects of the block and its neighbours, with global ids.
+
+    ``offsets`` is :func:`block_offsets`'s result.
+    """
+    offsets = offsets["offsets"]
     marker = st.done_marker(job.parts, f"p{i:05d}", job.key)
     if marker.exists():
         return {"block": i, "skipped": True}
@@ -364,8 +372,12 @@ def pyramid_block(job: BlockJob, level: int, t: int, *_after: Any) -> int:
     return t
 
 
-def finish_job(job: BlockJob, offsets: dict[int, int], *_after: Any) -> dict:
-    """Merge the blocks' tables (global ids), mark the store complete, drop the parts; returns a summary."""
+def finish_job(job: BlockJob, offsets: dict, *_after: Any) -> dict:
+    """Merge the blocks' tables (global ids), mark the store complete, drop the parts; returns a summary.
+
+    ``offsets`` is :func:`block_offsets`'s result.
+    """
+    seconds, offsets = offsets["seconds"], offsets["offsets"]
     n_objects = 0
     tables = []
     for i in job.active:
@@ -383,7 +395,7 @@ def finish_job(job: BlockJob, offsets: dict[int, int], *_after: Any) -> dict:
         table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame({"id": []})
         write_objects_csv(job.table_path, table)
     summary = {"objects": n_objects, "blocks": len(job.grid), "active_blocks": len(job.active),
-               "shape": list(job.grid.shape), "levels": len(job.levels)}
+               "shape": list(job.grid.shape), "levels": len(job.levels), "segment_seconds": round(seconds, 3)}
     st.update_record(job.store, complete=True, summary=summary)
     shutil.rmtree(job.parts, ignore_errors=True)
     return {"name": job.name, **summary, "labels": str(job.store),

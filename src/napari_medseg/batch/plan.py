@@ -240,10 +240,7 @@ def _open_file(path: str, level: int, mtime_ns: int, size: int) -> OpenedImage:
     from ..io import read
     from ..io.picture import PICTURE_SUFFIXES, read_picture
 
-    if os.path.splitext(path)[1].lower() in PICTURE_SUFFIXES:
-        vols = read_picture(path)
-    else:
-        vols = read(path)
+    vols = read_picture(path) if os.path.splitext(path)[1].lower() in PICTURE_SUFFIXES else read(path)
     if len(vols) != 1:
         raise ReaderError(f"{path} holds {len(vols)} images; whole-image jobs take files with one image")
     vol = vols[0]

@@ -10,6 +10,7 @@
     medseg detect IN... -o OUTDIR [--model NAME|PATH]
     medseg lesions IN... -o OUTDIR [--model NAME|PATH | --labels FILE_OR_DIR] [--min-size MM]
     medseg classify FILES... --model MODEL_DIR -o OUT.csv
+    medseg batch IN... -o OUTDIR [--job detect|segment] [--workers N | --scheduler ADDRESS] [--level L]
     medseg demo [nuclei|he|mr] [--run]
 
 Exit status: 0 success, 2 bad usage or input, or a system error such as a
@@ -38,14 +39,14 @@ from contextlib import contextmanager
 
 from .. import __version__
 from ..errors import MedsegError, MedsegWarning
-from . import classify, demo, detect, evaluate, lesions, models, segment, train
+from . import batch, classify, demo, detect, evaluate, lesions, models, segment, train
 from .common import Command
 
 #: The registry of subcommands: name -> :class:`~napari_medseg.cli.common.Command`, in ``--help`` order.
 COMMANDS: dict[str, Command] = {
     c.name: c
     for c in (segment.COMMAND, models.COMMAND, evaluate.COMMAND, train.COMMAND, detect.COMMAND, lesions.COMMAND,
-              classify.COMMAND, demo.COMMAND)
+              classify.COMMAND, batch.COMMAND, demo.COMMAND)
 }
 
 
