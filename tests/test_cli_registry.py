@@ -14,7 +14,7 @@ import napari_medseg.cli as cli_pkg
 from napari_medseg.cli import main
 from napari_medseg.cli.main import COMMANDS
 
-VERBS = ["segment", "models", "evaluate", "train", "detect", "lesions", "classify", "demo"]
+VERBS = ["segment", "models", "evaluate", "train", "detect", "lesions", "classify", "batch", "demo"]
 CLI_DIR = Path(cli_pkg.__file__).parent
 
 

@@ -29,7 +29,7 @@ SRC = REPO / "src" / "napari_medseg"
 #: imported only inside ``try: ... except ImportError`` (the code works without them)
 OPTIONAL = {"psutil"}
 #: installed by a declared dependency: module -> the declared distribution that requires it
-TRANSITIVE = {"numcodecs": "zarr"}
+TRANSITIVE = {"numcodecs": "zarr", "distributed": "dask"}  # dask[distributed] pins it to dask's version
 
 
 def _norm(name: str) -> str:
