@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from napari_medseg.analysis.metrics import match_instances
 from napari_medseg.batch import blockwise as bw
 from napari_medseg.batch import store as st
 from napari_medseg.batch.plan import BlockGrid, SourceSpec, tissue_blocks
@@ -72,10 +73,11 @@ def test_tissue_mask_runs_only_the_blocks_it_touches(image, whole, tmp_path):
     assert res.summary["active_blocks"] == 1
     lab = np.asarray(res.labels[0])
     ref = np.asarray(whole.labels)
-    # the objects whose centroid lies in core 0, whole (also where they reach into the next cores)
+    # the objects whose centroid lies in core 0, whole (also where they reach into the next cores); the
+    # normalisation comes from the tissue's pixels, so a few pixels may differ from the whole image's run
     owned = [i for i in range(1, ref.max() + 1) if (np.argwhere(ref == i).mean(0) < 128).all()]
-    assert lab.max() == len(owned) > 0
-    np.testing.assert_array_equal(canonical(lab), canonical(np.where(np.isin(ref, owned), ref, 0)))
+    m = match_instances(np.where(np.isin(ref, owned), ref, 0), lab, 0.9)
+    assert lab.max() == len(owned) == len(m.pairs) > 5
 
 
 def test_pyramid_levels_multiscale_metadata_and_world_columns(image, tmp_path, monkeypatch):

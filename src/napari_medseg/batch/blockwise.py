@@ -54,7 +54,7 @@ import numpy as np
 from ..errors import ParameterError
 from ..progress import CancelToken, Progress
 from . import store as st
-from .plan import BlockGrid, SourceSpec, round_up, scale_for_engine, shifted, tissue_blocks
+from .plan import BlockGrid, SourceSpec, round_up, scale_for_engine, shifted, tissue_blocks, tissue_pixels
 
 #: Default core edge (pixels); a multiple of the output chunk edge.
 DEFAULT_BLOCK = 2048
@@ -151,7 +151,9 @@ def plan_job(source: SourceSpec, out: str, *, name: str | None = None, model: st
         score, centroid, box, size, intensities; as ``medseg detect``).
     tissue : array-like of bool, optional
         Low-resolution tissue mask over the image's field of view: only the
-        blocks whose core meets it are segmented.
+        blocks whose core meets it are segmented, and the normalisation
+        percentiles are those of the tissue (on a slide that is mostly
+        glass, the whole image's 1st percentile would be glass).
     block_size : int
         Core edge in pixels (rounded up to a multiple of ``chunk``).
     max_object_size : int, optional
@@ -197,7 +199,10 @@ def plan_job(source: SourceSpec, out: str, *, name: str | None = None, model: st
     grid = BlockGrid(img.shape, block, round_up(max_object_size), context)
     active = tuple(tissue_blocks(grid, tissue))
     channels = model_channels(card, prep.n_channels, prep.is_rgb, prep.axes)
-    low, high = normalization_limits(img.limits_data, img.axes, card.input.get("normalization"), channels)
+    limits_data, limits_axes = img.limits_data, img.axes
+    if tissue is not None:  # percentiles of the tissue, not of the glass around it
+        limits_data, limits_axes = tissue_pixels(limits_data, img.axes, tissue)
+    low, high = normalization_limits(limits_data, limits_axes, card.input.get("normalization"), channels)
     limits = None if low is None else (tuple(float(v) for v in low), tuple(float(v) for v in high))
     name = name or (Path(source.path).stem.split(".")[0] if source.path else "image")
     settings = {"source": source.path or "array", "level": source.level, "shape": grid.shape, "model": str(info.path),

@@ -147,6 +147,32 @@ def tissue_blocks(grid: BlockGrid, tissue: Any | None) -> list[int]:
     return out
 
 
+def tissue_pixels(data: Any, axes: str, tissue: Any, max_samples: int = 2**22) -> tuple[np.ndarray, str]:
+    """The tissue's pixels of ``data``, for the normalisation percentiles: ``(array, axes)``.
+
+    A strided subsample of ``data`` (at most ``max_samples`` pixels, as
+    :func:`~napari_medseg.inference.normalize.subsample` takes) keeps the
+    pixels where ``tissue`` (nearest neighbour, same field of view) is True;
+    they come back as a ``(1, n[, C])`` image with axes ``YX`` or ``YXC``.
+    With fewer than 1000 tissue pixels, ``data`` and ``axes`` come back as they are.
+    """
+    mask = np.asarray(tissue).astype(bool, copy=False)
+    yi, xi = axes.index("Y"), axes.index("X")
+    h, w = int(data.shape[yi]), int(data.shape[xi])
+    step = max(1, math.ceil(math.sqrt(h * w / max_samples)))
+    sample = np.asarray(data[tuple(slice(None, None, step) if i in (yi, xi) else slice(None)
+                                   for i in range(len(axes)))])
+    ch = next((i for i, a in enumerate(axes) if a in "CS"), None)
+    order = [yi, xi] + ([ch] if ch is not None else [])
+    sample = sample.transpose(order)
+    rows = np.minimum((np.arange(sample.shape[0]) * step * mask.shape[0]) // h, mask.shape[0] - 1)
+    cols = np.minimum((np.arange(sample.shape[1]) * step * mask.shape[1]) // w, mask.shape[1] - 1)
+    keep = mask[np.ix_(rows, cols)]
+    if int(keep.sum()) < 1000:
+        return data, axes
+    return sample[keep][None], "YX" + ("C" if ch is not None else "")
+
+
 # ---------------------------------------------------------------- images
 @dataclass(frozen=True)
 class SourceSpec:
