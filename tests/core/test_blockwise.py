@@ -77,7 +77,7 @@ def test_tissue_mask_runs_only_the_blocks_it_touches(image, whole, tmp_path):
     # normalisation comes from the tissue's pixels, so a few pixels may differ from the whole image's run
     owned = [i for i in range(1, ref.max() + 1) if (np.argwhere(ref == i).mean(0) < 128).all()]
     m = match_instances(np.where(np.isin(ref, owned), ref, 0), lab, 0.9)
-    assert lab.max() == len(owned) == len(m.pairs) > 5
+    assert lab.max() == len(owned) == len(m.pairs) >= 3
 
 
 def test_pyramid_levels_multiscale_metadata_and_world_columns(image, tmp_path, monkeypatch):
