@@ -11,7 +11,6 @@ from napari_medseg.batch import store as st
 from napari_medseg.batch.runner import InlineExecutor, make_executor, run_batch_iter
 from napari_medseg.errors import ParameterError
 from napari_medseg.progress import run
-
 from tests.core.synthetic_nuclei import nuclei_image
 
 OPTS = {"model": "nuclei", "block_size": 128, "chunk": 64, "max_object_size": 32, "device": "cpu"}

@@ -132,7 +132,8 @@ class DaskExecutor:
 
 
 def make_executor(workers: int = 2, scheduler: str | None = None, threads_per_worker: int = 1,
-                  memory_limit: str | float | None = "auto") -> InlineExecutor | DaskExecutor:
+                  memory_limit: str | float | None = "auto", torch_threads: int | None = None
+                  ) -> InlineExecutor | DaskExecutor:
     """The executor for a batch: dask at ``scheduler``, a LocalCluster of ``workers`` processes, or inline.
 
     Parameters
@@ -143,8 +144,10 @@ def make_executor(workers: int = 2, scheduler: str | None = None, threads_per_wo
         Address of a running dask scheduler (``tcp://host:8786``); its workers
         must see the input and output folders under the same paths.
     threads_per_worker : int
-        Tasks at a time per worker (each task's torch uses
-        ``cores // (workers * threads_per_worker)`` threads on a LocalCluster).
+        Tasks at a time per worker.
+    torch_threads : int, optional
+        Threads of each task's torch on a LocalCluster; default
+        ``physical cores // (workers * threads_per_worker)``, at least 1.
     memory_limit : str or float, optional
         Per-worker memory limit of the LocalCluster (dask's ``"auto"``: the
         machine's memory divided among the workers).
@@ -169,7 +172,8 @@ def make_executor(workers: int = 2, scheduler: str | None = None, threads_per_wo
             raise ParameterError(f"cannot reach the dask scheduler at {scheduler}: {e}") from e
     from ..models.device import physical_cores
 
-    torch_threads = max(1, physical_cores() // (workers * threads_per_worker))
+    if torch_threads is None:
+        torch_threads = max(1, physical_cores() // (workers * threads_per_worker))
     env = {"OMP_NUM_THREADS": str(torch_threads), "MKL_NUM_THREADS": str(torch_threads)}
     cluster = LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker, processes=True,
                            dashboard_address=None, silence_logs=logging.CRITICAL, memory_limit=memory_limit, env=env)
