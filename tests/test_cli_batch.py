@@ -41,7 +41,7 @@ def test_batch_options_are_checked(tmp_path, capsys):
     assert main(["batch", str(img), "-o", str(tmp_path / "o"), "--workers", "3", "--scheduler", "tcp://x:1"]) == 2
     assert "not allowed with argument" in capsys.readouterr().err
     assert main(["batch", str(img), "-o", str(tmp_path / "o"), "--workers", "-1"]) == 2
-    assert "must be >= 0" in capsys.readouterr().err
+    assert "expected an integer >= 0, got -1" in capsys.readouterr().err
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main(["batch", str(empty), "-o", str(tmp_path / "o")]) == 2

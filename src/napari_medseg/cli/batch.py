@@ -44,6 +44,7 @@ from .common import (
     check_inputs,
     check_output_folder,
     drain,
+    non_negative_int,
     path_arg,
     positive_int,
     prepare_output_folder,
@@ -54,17 +55,6 @@ HELP = "segment / detect objects in many or huge 2D images, block by block, on a
 
 #: Files a folder input contributes (TIFF-based slides and the common pictures).
 SLIDE_SUFFIXES = (".tif", ".tiff", ".ome.tif", ".ome.tiff", ".btf", ".svs", ".ndpi", ".scn")
-
-
-def non_negative_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
-    return v
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
