@@ -69,8 +69,11 @@ def test_stitched_objects_are_the_whole_images_objects(image, whole, tmp_path):
 def test_tissue_mask_runs_only_the_blocks_it_touches(image, whole, tmp_path):
     tissue = np.zeros((30, 38), bool)  # 10x coarser than the image
     tissue[:5, :5] = True  # inside core 0 (rows/cols 0..127)
-    res = run(bw.segment_blockwise_iter(image, str(tmp_path), tissue=tissue, **OPTS))
-    assert res.summary["active_blocks"] == 1
+    import napari_medseg as ms
+
+    steps = []
+    res = ms.segment_blockwise(image, tmp_path, tissue=tissue, progress=steps.append, **OPTS)
+    assert res.summary["active_blocks"] == 1 and steps[-1].step == steps[-1].total
     lab = np.asarray(res.labels[0])
     ref = np.asarray(whole.labels)
     # the objects whose centroid lies in core 0, whole (also where they reach into the next cores); the
