@@ -37,11 +37,15 @@ touching nuclei.  Memory is one block (read box, its maps, a crop or two),
 whatever the size of the image.
 
 Re-running a job with the same settings skips the blocks, cores and tiles
-already done (markers in the parts folder); other settings start it over.
+already done (markers in the parts folder); other settings, or a changed
+input file, start it over.  An array input is recognised by its output name,
+shape, dtype and intensity limits: give another name or folder for another
+array.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from collections.abc import Generator, Sequence
@@ -205,7 +209,11 @@ def plan_job(source: SourceSpec, out: str, *, name: str | None = None, model: st
     low, high = normalization_limits(limits_data, limits_axes, card.input.get("normalization"), channels)
     limits = None if low is None else (tuple(float(v) for v in low), tuple(float(v) for v in high))
     name = name or (Path(source.path).stem.split(".")[0] if source.path else "image")
-    settings = {"source": source.path or "array", "level": source.level, "shape": grid.shape, "model": str(info.path),
+    # a changed file starts over; an array is known by its name, shape, dtype and intensity limits only
+    stamp = [os.stat(source.path).st_mtime_ns, os.stat(source.path).st_size] if source.path else \
+        str(getattr(img.data, "dtype", ""))
+    settings = {"source": source.path or "array", "stamp": stamp, "level": source.level, "shape": grid.shape,
+                "model": str(info.path),
                 "detect": bool(detect), "grid": asdict(grid), "active": active, "limits": limits,
                 "scale": scale, "units": units, "chunk": chunk}
     key = st.settings_key(settings)
@@ -235,11 +243,15 @@ def is_complete(job: BlockJob) -> bool:
 
 # ---------------------------------------------------------------- 1. segment a block
 def segment_block(job: BlockJob, i: int) -> dict:
-    """Segment block ``i`` and save the objects it owns; returns ``{"block", "n", "seconds", "skipped"}``."""
+    """Segment block ``i`` and save the objects it owns.
+
+    Returns ``{"block", "n", "seconds", "cpu_seconds", "skipped"}`` (wall and
+    this process's CPU time; 0 for a block an earlier run finished).
+    """
     marker = st.read_block_marker(job.parts, i, job.key)
     if marker is not None:
-        return {"block": i, "n": marker["n"], "seconds": 0.0, "skipped": True}
-    t0 = time.perf_counter()
+        return {"block": i, "n": marker["n"], "seconds": 0.0, "cpu_seconds": 0.0, "skipped": True}
+    t0, c0 = time.perf_counter(), time.process_time()
     from ..inference.segment import segment_iter
     from ..progress import run
 
@@ -267,7 +279,8 @@ def segment_block(job: BlockJob, i: int) -> dict:
 
     del region, res, lab, crop
     release_memory()
-    return {"block": i, "n": n, "seconds": time.perf_counter() - t0, "skipped": False}
+    return {"block": i, "n": n, "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
+            "skipped": False}
 
 
 def _owned(labels: np.ndarray, core: Sequence[slice]) -> np.ndarray:
@@ -315,7 +328,7 @@ def block_offsets(job: BlockJob, *results: dict) -> dict:
     """The first global id minus one of each active block, and the seconds the blocks took.
 
     ``results`` are :func:`segment_block`'s, one per active block.  Returns
-    ``{"offsets": {block: offset}, "objects": n, "seconds": s}``.
+    ``{"offsets": {block: offset}, "objects": n, "seconds": s, "cpu_seconds": c}``.
     """
     counts = {int(r["block"]): int(r["n"]) for r in results}
     offsets, total = {}, 0
@@ -324,7 +337,8 @@ def block_offsets(job: BlockJob, *results: dict) -> dict:
             raise ParameterError(f"block {i} of {job.name} has no result")
         offsets[i] = total
         total += counts[i]
-    return {"offsets": offsets, "objects": total, "seconds": float(sum(r["seconds"] for r in results))}
+    return {"offsets": offsets, "objects": total, "seconds": float(sum(r["seconds"] for r in results)),
+            "cpu_seconds": float(sum(r["cpu_seconds"] for r in results))}
 
 
 # ---------------------------------------------------------------- 3. paste a core
@@ -382,7 +396,7 @@ def finish_job(job: BlockJob, offsets: dict, *_after: Any) -> dict:
 
     ``offsets`` is :func:`block_offsets`'s result.
     """
-    seconds, offsets = offsets["seconds"], offsets["offsets"]
+    seconds, cpu, offsets = offsets["seconds"], offsets["cpu_seconds"], offsets["offsets"]
     n_objects = 0
     tables = []
     for i in job.active:
@@ -400,7 +414,8 @@ def finish_job(job: BlockJob, offsets: dict, *_after: Any) -> dict:
         table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame({"id": []})
         write_objects_csv(job.table_path, table)
     summary = {"objects": n_objects, "blocks": len(job.grid), "active_blocks": len(job.active),
-               "shape": list(job.grid.shape), "levels": len(job.levels), "segment_seconds": round(seconds, 3)}
+               "shape": list(job.grid.shape), "levels": len(job.levels), "segment_seconds": round(seconds, 3),
+               "segment_cpu_seconds": round(cpu, 3)}
     st.update_record(job.store, complete=True, summary=summary)
     shutil.rmtree(job.parts, ignore_errors=True)
     return {"name": job.name, **summary, "labels": str(job.store),

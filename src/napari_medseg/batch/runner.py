@@ -38,8 +38,8 @@ from . import blockwise as bw
 from .plan import SourceSpec
 
 #: Report columns, in order.
-REPORT_COLUMNS = ("file", "status", "objects", "blocks", "active_blocks", "segment_seconds", "finished_after_s",
-                  "labels", "table", "error")
+REPORT_COLUMNS = ("file", "status", "objects", "blocks", "active_blocks", "segment_seconds", "segment_cpu_seconds",
+                  "finished_after_s", "labels", "table", "error")
 
 
 # ---------------------------------------------------------------- executors
@@ -190,7 +190,8 @@ class BatchResult:
     report : pandas.DataFrame
         One row per file (:data:`REPORT_COLUMNS`); ``status`` is ``done``,
         ``skipped`` (finished by an earlier run) or ``failed``;
-        ``segment_seconds`` sums the file's block tasks (worker time),
+        ``segment_seconds`` / ``segment_cpu_seconds`` sum the wall / CPU
+        time of the file's block tasks (in the workers),
         ``finished_after_s`` is the wall time from the start of the batch.
     objects : pandas.DataFrame or None
         Every file's objects (detection), leading ``file`` column.
@@ -343,6 +344,7 @@ def _row(name: str, status: str, t_start: float, summary: dict | None = None, er
     s = summary or {}
     return {"file": name, "status": status, "objects": s.get("objects"), "blocks": s.get("blocks"),
             "active_blocks": s.get("active_blocks"), "segment_seconds": s.get("segment_seconds"),
+            "segment_cpu_seconds": s.get("segment_cpu_seconds"),
             "finished_after_s": round(time.perf_counter() - t_start, 3),
             "labels": s.get("labels", ""), "table": s.get("table", ""), "error": error}
 
