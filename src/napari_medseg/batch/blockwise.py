@@ -15,13 +15,13 @@ of picklable arguments, so that the same code runs in one process
    them 1..n and save them, cropped to the keep box, with their table.
 2. :func:`block_offsets` (one): the first global id of each block (a prefix
    sum of the counts).
-3. :func:`paste_block` (one per core, independent): the labels of a core
+3. :func:`paste_block` (one per core near tissue, independent): the labels of a core
    are the owned objects of the block and of its neighbours, cropped to the
    core, with global ids; where two claim a pixel, the core's own block wins,
    then the neighbours in raster order.  Each core is whole chunks of the
    output, so no two tasks write the same chunk.
-4. :func:`pyramid_block` (one per tile of each coarser level, level after
-   level) and :func:`finish_job` (one: the merged table and the
+4. :func:`pyramid_block` (one per tile of each coarser level that is not
+   all background, level after level) and :func:`finish_job` (one: the merged table and the
    ``complete`` flag).
 
 Why this rule: an object of diameter <= ``halo`` with its centroid in a core
@@ -132,6 +132,26 @@ class BlockJob:
         b = self.grid.block
         return [(slice(y, min(y + b, shape[0])), slice(x, min(x + b, shape[1])))
                 for y in range(0, shape[0], b) for x in range(0, shape[1], b)]
+
+    def paste_cores(self) -> list[int]:
+        """The cores that can hold objects: those with an active block among their neighbours.
+
+        The others stay background (the store's fill value) without a task:
+        on a slide that is mostly glass, most cores.
+        """
+        active = set(self.active)
+        return [i for i in range(len(self.grid)) if any(j in active for j in self.grid.neighbours(i))]
+
+    def pyramid_tiles_needed(self, level: int) -> list[int]:
+        """The tiles of ``level`` whose level-0 footprint meets a pasted core (the others are background)."""
+        f = 2**level
+        cores = [self.grid.core(i) for i in self.paste_cores()]
+        need = []
+        for t, (ys, xs) in enumerate(self.pyramid_tiles(level)):
+            y0, y1, x0, x1 = ys.start * f, ys.stop * f, xs.start * f, xs.stop * f
+            if any(c[0].start < y1 and y0 < c[0].stop and c[1].start < x1 and x0 < c[1].stop for c in cores):
+                need.append(t)
+        return need
 
 
 def plan_job(source: SourceSpec, out: str, *, name: str | None = None, model: str = "auto", detect: bool = True,
@@ -447,7 +467,8 @@ class BlockwiseResult:
 
 def job_tasks(job: BlockJob) -> int:
     """Number of tasks of ``job`` after the plan (blocks, offsets, cores, pyramid tiles, finish)."""
-    return len(job.active) + 1 + len(job.grid) + sum(len(job.pyramid_tiles(k)) for k in range(1, len(job.levels))) + 1
+    return (len(job.active) + 1 + len(job.paste_cores())
+            + sum(len(job.pyramid_tiles_needed(k)) for k in range(1, len(job.levels))) + 1)
 
 
 def segment_blockwise_iter(source: SourceSpec | Any, out: str, *, cancel: CancelToken | None = None,
@@ -500,13 +521,14 @@ def segment_blockwise_iter(source: SourceSpec | Any, out: str, *, cancel: Cancel
         offsets = block_offsets(job, *results)
         yield advance("segment", f"{job.name}: {sum(r['n'] for r in results)} objects")
         t = time.perf_counter()
-        for i in range(len(job.grid)):
+        cores = job.paste_cores()
+        for k, i in enumerate(cores):
             paste_block(job, i, offsets)
-            yield advance("paste", f"{job.name}: core {i + 1}/{len(job.grid)}")
+            yield advance("paste", f"{job.name}: core {k + 1}/{len(cores)}")
         timings["paste"] = time.perf_counter() - t
         t = time.perf_counter()
         for level in range(1, len(job.levels)):
-            for ti in range(len(job.pyramid_tiles(level))):
+            for ti in job.pyramid_tiles_needed(level):
                 pyramid_block(job, level, ti)
                 yield advance("pyramid", f"{job.name}: level {level} tile {ti + 1}")
         timings["pyramid"] = time.perf_counter() - t

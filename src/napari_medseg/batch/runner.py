@@ -216,11 +216,11 @@ def _submit_job(ex: Any, job: bw.BlockJob) -> tuple[list, Any]:
     """Submit every task of a planned job; returns (all futures, the finish future)."""
     seg = [ex.submit(bw.segment_block, job, i) for i in job.active]
     offsets = ex.submit(bw.block_offsets, job, *seg)
-    paste = [ex.submit(bw.paste_block, job, i, offsets) for i in range(len(job.grid))]
+    paste = [ex.submit(bw.paste_block, job, i, offsets) for i in job.paste_cores()]
     after = ex.submit(_barrier, *paste)
     futures = [*seg, offsets, *paste, after]
     for level in range(1, len(job.levels)):
-        tiles = [ex.submit(bw.pyramid_block, job, level, t, after) for t in range(len(job.pyramid_tiles(level)))]
+        tiles = [ex.submit(bw.pyramid_block, job, level, t, after) for t in job.pyramid_tiles_needed(level)]
         after = ex.submit(_barrier, *tiles)
         futures += [*tiles, after]
     finish = ex.submit(bw.finish_job, job, offsets, after)
