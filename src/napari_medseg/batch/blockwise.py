@@ -535,6 +535,7 @@ def segment_blockwise_iter(source: SourceSpec | Any, out: str, *, cancel: Cancel
         t = time.perf_counter()
         finish_job(job, offsets)
         timings["finish"] = time.perf_counter() - t
+        yield advance("finish", f"{job.name}: done")
     levels, _, rec = st.open_labels(job.store)
     table = None
     if job.detect:
