@@ -14,7 +14,7 @@ import napari_medseg.cli as cli_pkg
 from napari_medseg.cli import main
 from napari_medseg.cli.main import COMMANDS
 
-VERBS = ["segment", "models", "evaluate", "train", "detect", "lesions", "classify", "export", "import", "demo"]
+VERBS = ["segment", "models", "evaluate", "train", "detect", "lesions", "classify", "batch", "export", "import", "demo"]
 #: verb -> its module, where the verb is a Python keyword
 MODULES = {"import": "importing"}
 CLI_DIR = Path(cli_pkg.__file__).parent

@@ -33,7 +33,7 @@ OPTIONAL = {"psutil"}
 EXPORT_ONLY = {"onnx", "onnxscript", "onnxruntime", "bioimageio"}
 EXPORT_PACKAGES = ("src/napari_medseg/models/export/", "src/napari_medseg/zoo/")
 #: installed by a declared dependency: module -> the declared distribution that requires it
-TRANSITIVE = {"numcodecs": "zarr"}
+TRANSITIVE = {"numcodecs": "zarr", "distributed": "dask"}  # dask[distributed] pins it to dask's version
 
 
 def _norm(name: str) -> str:

@@ -26,6 +26,7 @@ _LAZY = {
     "write_labels_tiff": "napari_medseg.api",
     "Volume": "napari_medseg.geometry",
     "segment": "napari_medseg.api",
+    "segment_blockwise": "napari_medseg.api",
     "list_models": "napari_medseg.api",
     "load_model": "napari_medseg.api",
     "measure": "napari_medseg.api",

@@ -1,7 +1,7 @@
 """The public verbs of napari-medseg, usable without napari.
 
 Every verb ``napari_medseg.<verb>`` resolves here: :func:`read`,
-:func:`segment`, :func:`detect`, :func:`measure`, :func:`classify`,
+:func:`segment`, :func:`segment_blockwise`, :func:`detect`, :func:`measure`, :func:`classify`,
 :func:`train`, :func:`evaluate`, :func:`list_models`, :func:`load_model`,
 :func:`write_labels` (also :func:`write_labels_tiff`) and
 :func:`write_objects_csv`.  Each is a thin wrapper that imports its
@@ -181,6 +181,44 @@ def detect(image: Any = None, model: str | os.PathLike = "auto", **kwargs: Any) 
     from .analysis.objects import detect as impl
 
     return impl(image, model, **kwargs)
+
+
+def segment_blockwise(image: Any, out: str | os.PathLike, *, progress: Callable[[Progress], Any] | None = None,
+                      **options: Any) -> Any:
+    """Segment (and measure) a whole slide or any huge 2D image block by block into an on-disk store.
+
+    Memory stays that of one block whatever the image size; objects across
+    block borders are stitched (each belongs to the block holding its
+    centroid: none split, none duplicated); re-running resumes.
+
+    Parameters
+    ----------
+    image : array-like or SourceSpec
+        A lazily indexable ``YX`` / ``YXS`` / ``CYX`` array (zarr, dask, a
+        pyramid level), or a :class:`napari_medseg.batch.plan.SourceSpec`
+        (a file at a pyramid level, or an array with its geometry).
+    out : str or path-like
+        Output folder: ``<name>.zarr`` (OME-Zarr multiscale labels) and
+        ``<name>_objects.csv``.
+    progress : callable, optional
+        Called with each :class:`~napari_medseg.progress.Progress`.
+    **options
+        ``model``, ``detect``, ``tissue`` (low-resolution bool mask),
+        ``block_size``, ``max_object_size``, ``device``...: see
+        :func:`napari_medseg.batch.blockwise.plan_job`.
+
+    Returns
+    -------
+    BlockwiseResult
+        ``.labels`` (the pyramid, zarr arrays), ``.table``, ``.summary``.
+
+    See Also
+    --------
+    napari_medseg.batch.runner.run_batch_iter : many files on a dask cluster (``medseg batch``).
+    """
+    from .batch.blockwise import segment_blockwise_iter
+
+    return run(segment_blockwise_iter(image, str(out), **options), progress)
 
 
 def measure(labels: Any, image: Any = None, *args: Any, **kwargs: Any) -> Any:
@@ -471,6 +509,7 @@ def write_objects_csv(path: str | os.PathLike, table: Any) -> Path:
 
 
 __all__ = [
-    "classify", "detect", "evaluate", "list_models", "load_model", "measure", "read", "segment", "train",
+    "classify", "detect", "evaluate", "list_models", "load_model", "measure", "read", "segment", "segment_blockwise",
+    "train",
     "write_labels", "write_labels_tiff", "write_objects_csv",
 ]

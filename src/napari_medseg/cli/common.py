@@ -6,7 +6,7 @@ level): ``medseg --help`` imports every subcommand module.
 * :class:`Command`: one registry entry (name, help, arguments, run), as
   :mod:`napari_medseg.cli.main` lists them;
 * :class:`UsageError`: bad command-line input (exit status 2);
-* argparse types: :func:`positive_int`, :func:`positive_float`, :func:`fraction`, :func:`path_arg`,
+* argparse types: :func:`positive_int`, :func:`non_negative_int`, :func:`positive_float`, :func:`fraction`, :func:`path_arg`,
   :func:`length_or_pixels`, :func:`image_kind`;
 * paths, checked before any work: :func:`stem`, :func:`unique_stems`, :func:`check_inputs`,
   :func:`check_input_folder`, :func:`check_output_folder`, :func:`prepare_output_folder`,
@@ -92,12 +92,27 @@ def positive_int(text: str) -> int:
     argparse.ArgumentTypeError
         Not an integer, or < 1.
     """
+    return _int_at_least(text, 1, "a positive integer")
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0 (``--workers 0``, ``--level 0``).
+
+    Raises
+    ------
+    argparse.ArgumentTypeError
+        Not an integer, or < 0.
+    """
+    return _int_at_least(text, 0, "an integer >= 0")
+
+
+def _int_at_least(text: str, lowest: int, what: str) -> int:
     try:
         v = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if v < lowest:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {v}")
     return v
 
 
@@ -511,6 +526,6 @@ def drain(gen: Generator[Any, Any, T], desc: str, *, quiet: bool = False, unit: 
 __all__ = [
     "PICTURE_SUFFIXES", "Command", "UsageError", "add_kind_argument", "check_input_folder", "check_inputs",
     "check_output_file", "check_output_folder", "drain", "engine_scale", "fraction", "image_kind",
-    "labels_geometry", "length_or_pixels", "path_arg", "positive_float", "positive_int", "prepare_output_folder",
-    "progress_bar", "read_inputs", "read_one", "show_progress", "stem", "unique_stems", "write_labels_like",
+    "labels_geometry", "length_or_pixels", "non_negative_int", "path_arg", "positive_float", "positive_int",
+    "prepare_output_folder", "progress_bar", "read_inputs", "read_one", "show_progress", "stem", "unique_stems", "write_labels_like",
 ]

@@ -12,6 +12,7 @@
     medseg classify FILES... --model MODEL_DIR -o OUT.csv
     medseg export MODEL --format onnx|bioimageio -o PATH [--int8 [--calibrate IMAGE...]] [--check IMAGE...] [--test]
     medseg import PACKAGE [--name NAME] [-o FOLDER]
+    medseg batch IN... -o OUTDIR [--job detect|segment] [--workers N | --scheduler ADDRESS] [--level L]
     medseg demo [nuclei|he|mr] [--run]
 
 Exit status: 0 success, 2 bad usage or input, or a system error such as a
@@ -40,14 +41,14 @@ from contextlib import contextmanager
 
 from .. import __version__
 from ..errors import MedsegError, MedsegWarning
-from . import classify, demo, detect, evaluate, export, importing, lesions, models, segment, train
+from . import batch, classify, demo, detect, evaluate, export, importing, lesions, models, segment, train
 from .common import Command
 
 #: The registry of subcommands: name -> :class:`~napari_medseg.cli.common.Command`, in ``--help`` order.
 COMMANDS: dict[str, Command] = {
     c.name: c
     for c in (segment.COMMAND, models.COMMAND, evaluate.COMMAND, train.COMMAND, detect.COMMAND, lesions.COMMAND,
-              classify.COMMAND, export.COMMAND, importing.COMMAND, demo.COMMAND)
+              classify.COMMAND, batch.COMMAND, export.COMMAND, importing.COMMAND, demo.COMMAND)
 }
 
 

@@ -163,6 +163,7 @@ def segment_iter(
     labels: bool = True,
     image_kind: str | None = None,
     diameter: float | Sequence[float] | None = None,
+    limits: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> Generator[Progress, None, SegmentResult]:
     """Segment an image, yielding progress; returns a :class:`SegmentResult`.
 
@@ -247,6 +248,12 @@ def segment_iter(
         was trained on (the card's ``typical_object_diameter_px``),
         instead of matching pixel sizes (``scale`` is then not used for
         resampling).  As Cellpose's ``diameter``.
+    limits : (low, high), optional
+        Per-channel input intensities mapped to 0 and 1 (one value per
+        channel the model reads), instead of the card's normalisation
+        estimated on ``image``: a block of a larger image
+        (:mod:`napari_medseg.batch.blockwise`) is normalised as the whole
+        image, so that blocks agree with each other.
 
     Notes
     -----
@@ -322,7 +329,10 @@ def segment_iter(
 
     # ---- normalisation ---------------------------------------------------
     t = time.perf_counter()
-    low, high = normalization_limits(img.data, img.axes, card.input.get("normalization"), channels)
+    if limits is not None:
+        low, high = (np.asarray(v, np.float32).reshape(-1) for v in limits)
+    else:
+        low, high = normalization_limits(img.data, img.axes, card.input.get("normalization"), channels)
     source = ArraySource(img.data, img.axes, channels, low, high)
     timings["normalize"] = time.perf_counter() - t
 

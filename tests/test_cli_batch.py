@@ -1,0 +1,50 @@
+"""``medseg batch``: a folder with a corrupt file, the report, resume, and its options."""
+
+from __future__ import annotations
+
+import pandas as pd
+import tifffile
+
+from napari_medseg.cli import main
+from tests.core.synthetic_nuclei import nuclei_image
+
+ARGS = ["--model", "nuclei", "--block-size", "128", "--max-object-size", "32", "--device", "cpu", "-q"]
+
+
+def test_batch_folder_with_a_corrupt_file_then_resume(tmp_path, capsys):
+    d = tmp_path / "in"
+    d.mkdir()
+    tifffile.imwrite(d / "cells.tif", nuclei_image((160, 200), 25))
+    (d / "zz_broken.tif").write_bytes(b"II*\x00" + b"\xff" * 64)
+    (d / "notes.txt").write_text("not an image")
+    out = tmp_path / "out"
+    assert main(["batch", str(d), "-o", str(out), "--workers", "0", *ARGS]) == 2
+    cap = capsys.readouterr()
+    assert "2 inputs on this process: 1 done, 0 skipped (finished before), 1 failed" in cap.out
+    assert "medseg batch: error: zz_broken: ReaderError" in cap.err and "zz_broken.tif" in cap.err
+    rep = pd.read_csv(out / "batch_report.csv")
+    assert rep["file"].tolist() == ["cells", "zz_broken"] and rep["status"].tolist() == ["done", "failed"]
+    n = int(rep["objects"][0])
+    assert n > 5 and len(pd.read_csv(out / "objects.csv")) == n and (out / "cells.zarr" / "0").is_dir()
+
+    (d / "zz_broken.tif").unlink()
+    assert main(["batch", str(d), "-o", str(out), "--workers", "0", "--job", "segment", *ARGS]) == 0
+    assert "1 inputs on this process: 1 done" in capsys.readouterr().out  # other job: labels only, redone
+    assert main(["batch", str(d), "-o", str(out), "--workers", "0", "--job", "segment", *ARGS]) == 0
+    assert f"0 done, 1 skipped (finished before), 0 failed; {n} objects" in capsys.readouterr().out
+    assert not (out / "objects.csv").exists() or pd.read_csv(out / "batch_report.csv")["status"][0] == "skipped"
+
+
+def test_batch_options_are_checked(tmp_path, capsys):
+    img = tmp_path / "a.tif"
+    tifffile.imwrite(img, nuclei_image((64, 64), 3))
+    assert main(["batch", str(img), "-o", str(tmp_path / "o"), "--workers", "3", "--scheduler", "tcp://x:1"]) == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+    assert main(["batch", str(img), "-o", str(tmp_path / "o"), "--workers", "-1"]) == 2
+    assert "expected an integer >= 0, got -1" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["batch", str(empty), "-o", str(tmp_path / "o")]) == 2
+    assert "holds no image files" in capsys.readouterr().err
+    assert main(["batch", str(img), "-o", str(tmp_path / "o"), "--model", "no-such-model", "--workers", "0"]) == 2
+    assert "no-such-model" in capsys.readouterr().err
