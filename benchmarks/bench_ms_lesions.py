@@ -4,7 +4,7 @@ The FLAIR volume is read with :func:`napari_medseg.io.radiology.read_nifti`
 and segmented with :func:`napari_medseg.segment` (``return_probabilities=True``,
 CPU, the engine's tiling, normalisation and resampling).  Lesions are then made
 the way a user gets them (:func:`napari_medseg.analysis.lesions.lesions_from_probabilities`,
-3D components, 26-connectivity, score = highest lesion probability over the
+3D components, 26-connectivity, score = mean lesion probability over the
 lesion; :func:`~napari_medseg.analysis.lesions.lesion_table` for the volumes)
 and compared with the consensus mask's 26-connected components by
 :mod:`napari_medseg.analysis.lesion_eval` (a hit is any shared voxel).
@@ -17,10 +17,11 @@ Figures (one per line, ``name: value``):
   median absolute relative volume error of the detected lesions;
 * FROC: candidates are the components above ``--candidate-threshold``
   (default 0.25, fixed before any measurement), swept by their score (the
-  highest lesion probability); sensitivity at 1/8, 1/4, 1/2, 1, 2, 4, 8 FP per
-  case and their mean (CPM).  The engine returns float16 probabilities, which
-  round to 1.0 above ~0.9995, so many candidates tie at the top score (their
-  number is printed); the same FROC with candidates ranked by soft volume
+  mean lesion probability over the candidate, ``Lesions.scores``); sensitivity
+  at 1/8, 1/4, 1/2, 1, 2, 4, 8 FP per case and their mean (CPM).  The number
+  of candidates scoring 1.0 is printed (ties: the engine's float16
+  probabilities round to 1.0 above ~0.9995; with the old max-probability
+  score many tied); the same FROC with candidates ranked by soft volume
   (sum of the lesion probability over the candidate) is printed beside it;
 * by true lesion size (< 10, 10-99, >= 100 voxels) the sensitivity at the
   operating point;
@@ -84,8 +85,7 @@ def evaluate(model, case_dir: Path, threshold: float, candidate_threshold: float
 
     cand = lesions_from_probabilities(probs, geo, names, threshold=candidate_threshold)
     fr = froc([match_lesions(true, cand.labels, cand.scores)])
-    # the engine's float16 probabilities saturate at 1.0, so many candidates tie at the top score; a second
-    # ranking by soft volume (sum of the lesion probability over the candidate, voxels) breaks the ties
+    # a second ranking: soft volume (sum of the lesion probability over the candidate, voxels)
     p_les = np.asarray(probs[1], np.float32).ravel()
     ids = cand.labels.ravel().astype(np.int64)
     soft = np.bincount(ids, weights=p_les, minlength=len(cand) + 1)[1:]
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}")
     for r, sv, ss in zip(res["froc_fp_rates"], res["froc_sensitivity"], res["froc_sensitivity_soft_volume"],
                          strict=True):
-        print(f"FROC sensitivity at {r:g} FP/case: {sv:.4f} (score: max probability), {ss:.4f} (soft volume)")
+        print(f"FROC sensitivity at {r:g} FP/case: {sv:.4f} (score: mean probability), {ss:.4f} (soft volume)")
     if args.json is not None:
         args.json.write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
     return 0

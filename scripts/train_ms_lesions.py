@@ -67,7 +67,16 @@ FLAIR = "FLAIR_N4_noneck_reduced_winsor_regtoFLAIR_brain_N4_regtoMNI.nii.gz"
 GOLD = "GOLD_STANDARD_N4_noneck_reduced_winsor_regtoFLAIR_regtoMNI.nii.gz"
 NAME = "ms-lesions"
 CLASS_NAMES = ["background", "ms_lesion"]
-NORMALIZATION = {"kind": "percentile", "low": 1.0, "high": 99.8}
+#: ``--norm volume`` (the first shipped model): the whole volume's 1st / 99.8th percentiles.  The 99.8th
+#: percentile moves with the lesion load and the brain's share of the volume (patient19, 50 mL of lesions: 97;
+#: patient07, 1.3 mL: 118, while its brain median is 89 vs 66), so normal tissue of a case with few lesions
+#: comes out brighter, closer to lesion intensities.
+NORMALIZATIONS = {
+    "volume": {"kind": "percentile", "low": 1.0, "high": 99.8},
+    #: ``--norm brain``: the non-zero (brain) voxels' 1st percentile -> 0 and median -> 1 (skull-stripped input)
+    "brain": {"kind": "percentile", "low": 1.0, "high": 50.0, "nonzero": True},
+}
+NORMALIZATION = NORMALIZATIONS["volume"]
 CITATION = ('Lesjak, Z., Pernus, F., Likar, B., Spiclin, Z. "A Novel Public MR Image Dataset of Multiple Sclerosis '
             'Patients With Lesion Segmentations Based on Multi-rater Consensus", Neuroinformatics (2017), '
             'DOI: 10.1007/s12021-017-9348-7')
@@ -93,8 +102,9 @@ PIXELS_PER_COMPONENT = 64
 MIN_BRAIN_VOXELS = 500
 
 
-def load_case(root: Path, case: str) -> tuple[np.ndarray, np.ndarray, object]:
-    """``(normalised FLAIR (Z, Y, X) float32, lesion mask (Z, Y, X) uint8, geometry)`` of one case."""
+def load_case(root: Path, case: str, normalization: dict = NORMALIZATION
+              ) -> tuple[np.ndarray, np.ndarray, object, np.ndarray]:
+    """``(normalised FLAIR (Z, Y, X) float32, lesion mask (Z, Y, X) uint8, geometry, brain voxels per slice)``."""
     from napari_medseg.inference.normalize import normalization_limits
     from napari_medseg.io.radiology import read_nifti
 
@@ -104,9 +114,10 @@ def load_case(root: Path, case: str) -> tuple[np.ndarray, np.ndarray, object]:
     lab = (np.asarray(gold.data) > 0).astype(np.uint8)
     if img.shape != lab.shape:
         raise SystemExit(f"{case}: FLAIR {img.shape} and mask {lab.shape} differ")
-    low, high = normalization_limits(img, "ZYX", NORMALIZATION)
+    low, high = normalization_limits(img, "ZYX", normalization)
+    brain_voxels = (np.abs(img) > 1e-6).reshape(img.shape[0], -1).sum(axis=1)
     img = (img - low[0]) / max(float(high[0] - low[0]), 1e-6)
-    return img.astype(np.float32), lab, vol.spatial_geometry()
+    return img.astype(np.float32), lab, vol.spatial_geometry(), brain_voxels
 
 
 def parse_val(spec: str) -> dict[str, list[tuple[int, int]]]:
@@ -156,8 +167,18 @@ def component_index(lab2d: np.ndarray, rng: np.random.Generator) -> tuple[np.nda
     return np.concatenate(idx).astype(np.int64), n
 
 
+def as_channels(img: np.ndarray, slices: int) -> np.ndarray:
+    """``(Z, Y, X)`` -> ``(Z, C, Y, X)`` network inputs: the plane alone, or with its neighbours (2.5D)."""
+    from napari_medseg.inference.tiling import slice_stack
+
+    return img[:, None] if slices == 1 else np.ascontiguousarray(np.moveaxis(slice_stack(img, slices), -1, 1))
+
+
 def validate(net, val_slabs) -> dict:
-    """Dice and lesion-wise F1 on the held-out slabs (probability > 0.5, 3D components, hit = any overlap)."""
+    """Dice and lesion-wise F1 on the held-out slabs (probability > 0.5, 3D components, hit = any overlap).
+
+    ``val_slabs``: ``(inputs (Z, C, Y, X), labels (Z, Y, X))`` pairs.
+    """
     import torch
     from skimage.measure import label as cc_label
 
@@ -170,7 +191,7 @@ def validate(net, val_slabs) -> dict:
     det = n_true = fp = n_pred = 0
     with torch.inference_mode():
         for img, lab in val_slabs:
-            prob = np.stack([predict_whole(net, img[z][None], margin=16, activation="softmax")[1]
+            prob = np.stack([predict_whole(net, img[z], margin=16, activation="softmax")[1]
                              for z in range(img.shape[0])])
             pred = prob > 0.5
             inter += int((pred & (lab > 0)).sum())
@@ -195,11 +216,16 @@ def build_card(args, extra: dict):
     return ModelCard(
         name=NAME,
         description=DESCRIPTION,
-        architecture={"type": "unet", "dims": 2, "in_channels": 1, "out_channels": 2,
+        architecture={"type": "unet", "dims": 2, "in_channels": args.slices, "out_channels": 2,
                       "base_channels": args.base, "depth": args.depth, "norm": "batch"},
-        input={"channels": 1, "color": "grey", "normalization": dict(NORMALIZATION), "pixel_size": [1.0, 1.0],
-               "pixel_unit": "mm", "modality": "MR", "contrast": "FLAIR",
-               "notes": "skull-stripped axial FLAIR as a ZYX volume; the whole volume's percentiles normalise it"},
+        input={"channels": args.slices, "color": "grey", "normalization": dict(NORMALIZATIONS[args.norm]),
+               "pixel_size": [1.0, 1.0], "pixel_unit": "mm", "modality": "MR", "contrast": "FLAIR",
+               **({"slices": args.slices} if args.slices > 1 else {}),
+               "notes": "skull-stripped axial FLAIR as a ZYX volume"
+                        + ("; the whole volume's percentiles normalise it" if args.norm == "volume" else
+                           "; its non-zero (brain) voxels' 1st percentile and median normalise it")
+                        + (f"; each axial plane is read with its {args.slices // 2} neighbour(s) on either side "
+                           "as channels (2.5D)" if args.slices > 1 else "")},
         output={"kind": "semantic", "channels": list(CLASS_NAMES), "class_names": list(CLASS_NAMES),
                 "postprocess": {}},
         training=extra,
@@ -263,6 +289,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--p-lesion-slices", type=float, default=P_LESION_SLICES,
                     help="share of patches from slices with lesions")
     ap.add_argument("--p-object", type=float, default=P_OBJECT, help="share of patches centred on a lesion")
+    ap.add_argument("--slices", type=int, default=1,
+                    help="planes per input: 1 (2D) or an odd number (2.5D: neighbours as channels)")
+    ap.add_argument("--norm", choices=sorted(NORMALIZATIONS), default="volume",
+                    help="input normalisation: volume (percentiles 1 / 99.8 of the volume) or brain (non-zero "
+                         "voxels' 1st percentile and median)")
     ap.add_argument("--attach-metrics", type=Path, default=None,
                     help="only write this bench_ms_lesions.py --json file into --out's card metrics, then exit")
     ap.add_argument("--metrics-key", default="unseen_case",
@@ -297,19 +328,21 @@ def main(argv: list[str] | None = None) -> int:
     per_case_lesion_w = args.p_lesion_slices / len(cases)
     bg_slices = []
     for case in cases:
-        img, lab, _geo = load_case(args.data, case)
+        img, lab, _geo, brain_voxels = load_case(args.data, case, NORMALIZATIONS[args.norm])
+        x = as_channels(img, args.slices)  # (Z, C, Y, X)
         held = np.zeros(img.shape[0], bool)
         excluded = np.zeros(img.shape[0], bool)
         for a, b in val.get(case, []):
             held[a:b + 1] = True
             excluded[max(0, a - args.gap):b + 1 + args.gap] = True
-            val_slabs.append((img[a:b + 1], lab[a:b + 1]))
-        brain = (np.abs(img) > 1e-6).reshape(img.shape[0], -1).sum(axis=1) >= MIN_BRAIN_VOXELS
+            val_slabs.append((x[a:b + 1], lab[a:b + 1]))
+        brain = brain_voxels >= MIN_BRAIN_VOXELS
         case_lesion = []
         n_bg = 0
         for z in np.flatnonzero(brain & ~excluded):
             idx, n = component_index(lab[z], rng)
-            s = Sample(img[z], lab[z].astype(np.int64), np.ones(lab[z].shape, np.float32), name=f"{case}:z{z}")
+            s = Sample(img[z] if args.slices == 1 else np.moveaxis(x[z], 0, -1), lab[z].astype(np.int64),
+                       np.ones(lab[z].shape, np.float32), name=f"{case}:z{z}")
             samples.append(s)
             index.append(idx)
             if n:
@@ -339,7 +372,9 @@ def main(argv: list[str] | None = None) -> int:
         "data_licence": "CC-BY (Creative Commons Attribution)",
         "citation": CITATION,
         "cases": data_info,
-        "inputs": "FLAIR only (axial 2D slices, 1 mm, one channel)",
+        "inputs": "FLAIR only (axial 2D slices, 1 mm, " + ("one channel)" if args.slices == 1 else
+                                                            f"{args.slices} neighbouring slices as channels)"),
+        "normalization": args.norm,
         "loss": "cross-entropy + soft Dice of the lesion class (semantic_loss, dice_weight 1), head bias at the "
                 "lesion prior",
         "sampling": {"p_lesion_slices": args.p_lesion_slices, "p_object": args.p_object,
