@@ -168,7 +168,8 @@ def run_setting(name: str, kwargs: dict, train_ids, test_ids, data: Path, minute
 RADIOLOGY = ROOT.parent / "shared" / "datasets" / "radiology_lesions"
 
 
-def run_cli(image: Path, painted: np.ndarray, geometry, tmp: Path, minutes: float, threads: int) -> tuple:
+def run_cli(image: Path, painted: np.ndarray, geometry, tmp: Path, minutes: float, threads: int,
+            epochs: int | None = None) -> tuple:
     """``medseg train --mode semantic`` on the painted labels (written as NRRD), then ``medseg segment``.
 
     Returns the predicted labels (Z, Y, X) and the card's training steps.
@@ -182,9 +183,10 @@ def run_cli(image: Path, painted: np.ndarray, geometry, tmp: Path, minutes: floa
     lab_path = write_labels_nrrd(tmp / "painted_label.nrrd", painted, geometry)
     cli = [sys.executable, "-m", "napari_medseg.cli"]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": str(threads)}
+    budget = ["--minutes", str(minutes)] if epochs is None else ["--epochs", str(epochs)]
     subprocess.run([*cli, "train", "--mode", "semantic", "--images", str(image), "--labels", str(lab_path),
-                    "--classes", "tumour", "--minutes", str(minutes), "--out", str(tmp / "m"), "--threads",
-                    str(threads), "--quiet"], check=True, env=env)
+                    "--classes", "tumour", *budget, "--out", str(tmp / "m"), "--threads", str(threads), "--quiet"],
+                   check=True, env=env)
     subprocess.run([*cli, "segment", str(image), "-o", str(tmp / "out"), "--model", str(tmp / "m"), "--quiet"],
                    check=True, env=env)
     (out,) = sorted((tmp / "out").iterdir())
@@ -192,7 +194,8 @@ def run_cli(image: Path, painted: np.ndarray, geometry, tmp: Path, minutes: floa
     return np.asarray(read(out)[0].data), steps
 
 
-def run_radiology(case: str, minutes: float, threads: int, extra: dict, cli: bool = False) -> dict:
+def run_radiology(case: str, minutes: float, threads: int, extra: dict, cli: bool = False,
+                  epochs: int | None = None) -> dict:
     """``train(mode="semantic")`` on every other tumour slice of a CT/MR case, Dice on the others.
 
     The tumour slices (labels > 0) in order; slices 0, 2, 4... of them are
@@ -200,7 +203,8 @@ def run_radiology(case: str, minutes: float, threads: int, extra: dict, cli: boo
     the whole volume and Dice is pooled over the held-out tumour slices
     (whole slices, so false positives anywhere in them count).  ``cli``: the
     same through ``medseg train`` and ``medseg segment`` (:func:`run_cli`,
-    with their defaults; ``extra`` is not used).
+    with their defaults; ``extra`` is not used).  ``epochs``: that budget
+    instead of ``minutes`` (the same work on a loaded machine).
     """
     from napari_medseg import segment
     from napari_medseg.analysis.metrics import dice
@@ -217,11 +221,12 @@ def run_radiology(case: str, minutes: float, threads: int, extra: dict, cli: boo
     with tempfile.TemporaryDirectory(prefix="bench-sem-rad-") as tmp:
         t = time.perf_counter()
         if cli:
-            pred, steps = run_cli(image, painted, vol.spatial_geometry(), Path(tmp), minutes, threads)
+            pred, steps = run_cli(image, painted, vol.spatial_geometry(), Path(tmp), minutes, threads, epochs)
             t_train = time.perf_counter() - t  # training and segmentation
         else:
-            res = train(vol, painted, mode="semantic", minutes=minutes, out=Path(tmp) / "m", class_names=["tumour"],
-                        threads=threads, **extra)
+            budget = {"minutes": minutes} if epochs is None else {"epochs": epochs, "minutes": None}
+            res = train(vol, painted, mode="semantic", out=Path(tmp) / "m", class_names=["tumour"],
+                        threads=threads, **budget, **extra)
             t_train = time.perf_counter() - t
             steps = res.card.training.get("steps")
             pred = np.asarray(segment(vol, res.model_path))
@@ -248,6 +253,8 @@ def main(argv=None) -> int:
     ap.add_argument("--cli", action="store_true",
                     help="with --radiology: run `medseg train --mode semantic` and `medseg segment` (their "
                          "defaults; --settings is not used) instead of the API")
+    ap.add_argument("--epochs", type=int, default=None,
+                    help="with --radiology: train for this many epochs instead of --minutes (load-independent)")
     ap.add_argument("--per-image", action="store_true", help="also print the Dice of each test image")
     args = ap.parse_args(argv)
     if args.list:
@@ -265,7 +272,7 @@ def main(argv=None) -> int:
         kw = resolve(names[0])
         kw.pop("downscale", None)
         for case in args.radiology or ["lung1", "brain1"]:
-            r = run_radiology(case, args.minutes, args.threads, kw, cli=args.cli)
+            r = run_radiology(case, args.minutes, args.threads, kw, cli=args.cli, epochs=args.epochs)
             print(f"{case} ({'CLI' if args.cli else names[0]}) dice {r['dice']:.4f} on tumour slices {r['test_z']} (per slice "
                   + " ".join(f"{x:.3f}" for x in r["per_slice"]) + f"), trained on slices {r['train_z']}, "
                   f"train_s {r['train_s']:.0f}  steps {r['steps']}  foreground px on tumour-free slices "
