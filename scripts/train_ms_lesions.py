@@ -210,6 +210,50 @@ def validate(net, val_slabs) -> dict:
             "n_true": n_true, "score": 0.5 * (dice + f1)}
 
 
+def init_from(net, folder: Path, raw_case: np.ndarray, norm: dict, slices: int) -> str:
+    """Start ``net`` from the weights of a 2D model of this recipe (``--init``), keeping its function.
+
+    * Another normalisation (e.g. ``volume`` -> ``brain``): both are affine maps of the raw intensity, so
+      with ``raw_case``'s limits (the first training case) the first convolution is rescaled and the
+      constant it then misses is moved into the following batch norm's running mean: on that case the
+      network computes what it did (up to the zero padding at the image border, which is background).
+    * A 2D (1-channel) model into a 2.5D one: the weights go to the centre channel and the neighbours'
+      weights start at 0, so the network starts as the 2D model and learns to use the neighbours.
+
+    Returns a sentence for the card.
+    """
+    import torch
+
+    from napari_medseg.inference.normalize import normalization_limits
+    from napari_medseg.models.spec import load_model
+
+    src, card = load_model(folder)
+    state = {k: v.clone() for k, v in src.state_dict().items()}
+    w = state["down.0.0.weight"]  # (out, in, 3, 3), no bias: batch norm down.0.1 follows
+    old = card.input.get("normalization") or {}
+    steps = card.training.get("steps_total") or card.training.get("steps")
+    notes = [f"weights from {folder} ({card.name}, {steps} steps)"]
+    if old != norm:
+        lo_o, hi_o = (float(v[0]) for v in normalization_limits(raw_case, "ZYX", old))
+        lo_n, hi_n = (float(v[0]) for v in normalization_limits(raw_case, "ZYX", norm))
+        # x_old = a * x_new + b
+        a = (hi_n - lo_n) / max(hi_o - lo_o, 1e-6)
+        b = (lo_n - lo_o) / max(hi_o - lo_o, 1e-6)
+        state["down.0.1.running_mean"] -= b * w.sum(dim=(1, 2, 3))
+        w = w * a
+        notes.append(f"first convolution refit from {old} to {norm} on the first training case "
+                     f"(x_old = {a:.4f} x_new + {b:.4f})")
+    if slices > w.shape[1]:
+        k = slices // 2
+        w3 = torch.zeros((w.shape[0], slices, *w.shape[2:]), dtype=w.dtype)
+        w3[:, k:k + 1] = w
+        w = w3
+        notes.append(f"1-channel weights on the centre of {slices} slices, neighbours' weights 0")
+    state["down.0.0.weight"] = w
+    net.load_state_dict(state)
+    return "; ".join(notes)
+
+
 def build_card(args, extra: dict):
     from napari_medseg.models.spec import ModelCard
 
@@ -294,6 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--norm", choices=sorted(NORMALIZATIONS), default="volume",
                     help="input normalisation: volume (percentiles 1 / 99.8 of the volume) or brain (non-zero "
                          "voxels' 1st percentile and median)")
+    ap.add_argument("--init", type=Path, default=None, metavar="MODEL_DIR",
+                    help="start from this model's weights (same architecture; see init_from), not at random")
+    ap.add_argument("--warmup", type=int, default=50, help="learning-rate warm-up steps")
     ap.add_argument("--attach-metrics", type=Path, default=None,
                     help="only write this bench_ms_lesions.py --json file into --out's card metrics, then exit")
     ap.add_argument("--metrics-key", default="unseen_case",
@@ -383,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
         "augmentation": {"flip": True, "rot90": True, "rotate": True, "zoom": [0.8, 1.25],
                          "contrast": [0.7, 1.4], "gamma": [0.7, 1.5], "brightness": 0.1, "p_blur": 0.2,
                          "p_noise": 0.3, "noise_std": 0.05},
-        "optimizer": f"AdamW lr {args.lr} wd 1e-4, warm-up 50 steps, cosine to 0.02x over the budget",
+        "optimizer": f"AdamW lr {args.lr} wd 1e-4, warm-up {args.warmup} steps, cosine to 0.02x over the budget",
         "batch_size": args.batch, "patch_size": args.patch, "seed": args.seed,
         "model_selection": "mean of voxel Dice and lesion-wise F1 (3D components, any overlap, p > 0.5) on "
                            "the held-out slabs",
@@ -393,7 +440,15 @@ def main(argv: list[str] | None = None) -> int:
     }
 
     net = build_network(build_card(args, {}))
-    set_prior_bias(net, samples, 2)
+    if args.init is None:
+        set_prior_bias(net, samples, 2)
+    else:
+        from napari_medseg.io.radiology import read_nifti
+
+        raw = np.asarray(read_nifti(args.data / cases[0] / FLAIR)[0].data, np.float32)
+        extra["init"] = init_from(net, args.init, raw, NORMALIZATIONS[args.norm], args.slices)
+        del raw
+        print(extra["init"], flush=True)
     from napari_medseg.models.device import select_device
 
     device, reason = select_device("cpu")
@@ -405,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
         return b.image, lambda out: semantic_loss(out, runner.tensor(b.classes), runner.tensor(b.weight))
 
     loop = StepLoop(runner, budget, batches, batch_loss,
-                    lr_at=lambda f, i: args.lr * lr_factor(f, i, 50, 0.02))
+                    lr_at=lambda f, i: args.lr * lr_factor(f, i, args.warmup, 0.02))
     best = None
     history = []
     t_train = time.perf_counter()

@@ -188,9 +188,15 @@ def test_semantic_3d_region_is_the_whole_painted_slices():
     assert find_region(lab, mode="instance").box == (slice(1, 5), slice(0, 32), slice(0, 36))
     text = describe_region(lab, mode="semantic", val_fraction=0)
     assert "slices 1-4, rows 0-39, cols 0-49; 3 of its 4 slices (the painted ones) (6000 px" in text
-    # the validation split never holds out the unused slice
+    # the held-out strips (at the slice edges) would hold no lesion: no validation rather than a Dice of 1
+    # for predicting nothing
+    text = split_validation([r], [lab], fraction=0.2, mode="semantic")
+    assert r.val is None and "no painted class" in text
+    # a lesion reaching an edge: a strip is held out, never on the unused slice
+    lab[1, 30:40, 40:50] = 1
+    r = find_region(lab, mode="semantic")
     split_validation([r], [lab], fraction=0.2, mode="semantic")
-    assert r.val is not None and not (r.val & ~r.mask).any()
+    assert r.val is not None and r.val.any() and not (r.val & ~r.mask).any()
 
 
 # ----------------------------------------------------------------- colour jitter

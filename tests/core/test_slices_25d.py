@@ -10,6 +10,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from test_semantic_2d import ThresholdNet  # noqa: E402  (class 1 where input channel 0 > 0.5)
+
 import napari_medseg as ms  # noqa: E402
 from napari_medseg.errors import ModelError  # noqa: E402
 from napari_medseg.inference.normalize import normalization_limits  # noqa: E402
@@ -36,17 +38,6 @@ def test_slice_stack_source_matches_slice_stack_and_mirrors_the_ends():
     assert slice_stack(vol, 5).shape == (5, 4, 6, 5)
 
 
-class PreviousPlaneNet(torch.nn.Module):
-    """Semantic stand-in of a 3-slice model: class 1 where the plane *before* (channel 0) is > 0.5."""
-
-    divisor = 4
-    depth = 3
-
-    def forward(self, x):
-        x = x[:, :1]
-        return torch.cat([torch.zeros_like(x), 60 * (x - 0.5)], dim=1)
-
-
 @pytest.fixture
 def model_25d(tmp_path, monkeypatch):
     monkeypatch.setenv("MEDSEG_MODELS_DIR", str(tmp_path / "user-models"))
@@ -59,7 +50,7 @@ def model_25d(tmp_path, monkeypatch):
     (tmp_path / "bad.json").write_text(json.dumps(bad))
     with pytest.raises(ModelError, match="input.slices 2 must be an odd number"):
         ModelCard.from_json(tmp_path / "bad.json")
-    net = PreviousPlaneNet()
+    net = ThresholdNet()  # a 3-slice stand-in: class 1 where the plane *before* (channel 0) is > 0.5
     real = cache.get_model
     monkeypatch.setattr(cache, "get_model", lambda p, device="cpu": (net, real(p, device)[1])
                         if Path(p) == folder else real(p, device))

@@ -405,8 +405,10 @@ def split_validation(regions: list[Region], labels: Sequence[np.ndarray], *, fra
       of its longer side (the end that leaves objects on both sides).
 
     Nothing is held out when ``fraction`` is 0 or the annotation is too small
-    (fewer than :data:`MIN_VAL_OBJECTS` objects in instance mode): training
-    then keeps the last weights and early stopping is off.
+    (fewer than :data:`MIN_VAL_OBJECTS` objects in instance mode), nor in
+    semantic mode when no held-out part holds a painted class (its Dice
+    would be 1 for a network that predicts nothing): training then keeps the
+    last weights and early stopping is off.
 
     Returns
     -------
@@ -454,6 +456,14 @@ def split_validation(regions: list[Region], labels: Sequence[np.ndarray], *, fra
         notes.append(f"{r.name or r.index}: {r.val_note}")
     if not any(r.val is not None and r.val.any() for r in used):
         return "no validation: the regions are too small to split; the last weights are kept"
+    if mode == "semantic" and not any((np.asarray(labels[r.index])[r.box][r.val] != 0).any()
+                                      for r in used if r.val is not None):
+        # a held-out part without any painted class scores an empty prediction 1.0, so it would keep the
+        # epoch that predicts nothing (brain1 painted on 4 slices, whole slices as the region: Dice 0)
+        for r in used:
+            r.val, r.val_note = None, "no painted class in the held-out part: all used for training"
+        return ("no validation: the held-out strips would hold no painted class (a lesion far from the "
+                "image edges); the last weights are kept")
     return "validation on a held-out part of each region (" + "; ".join(notes) + ")"
 
 
