@@ -4,7 +4,7 @@ The FLAIR volume is read with :func:`napari_medseg.io.radiology.read_nifti`
 and segmented with :func:`napari_medseg.segment` (``return_probabilities=True``,
 CPU, the engine's tiling, normalisation and resampling).  Lesions are then made
 the way a user gets them (:func:`napari_medseg.analysis.lesions.lesions_from_probabilities`,
-3D components, 26-connectivity, score = highest lesion probability over the
+3D components, 26-connectivity, score = mean lesion probability over the
 lesion; :func:`~napari_medseg.analysis.lesions.lesion_table` for the volumes)
 and compared with the consensus mask's 26-connected components by
 :mod:`napari_medseg.analysis.lesion_eval` (a hit is any shared voxel).
@@ -17,14 +17,21 @@ Figures (one per line, ``name: value``):
   median absolute relative volume error of the detected lesions;
 * FROC: candidates are the components above ``--candidate-threshold``
   (default 0.25, fixed before any measurement), swept by their score (the
-  highest lesion probability); sensitivity at 1/8, 1/4, 1/2, 1, 2, 4, 8 FP per
-  case and their mean (CPM).  The engine returns float16 probabilities, which
-  round to 1.0 above ~0.9995, so many candidates tie at the top score (their
-  number is printed); the same FROC with candidates ranked by soft volume
+  mean lesion probability over the candidate, ``Lesions.scores``); sensitivity
+  at 1/8, 1/4, 1/2, 1, 2, 4, 8 FP per case and their mean (CPM).  The number
+  of candidates scoring 1.0 is printed (ties: the engine's float16
+  probabilities round to 1.0 above ~0.9995; with the old max-probability
+  score many tied); the same FROC with candidates ranked by soft volume
   (sum of the lesion probability over the candidate) is printed beside it;
 * by true lesion size (< 10, 10-99, >= 100 voxels) the sensitivity at the
   operating point;
 * seconds per volume (segmentation only; first call includes loading the model).
+
+``--tune-on CASE:Z0-Z1,...`` first picks the voxel threshold, the smallest
+lesion volume and the lowest lesion score on held-out slabs of a *training*
+case (:func:`tune`: best mean of voxel Dice and lesion-wise F1), then
+measures ``--case`` at that operating point (the FROC candidates then also
+drop lesions under the chosen volume).
 
 Run::
 
@@ -54,38 +61,105 @@ GOLD = "GOLD_STANDARD_N4_noneck_reduced_winsor_regtoFLAIR_regtoMNI.nii.gz"
 SIZE_BINS = ((0, 10, "<10 vox"), (10, 100, "10-99 vox"), (100, None, ">=100 vox"))
 
 
-def evaluate(model, case_dir: Path, threshold: float, candidate_threshold: float, tta: bool = False,
-             save_probabilities: Path | None = None) -> dict:
-    """All figures of one case as a dict (see the module docstring)."""
-    from skimage.measure import label as cc_label
-
-    from napari_medseg.analysis.lesion_eval import case_summary, froc, match_lesions
-    from napari_medseg.analysis.lesions import lesion_table, lesions_from_probabilities
+def predict(model, case_dir: Path, tta: bool = False) -> tuple:
+    """``(probabilities (2, Z, Y, X) float16, geometry, gold mask (Z, Y, X) bool, seconds)`` of one case."""
     from napari_medseg.api import segment
     from napari_medseg.io.radiology import read_nifti
 
     vol = read_nifti(case_dir / FLAIR)[0]
     gold = np.asarray(read_nifti(case_dir / GOLD)[0].data) > 0
-    geo = vol.spatial_geometry()
     t = time.perf_counter()
     _, probs = segment(vol, model, return_probabilities=True, device="cpu", tta=tta)
-    seconds = time.perf_counter() - t
+    return probs, vol.spatial_geometry(), gold, time.perf_counter() - t
+
+
+def operating_point(probs, geo, true: np.ndarray, threshold: float, min_size: float = 0.0,
+                    score_threshold: float = 0.0) -> dict:
+    """Lesions at one setting (voxel threshold, smallest volume in mm³, lowest score) against ``true`` lesions.
+
+    Returns the lesions (``lesions``, ``case``: its :class:`LesionCase`) and pooled counts: ``detected``,
+    ``n_true``, ``fp``, ``n_pred``, ``inter`` and ``sum`` (voxels, for Dice).
+    """
+    from napari_medseg.analysis.lesion_eval import case_summary, match_lesions
+    from napari_medseg.analysis.lesions import lesions_from_probabilities
+
+    les = lesions_from_probabilities(probs, geo, ["background", "ms_lesion"], threshold=threshold,
+                                     min_size=min_size)
+    keep = np.flatnonzero(les.scores >= score_threshold) + 1
+    relabel = np.zeros(len(les) + 1, np.int64)
+    relabel[keep] = np.arange(1, len(keep) + 1)
+    labels = relabel[les.labels]
+    case = match_lesions(true, labels, les.scores[keep - 1])
+    s = case_summary(case)
+    fg = labels > 0
+    return {"labels": labels, "lesions": les, "case": case, "detected": s["detected"], "n_true": s["n_true"],
+            "fp": s["false_positives"], "n_pred": s["n_pred"], "inter": int((fg & (true > 0)).sum()),
+            "sum": int(fg.sum() + (true > 0).sum())}
+
+
+#: Settings :func:`tune` tries: voxel threshold, smallest lesion (mm³), lowest lesion score (mean probability).
+TUNE_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
+TUNE_MIN_SIZE_MM3 = (0.0, 3.0, 5.0, 10.0, 20.0)
+TUNE_SCORES = (0.0, 0.7, 0.8, 0.9, 0.95)
+
+
+def tune(probs, geo, gold: np.ndarray, slabs: list[tuple[int, int]]) -> tuple[dict, list[dict]]:
+    """The setting with the best mean of voxel Dice and lesion-wise F1 pooled over held-out slabs of a case.
+
+    ``slabs``: ``(z0, z1)`` inclusive ranges (slices a model was not trained on).  Each slab is a separate
+    little volume (lesions cut at its ends).  Ties keep the earlier (gentler) setting.  Returns the chosen
+    setting and one row per setting tried.
+    """
+    from skimage.measure import label as cc_label
+
+    p = np.asarray(probs, np.float32)
+    parts = [(p[:, a:b + 1], cc_label(gold[a:b + 1], connectivity=3)) for a, b in slabs]
+    rows = []
+    for thr in TUNE_THRESHOLDS:
+        for ms in TUNE_MIN_SIZE_MM3:
+            for st in TUNE_SCORES:
+                if 0 < st <= thr:  # every lesion's mean probability is above the voxel threshold already
+                    continue
+                c = dict.fromkeys(("detected", "n_true", "fp", "n_pred", "inter", "sum"), 0)
+                for ps, true in parts:
+                    r = operating_point(ps, geo, true, thr, ms, st)
+                    for k in c:
+                        c[k] += r[k]
+                sens = c["detected"] / c["n_true"] if c["n_true"] else 1.0
+                prec = (c["n_pred"] - c["fp"]) / c["n_pred"] if c["n_pred"] else 0.0
+                f1 = 2 * sens * prec / (sens + prec) if sens + prec else 0.0
+                dice = 2 * c["inter"] / c["sum"] if c["sum"] else 1.0
+                rows.append({"threshold": thr, "min_size_mm3": ms, "score_threshold": st, "sensitivity": sens,
+                             "false_positives": c["fp"], "precision": prec, "f1": f1, "dice": dice,
+                             "score": 0.5 * (dice + f1)})
+    best = max(rows, key=lambda r: r["score"])  # max keeps the first of equal scores
+    return best, rows
+
+
+def evaluate(model, case_dir: Path, threshold: float, candidate_threshold: float, tta: bool = False,
+             save_probabilities: Path | None = None, min_size: float = 0.0, score_threshold: float = 0.0,
+             predicted: tuple | None = None) -> dict:
+    """All figures of one case as a dict (see the module docstring); ``predicted``: :func:`predict`'s result."""
+    from skimage.measure import label as cc_label
+
+    from napari_medseg.analysis.lesion_eval import froc, match_lesions
+    from napari_medseg.analysis.lesions import lesion_table, lesions_from_probabilities
+
+    probs, geo, gold, seconds = predicted if predicted is not None else predict(model, case_dir, tta)
     if save_probabilities is not None:
         np.save(save_probabilities, np.asarray(probs[1]))
     names = ["background", "ms_lesion"]
     true = cc_label(gold, connectivity=3)
     t_sizes = np.bincount(true.ravel())[1:]
 
-    les = lesions_from_probabilities(probs, geo, names, threshold=threshold)
-    case = match_lesions(true, les.labels, les.scores)
-    s = case_summary(case)
-    table = lesion_table(les.labels, geo, lesions=les, properties=("bbox", "area"))
+    op = operating_point(probs, geo, true, threshold, min_size, score_threshold)
+    case = op["case"]
+    table = lesion_table(op["labels"], geo, properties=("bbox", "area"))
     vol_err = case.volume_error[np.isfinite(case.volume_error)]
 
-    cand = lesions_from_probabilities(probs, geo, names, threshold=candidate_threshold)
+    cand = lesions_from_probabilities(probs, geo, names, threshold=candidate_threshold, min_size=min_size)
     fr = froc([match_lesions(true, cand.labels, cand.scores)])
-    # the engine's float16 probabilities saturate at 1.0, so many candidates tie at the top score; a second
-    # ranking by soft volume (sum of the lesion probability over the candidate, voxels) breaks the ties
+    # a second ranking: soft volume (sum of the lesion probability over the candidate, voxels)
     p_les = np.asarray(probs[1], np.float32).ravel()
     ids = cand.labels.ravel().astype(np.int64)
     soft = np.bincount(ids, weights=p_les, minlength=len(cand) + 1)[1:]
@@ -95,11 +169,13 @@ def evaluate(model, case_dir: Path, threshold: float, candidate_threshold: float
     for h in case.hits:
         detected[h] = True
     out = {
-        "case": case_dir.name, "threshold": threshold, "candidate_threshold": candidate_threshold, "tta": tta,
-        "n_true": s["n_true"], "n_pred": s["n_pred"], "detected": s["detected"],
-        "sensitivity": s["sensitivity"], "false_positives": s["false_positives"],
-        "precision": (s["n_pred"] - s["false_positives"]) / s["n_pred"] if s["n_pred"] else float("nan"),
-        "dice": s["dice"],
+        "case": case_dir.name, "threshold": threshold, "min_size_mm3": min_size,
+        "score_threshold": score_threshold, "candidate_threshold": candidate_threshold, "tta": tta,
+        "n_true": op["n_true"], "n_pred": op["n_pred"], "detected": op["detected"],
+        "sensitivity": op["detected"] / op["n_true"] if op["n_true"] else float("nan"),
+        "false_positives": op["fp"],
+        "precision": (op["n_pred"] - op["fp"]) / op["n_pred"] if op["n_pred"] else float("nan"),
+        "dice": 2 * op["inter"] / op["sum"] if op["sum"] else 1.0,
         "true_volume_ml": float(gold.sum() * geo.voxel_size / 1000.0),
         "pred_volume_ml": float(table["volume_ml"].sum()) if len(table) else 0.0,
         "volume_error_median": float(np.median(vol_err)) if len(vol_err) else float("nan"),
@@ -123,6 +199,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=DATASETS / "ms_lesions")
     ap.add_argument("--threshold", type=float, default=0.5, help="lesion probability of the operating point")
     ap.add_argument("--candidate-threshold", type=float, default=0.25, help="candidates of the FROC sweep")
+    ap.add_argument("--min-size", type=float, default=0.0, help="smallest lesion kept (mm³)")
+    ap.add_argument("--score-threshold", type=float, default=0.0, help="lowest lesion score kept")
+    ap.add_argument("--tune-on", default=None, metavar="CASE:Z0-Z1,...",
+                    help="choose --threshold, --min-size and --score-threshold on these held-out slabs of a "
+                         "training case (e.g. patient19:62-69,patient19:112-119), then measure --case with them")
     ap.add_argument("--tta", action="store_true", help="engine test-time augmentation (4 flips)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path, default=None, help="also write the figures as JSON here")
@@ -134,7 +215,24 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     case_dir = Path(args.case) if Path(args.case).is_dir() else args.data / args.case
     model = Path(args.model) if Path(args.model).is_dir() else args.model
-    res = evaluate(model, case_dir, args.threshold, args.candidate_threshold, args.tta, args.save_probabilities)
+    if args.tune_on:
+        slabs: dict[str, list[tuple[int, int]]] = {}
+        for part in filter(None, (q.strip() for q in args.tune_on.split(","))):
+            name, rng = part.split(":")
+            a, b = (int(v) for v in rng.split("-"))
+            slabs.setdefault(name, []).append((min(a, b), max(a, b)))
+        if len(slabs) != 1:
+            ap.error("--tune-on: slabs of one case")
+        ((name, zs),) = slabs.items()
+        probs, geo, gold, _ = predict(model, Path(name) if Path(name).is_dir() else args.data / name, args.tta)
+        best, _rows = tune(probs, geo, gold, zs)
+        print(f"tuned on {args.tune_on}: threshold {best['threshold']} min_size_mm3 {best['min_size_mm3']} "
+              f"score_threshold {best['score_threshold']} (slabs: dice {best['dice']:.4f} sensitivity "
+              f"{best['sensitivity']:.4f} FP {best['false_positives']} f1 {best['f1']:.4f})", flush=True)
+        args.threshold, args.min_size, args.score_threshold = (best["threshold"], best["min_size_mm3"],
+                                                               best["score_threshold"])
+    res = evaluate(model, case_dir, args.threshold, args.candidate_threshold, args.tta, args.save_probabilities,
+                   args.min_size, args.score_threshold)
     res["model"] = str(args.model)
     res["command"] = "python benchmarks/bench_ms_lesions.py " + " ".join(argv if argv is not None else sys.argv[1:])
     for k, v in res.items():
@@ -143,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}")
     for r, sv, ss in zip(res["froc_fp_rates"], res["froc_sensitivity"], res["froc_sensitivity_soft_volume"],
                          strict=True):
-        print(f"FROC sensitivity at {r:g} FP/case: {sv:.4f} (score: max probability), {ss:.4f} (soft volume)")
+        print(f"FROC sensitivity at {r:g} FP/case: {sv:.4f} (score: mean probability), {ss:.4f} (soft volume)")
     if args.json is not None:
         args.json.write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
     return 0

@@ -28,6 +28,7 @@ Usage::
 
     python benchmarks/bench_semantic_2d.py --minutes 3 --seed 0 --settings baseline,default
     python benchmarks/bench_semantic_2d.py --list
+    python benchmarks/bench_semantic_2d.py --radiology lung1 brain1 --minutes 1.5 --cli
 """
 
 from __future__ import annotations
@@ -167,21 +168,51 @@ def run_setting(name: str, kwargs: dict, train_ids, test_ids, data: Path, minute
 RADIOLOGY = ROOT.parent / "shared" / "datasets" / "radiology_lesions"
 
 
-def run_radiology(case: str, minutes: float, threads: int, extra: dict) -> dict:
+def run_cli(image: Path, painted: np.ndarray, geometry, tmp: Path, minutes: float, threads: int,
+            epochs: int | None = None) -> tuple:
+    """``medseg train --mode semantic`` on the painted labels (written as NRRD), then ``medseg segment``.
+
+    Returns the predicted labels (Z, Y, X) and the card's training steps.
+    """
+    import subprocess
+
+    from napari_medseg.io import read
+    from napari_medseg.io.radiology import write_labels_nrrd
+    from napari_medseg.models.spec import load_model
+
+    lab_path = write_labels_nrrd(tmp / "painted_label.nrrd", painted, geometry)
+    cli = [sys.executable, "-m", "napari_medseg.cli"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": str(threads)}
+    budget = ["--minutes", str(minutes)] if epochs is None else ["--epochs", str(epochs)]
+    subprocess.run([*cli, "train", "--mode", "semantic", "--images", str(image), "--labels", str(lab_path),
+                    "--classes", "tumour", *budget, "--out", str(tmp / "m"), "--threads", str(threads), "--quiet"],
+                   check=True, env=env)
+    subprocess.run([*cli, "segment", str(image), "-o", str(tmp / "out"), "--model", str(tmp / "m"), "--quiet"],
+                   check=True, env=env)
+    (out,) = sorted((tmp / "out").iterdir())
+    steps = load_model(tmp / "m")[1].training.get("steps")
+    return np.asarray(read(out)[0].data), steps
+
+
+def run_radiology(case: str, minutes: float, threads: int, extra: dict, cli: bool = False,
+                  epochs: int | None = None) -> dict:
     """``train(mode="semantic")`` on every other tumour slice of a CT/MR case, Dice on the others.
 
     The tumour slices (labels > 0) in order; slices 0, 2, 4... of them are
-    painted for training (the others are left unpainted, so they are not used:
-    the region does not grow along Z), the model segments the whole volume
-    and Dice is pooled over the held-out tumour slices (whole slices, so
-    false positives anywhere in them count).
+    painted for training (the others are left unpainted), the model segments
+    the whole volume and Dice is pooled over the held-out tumour slices
+    (whole slices, so false positives anywhere in them count).  ``cli``: the
+    same through ``medseg train`` and ``medseg segment`` (:func:`run_cli`,
+    with their defaults; ``extra`` is not used).  ``epochs``: that budget
+    instead of ``minutes`` (the same work on a loaded machine).
     """
     from napari_medseg import segment
     from napari_medseg.analysis.metrics import dice
     from napari_medseg.io import read
     from napari_medseg.training.finetune import train
 
-    vol = read(RADIOLOGY / f"{case}_image.nrrd")[0]
+    image = RADIOLOGY / f"{case}_image.nrrd"
+    vol = read(image)[0]
     lab = (np.asarray(read(RADIOLOGY / f"{case}_label.nrrd")[0].data) > 0).astype(np.uint8)
     zs = [int(z) for z in np.flatnonzero(lab.reshape(lab.shape[0], -1).any(1))]
     train_z, test_z = zs[0::2], zs[1::2]
@@ -189,13 +220,19 @@ def run_radiology(case: str, minutes: float, threads: int, extra: dict) -> dict:
     painted[train_z] = lab[train_z]
     with tempfile.TemporaryDirectory(prefix="bench-sem-rad-") as tmp:
         t = time.perf_counter()
-        res = train(vol, painted, mode="semantic", minutes=minutes, out=Path(tmp) / "m", class_names=["tumour"],
-                    threads=threads, **extra)
-        t_train = time.perf_counter() - t
-        pred = np.asarray(segment(vol, res.model_path))
+        if cli:
+            pred, steps = run_cli(image, painted, vol.spatial_geometry(), Path(tmp), minutes, threads, epochs)
+            t_train = time.perf_counter() - t  # training and segmentation
+        else:
+            budget = {"minutes": minutes} if epochs is None else {"epochs": epochs, "minutes": None}
+            res = train(vol, painted, mode="semantic", out=Path(tmp) / "m", class_names=["tumour"],
+                        threads=threads, **budget, **extra)
+            t_train = time.perf_counter() - t
+            steps = res.card.training.get("steps")
+            pred = np.asarray(segment(vol, res.model_path))
     per = [dice(lab[z], pred[z]) for z in test_z]
     return {"case": case, "train_z": train_z, "test_z": test_z, "dice": dice(lab[test_z], pred[test_z]),
-            "per_slice": per, "train_s": t_train, "steps": res.card.training.get("steps"),
+            "per_slice": per, "train_s": t_train, "steps": steps,
             "fp_px_other": int((pred[[z for z in range(lab.shape[0]) if z not in zs]] > 0).sum()),
             "spacing": [round(float(v), 4) for v in vol.spatial_geometry().spacing]}
 
@@ -213,6 +250,11 @@ def main(argv=None) -> int:
     ap.add_argument("--radiology", nargs="*", default=None, metavar="CASE",
                     help="instead of PH2: train on every other tumour slice of these radiology_lesions cases "
                          "(default lung1 brain1) with the first of --settings, Dice on the other tumour slices")
+    ap.add_argument("--cli", action="store_true",
+                    help="with --radiology: run `medseg train --mode semantic` and `medseg segment` (their "
+                         "defaults; --settings is not used) instead of the API")
+    ap.add_argument("--epochs", type=int, default=None,
+                    help="with --radiology: train for this many epochs instead of --minutes (load-independent)")
     ap.add_argument("--per-image", action="store_true", help="also print the Dice of each test image")
     args = ap.parse_args(argv)
     if args.list:
@@ -230,8 +272,8 @@ def main(argv=None) -> int:
         kw = resolve(names[0])
         kw.pop("downscale", None)
         for case in args.radiology or ["lung1", "brain1"]:
-            r = run_radiology(case, args.minutes, args.threads, kw)
-            print(f"{case} ({names[0]}) dice {r['dice']:.4f} on tumour slices {r['test_z']} (per slice "
+            r = run_radiology(case, args.minutes, args.threads, kw, cli=args.cli, epochs=args.epochs)
+            print(f"{case} ({'CLI' if args.cli else names[0]}) dice {r['dice']:.4f} on tumour slices {r['test_z']} (per slice "
                   + " ".join(f"{x:.3f}" for x in r["per_slice"]) + f"), trained on slices {r['train_z']}, "
                   f"train_s {r['train_s']:.0f}  steps {r['steps']}  foreground px on tumour-free slices "
                   f"{r['fp_px_other']}  spacing {r['spacing']} mm", flush=True)

@@ -67,7 +67,16 @@ FLAIR = "FLAIR_N4_noneck_reduced_winsor_regtoFLAIR_brain_N4_regtoMNI.nii.gz"
 GOLD = "GOLD_STANDARD_N4_noneck_reduced_winsor_regtoFLAIR_regtoMNI.nii.gz"
 NAME = "ms-lesions"
 CLASS_NAMES = ["background", "ms_lesion"]
-NORMALIZATION = {"kind": "percentile", "low": 1.0, "high": 99.8}
+#: ``--norm volume`` (the first shipped model): the whole volume's 1st / 99.8th percentiles.  The 99.8th
+#: percentile moves with the lesion load and the brain's share of the volume (patient19, 50 mL of lesions: 97;
+#: patient07, 1.3 mL: 118, while its brain median is 89 vs 66), so normal tissue of a case with few lesions
+#: comes out brighter, closer to lesion intensities.
+NORMALIZATIONS = {
+    "volume": {"kind": "percentile", "low": 1.0, "high": 99.8},
+    #: ``--norm brain``: the non-zero (brain) voxels' 1st percentile -> 0 and median -> 1 (skull-stripped input)
+    "brain": {"kind": "percentile", "low": 1.0, "high": 50.0, "nonzero": True},
+}
+NORMALIZATION = NORMALIZATIONS["volume"]
 CITATION = ('Lesjak, Z., Pernus, F., Likar, B., Spiclin, Z. "A Novel Public MR Image Dataset of Multiple Sclerosis '
             'Patients With Lesion Segmentations Based on Multi-rater Consensus", Neuroinformatics (2017), '
             'DOI: 10.1007/s12021-017-9348-7')
@@ -93,8 +102,9 @@ PIXELS_PER_COMPONENT = 64
 MIN_BRAIN_VOXELS = 500
 
 
-def load_case(root: Path, case: str) -> tuple[np.ndarray, np.ndarray, object]:
-    """``(normalised FLAIR (Z, Y, X) float32, lesion mask (Z, Y, X) uint8, geometry)`` of one case."""
+def load_case(root: Path, case: str, normalization: dict = NORMALIZATION
+              ) -> tuple[np.ndarray, np.ndarray, object, np.ndarray]:
+    """``(normalised FLAIR (Z, Y, X) float32, lesion mask (Z, Y, X) uint8, geometry, brain voxels per slice)``."""
     from napari_medseg.inference.normalize import normalization_limits
     from napari_medseg.io.radiology import read_nifti
 
@@ -104,9 +114,10 @@ def load_case(root: Path, case: str) -> tuple[np.ndarray, np.ndarray, object]:
     lab = (np.asarray(gold.data) > 0).astype(np.uint8)
     if img.shape != lab.shape:
         raise SystemExit(f"{case}: FLAIR {img.shape} and mask {lab.shape} differ")
-    low, high = normalization_limits(img, "ZYX", NORMALIZATION)
+    low, high = normalization_limits(img, "ZYX", normalization)
+    brain_voxels = (np.abs(img) > 1e-6).reshape(img.shape[0], -1).sum(axis=1)
     img = (img - low[0]) / max(float(high[0] - low[0]), 1e-6)
-    return img.astype(np.float32), lab, vol.spatial_geometry()
+    return img.astype(np.float32), lab, vol.spatial_geometry(), brain_voxels
 
 
 def parse_val(spec: str) -> dict[str, list[tuple[int, int]]]:
@@ -156,8 +167,18 @@ def component_index(lab2d: np.ndarray, rng: np.random.Generator) -> tuple[np.nda
     return np.concatenate(idx).astype(np.int64), n
 
 
+def as_channels(img: np.ndarray, slices: int) -> np.ndarray:
+    """``(Z, Y, X)`` -> ``(Z, C, Y, X)`` network inputs: the plane alone, or with its neighbours (2.5D)."""
+    from napari_medseg.inference.tiling import slice_stack
+
+    return img[:, None] if slices == 1 else np.ascontiguousarray(np.moveaxis(slice_stack(img, slices), -1, 1))
+
+
 def validate(net, val_slabs) -> dict:
-    """Dice and lesion-wise F1 on the held-out slabs (probability > 0.5, 3D components, hit = any overlap)."""
+    """Dice and lesion-wise F1 on the held-out slabs (probability > 0.5, 3D components, hit = any overlap).
+
+    ``val_slabs``: ``(inputs (Z, C, Y, X), labels (Z, Y, X))`` pairs.
+    """
     import torch
     from skimage.measure import label as cc_label
 
@@ -170,7 +191,7 @@ def validate(net, val_slabs) -> dict:
     det = n_true = fp = n_pred = 0
     with torch.inference_mode():
         for img, lab in val_slabs:
-            prob = np.stack([predict_whole(net, img[z][None], margin=16, activation="softmax")[1]
+            prob = np.stack([predict_whole(net, img[z], margin=16, activation="softmax")[1]
                              for z in range(img.shape[0])])
             pred = prob > 0.5
             inter += int((pred & (lab > 0)).sum())
@@ -189,17 +210,66 @@ def validate(net, val_slabs) -> dict:
             "n_true": n_true, "score": 0.5 * (dice + f1)}
 
 
+def init_from(net, folder: Path, raw_case: np.ndarray, norm: dict, slices: int) -> str:
+    """Start ``net`` from the weights of a 2D model of this recipe (``--init``), keeping its function.
+
+    * Another normalisation (e.g. ``volume`` -> ``brain``): both are affine maps of the raw intensity, so
+      with ``raw_case``'s limits (the first training case) the first convolution is rescaled and the
+      constant it then misses is moved into the following batch norm's running mean: on that case the
+      network computes what it did (up to the zero padding at the image border, which is background).
+    * A 2D (1-channel) model into a 2.5D one: the weights go to the centre channel and the neighbours'
+      weights start at 0, so the network starts as the 2D model and learns to use the neighbours.
+
+    Returns a sentence for the card.
+    """
+    import torch
+
+    from napari_medseg.inference.normalize import normalization_limits
+    from napari_medseg.models.spec import load_model
+
+    src, card = load_model(folder)
+    state = {k: v.clone() for k, v in src.state_dict().items()}
+    w = state["down.0.0.weight"]  # (out, in, 3, 3), no bias: batch norm down.0.1 follows
+    old = card.input.get("normalization") or {}
+    steps = card.training.get("steps_total") or card.training.get("steps")
+    notes = [f"weights from {folder} ({card.name}, {steps} steps)"]
+    if old != norm:
+        lo_o, hi_o = (float(v[0]) for v in normalization_limits(raw_case, "ZYX", old))
+        lo_n, hi_n = (float(v[0]) for v in normalization_limits(raw_case, "ZYX", norm))
+        # x_old = a * x_new + b
+        a = (hi_n - lo_n) / max(hi_o - lo_o, 1e-6)
+        b = (lo_n - lo_o) / max(hi_o - lo_o, 1e-6)
+        state["down.0.1.running_mean"] -= b * w.sum(dim=(1, 2, 3))
+        w = w * a
+        notes.append(f"first convolution refit from {old} to {norm} on the first training case "
+                     f"(x_old = {a:.4f} x_new + {b:.4f})")
+    if slices > w.shape[1]:
+        k = slices // 2
+        w3 = torch.zeros((w.shape[0], slices, *w.shape[2:]), dtype=w.dtype)
+        w3[:, k:k + 1] = w
+        w = w3
+        notes.append(f"1-channel weights on the centre of {slices} slices, neighbours' weights 0")
+    state["down.0.0.weight"] = w
+    net.load_state_dict(state)
+    return "; ".join(notes)
+
+
 def build_card(args, extra: dict):
     from napari_medseg.models.spec import ModelCard
 
     return ModelCard(
         name=NAME,
         description=DESCRIPTION,
-        architecture={"type": "unet", "dims": 2, "in_channels": 1, "out_channels": 2,
+        architecture={"type": "unet", "dims": 2, "in_channels": args.slices, "out_channels": 2,
                       "base_channels": args.base, "depth": args.depth, "norm": "batch"},
-        input={"channels": 1, "color": "grey", "normalization": dict(NORMALIZATION), "pixel_size": [1.0, 1.0],
-               "pixel_unit": "mm", "modality": "MR", "contrast": "FLAIR",
-               "notes": "skull-stripped axial FLAIR as a ZYX volume; the whole volume's percentiles normalise it"},
+        input={"channels": args.slices, "color": "grey", "normalization": dict(NORMALIZATIONS[args.norm]),
+               "pixel_size": [1.0, 1.0], "pixel_unit": "mm", "modality": "MR", "contrast": "FLAIR",
+               **({"slices": args.slices} if args.slices > 1 else {}),
+               "notes": "skull-stripped axial FLAIR as a ZYX volume"
+                        + ("; the whole volume's percentiles normalise it" if args.norm == "volume" else
+                           "; its non-zero (brain) voxels' 1st percentile and median normalise it")
+                        + (f"; each axial plane is read with its {args.slices // 2} neighbour(s) on either side "
+                           "as channels (2.5D)" if args.slices > 1 else "")},
         output={"kind": "semantic", "channels": list(CLASS_NAMES), "class_names": list(CLASS_NAMES),
                 "postprocess": {}},
         training=extra,
@@ -263,6 +333,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--p-lesion-slices", type=float, default=P_LESION_SLICES,
                     help="share of patches from slices with lesions")
     ap.add_argument("--p-object", type=float, default=P_OBJECT, help="share of patches centred on a lesion")
+    ap.add_argument("--slices", type=int, default=1,
+                    help="planes per input: 1 (2D) or an odd number (2.5D: neighbours as channels)")
+    ap.add_argument("--norm", choices=sorted(NORMALIZATIONS), default="volume",
+                    help="input normalisation: volume (percentiles 1 / 99.8 of the volume) or brain (non-zero "
+                         "voxels' 1st percentile and median)")
+    ap.add_argument("--init", type=Path, default=None, metavar="MODEL_DIR",
+                    help="start from this model's weights (same architecture; see init_from), not at random")
+    ap.add_argument("--warmup", type=int, default=50, help="learning-rate warm-up steps")
     ap.add_argument("--attach-metrics", type=Path, default=None,
                     help="only write this bench_ms_lesions.py --json file into --out's card metrics, then exit")
     ap.add_argument("--metrics-key", default="unseen_case",
@@ -297,19 +375,21 @@ def main(argv: list[str] | None = None) -> int:
     per_case_lesion_w = args.p_lesion_slices / len(cases)
     bg_slices = []
     for case in cases:
-        img, lab, _geo = load_case(args.data, case)
+        img, lab, _geo, brain_voxels = load_case(args.data, case, NORMALIZATIONS[args.norm])
+        x = as_channels(img, args.slices)  # (Z, C, Y, X)
         held = np.zeros(img.shape[0], bool)
         excluded = np.zeros(img.shape[0], bool)
         for a, b in val.get(case, []):
             held[a:b + 1] = True
             excluded[max(0, a - args.gap):b + 1 + args.gap] = True
-            val_slabs.append((img[a:b + 1], lab[a:b + 1]))
-        brain = (np.abs(img) > 1e-6).reshape(img.shape[0], -1).sum(axis=1) >= MIN_BRAIN_VOXELS
+            val_slabs.append((x[a:b + 1], lab[a:b + 1]))
+        brain = brain_voxels >= MIN_BRAIN_VOXELS
         case_lesion = []
         n_bg = 0
         for z in np.flatnonzero(brain & ~excluded):
             idx, n = component_index(lab[z], rng)
-            s = Sample(img[z], lab[z].astype(np.int64), np.ones(lab[z].shape, np.float32), name=f"{case}:z{z}")
+            s = Sample(img[z] if args.slices == 1 else np.moveaxis(x[z], 0, -1), lab[z].astype(np.int64),
+                       np.ones(lab[z].shape, np.float32), name=f"{case}:z{z}")
             samples.append(s)
             index.append(idx)
             if n:
@@ -339,7 +419,9 @@ def main(argv: list[str] | None = None) -> int:
         "data_licence": "CC-BY (Creative Commons Attribution)",
         "citation": CITATION,
         "cases": data_info,
-        "inputs": "FLAIR only (axial 2D slices, 1 mm, one channel)",
+        "inputs": "FLAIR only (axial 2D slices, 1 mm, " + ("one channel)" if args.slices == 1 else
+                                                            f"{args.slices} neighbouring slices as channels)"),
+        "normalization": args.norm,
         "loss": "cross-entropy + soft Dice of the lesion class (semantic_loss, dice_weight 1), head bias at the "
                 "lesion prior",
         "sampling": {"p_lesion_slices": args.p_lesion_slices, "p_object": args.p_object,
@@ -348,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
         "augmentation": {"flip": True, "rot90": True, "rotate": True, "zoom": [0.8, 1.25],
                          "contrast": [0.7, 1.4], "gamma": [0.7, 1.5], "brightness": 0.1, "p_blur": 0.2,
                          "p_noise": 0.3, "noise_std": 0.05},
-        "optimizer": f"AdamW lr {args.lr} wd 1e-4, warm-up 50 steps, cosine to 0.02x over the budget",
+        "optimizer": f"AdamW lr {args.lr} wd 1e-4, warm-up {args.warmup} steps, cosine to 0.02x over the budget",
         "batch_size": args.batch, "patch_size": args.patch, "seed": args.seed,
         "model_selection": "mean of voxel Dice and lesion-wise F1 (3D components, any overlap, p > 0.5) on "
                            "the held-out slabs",
@@ -358,7 +440,15 @@ def main(argv: list[str] | None = None) -> int:
     }
 
     net = build_network(build_card(args, {}))
-    set_prior_bias(net, samples, 2)
+    if args.init is None:
+        set_prior_bias(net, samples, 2)
+    else:
+        from napari_medseg.io.radiology import read_nifti
+
+        raw = np.asarray(read_nifti(args.data / cases[0] / FLAIR)[0].data, np.float32)
+        extra["init"] = init_from(net, args.init, raw, NORMALIZATIONS[args.norm], args.slices)
+        del raw
+        print(extra["init"], flush=True)
     from napari_medseg.models.device import select_device
 
     device, reason = select_device("cpu")
@@ -370,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
         return b.image, lambda out: semantic_loss(out, runner.tensor(b.classes), runner.tensor(b.weight))
 
     loop = StepLoop(runner, budget, batches, batch_loss,
-                    lr_at=lambda f, i: args.lr * lr_factor(f, i, 50, 0.02))
+                    lr_at=lambda f, i: args.lr * lr_factor(f, i, args.warmup, 0.02))
     best = None
     history = []
     t_train = time.perf_counter()

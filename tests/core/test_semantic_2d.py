@@ -156,16 +156,47 @@ def test_semantic_2d_region_is_the_whole_image_or_grows_by_the_lesion_size(monke
     assert find_region(lab, mode="semantic").box == (slice(0, 300), slice(0, 400))
     assert find_region(lab, mode="instance").box == (slice(84, 176), slice(134, 246))
     assert find_region(lab, mode="semantic", margin=16).box == (slice(84, 176), slice(134, 246))
-    # 3D labels (MS, CT stacks) keep the 16 px margin
-    assert default_margin(lab[None].repeat(3, 0), "semantic") == DEFAULT_MARGIN
+    # 3D labels (CT / MR stacks): whole slices too, instance 3D keeps 16 px
+    assert default_margin(lab[None].repeat(3, 0), "semantic") == 400
+    assert default_margin(lab[None].repeat(3, 0), "instance") == DEFAULT_MARGIN
     assert default_margin(np.zeros((5, 5), np.uint8), "semantic") == DEFAULT_MARGIN
     # huge images: the lesion box's longer side, at least 16 px
     monkeypatch.setattr(regions, "SEMANTIC_2D_WHOLE_IMAGE_PX", 1000)
     assert default_margin(lab, "semantic") == 80
     assert find_region(lab, mode="semantic").box == (slice(20, 240), slice(70, 310))
+    assert default_margin(lab[None].repeat(3, 0), "semantic") == 80
     tiny = np.zeros((50, 50), np.uint8)
     tiny[20:23, 20:25] = 1
     assert default_margin(tiny, "semantic") == DEFAULT_MARGIN
+
+
+def test_semantic_3d_region_is_the_whole_painted_slices():
+    """Every other slice painted (as users do): unpainted slices between them are not used, the painted ones whole."""
+    from napari_medseg.training.regions import describe_region, split_validation
+
+    lab = np.zeros((6, 40, 50), np.uint8)
+    lab[1, 10:15, 10:20] = 1
+    lab[3, 11:16, 12:20] = 1
+    lab[4, 12:14, 12:14] = 1
+    r = find_region(lab, mode="semantic")
+    assert r.box == (slice(1, 5), slice(0, 40), slice(0, 50))
+    assert r.mask[:, 0, 0].tolist() == [True, False, True, True] and r.mask[[0, 2, 3]].all()
+    assert r.area == 3 * 40 * 50
+    # a given margin keeps every slice of the box; instance labels keep the 16 px box
+    assert find_region(lab, mode="semantic", margin=2).mask.all()
+    assert find_region(lab, mode="semantic", margin=2).box == (slice(1, 5), slice(8, 18), slice(8, 22))
+    assert find_region(lab, mode="instance").box == (slice(1, 5), slice(0, 32), slice(0, 36))
+    text = describe_region(lab, mode="semantic", val_fraction=0)
+    assert "slices 1-4, rows 0-39, cols 0-49; 3 of its 4 slices (the painted ones) (6000 px" in text
+    # the held-out strips (at the slice edges) would hold no lesion: no validation rather than a Dice of 1
+    # for predicting nothing
+    text = split_validation([r], [lab], fraction=0.2, mode="semantic")
+    assert r.val is None and "no painted class" in text
+    # a lesion reaching an edge: a strip is held out, never on the unused slice
+    lab[1, 30:40, 40:50] = 1
+    r = find_region(lab, mode="semantic")
+    split_validation([r], [lab], fraction=0.2, mode="semantic")
+    assert r.val is not None and r.val.any() and not (r.val & ~r.mask).any()
 
 
 # ----------------------------------------------------------------- colour jitter
@@ -251,7 +282,7 @@ def test_semantic_2d_lesion_defaults_go_into_the_card(user_models):
     vol, vlab = np.stack([img[..., 0]] * 3), np.stack([lab] * 3)
     res = train(vol, vlab, mode="semantic", name="les-3d", val_fraction=0, **FAST)
     assert load_model(res.model_path)[1].output["postprocess"] == {}
-    assert "slices 0-2, rows 6-66, cols 10-70" in res.region
+    assert "slices 0-2, rows 0-71, cols 0-95 (" in res.region  # whole slices
 
 
 def test_train_at_a_pixel_size(user_models):

@@ -11,7 +11,8 @@
 The model folder it writes is usable at once: ``medseg segment IMG -o OUT
 --model MODEL_DIR`` (or ``--model NAME`` when saved in the user model folder).
 Only the annotated region of each labels image is used (the painted labels'
-bounding box + 16 px); inside it unpainted pixels count as background.
+bounding box + 16 px; in ``--mode semantic`` the whole image, or the whole
+painted slices of a volume); inside it unpainted pixels count as background.
 ``--roi`` gives that region explicitly as a pixel box per image
 (``y0:y1,x0:x1`` or ``z0:z1,y0:y1,x0:x1``, ends exclusive; ``all`` = the
 default region), as a Shapes rectangle does in the Train widget.

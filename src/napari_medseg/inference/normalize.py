@@ -2,7 +2,11 @@
 
 ``{"kind": "percentile", "low": 1, "high": 99.8}`` maps the per-channel
 ``low``-th percentile to 0 and the ``high``-th to 1 (no clipping), as
-csbdeep/stardist do.  Percentiles come from a strided subsample of at most
+csbdeep/stardist do; with ``"nonzero": true`` the percentiles are taken over
+the non-zero pixels only (skull-stripped MR: the brain, not the empty
+background, so e.g. ``low 1, high 50`` maps the brain's median to 1 whatever
+share of the volume the brain fills and however many bright lesions it has).
+Percentiles come from a strided subsample of at most
 :data:`MAX_SAMPLES` pixels, read with basic slicing, so dask, zarr and memmap
 images are never loaded whole.  ``{"kind": "none"}`` (or no entry) leaves the
 values as they are; ``{"kind": "fixed", "low": a, "high": b}`` uses fixed
@@ -69,8 +73,16 @@ def normalization_limits(data, axes: str, spec: dict | None, channels: Sequence[
     sample = subsample(data, axes, max_samples)
     if channels is not None:
         sample = sample[list(channels)]
-    q = np.percentile(sample.astype(np.float32), [float(spec.get("low", 1.0)), float(spec.get("high", 99.8))], axis=1)
-    return q[0].astype(np.float32), q[1].astype(np.float32)
+    qs = [float(spec.get("low", 1.0)), float(spec.get("high", 99.8))]
+    sample = sample.astype(np.float32)
+    if not spec.get("nonzero", False):
+        q = np.percentile(sample, qs, axis=1)
+        return q[0].astype(np.float32), q[1].astype(np.float32)
+    q = np.zeros((2, sample.shape[0]), np.float32)
+    for c, row in enumerate(sample):
+        nz = row[row != 0]
+        q[:, c] = np.percentile(nz if nz.size else row, qs)
+    return q[0], q[1]
 
 
 def normalized_channels_first(image: np.ndarray, spec: dict | None) -> np.ndarray:

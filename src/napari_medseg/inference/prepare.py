@@ -82,8 +82,11 @@ def check_out(out, spatial_shape: Sequence[int], spatial_axes: str) -> None:
 
 
 def model_channels(card, n_img_ch: int, is_rgb: bool, axes: str) -> list[int] | None:
-    """Image channels to feed ``card``'s model: None (all), ``[0, 1, 2]`` (RGBA without alpha); else ModelError."""
-    m_ch = card.in_channels
+    """Image channels to feed ``card``'s model: None (all), ``[0, 1, 2]`` (RGBA without alpha); else ModelError.
+
+    A 2.5D model (``card.slices > 1``) takes ``in_channels / slices`` channels per plane.
+    """
+    m_ch = card.image_channels
     if n_img_ch == m_ch:
         return None
     if is_rgb and n_img_ch == 4 and m_ch == 3:

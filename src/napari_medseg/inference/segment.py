@@ -66,7 +66,7 @@ from .prepare import (
     zoom_to_model,
 )
 from .stitch import DISK_STAGING_BYTES, Block, LabelStore, plan_blocks, stitch_block
-from .tiling import ArraySource, Tile, TileGrid, read_batch
+from .tiling import ArraySource, SliceStackSource, Tile, TileGrid, read_batch
 
 #: Largest post-processing block core edge by dimensionality.
 DEFAULT_BLOCK = {2: 2048, 3: 192}
@@ -334,6 +334,11 @@ def segment_iter(
     else:
         low, high = normalization_limits(img.data, img.axes, card.input.get("normalization"), channels)
     source = ArraySource(img.data, img.axes, channels, low, high)
+    if card.slices > 1:  # 2.5D: each plane with its neighbours as channels
+        if mdims != 2 or n_extra != 1:
+            raise ModelError(f"model {card.name!r} takes {card.slices} neighbouring slices of a Z stack as its input; "
+                             f"this image has spatial axes {img.spatial_axes!r}: give a (Z, Y, X) volume")
+        source = SliceStackSource(source, card.slices)
     timings["normalize"] = time.perf_counter() - t
 
     predictor = Predictor(info.path, net, card, dev, reason, batch_size, n_extra, model_tile, precision, tta=tta)

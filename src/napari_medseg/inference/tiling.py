@@ -265,6 +265,55 @@ class ArraySource:
         return out
 
 
+class SliceStackSource:
+    """2.5D input: each plane read with its ``k`` neighbours on either side along the first axis, as channels.
+
+    Wraps an :class:`ArraySource` of a ``(Z, Y, X)`` image read by a 2D model
+    plane by plane (tiles one plane thick along Z).  A tile at plane ``z``
+    becomes ``(C * (2k + 1), 1, *tile)``: the channels of planes ``z - k``
+    ... ``z + k`` in that order, mirrored at the volume's ends (as
+    :func:`reflect_index`; training must stack slices the same way:
+    :func:`slice_stack`).
+
+    Parameters
+    ----------
+    source : ArraySource
+    slices : int
+        Planes per input, odd (``2k + 1``).
+    """
+
+    def __init__(self, source: ArraySource, slices: int) -> None:
+        if slices < 1 or slices % 2 == 0:
+            raise ParameterError(f"a 2.5D model needs an odd number of slices, got {slices}")
+        self.source = source
+        self.k = (int(slices) - 1) // 2
+        self.shape = source.shape
+
+    @property
+    def n_channels(self) -> int:
+        return self.source.n_channels * (2 * self.k + 1)
+
+    def read(self, start: Sequence[int], shape: Sequence[int]) -> np.ndarray:
+        """Normalised float32 ``(C * slices, 1, *shape[1:])`` input of the plane ``start[0]``."""
+        if int(shape[0]) != 1:
+            raise ParameterError(f"2.5D tiles are one plane thick along Z, got {tuple(shape)}")
+        z = int(start[0])
+        planes = reflect_index(np.arange(z - self.k, z + self.k + 1), self.shape[0])
+        return np.concatenate([self.source.read((int(p), *start[1:]), shape) for p in planes], axis=0)
+
+
+def slice_stack(volume: np.ndarray, slices: int) -> np.ndarray:
+    """``(Z, Y, X)`` -> ``(Z, Y, X, slices)``: each plane with its neighbours as channels (:class:`SliceStackSource`).
+
+    Planes ``z - k`` ... ``z + k`` (``k = (slices - 1) // 2``), mirrored at the ends as the engine reads them;
+    the training side of a 2.5D model.
+    """
+    k = (int(slices) - 1) // 2
+    n = volume.shape[0]
+    idx = reflect_index(np.arange(n)[:, None] + np.arange(-k, k + 1)[None, :], n)
+    return np.moveaxis(volume[idx], 1, -1)
+
+
 def read_batch(source: ArraySource, grid: TileGrid, tiles: Sequence[Tile]) -> np.ndarray:
     """Stack the tiles' inputs into ``(B, C, *tile_shape)`` float32."""
     return np.stack([source.read(t.start, grid.tile_shape) for t in tiles])

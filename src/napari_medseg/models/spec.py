@@ -253,6 +253,16 @@ class ModelCard:
         return int(self.architecture["in_channels"])
 
     @property
+    def slices(self) -> int:
+        """Neighbouring planes a 2.5D model takes as channels (``input.slices``, odd; 1 = plain 2D)."""
+        return int(self.input.get("slices", 1) or 1)
+
+    @property
+    def image_channels(self) -> int:
+        """Image channels per plane: ``in_channels / slices``."""
+        return self.in_channels // self.slices
+
+    @property
     def kind(self) -> str:
         return str(self.output["kind"])
 
@@ -298,6 +308,12 @@ class ModelCard:
         if inp.get("channels") is not None and inp["channels"] != arch["in_channels"]:
             raise ModelError(f"{what}: input.channels {inp['channels']} differs from architecture.in_channels "
                              f"{arch['in_channels']}")
+        slices = inp.get("slices", 1)
+        if slices is not None and (not isinstance(slices, int) or isinstance(slices, bool) or slices < 1
+                                   or slices % 2 == 0 or arch["in_channels"] % slices
+                                   or (slices > 1 and arch.get("dims", 2) != 2)):
+            raise ModelError(f"{what}: input.slices {slices!r} must be an odd number of planes dividing "
+                             f"architecture.in_channels {arch['in_channels']} (2D models only)")
         if out.get("channels") is not None and len(out["channels"]) != arch["out_channels"]:
             raise ModelError(f"{what}: output.channels names {len(out['channels'])} channels but "
                              f"architecture.out_channels is {arch['out_channels']}")

@@ -10,6 +10,10 @@ region** per image:
   for semantic 2D labels (a lesion painted on a photo) the whole image, or
   on huge images the box's own longer side (:func:`default_margin`), so
   that the skin, tissue or organ around a lesion is seen as background;
+  for semantic 3D labels (a lesion painted on some slices of a CT / MR
+  volume) the same in-plane rule on **the painted slices only**: a slice
+  with no paint between painted ones is not assumed lesion-free (users
+  paint every other slice), so it is not used;
 * or the union of polygons / rectangles the user drew (a napari Shapes layer),
   in the image's data coordinates (pixel indices).
 
@@ -44,7 +48,7 @@ DEFAULT_MARGIN = 16
 #: corners) and labelled it lesion (PH2 test Dice 0.719 -> 0.782 with the wider region, BENCHMARKS.md); a CT
 #: tumour painted on two slices: Dice 0.25 with the 16 px margin, 0.91 with the whole slices.
 SEMANTIC_2D_WHOLE_IMAGE_PX = 4096 * 4096
-#: Larger semantic 2D images (slides, mosaics): the box is grown by this many times its longer side.
+#: Larger semantic 2D images (and 3D slices) (slides, mosaics): the box is grown by this many times its longer side.
 SEMANTIC_2D_MARGIN_FACTOR = 1.0
 #: Fewest annotated objects (instance mode) for an automatic validation split.
 MIN_VAL_OBJECTS = 4
@@ -159,13 +163,16 @@ def labels_box(labels: np.ndarray, margin: int = DEFAULT_MARGIN) -> tuple[slice,
 def default_margin(labels: np.ndarray, mode: str = "instance") -> int:
     """The margin :func:`find_region` grows the painted labels' box by when none is given.
 
-    :data:`DEFAULT_MARGIN` (16 px) for instance labels and for 3D labels;
-    for semantic 2D labels the whole image (up to
-    :data:`SEMANTIC_2D_WHOLE_IMAGE_PX` pixels), else ``max(DEFAULT_MARGIN,
-    SEMANTIC_2D_MARGIN_FACTOR * longer side of the painted box)``: a painted
-    lesion says that what lies around it is background.  (Instance users
-    paint a few of many objects, so unpainted pixels far from the paint are
-    unknown; a semantic 2D annotation is usually every lesion of the image.)
+    :data:`DEFAULT_MARGIN` (16 px) for instance labels; for semantic labels
+    the whole image or slice (up to :data:`SEMANTIC_2D_WHOLE_IMAGE_PX` pixels
+    per slice), else ``max(DEFAULT_MARGIN, SEMANTIC_2D_MARGIN_FACTOR * longer
+    side of the painted box)``: a painted lesion says that what lies around
+    it is background.  (Instance users paint a few of many objects, so
+    unpainted pixels far from the paint are unknown; a semantic annotation
+    of a slice is usually every lesion on it.)  3D semantic labels: Y, X
+    only (see :func:`find_region` for Z); with the 16 px margin a CT tumour
+    painted on two slices reached Dice 0.25, with whole slices 0.91
+    (BENCHMARKS.md).
 
     Parameters
     ----------
@@ -178,14 +185,15 @@ def default_margin(labels: np.ndarray, mode: str = "instance") -> int:
         Pixels along Y and X.
     """
     labels = np.asarray(labels)
-    if mode != "semantic" or labels.ndim != 2:
+    if mode != "semantic" or labels.ndim not in (2, 3):
         return DEFAULT_MARGIN
     box = box_of(labels != 0)
     if box is None:
         return DEFAULT_MARGIN
-    if labels.size <= SEMANTIC_2D_WHOLE_IMAGE_PX:
-        return max(DEFAULT_MARGIN, *labels.shape)
-    side = max(s.stop - s.start for s in box)
+    plane = labels.shape[-2:]
+    if math.prod(plane) <= SEMANTIC_2D_WHOLE_IMAGE_PX:
+        return max(DEFAULT_MARGIN, *plane)
+    side = max(s.stop - s.start for s in box[-2:])
     return max(DEFAULT_MARGIN, int(math.ceil(SEMANTIC_2D_MARGIN_FACTOR * side)))
 
 
@@ -289,7 +297,10 @@ def find_region(
         What ``n_objects`` counts (objects or classes), and the default margin.
     margin : int, optional
         Growth of the labels' bounding box along Y and X; default
-        :func:`default_margin` (16 px; the box's longer side for semantic 2D labels).
+        :func:`default_margin` (16 px; for semantic labels the whole image or
+        slice).  Semantic 3D labels with the default margin use the painted
+        slices only (the region's mask is False on unpainted slices between
+        painted ones); with a given margin every slice of the box is used.
 
     Returns
     -------
@@ -315,6 +326,9 @@ def find_region(
             return Region(index, name, shape, tuple(slice(0, 0) for _ in shape), np.zeros((0,) * len(shape), bool),
                           "empty")
         mask = np.ones(tuple(s.stop - s.start for s in box), bool)
+        if mode == "semantic" and labels.ndim == 3 and margin is None:
+            painted = (labels[box[0]] != 0).reshape(mask.shape[0], -1).any(axis=1)
+            mask[~painted] = False
         source = "labels"
     lab = labels[box]
     ids = np.unique(lab[mask])
@@ -391,8 +405,10 @@ def split_validation(regions: list[Region], labels: Sequence[np.ndarray], *, fra
       of its longer side (the end that leaves objects on both sides).
 
     Nothing is held out when ``fraction`` is 0 or the annotation is too small
-    (fewer than :data:`MIN_VAL_OBJECTS` objects in instance mode): training
-    then keeps the last weights and early stopping is off.
+    (fewer than :data:`MIN_VAL_OBJECTS` objects in instance mode), nor in
+    semantic mode when no held-out part holds a painted class (its Dice
+    would be 1 for a network that predicts nothing): training then keeps the
+    last weights and early stopping is off.
 
     Returns
     -------
@@ -440,6 +456,14 @@ def split_validation(regions: list[Region], labels: Sequence[np.ndarray], *, fra
         notes.append(f"{r.name or r.index}: {r.val_note}")
     if not any(r.val is not None and r.val.any() for r in used):
         return "no validation: the regions are too small to split; the last weights are kept"
+    if mode == "semantic" and not any((np.asarray(labels[r.index])[r.box][r.val] != 0).any()
+                                      for r in used if r.val is not None):
+        # a held-out part without any painted class scores an empty prediction 1.0, so it would keep the
+        # epoch that predicts nothing (brain1 painted on 4 slices, whole slices as the region: Dice 0)
+        for r in used:
+            r.val, r.val_note = None, "no painted class in the held-out part: all used for training"
+        return ("no validation: the held-out strips would hold no painted class (a lesion far from the "
+                "image edges); the last weights are kept")
     return "validation on a held-out part of each region (" + "; ".join(notes) + ")"
 
 
@@ -462,7 +486,12 @@ def describe_regions(regions: Sequence[Region], val_text: str = "", mode: str = 
             continue
         how = (f"inside {r.n_shapes} ROI shape(s)" if r.source == "roi"
                else "bounding box of the painted labels + margin")
-        lines.append(f"image {label}: {how}, {_box_text(r.box)} ({r.area} px, {100 * r.fraction:.0f}% of the "
+        used = ""
+        if r.source == "labels" and r.mask.ndim == 3:
+            k = int(r.mask.reshape(r.mask.shape[0], -1).any(axis=1).sum())
+            if k < r.mask.shape[0]:
+                used = f"; {k} of its {r.mask.shape[0]} slices (the painted ones)"
+        lines.append(f"image {label}: {how}, {_box_text(r.box)}{used} ({r.area} px, {100 * r.fraction:.0f}% of the "
                      f"image), {r.n_objects} painted {what}")
     lines.append("Inside the region unpainted pixels count as background; outside it nothing is used.")
     if val_text:

@@ -5,7 +5,8 @@ user gives (image, labels) pairs, 2D or 3D, typically painted in napari:
 
 1. **Region.**  Only the annotated region of each image is used
    (:mod:`~napari_medseg.training.regions`): the painted labels' bounding
-   box (+16 px; the whole image for semantic 2D labels), or the user's ROI
+   box (+16 px; for semantic labels the whole image, or the whole painted
+   slices of a volume), or the user's ROI
    polygons.  Inside it unpainted pixels
    are background; outside it the loss weight is exactly 0 and labels are
    not even read.
@@ -332,7 +333,7 @@ def finetune_iter(
     roi : optional
         Polygons (napari Shapes data, data coordinates) limiting the
         annotated region: one list for a single image, or one entry (None or
-        a list) per image.  Default: the painted labels' bounding box + 16 px.
+        a list) per image.  Default: the painted labels' bounding box + ``margin``.
     minutes, epochs : float, int, optional
         Budget; the first reached ends training.  Neither: 2 minutes.
     lr : float, optional
@@ -376,9 +377,11 @@ def finetune_iter(
     margin : int, optional
         Pixels the painted labels' box grows by to make the region (no ROI
         given); default :func:`~napari_medseg.training.regions.default_margin`:
-        16, or for semantic 2D labels the whole image (a painted lesion says
+        16, or for semantic labels the whole image (a painted lesion says
         its surroundings are background; images over 4096² px: the box's
-        longer side).
+        longer side), and for semantic 3D labels the whole painted slices
+        only (unpainted slices between them are not used).  A given margin
+        uses every slice of the box.
     postprocess : dict, optional
         Semantic mode: the new card's ``output.postprocess``
         (:mod:`napari_medseg.inference.classes`: ``keep_largest``,
