@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +70,22 @@ PEERS = {
         Peer("cellpose-grey", "cellpose", "nuclei", "Cellpose 3 (grey, trained here)"),
     )
 }
+
+
+def train_parser(doc: str, tool: str, minutes_help: str):
+    """The arguments every peer training script takes (``--peer`` of ``tool``, budget, folders, threads...)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--peer", choices=[n for n, p in PEERS.items() if p.tool == tool], required=True)
+    ap.add_argument("--minutes", type=float, required=True, help=minutes_help)
+    ap.add_argument("--root", default=str(DEFAULT_ROOT), help="peers folder (outside the repository)")
+    ap.add_argument("--datasets", default=None, help="folder holding dsb2018/ (default: the training script's)")
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads of the framework (default: its own)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tune-images", type=int, default=None,
+                    help="tune thresholds on only the first N held-out images (smoke runs; default: all)")
+    return ap
 
 
 def _tdm(datasets: str | os.PathLike | None = None):
@@ -158,19 +173,6 @@ def replication(groups, group_weights: dict[str, float]) -> list[int]:
     return [max(1, int(round(x / w.min()))) for x in w]
 
 
-def machine() -> str:
-    """CPU model and core count."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} CPU cores, {platform.system()}"
-
-
 def versions(*packages: str) -> dict[str, str]:
     """Installed version of each distribution (``"absent"`` when not installed)."""
     from importlib.metadata import PackageNotFoundError, version
@@ -188,6 +190,26 @@ def write_json(path: Path, data: dict) -> None:
     """Write ``data`` as indented JSON (parents created)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2, default=str))
+
+
+def write_card(folder: Path, args, train, select, **fields) -> None:
+    """Write ``folder/peer.json``: what any peer's training records, then the tool's own ``fields``.
+
+    ``args``: the training script's arguments (``peer``, ``minutes``, ``threads``, ``tune_images``);
+    ``train``, ``select``: the samples of :func:`training_split`.
+    """
+    import platform
+
+    peer = PEERS[args.peer]
+    write_json(folder / "peer.json", {
+        "peer": peer.name, "tool": peer.tool, "ours": peer.ours, "color": model_spec(peer.ours)["color"],
+        "budget_min": args.minutes, "threads": args.threads, **fields,
+        "n_train_images": len(train), "n_holdout": len(select), "n_tuned_on": len(select[:args.tune_images]),
+        "holdout": {"fraction": HOLDOUT_FRACTION, "seed": HOLDOUT_SEED},
+        "train_ids": sorted(s.name for s in train), "holdout_ids": sorted(s.name for s in select),
+        "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPU cores",
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+    })
 
 
 def write_prediction(folder: Path, name: str, labels: np.ndarray) -> None:

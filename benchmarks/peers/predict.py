@@ -93,7 +93,7 @@ def main(argv=None) -> int:
     total_s = sum(v["seconds"] for v in times.values())
     total_px = sum(v["pixels"] for v in times.values())
     peerdata.write_json(out / "times.json", {"peer": peer.name, "threads": args.threads, "images": times,
-                                             "model": card, "machine": peerdata.machine()})
+                                             "model": card})
     print(f"[{peer.name}] {len(val)} val images in {total_s:.1f}s: {total_px / total_s / 1e6:.3f} MPx/s", flush=True)
     return 0
 

@@ -31,7 +31,6 @@ train images with our matcher (mean AP@0.5, then mAP), like ours.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import sys
 import time
@@ -80,13 +79,7 @@ def tune(model, select) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--peer", choices=[n for n, p in peerdata.PEERS.items() if p.tool == "cellpose"], required=True)
-    ap.add_argument("--minutes", type=float, required=True, help="wall-clock budget: flow targets + training")
-    ap.add_argument("--root", default=str(peerdata.DEFAULT_ROOT), help="peers folder (outside the repository)")
-    ap.add_argument("--datasets", default=None, help="folder holding dsb2018/ (default: the training script's)")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap = peerdata.train_parser(__doc__, "cellpose", "wall-clock budget: flow targets + training")
     args = ap.parse_args(argv)
 
     import torch
@@ -156,20 +149,13 @@ def main(argv=None) -> int:
     train_s = time.time() - t0
     model.net.save_model(str(out / "cellpose_model"))
     t2 = time.time()
-    thresholds = tune(model, select)
+    thresholds = tune(model, select[:args.tune_images])
     tune_s = time.time() - t2
-    peerdata.write_json(out / "peer.json", {
-        "peer": args.peer, "tool": "cellpose", "ours": peer.ours, "color": spec["color"],
-        "versions": peerdata.versions("cellpose", "torch"),
-        "budget_min": args.minutes, "train_seconds": round(train_s, 1), "flow_target_seconds": round(flows_s, 1),
-        "tune_seconds": round(tune_s, 1), "load_seconds": round(load_s, 1), "epochs_planned": n_epochs,
-        "images_per_epoch": per_epoch, "batches": counter["batches"], "stopped_by_budget": stopped,
-        "batch_size": batch, "crop_px": 224, "n_train_images": len(train), "n_holdout": len(select),
-        "holdout": {"fraction": peerdata.HOLDOUT_FRACTION, "seed": peerdata.HOLDOUT_SEED},
-        "train_ids": sorted(s.name for s in train), "holdout_ids": sorted(s.name for s in select),
-        "thresholds": thresholds, "diam_mean": 17.0, "threads": args.threads,
-        "machine": peerdata.machine(), "command": " ".join([Path(sys.executable).name, *sys.argv]),
-    })
+    peerdata.write_card(
+        out, args, train, select, versions=peerdata.versions("cellpose", "torch"), train_seconds=round(train_s, 1),
+        flow_target_seconds=round(flows_s, 1), tune_seconds=round(tune_s, 1), load_seconds=round(load_s, 1),
+        epochs_planned=n_epochs, images_per_epoch=per_epoch, batches=counter["batches"], stopped_by_budget=stopped,
+        batch_size=batch, crop_px=224, thresholds=thresholds, diam_mean=17.0)
     print(f"[{args.peer}] trained {train_s / 60:.1f} min ({counter['batches']} batches of {batch}), "
           f"thresholds {thresholds} tuned in {tune_s:.0f}s -> {out}", flush=True)
     return 0

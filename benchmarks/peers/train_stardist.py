@@ -25,7 +25,6 @@ after that is reported apart). Model: ``ROOT/<peer>/model`` with
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -54,14 +53,8 @@ def augmenter_for(p_invert: float):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--peer", choices=[n for n, p in peerdata.PEERS.items() if p.tool == "stardist"], required=True)
-    ap.add_argument("--minutes", type=float, required=True, help="wall-clock budget of the training loop")
-    ap.add_argument("--root", default=str(peerdata.DEFAULT_ROOT), help="peers folder (outside the repository)")
-    ap.add_argument("--datasets", default=None, help="folder holding dsb2018/ (default: the training script's)")
-    ap.add_argument("--threads", type=int, default=None, help="TensorFlow intra-op threads (default: all cores)")
+    ap = peerdata.train_parser(__doc__, "stardist", "wall-clock budget of the training loop")
     ap.add_argument("--steps-per-epoch", type=int, default=100, help="StarDist default 100; validation every epoch")
-    ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
     import tensorflow as tf
@@ -130,20 +123,14 @@ def main(argv=None) -> int:
                 seed=args.seed)
     train_s = time.time() - t0
     t1 = time.time()
-    thresholds = model.optimize_thresholds(X_val, Y_val)
+    thresholds = model.optimize_thresholds(X_val[:args.tune_images], Y_val[:args.tune_images])
     tune_s = time.time() - t1
-    peerdata.write_json(out / "model" / "peer.json", {
-        "peer": args.peer, "tool": "stardist", "ours": peer.ours, "color": spec["color"],
-        "versions": peerdata.versions("stardist", "csbdeep", "tensorflow-cpu", "keras"),
-        "budget_min": args.minutes, "train_seconds": round(train_s, 1), "tune_seconds": round(tune_s, 1),
-        "load_seconds": round(load_s, 1), "steps": progress["steps"], "epochs_completed": progress["epochs"],
-        "batch_size": conf.train_batch_size, "patch_size": list(conf.train_patch_size),
-        "n_train_images": len(train), "n_train_with_repeats": len(X), "modality_shares": shares,
-        "n_holdout": len(select), "holdout": {"fraction": peerdata.HOLDOUT_FRACTION, "seed": peerdata.HOLDOUT_SEED},
-        "train_ids": sorted(s.name for s in train), "holdout_ids": sorted(s.name for s in select),
-        "thresholds": {k: float(v) for k, v in thresholds.items()}, "threads": args.threads,
-        "machine": peerdata.machine(), "command": " ".join([Path(sys.executable).name, *sys.argv]),
-    })
+    peerdata.write_card(
+        out / "model", args, train, select, versions=peerdata.versions("stardist", "csbdeep", "tensorflow-cpu", "keras"),
+        train_seconds=round(train_s, 1), tune_seconds=round(tune_s, 1), load_seconds=round(load_s, 1),
+        steps=progress["steps"], epochs_completed=progress["epochs"], batch_size=conf.train_batch_size,
+        patch_size=list(conf.train_patch_size), n_train_with_repeats=len(X), modality_shares=shares,
+        thresholds={k: float(v) for k, v in thresholds.items()})
     print(f"[{args.peer}] trained {train_s / 60:.1f} min ({progress['steps']} steps), thresholds {thresholds} "
           f"tuned in {tune_s:.0f}s -> {out / 'model'}", flush=True)
     return 0
