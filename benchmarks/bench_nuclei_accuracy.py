@@ -2,7 +2,8 @@
 """Nuclei accuracy on dsb2018/val: shipped models vs StarDist, Cellpose and a classical baseline.
 
     python benchmarks/bench_nuclei_accuracy.py [--datasets ../shared/datasets] [--device cpu] \
-        [--peers-root /work/peers] [--peers-python /work/peers-venv/bin/python] [--threads N] [--no-peers]
+        [--peers-root /work/peers] [--peers-python /work/peers-venv/bin/python] [--threads N] [--no-peers] \
+        [--per-modality N]
 
 For every modality of ``dsb2018/val`` (fluo, brightfield, histo) it scores,
 on the same images in the same run:
@@ -91,6 +92,8 @@ def run_peers(args, add_scored) -> list[str]:
                "--datasets", args.datasets]
         if args.threads:
             cmd += ["--threads", str(args.threads)]
+        if args.per_modality:
+            cmd += ["--per-modality", str(args.per_modality)]
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
         r = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if r.returncode != 0:
@@ -100,6 +103,10 @@ def run_peers(args, add_scored) -> list[str]:
         preds, times = peerdata.read_predictions(root / peer.name / "pred")
         card = times["model"]
         label = f"{peer.label}, {card['budget_min']:g} min"
+        if card.get("smoke_subset"):
+            label += f", SMOKE: {card['n_train_images']} train images"
+        elif card.get("n_tuned_on") == 0:
+            label += ", SMOKE: default thresholds"
         for name, t in times["images"].items():
             add_scored(t["modality"], label, name, preds[name], t["seconds"])
         versions = ", ".join(f"{k} {v}" for k, v in card["versions"].items())
@@ -124,6 +131,8 @@ def main(argv=None) -> int:
     ap.add_argument("--peers-python", default=os.environ.get("MEDSEG_PEERS_PYTHON", "/work/peers-venv/bin/python"),
                     help="Python of the peers' venv (TensorFlow + StarDist, torch + Cellpose)")
     ap.add_argument("--no-peers", action="store_true", help="skip StarDist and Cellpose")
+    ap.add_argument("--per-modality", type=int, default=None,
+                    help="score only the first N val images of each modality (smoke runs; default: all)")
     ap.add_argument("--threads", type=int, default=None,
                     help="CPU threads for every method (torch here, TensorFlow/torch in the peers); default: all")
     args = ap.parse_args(argv)
@@ -136,6 +145,9 @@ def main(argv=None) -> int:
         print(f"dataset not found: {root}", file=sys.stderr)
         return 2
     rows = list(csv.DictReader((root / "index.csv").read_text().splitlines()))
+    if args.per_modality:  # the first N of each modality, in index order (predict.py takes the same)
+        rows = [r for r in rows if [q["modality"] for q in rows[:rows.index(r) + 1]].count(r["modality"])
+                <= args.per_modality]
     methods: dict[tuple[str, str], list[dict]] = {}
     seconds: dict[tuple[str, str], float] = {}
     pixels: dict[tuple[str, str], int] = {}

@@ -84,8 +84,27 @@ def train_parser(doc: str, tool: str, minutes_help: str):
     ap.add_argument("--threads", type=int, default=None, help="CPU threads of the framework (default: its own)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tune-images", type=int, default=None,
-                    help="tune thresholds on only the first N held-out images (smoke runs; default: all)")
+                    help="tune thresholds on only the first N held-out images (smoke runs; 0: the tool's defaults; "
+                         "default: all)")
+    ap.add_argument("--smoke-subset", type=int, default=None,
+                    help="SMOKE RUNS ONLY, not the comparison: train on about N of the training images, the first of "
+                         "each modality in proportion (default: all, the exact split)")
     return ap
+
+
+def smoke_subset(train, n: int | None):
+    """The first ``n * share`` images of each modality of ``train`` (``None``: all of them, unchanged)."""
+    if n is None or n >= len(train):
+        return train
+    groups = [s.group for s in train]
+    keep = {g: max(1, round(n * groups.count(g) / len(train))) for g in set(groups)}
+    seen = dict.fromkeys(keep, 0)
+    out = []
+    for s in train:
+        if seen[s.group] < keep[s.group]:
+            out.append(s)
+            seen[s.group] += 1
+    return out
 
 
 def _tdm(datasets: str | os.PathLike | None = None):
@@ -203,7 +222,7 @@ def write_card(folder: Path, args, train, select, **fields) -> None:
     peer = PEERS[args.peer]
     write_json(folder / "peer.json", {
         "peer": peer.name, "tool": peer.tool, "ours": peer.ours, "color": model_spec(peer.ours)["color"],
-        "budget_min": args.minutes, "threads": args.threads, **fields,
+        "budget_min": args.minutes, "threads": args.threads, "smoke_subset": args.smoke_subset, **fields,
         "n_train_images": len(train), "n_holdout": len(select), "n_tuned_on": len(select[:args.tune_images]),
         "holdout": {"fraction": HOLDOUT_FRACTION, "seed": HOLDOUT_SEED},
         "train_ids": sorted(s.name for s in train), "holdout_ids": sorted(s.name for s in select),

@@ -73,12 +73,15 @@ def main(argv=None) -> int:
     ap.add_argument("--root", default=str(peerdata.DEFAULT_ROOT))
     ap.add_argument("--datasets", default=None, help="folder holding dsb2018/ (default: the training script's)")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--per-modality", type=int, default=None, help="only the first N images of each modality")
     args = ap.parse_args(argv)
     peer = peerdata.PEERS[args.peer]
     model_dir = Path(args.root) / peer.name / "model"
     card = json.loads((model_dir / "peer.json").read_text())
     predict = PREDICTORS[peer.tool](model_dir, card, args.threads)
     val = peerdata.val_samples(peer.ours, args.datasets)
+    if args.per_modality:
+        val = [s for i, s in enumerate(val) if [v.group for v in val[:i + 1]].count(s.group) <= args.per_modality]
     out = Path(args.root) / peer.name / "pred"
     if out.exists():
         shutil.rmtree(out)

@@ -39,8 +39,9 @@ from pathlib import Path
 import numpy as np
 import peerdata
 
-#: Thresholds searched on the held-out train images (Cellpose's defaults: 0.0 and 0.4).
+#: Thresholds searched on the held-out train images, and Cellpose's defaults.
 GRID = {"cellprob_threshold": (-1.0, 0.0, 1.0), "flow_threshold": (0.4, 0.6, 0.8)}
+DEFAULTS = {"cellprob_threshold": 0.0, "flow_threshold": 0.4}
 
 
 class BudgetReached(Exception):
@@ -96,6 +97,7 @@ def main(argv=None) -> int:
     spec = peerdata.model_spec(peer.ours)
     t_load = time.time()
     train, select = peerdata.training_split(peer.ours, args.datasets)
+    train = peerdata.smoke_subset(train, args.smoke_subset)
     images = [s.image.astype(np.float32) for s in train]
     probs = peerdata.image_weights([s.group for s in train], spec["train_groups"])
     load_s = time.time() - t_load
@@ -149,7 +151,8 @@ def main(argv=None) -> int:
     train_s = time.time() - t0
     model.net.save_model(str(out / "cellpose_model"))
     t2 = time.time()
-    thresholds = tune(model, select[:args.tune_images])
+    # --tune-images 0 (smoke runs): Cellpose's defaults
+    thresholds = tune(model, select[:args.tune_images]) if args.tune_images != 0 else DEFAULTS
     tune_s = time.time() - t2
     peerdata.write_card(
         out, args, train, select, versions=peerdata.versions("cellpose", "torch"), train_seconds=round(train_s, 1),

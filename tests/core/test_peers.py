@@ -106,7 +106,7 @@ def _bench():
 def test_bench_skips_peers_without_venv_or_model(tmp_path, capsys):
     bench = _bench()
     args = Namespace(peers_root=str(tmp_path), peers_python=str(tmp_path / "no-venv" / "python"), threads=None,
-                     datasets=str(tmp_path))
+                     per_modality=None, datasets=str(tmp_path))
 
     def never(*a):
         raise AssertionError("a skipped peer was scored")
