@@ -40,8 +40,11 @@ def stardist_predictor(model_dir: Path, card: dict, threads: int | None):
     model = StarDist2D(None, name=model_dir.name, basedir=str(model_dir.parent))
     axis = (0, 1, 2) if card["color"] == "rgb" else (0, 1)
 
+    th = card["thresholds"]  # StarDist's own names: prob, nms
+
     def predict(image: np.ndarray) -> np.ndarray:
-        return model.predict_instances(normalize(image.astype(np.float32), 1, 99.8, axis=axis), verbose=False)[0]
+        x = normalize(image.astype(np.float32), 1, 99.8, axis=axis)
+        return model.predict_instances(x, prob_thresh=th["prob"], nms_thresh=th["nms"], verbose=False)[0]
 
     return predict
 
