@@ -162,6 +162,7 @@ def segment_iter(
     labels: bool = True,
     image_kind: str | None = None,
     diameter: float | Sequence[float] | None = None,
+    backend: str = "auto",
 ) -> Generator[Progress, None, SegmentResult]:
     """Segment an image, yielding progress; returns a :class:`SegmentResult`.
 
@@ -213,8 +214,14 @@ def segment_iter(
         :mod:`napari_medseg.inference.classes`).
     precision : {"auto", "float32", "bfloat16", "float16"}
         Network arithmetic.  ``auto``: bfloat16 (CUDA with bf16 support),
-        float16 (other CUDA, MPS), bfloat16 on CPUs with AMX tiles (Intel
-        Sapphire Rapids+, ~2-4x faster there), float32 on other CPUs.
+        float16 (other CUDA, MPS), bfloat16 on CPUs with native bfloat16
+        (AVX-512 BF16: AMD Zen 4+, Intel Cooper Lake; AMX: Intel Sapphire
+        Rapids+; ~1.6-2x faster than float32 there, AP within 0.005 on
+        dsb2018/val, BENCHMARKS.md), float32 on other CPUs.
+    backend : {"auto", "torch", "onnxruntime"}
+        What runs the network: torch eager (``auto``, every device) or ONNX
+        Runtime on the CPU in float32 (needs ``pip install
+        "napari-medseg[export]"``; the network is exported once per session).
     units : str or sequence of str, optional
         Unit of ``scale`` (one for all axes or one per spatial axis: ``"µm"``,
         ``"mm"``, ``"nm"``...).  None: the card's ``pixel_unit``.  Pixel-like
@@ -323,7 +330,8 @@ def segment_iter(
     source = ArraySource(img.data, img.axes, channels, low, high)
     timings["normalize"] = time.perf_counter() - t
 
-    predictor = Predictor(info.path, net, card, dev, reason, batch_size, n_extra, model_tile, precision, tta=tta)
+    predictor = Predictor(info.path, net, card, dev, reason, batch_size, n_extra, model_tile, precision, tta=tta,
+                          backend=backend)
     tiles_all = list(grid)
     blocks = plan_blocks(spatial_shape, blk_shape, blk_halo) if objects else []
     needs, refs = _block_tiles(grid, blocks)
@@ -382,7 +390,7 @@ def segment_iter(
         "grid": repr(grid), "tiles": len(grid), "tile_shape": grid.tile_shape, "halo": grid.halo,
         "batch_size": predictor.max_batch, "blocks": len(blocks), "resampled": resample, "zoom": zoom,
         "n_labels": n_labels, "megapixels": n_px / 1e6, "threads": torch.get_num_threads(),
-        "precision": predictor.dtype_name, "max_cached_tiles": max_cached,
+        "precision": predictor.dtype_name, "backend": predictor.backend, "max_cached_tiles": max_cached,
         "max_cache_mb": round(cache.max_nbytes / 2**20, 1), "tta": bool(tta),
         "postprocess": dict(pp) if instance else {}, "diameter": diameter,
     }
