@@ -23,8 +23,9 @@ Pipeline (memory grows with the tile and one band of blocks, not the image):
    is done; each block (core + halo larger than the largest object) goes
    through :func:`~napari_medseg.inference.instances.instances_from_maps` and
    is stitched by the centroid rule (:mod:`.stitch`), in a worker thread
-   while the network goes on when a core is free (GPU runs, or fewer torch
-   threads than cores): :class:`BlockPostprocessor`.  Tiles are computed
+   while the network goes on (:class:`BlockPostprocessor`; on a CPU whose
+   cores torch uses all, the network gives one core to the worker while a
+   block is being labelled, :class:`ThreadShare`).  Tiles are computed
    block after block, so only about one row of tiles is ever cached
    (LZ4-compressed when that row is large).
    ``semantic`` models: the arg-max of each tile core is written directly,
@@ -40,7 +41,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 import sys
 import threading
 import time
@@ -77,8 +77,11 @@ COMPRESS_CACHE = True
 COMPRESS_ABOVE_BYTES = 32 * 2**20
 #: Blocks waiting for post-processing before the network waits for them (bounds memory).
 MAX_PENDING_BLOCKS = 2
-#: Post-process blocks in a worker thread while the network runs (when a core is free).
+#: Post-process blocks in a worker thread while the network runs.
 OVERLAP_POSTPROCESS = True
+#: Post-processing blocks per image side at least, for images this many block edges across
+#: (the last block's labelling cannot overlap the network, so it should be small).
+MIN_BLOCKS_PER_SIDE = 3
 
 
 _LIBC_TRIM = None
@@ -321,6 +324,8 @@ def segment_iter(
                                   tile_size, halo, zoom if resample else None)
     batch_size = _default_batch_size(batch_size, dev, mdims)
     pp, blk_shape, blk_halo = _block_plan(card, postprocess, zoom, n_extra)
+    explicit_block = "block_size" in (postprocess or {}) or "block_size" in (card.output.get("postprocess") or {})
+    blk_shape = overlap_block_shape(blk_shape, spatial_shape, blk_halo, explicit_block)
     instance = card.kind == "instance"
     objects = instance and labels  # instance post-processing, block by block
 
@@ -349,17 +354,16 @@ def segment_iter(
     cache = TileCache(compress=COMPRESS_CACHE and len(blocks) > 1 and band_bytes > COMPRESS_ABOVE_BYTES)
     core_crop = tuple(slice(h, h + c) for h, c in zip(grid.halo, grid.core_shape, strict=False))
     post = None
+    share = ThreadShare(predictor.device.type == "cpu" and objects and OVERLAP_POSTPROCESS)
     if objects:
-        # a worker thread only when a core is left over: on a GPU, or when torch
-        # does not use every core; otherwise the two would just take turns
-        spare = predictor.device.type != "cpu" or torch.get_num_threads() < (os.cpu_count() or 1)
         post = BlockPostprocessor(blocks, needs, refs, tiles_all, cache, store, pp, n_extra,
-                                  threaded=spare and OVERLAP_POSTPROCESS, cancel=cancel)
+                                  threaded=OVERLAP_POSTPROCESS, cancel=cancel)
     try:
         max_cached = 0
         for k, tiles in enumerate(batches):
             if cancel is not None:
                 cancel.raise_if_cancelled()
+            share.update(post is not None and post.busy())
             _run_tile_batch(source, grid, tiles, predictor, core_crop, timings, probs, post, store if labels else None)
             yield steps.advance(f"network: tile batch {k + 1}/{len(batches)}",
                                 {"stage": "network", "device": predictor.device.type})
@@ -381,6 +385,7 @@ def segment_iter(
         result_labels = store.commit(out, n_labels, blk_shape)
         timings["write"] += time.perf_counter() - t
     finally:
+        share.restore()
         if post is not None:  # let a running block finish before its store goes away
             post.shutdown()
         store.close()
@@ -390,6 +395,7 @@ def segment_iter(
         "grid": repr(grid), "tiles": len(grid), "tile_shape": grid.tile_shape, "halo": grid.halo,
         "batch_size": predictor.max_batch, "blocks": len(blocks), "resampled": resample, "zoom": zoom,
         "n_labels": n_labels, "megapixels": n_px / 1e6, "threads": torch.get_num_threads(),
+        "shared_thread_batches": share.shared_batches,
         "precision": predictor.dtype_name, "backend": predictor.backend, "max_cached_tiles": max_cached,
         "max_cache_mb": round(cache.max_nbytes / 2**20, 1), "tta": bool(tta),
         "postprocess": dict(pp) if instance else {}, "diameter": diameter,
@@ -471,6 +477,26 @@ def _block_plan(card, postprocess: dict | None, zoom: Sequence[float], n_extra: 
     return pp, blk_shape, blk_halo
 
 
+def overlap_block_shape(blk_shape: Sequence[int], spatial_shape: Sequence[int], halo: Sequence[int],
+                        explicit: bool) -> list[int]:
+    """Block cores small enough that the last block (labelled after the last tile) is a small part of the work.
+
+    Along each axis wider than ``MIN_BLOCKS_PER_SIDE`` halos, the core edge
+    becomes at most ``ceil(side / MIN_BLOCKS_PER_SIDE)`` (but not below
+    8 halos, so the halo overhead stays under ~1.6x); a ``block_size`` the
+    caller or card chose (``explicit``) is kept.  E.g. a 4096^2 image with
+    the 2048 default gets 1366-pixel cores (3 x 3 blocks).
+    """
+    if explicit:
+        return list(blk_shape)
+    out = []
+    for b, n, h in zip(blk_shape, spatial_shape, halo, strict=True):
+        if b > 1 and n > MIN_BLOCKS_PER_SIDE * 8 * max(h, 1):
+            b = max(8 * max(h, 1), min(int(b), math.ceil(n / MIN_BLOCKS_PER_SIDE)))
+        out.append(int(b))
+    return out
+
+
 def _block_major_order(tiles: Sequence[Tile], needs: Sequence[Sequence[int]]) -> list[Tile]:
     """The tiles in the order the blocks need them: each block's missing tiles, block after block.
 
@@ -504,7 +530,8 @@ def _run_tile_batch(source: ArraySource, grid: TileGrid, tiles: Sequence[Tile], 
     t = time.perf_counter()
     _keep_tile_outputs(tiles, y, probs, post, store)
     del x, y
-    release_memory()
+    if post is None:  # the post-processing worker trims after its blocks
+        release_memory()
     timings["write"] += time.perf_counter() - t
 
 
@@ -601,6 +628,10 @@ class BlockPostprocessor:
         self.cache.put(index, maps.astype(np.float16))
         self._done.add(index)
 
+    def busy(self) -> bool:
+        """True while a submitted block is not finished."""
+        return any(not fut.done() for _, fut in self._pending)
+
     def submit_ready(self) -> None:
         """Submit, in order, the blocks whose tiles are all in."""
         while self._submitted < len(self.blocks) and self._done.issuperset(self.needs[self._submitted]):
@@ -651,6 +682,50 @@ def _block_tiles(grid: TileGrid, blocks) -> tuple[list[list[int]], dict[int, int
         for i in idx:
             refs[i] = refs.get(i, 0) + 1
     return needs, refs
+
+
+class ThreadShare:
+    """Lend one of torch's CPU threads to the post-processing worker while it has a block.
+
+    torch's intra-op pool uses every core; a worker thread labelling a block
+    at the same time would make the two take turns on oversubscribed cores
+    (the network's OpenMP threads wait for the descheduled one).  While the
+    worker is busy the network runs with one thread fewer (at least 1), so
+    the labelling runs on its own core and the network goes on beside it.
+
+    Parameters
+    ----------
+    enabled : bool
+        False: never changes torch's thread count (GPU runs, semantic models).
+    """
+
+    def __init__(self, enabled: bool) -> None:
+        import torch
+
+        self.full = torch.get_num_threads()
+        self.enabled = bool(enabled) and self.full > 1
+        self._shared = False
+        #: how many tile batches ran with a thread lent to the worker
+        self.shared_batches = 0
+
+    def update(self, worker_busy: bool) -> None:
+        """Before a tile batch: one thread fewer while the worker is busy, all of them otherwise."""
+        import torch
+
+        if not self.enabled:
+            return
+        if worker_busy != self._shared:
+            torch.set_num_threads(self.full - 1 if worker_busy else self.full)
+            self._shared = worker_busy
+        self.shared_batches += int(worker_busy)
+
+    def restore(self) -> None:
+        """Give torch back its full thread count."""
+        import torch
+
+        if self.enabled and self._shared:
+            torch.set_num_threads(self.full)
+            self._shared = False
 
 
 class _InlineExecutor:
