@@ -158,7 +158,7 @@ def main() -> None:
         print(f"model={desc}")
         print(f"tile={args.tile} threads={torch.get_num_threads()} engine_precision={pred.dtype_name} "
               f"fused={pred.fused} backend={pred.backend} bf16_layers={use_bf16} rounds={args.rounds}")
-        total_flop, peak = 0.0, {d: 0.0 for d in dtypes}
+        total_flop, peak = 0.0, dict.fromkeys(dtypes, 0.0)
         peak_best = 0.0
         for sh in distinct:
             n = shapes.count(sh)

@@ -58,6 +58,7 @@ from ..progress import CancelToken, Progress
 from .predictor import Predictor
 from .prepare import (
     RESAMPLE_TOLERANCE,
+    default_tile_size,
     model_channels,
     plan_tiles,
     prepare_image,
@@ -193,7 +194,8 @@ def segment_iter(
         See :func:`napari_medseg.models.device.select_device`.
     tile_size : int or sequence of int, optional
         Largest tile edge per model axis (pixels, including the halo); default
-        1024 (2D) / 128 (3D).  Smaller tiles use less memory.
+        2048 for 2D models on the CPU (less halo overhead), else 1024 (2D) /
+        128 (3D).  Smaller tiles use less memory.
     batch_size : int, optional
         Tiles per forward pass; default 1 on CPU, 4 (2D) / 2 (3D) on GPU.
     return_probabilities : bool
@@ -320,6 +322,8 @@ def segment_iter(
     resample = any(abs(z - 1.0) > RESAMPLE_TOLERANCE for z in zoom)
     if not resample:
         zoom = [1.0] * mdims
+    if tile_size is None:
+        tile_size = default_tile_size(mdims, dev.type)
     grid, model_tile = plan_tiles(spatial_shape, mdims, int(net.divisor), int(card.architecture.get("depth", 4)),
                                   tile_size, halo, zoom if resample else None)
     batch_size = _default_batch_size(batch_size, dev, mdims)
