@@ -84,11 +84,14 @@ def inference_dtype(device, precision: str):
 def resolve_backend(backend: str, device, dtype) -> str:
     """The backend that runs the network: ``"torch"`` or ``"onnxruntime"``.
 
-    ``auto`` is torch eager everywhere: on this project's reference CPU
-    (AVX-512 BF16) torch in bfloat16 beats ONNX Runtime in float32 by ~1.3x,
-    and ONNX Runtime has no GPU here (BENCHMARKS.md, "Speed near the
-    machine's limit").  ``onnxruntime`` needs the CPU, float32 and the
-    optional package (``pip install "napari-medseg[export]"``).
+    ``auto`` is torch everywhere (the only backend on GPUs, and no optional
+    package or one-off export).  On the reference AVX-512 BF16 CPU the
+    winner depends on the image (BENCHMARKS.md, "Speed near the machine's
+    limit"): on 1024^2 tiles torch in bfloat16 was ~1.3x faster than ONNX
+    Runtime in float32, while over the small ``dsb2018/val`` images ONNX
+    Runtime took 0.72x torch bfloat16's time; so the user chooses.
+    ``onnxruntime`` needs the CPU, float32 and the optional package
+    (``pip install "napari-medseg[export]"``).
 
     Raises
     ------
