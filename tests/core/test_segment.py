@@ -339,8 +339,8 @@ def test_resampling_to_the_model_pixel_size(pixel_model):
     expected = img > 0.5
     agree = (res.labels.astype(bool) == expected).mean()
     assert agree > 0.995, agree
-    # within 5 %: no resampling, exact per-pixel result
-    same = run(segment_iter(img, str(folder), scale=(0.51, 0.49), tile_size=128))
+    # within 5 %: no resampling, exact per-pixel result (float32: auto is bfloat16 on CPUs with native BF16)
+    same = run(segment_iter(img, str(folder), scale=(0.51, 0.49), tile_size=128, precision="float32"))
     assert not same.info["resampled"] and np.array_equal(same.labels.astype(bool), expected)
 
 
@@ -409,10 +409,9 @@ def test_tile_cache_round_trip(compress):
 
 
 def test_postprocessing_in_a_worker_thread(pixel_model, monkeypatch):
-    # pretend a core is free so blocks are post-processed in the worker thread
+    # blocks are post-processed in the worker thread (on an all-core CPU too, with a thread lent to it)
     import threading
 
-    monkeypatch.setattr(seg_mod.os, "cpu_count", lambda: 64)
     threads = set()
     real = seg_mod._instances
 
