@@ -23,9 +23,8 @@ Pipeline (memory grows with the tile and one band of blocks, not the image):
    is done; each block (core + halo larger than the largest object) goes
    through :func:`~napari_medseg.inference.instances.instances_from_maps` and
    is stitched by the centroid rule (:mod:`.stitch`), in a worker thread
-   while the network goes on (:class:`BlockPostprocessor`; on a CPU whose
-   cores torch uses all, the network gives one core to the worker while a
-   block is being labelled, :class:`ThreadShare`).  Tiles are computed
+   while the network goes on when a core is free (GPU runs, or fewer torch
+   threads than cores): :class:`BlockPostprocessor`.  Tiles are computed
    block after block, so only about one row of tiles is ever cached
    (LZ4-compressed when that row is large).
    ``semantic`` models: the arg-max of each tile core is written directly,
@@ -41,6 +40,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import sys
 import threading
 import time
@@ -78,8 +78,11 @@ COMPRESS_CACHE = True
 COMPRESS_ABOVE_BYTES = 32 * 2**20
 #: Blocks waiting for post-processing before the network waits for them (bounds memory).
 MAX_PENDING_BLOCKS = 2
-#: Post-process blocks in a worker thread while the network runs.
+#: Post-process blocks in a worker thread while the network runs (when a core is free).
 OVERLAP_POSTPROCESS = True
+#: Also on CPUs whose cores torch uses all, lending the worker one torch thread while it labels a
+#: block (:class:`ThreadShare`).  Off: measured 1.5x slower than inline on 2 cores (BENCHMARKS.md).
+SHARE_THREADS = False
 #: Post-processing blocks per image side at least, for images this many block edges across
 #: (the last block's labelling cannot overlap the network, so it should be small).
 MIN_BLOCKS_PER_SIDE = 3
@@ -358,10 +361,14 @@ def segment_iter(
     cache = TileCache(compress=COMPRESS_CACHE and len(blocks) > 1 and band_bytes > COMPRESS_ABOVE_BYTES)
     core_crop = tuple(slice(h, h + c) for h, c in zip(grid.halo, grid.core_shape, strict=False))
     post = None
-    share = ThreadShare(predictor.device.type == "cpu" and objects and OVERLAP_POSTPROCESS)
+    # a worker thread only when a core is left over (a GPU run, or fewer torch threads than
+    # cores): on 2 cores with 2 torch threads a worker, with or without a thread lent to it
+    # (SHARE_THREADS), made 4096^2 1.5-1.7x slower than labelling inline (BENCHMARKS.md)
+    spare = predictor.device.type != "cpu" or torch.get_num_threads() < (os.cpu_count() or 1)
+    share = ThreadShare(SHARE_THREADS and predictor.device.type == "cpu" and objects and OVERLAP_POSTPROCESS)
     if objects:
         post = BlockPostprocessor(blocks, needs, refs, tiles_all, cache, store, pp, n_extra,
-                                  threaded=OVERLAP_POSTPROCESS, cancel=cancel)
+                                  threaded=OVERLAP_POSTPROCESS and (spare or SHARE_THREADS), cancel=cancel)
     try:
         max_cached = 0
         for k, tiles in enumerate(batches):
