@@ -50,8 +50,7 @@ def monai_segment(img, net, card, pred, roi: int, sw_batch: int, pp: dict):
         seen[0] += int(np.prod(batch.shape[-2:])) * batch.shape[0]
         if pred.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
-        with pred.autocast():
-            return net(batch).float()
+        return pred.network(batch)
 
     with torch.inference_mode():
         logits = sliding_window_inference(torch.from_numpy(x)[None, None].to(pred.device), (roi, roi), sw_batch,

@@ -109,7 +109,7 @@ def segment(
         spatial shape to write the labels into (returned).
     **kwargs
         ``halo``, ``postprocess``, ``cancel``, ``units``, ``precision``,
-        ``tta``, ``do_3d``: see
+        ``backend``, ``tta``, ``do_3d``: see
         :func:`napari_medseg.inference.dispatch.segment_any_iter`.  ``do_3d=True``
         gives 3D objects in a Z stack from a 2D instance model (planes along
         Z, Y and X, Z resampled to isotropic voxels from ``scale``; see

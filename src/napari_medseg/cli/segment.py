@@ -60,7 +60,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "grey, a model made for --kind when given; radiology images need a model made for them)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--tile-size", type=positive_int, default=None, metavar="N",
-                   help="largest tile edge in pixels (default 1024 in 2D, 128 in 3D)")
+                   help="largest tile edge in pixels (default 2048 for 2D models on the CPU, else 1024 in 2D, "
+                        "128 in 3D)")
+    p.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="network arithmetic (auto: bfloat16 on GPUs and on CPUs with native BF16, else float32)")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime"],
+                   help="what runs the network (auto: torch; onnxruntime: CPU, float32, needs "
+                        "pip install \"napari-medseg[export]\")")
     p.add_argument("--batch-size", type=positive_int, default=None, metavar="N", help="tiles per forward pass")
     p.add_argument("--channel", type=int, default=None, metavar="N",
                    help="use only channel N of multichannel (C axis) images")
@@ -162,6 +168,7 @@ def _segment_volume(vol: Any, args: argparse.Namespace, bar_desc: str):
         desc = bar_desc if n_t == 1 else f"{bar_desc} t={t}"
         res = drain(segment_any_iter(frame, args.model, axes=f_axes, scale=scale, units=units, device=args.device,
                                  tile_size=args.tile_size, batch_size=args.batch_size,
+                                 precision=getattr(args, "precision", "auto"), backend=getattr(args, "backend", "auto"),
                                  tta=getattr(args, "tta", False), do_3d=getattr(args, "do_3d", False),
                                  image_kind=kind, **extra),
                     desc, quiet=args.quiet)

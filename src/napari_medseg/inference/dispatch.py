@@ -41,13 +41,14 @@ def segment_any_iter(
     labels: bool = True,
     image_kind: str | None = None,
     diameter: float | Sequence[float] | None = None,
+    backend: str = "auto",
 ) -> Generator[Progress, None, SegmentResult]:
     """Segment an image, yielding progress; returns a :class:`~napari_medseg.inference.segment.SegmentResult`.
 
     Parameters
     ----------
     image, model, axes, scale, device, tile_size, batch_size, return_probabilities, cancel, out, halo, \
-postprocess, precision, units, tta, labels, image_kind, diameter
+postprocess, precision, units, tta, labels, image_kind, diameter, backend
         See :func:`~napari_medseg.inference.segment.segment_iter`.
     do_3d : bool
         3D objects in a Z stack from a 2D instance model: the model runs on
@@ -82,10 +83,10 @@ postprocess, precision, units, tta, labels, image_kind, diameter
             image, model, axes=axes, scale=scale, device=device, tile_size=tile_size, batch_size=batch_size,
             return_probabilities=return_probabilities, cancel=cancel, out=out, halo=halo, postprocess=postprocess,
             precision=precision, units=units, tta=tta, labels=labels, image_kind=image_kind,
-            diameter=diameter))
+            diameter=diameter, backend=backend))
     if not labels and not return_probabilities:
         raise ParameterError("labels=False computes only the probability maps: set return_probabilities=True")
     return (yield from ortho3d.segment_3d_from_2d_iter(
         image, model, axes=axes, scale=scale, units=units, device=device, tta=tta, postprocess=postprocess,
         cancel=cancel, tile_size=tile_size, batch_size=batch_size, return_probabilities=return_probabilities,
-        halo=halo, precision=precision, out=out, image_kind=image_kind, diameter=diameter))
+        halo=halo, precision=precision, out=out, image_kind=image_kind, diameter=diameter, backend=backend))

@@ -164,6 +164,7 @@ def segment_3d_from_2d_iter(
     out=None,
     image_kind: str | None = None,
     diameter: float | Sequence[float] | None = None,
+    backend: str = "auto",
 ) -> Generator[Progress, None, SegmentResult]:
     """3D objects in a Z stack from a 2D instance model (planes along the three axes).
 
@@ -363,7 +364,7 @@ def segment_3d_from_2d_iter(
         bs = batch_size if batch_size is not None else planes_per_batch(arr.shape[1:3])
         sub = segment_iter(arr, info.path, axes=sub_axes, scale=sub_scale, units=sub_units, device=device,
                            tile_size=tile_size, batch_size=bs, return_probabilities=True, cancel=cancel,
-                           halo=halo, precision=precision, tta=tta, labels=False,
+                           halo=halo, precision=precision, tta=tta, labels=False, backend=backend,
                            diameter=None if diameter is None else float(np.mean(np.atleast_1d(diameter))))
         base = 1 + k * UNITS_PER_PASS
         try:

@@ -2,13 +2,17 @@
 
 * :func:`autocast_dtype` picks the autocast dtype for a device and a
   ``precision`` choice (bfloat16/float16 on GPUs, bfloat16 on CPUs with AMX
-  tiles, else float32).
+  tiles, else float32); :func:`inference_dtype` is the engine's choice,
+  which also takes bfloat16 on CPUs with AVX-512 BF16 instructions.
 * :func:`fold_batchnorm` / :func:`inference_network` make the private copy
   of a network that inference runs (conv -> batch-norm pairs folded,
-  channels_last on CPU), cached per network.
+  channels_last on CPU, weights in bfloat16 when the CPU runs bfloat16),
+  cached per network.
 * :class:`Predictor` runs that copy on numpy tile batches: resampling to
   the model's tile shape, test-time augmentation, activation, crop, and on
-  CUDA out-of-memory half the batch, then the CPU.
+  CUDA out-of-memory half the batch, then the CPU.  ``backend`` picks
+  torch (eager) or ONNX Runtime (:func:`onnx_session`, the optional
+  ``[export]`` extra) for the network itself.
 * :func:`predict_whole` is one padded whole-image forward pass (mirror
   padding to the network's divisor, forward, crop), shared by the training
   code's validation and by anything else that needs a network's output on
@@ -29,6 +33,8 @@ import numpy as np
 from ..errors import ParameterError
 
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+#: Inference backends: ``auto`` (torch on every device; see :func:`resolve_backend`), torch eager, ONNX Runtime (CPU).
+BACKENDS = ("auto", "torch", "onnxruntime")
 
 _INFERENCE_NETS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _INFERENCE_LOCK = threading.Lock()
@@ -41,6 +47,72 @@ def _cpu_has_amx() -> bool:
         return bool(torch.cpu._is_amx_tile_supported())
     except Exception:  # private API; absent in older torch  # noqa: BLE001
         return False
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU has bfloat16 arithmetic in hardware (AVX-512 BF16 or AMX tiles).
+
+    There oneDNN runs bfloat16 convolutions ~1.6-2x faster than float32
+    (measured on an AVX-512 BF16 AMD EPYC, BENCHMARKS.md); without it torch
+    emulates bfloat16 and it is slower than float32.
+    """
+    import torch
+
+    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        try:
+            if bool(getattr(torch.cpu, probe)()):
+                return True
+        except Exception:  # private API; absent in older torch  # noqa: BLE001
+            continue
+    return False
+
+
+def inference_dtype(device, precision: str):
+    """The dtype the engine runs a network in: :func:`autocast_dtype`, but ``auto`` on CPU also takes native BF16.
+
+    ``precision="auto"`` on a CPU gives bfloat16 when :func:`cpu_has_native_bf16`
+    (AVX-512 BF16 or AMX), else float32 (None).  Other choices and devices as
+    :func:`autocast_dtype`.
+    """
+    import torch
+
+    if precision == "auto" and device.type == "cpu":
+        return torch.bfloat16 if cpu_has_native_bf16() else None
+    return autocast_dtype(device, precision)
+
+
+def resolve_backend(backend: str, device, dtype) -> str:
+    """The backend that runs the network: ``"torch"`` or ``"onnxruntime"``.
+
+    ``auto`` is torch everywhere (the only backend on GPUs, and no optional
+    package or one-off export).  On the reference AVX-512 BF16 CPU the
+    winner depends on the image (BENCHMARKS.md, "Speed near the machine's
+    limit"): on 1024^2 tiles torch in bfloat16 was ~1.3x faster than ONNX
+    Runtime in float32, while over the small ``dsb2018/val`` images ONNX
+    Runtime took 0.72x torch bfloat16's time; so the user chooses.
+    ``onnxruntime`` needs the CPU, float32 and the optional package
+    (``pip install "napari-medseg[export]"``).
+
+    Raises
+    ------
+    ParameterError
+        Unknown backend, or ONNX Runtime with a GPU device or a reduced precision.
+    MissingDependencyError
+        ``onnxruntime`` is not installed.
+    """
+    if backend not in BACKENDS:
+        raise ParameterError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend in ("auto", "torch"):
+        return "torch"
+    if device.type != "cpu":
+        raise ParameterError(f"backend 'onnxruntime' runs on the CPU only; got device {device.type!r}")
+    if dtype is not None:
+        raise ParameterError("backend 'onnxruntime' runs float32 only; use precision='float32' (or 'auto' "
+                             "on a CPU without native bfloat16)")
+    from ..models.export import require
+
+    require("onnxruntime", "backend 'onnxruntime'")
+    return "onnxruntime"
 
 
 def autocast_dtype(device, precision: str):
@@ -102,18 +174,34 @@ def fold_batchnorm(net):
     return net
 
 
-def inference_network(net, channels_last: bool = False):
-    """The network as run for inference: batch norms folded, optionally channels_last; cached per network."""
+def inference_network(net, channels_last: bool = False, dtype=None, fuse: bool = False):
+    """The network as run for inference: batch norms folded, optionally channels_last; cached per network.
+
+    ``dtype`` (e.g. ``torch.bfloat16``): the folded weights are cast to it,
+    so that the network runs wholly in that dtype without autocast's
+    per-call weight casts (the CPU path; on GPUs autocast is used instead).
+    ``fuse``: a 2D U-Net on the CPU runs as a
+    :class:`~napari_medseg.inference.fused.FusedUNet` (oneDNN conv+ReLU and
+    conv+add+ReLU, no concatenation) when torch has those operators and the
+    fused pass matches the folded one; else the folded network.
+    """
     import torch
 
-    key = (bool(channels_last), str(next(net.parameters()).device) if any(True for _ in net.parameters()) else "")
+    key = (bool(channels_last), str(next(net.parameters()).device) if any(True for _ in net.parameters()) else "",
+           str(dtype), bool(fuse))
     with _INFERENCE_LOCK:
         hit = _INFERENCE_NETS.get(net, {}).get(key)
     if hit is not None:
         return hit
     fused = fold_batchnorm(net)
+    if dtype is not None:
+        fused = fused.to(dtype)
     if channels_last:
         fused = fused.to(memory_format=torch.channels_last)
+    if fuse:
+        from .fused import build_fused
+
+        fused = build_fused(fused) or fused
     with _INFERENCE_LOCK:
         _INFERENCE_NETS.setdefault(net, {})[key] = fused
     return fused
@@ -146,18 +234,24 @@ class Predictor:
     model_tile : list of int, optional
         Tile shape the network sees (tiles are resampled to it and back).
     precision : {"auto", "float32", "bfloat16", "float16"}
-        See :func:`autocast_dtype`.
+        See :func:`inference_dtype`.
     tta : bool
         Average over mirror images (4 passes).
+    backend : {"auto", "torch", "onnxruntime"}
+        What runs the network (see :func:`resolve_backend`).
     """
 
     #: flips (tensor dims) averaged by test-time augmentation, besides the identity
     TTA_FLIPS = ((-1,), (-2,), (-2, -1))
 
     def __init__(self, path, net, card, device, reason: str, batch_size: int, n_extra: int,
-                 model_tile: list[int] | None, precision: str = "auto", tta: bool = False) -> None:
+                 model_tile: list[int] | None, precision: str = "auto", tta: bool = False,
+                 backend: str = "auto") -> None:
         if precision not in PRECISIONS:
             raise ParameterError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if backend not in BACKENDS:
+            raise ParameterError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        self.backend_choice = backend
         self.path = path
         self.card = card
         self.reason = reason
@@ -184,9 +278,10 @@ class Predictor:
 
         self.device = device
         self.net = net
-        self.dtype = autocast_dtype(device, self.precision)
+        self.dtype = inference_dtype(device, self.precision)
         self.dtype_name = "float32" if self.dtype is None else str(self.dtype).replace("torch.", "")
-        self.channels_last = device.type == "cpu" and self.card.dims == 2
+        self.backend = resolve_backend(self.backend_choice, device, self.dtype)
+        self.channels_last = device.type == "cpu" and self.card.dims == 2 and self.backend == "torch"
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # every tile has the same shape
         if device.type == "cpu":
@@ -194,18 +289,46 @@ class Predictor:
             torch.set_flush_denormal(True)
         # a private copy with batch norms folded into the convolutions (~20 % faster
         # on CPU, same result to float rounding), channels_last on CPU (~1.8x for
-        # 2D oneDNN convolutions); the cached network itself is left as loaded
-        self.net = inference_network(net, self.channels_last)
+        # 2D oneDNN convolutions), on CPU wholly in bfloat16 when that is the dtype
+        # (no autocast casts per call); the cached network itself is left as loaded
+        #: the network's weights and activations are in :attr:`dtype` (CPU), rather than autocast (GPU)
+        self.cast_weights = device.type == "cpu" and self.dtype is not None
+        self._session = None
+        if self.backend == "onnxruntime":
+            self.net = inference_network(net)
+            self._session = onnx_session_for(self.net, self.card)
+        else:
+            self.net = inference_network(net, self.channels_last, self.dtype if self.cast_weights else None,
+                                         fuse=device.type == "cpu")
+        #: the network runs as oneDNN fused operators (:mod:`.fused`)
+        self.fused = type(self.net).__name__ == "FusedUNet"
 
     def autocast(self):
-        """Context manager running the network in :attr:`dtype` (a no-op for float32)."""
+        """Context manager running the network in :attr:`dtype` (a no-op for float32 and for cast weights)."""
         import contextlib
 
         import torch
 
-        if self.dtype is None:
+        if self.dtype is None or self.cast_weights:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def network(self, xt):
+        """Raw network output (float32 tensor) for a float32 input tensor on :attr:`device`, as the backend runs it.
+
+        ``xt`` is ``(B, C, *tile)``; 4D inputs should already be channels_last
+        when :attr:`channels_last` (the engine's loop does that once per batch).
+        """
+        import torch
+
+        if self._session is not None:
+            from ..models.export.onnx import run_onnx
+
+            return torch.from_numpy(run_onnx(self._session, xt.contiguous().numpy()))
+        if self.cast_weights:
+            xt = xt.to(self.dtype)
+        with self.autocast():
+            return self.net(xt).float()
 
     def _forward(self, x: np.ndarray, crop) -> np.ndarray:
         import torch
@@ -229,15 +352,11 @@ class Predictor:
             def activate(t):
                 return torch.sigmoid(t) if self.instance else torch.softmax(t, dim=1)
 
-            with self.autocast():
-                y = self.net(xt)
-            y = y.float()
+            y = self.network(xt)
             if self.tta:  # average probabilities (not logits) over mirror images
                 y = activate(y)
                 for dims in self.TTA_FLIPS:
-                    with self.autocast():
-                        yf = self.net(torch.flip(xt, dims))
-                    yf = torch.flip(activate(yf.float()), dims)
+                    yf = torch.flip(activate(self.network(torch.flip(xt, dims))), dims)
                     if dims in self._flip_perm:
                         yf = yf[:, torch.from_numpy(self._flip_perm[dims]).to(yf.device)]
                     y += yf
@@ -295,6 +414,37 @@ class Predictor:
                 continue
             i += n
         return np.concatenate(outs) if len(outs) > 1 else outs[0]
+
+
+_ONNX_SESSIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def onnx_session_for(net, card):
+    """An ONNX Runtime CPU session of ``net`` (exported once per network and thread count, then cached).
+
+    The network (already folded) is written to a temporary ONNX file with
+    :func:`napari_medseg.models.export.onnx.export_onnx` (dynamic batch and
+    spatial size), loaded with torch's intra-op thread count and deleted.
+    """
+    import tempfile
+    from pathlib import Path
+
+    import torch
+
+    from ..models.export.onnx import export_onnx, onnx_session
+
+    threads = torch.get_num_threads()
+    with _INFERENCE_LOCK:
+        hit = _ONNX_SESSIONS.get(net, {}).get(threads)
+    if hit is not None:
+        return hit
+    with tempfile.TemporaryDirectory(prefix="medseg-onnx-") as tmp:
+        path = export_onnx(net, Path(tmp) / "net.onnx", in_channels=int(card.architecture.get("in_channels", 1)),
+                           dims=int(card.dims))
+        session = onnx_session(path, threads=threads)
+    with _INFERENCE_LOCK:
+        _ONNX_SESSIONS.setdefault(net, {})[threads] = session
+    return session
 
 
 def predict_whole(

@@ -27,6 +27,14 @@ from .tiling import TileGrid, unet_receptive_radius
 
 #: Largest tile edge (pixels) by model dimensionality when ``tile_size`` is None.
 DEFAULT_TILE = {2: 1024, 3: 128}
+#: ... for 2D models on the CPU: bigger tiles spend less on halos (4096^2 image: 1.18x the
+#: pixels through the network instead of 1.31x with 1024), at ~0.8 GB for one 2048^2 bfloat16 pass
+DEFAULT_CPU_TILE_2D = 2048
+
+
+def default_tile_size(mdims: int, device_type: str) -> int:
+    """Largest tile edge when the caller gives none: :data:`DEFAULT_CPU_TILE_2D` for 2D on the CPU, else :data:`DEFAULT_TILE`."""
+    return DEFAULT_CPU_TILE_2D if mdims == 2 and device_type == "cpu" else DEFAULT_TILE[mdims]
 #: Relative pixel-size mismatch above which tiles are resampled.
 RESAMPLE_TOLERANCE = 0.05
 #: Largest resampling factor accepted (beyond it the units are probably wrong).

@@ -59,6 +59,7 @@ from ..progress import CancelToken, Progress
 from .predictor import Predictor
 from .prepare import (
     RESAMPLE_TOLERANCE,
+    default_tile_size,
     model_channels,
     plan_tiles,
     prepare_image,
@@ -80,6 +81,12 @@ COMPRESS_ABOVE_BYTES = 32 * 2**20
 MAX_PENDING_BLOCKS = 2
 #: Post-process blocks in a worker thread while the network runs (when a core is free).
 OVERLAP_POSTPROCESS = True
+#: Also on CPUs whose cores torch uses all, lending the worker one torch thread while it labels a
+#: block (:class:`ThreadShare`).  Off: measured 1.5x slower than inline on 2 cores (BENCHMARKS.md).
+SHARE_THREADS = False
+#: Post-processing blocks per image side at least, for images this many block edges across
+#: (the last block's labelling cannot overlap the network, so it should be small).
+MIN_BLOCKS_PER_SIDE = 3
 
 
 _LIBC_TRIM = None
@@ -164,6 +171,7 @@ def segment_iter(
     image_kind: str | None = None,
     diameter: float | Sequence[float] | None = None,
     limits: tuple[Sequence[float], Sequence[float]] | None = None,
+    backend: str = "auto",
 ) -> Generator[Progress, None, SegmentResult]:
     """Segment an image, yielding progress; returns a :class:`SegmentResult`.
 
@@ -191,7 +199,8 @@ def segment_iter(
         See :func:`napari_medseg.models.device.select_device`.
     tile_size : int or sequence of int, optional
         Largest tile edge per model axis (pixels, including the halo); default
-        1024 (2D) / 128 (3D).  Smaller tiles use less memory.
+        2048 for 2D models on the CPU (less halo overhead), else 1024 (2D) /
+        128 (3D).  Smaller tiles use less memory.
     batch_size : int, optional
         Tiles per forward pass; default 1 on CPU, 4 (2D) / 2 (3D) on GPU.
     return_probabilities : bool
@@ -215,8 +224,14 @@ def segment_iter(
         :mod:`napari_medseg.inference.classes`).
     precision : {"auto", "float32", "bfloat16", "float16"}
         Network arithmetic.  ``auto``: bfloat16 (CUDA with bf16 support),
-        float16 (other CUDA, MPS), bfloat16 on CPUs with AMX tiles (Intel
-        Sapphire Rapids+, ~2-4x faster there), float32 on other CPUs.
+        float16 (other CUDA, MPS), bfloat16 on CPUs with native bfloat16
+        (AVX-512 BF16: AMD Zen 4+, Intel Cooper Lake; AMX: Intel Sapphire
+        Rapids+; ~1.6-2x faster than float32 there, AP within 0.005 on
+        dsb2018/val, BENCHMARKS.md), float32 on other CPUs.
+    backend : {"auto", "torch", "onnxruntime"}
+        What runs the network: torch eager (``auto``, every device) or ONNX
+        Runtime on the CPU in float32 (needs ``pip install
+        "napari-medseg[export]"``; the network is exported once per session).
     units : str or sequence of str, optional
         Unit of ``scale`` (one for all axes or one per spatial axis: ``"µm"``,
         ``"mm"``, ``"nm"``...).  None: the card's ``pixel_unit``.  Pixel-like
@@ -319,12 +334,16 @@ def segment_iter(
     resample = any(abs(z - 1.0) > RESAMPLE_TOLERANCE for z in zoom)
     if not resample:
         zoom = [1.0] * mdims
+    if tile_size is None:
+        tile_size = default_tile_size(mdims, dev.type)
     grid, model_tile = plan_tiles(spatial_shape, mdims, int(net.divisor), int(card.architecture.get("depth", 4)),
                                   tile_size, halo, zoom if resample else None)
     batch_size = _default_batch_size(batch_size, dev, mdims)
     instance = card.kind == "instance"
     rep = representation_of(card) if instance else None
     pp, blk_shape, blk_halo = _block_plan(card, postprocess, zoom, n_extra)
+    explicit_block = "block_size" in (postprocess or {}) or "block_size" in (card.output.get("postprocess") or {})
+    blk_shape = overlap_block_shape(blk_shape, spatial_shape, blk_halo, explicit_block)
     objects = instance and labels  # instance post-processing, block by block
 
     # ---- normalisation ---------------------------------------------------
@@ -341,7 +360,8 @@ def segment_iter(
         source = SliceStackSource(source, card.slices)
     timings["normalize"] = time.perf_counter() - t
 
-    predictor = Predictor(info.path, net, card, dev, reason, batch_size, n_extra, model_tile, precision, tta=tta)
+    predictor = Predictor(info.path, net, card, dev, reason, batch_size, n_extra, model_tile, precision, tta=tta,
+                          backend=backend)
     tiles_all = list(grid)
     blocks = plan_blocks(spatial_shape, blk_shape, blk_halo) if objects else []
     needs, refs = _block_tiles(grid, blocks)
@@ -359,17 +379,21 @@ def segment_iter(
     cache = TileCache(compress=COMPRESS_CACHE and len(blocks) > 1 and band_bytes > COMPRESS_ABOVE_BYTES)
     core_crop = tuple(slice(h, h + c) for h, c in zip(grid.halo, grid.core_shape, strict=False))
     post = None
+    # a worker thread only when a core is left over (a GPU run, or fewer torch threads than
+    # cores): on 2 cores with 2 torch threads a worker, with or without a thread lent to it
+    # (SHARE_THREADS), made 4096^2 1.5-1.7x slower than labelling inline (BENCHMARKS.md)
+    spare = predictor.device.type != "cpu" or torch.get_num_threads() < (os.cpu_count() or 1)
+    share = ThreadShare(SHARE_THREADS and predictor.device.type == "cpu" and objects and OVERLAP_POSTPROCESS)
     if objects:
-        # a worker thread only when a core is left over: on a GPU, or when torch
-        # does not use every core; otherwise the two would just take turns
-        spare = predictor.device.type != "cpu" or torch.get_num_threads() < (os.cpu_count() or 1)
         post = BlockPostprocessor(blocks, needs, refs, tiles_all, cache, store, pp, n_extra,
-                                  threaded=spare and OVERLAP_POSTPROCESS, cancel=cancel, representation=rep)
+                                  threaded=OVERLAP_POSTPROCESS and (spare or SHARE_THREADS), cancel=cancel,
+                                  representation=rep)
     try:
         max_cached = 0
         for k, tiles in enumerate(batches):
             if cancel is not None:
                 cancel.raise_if_cancelled()
+            share.update(post is not None and post.busy())
             _run_tile_batch(source, grid, tiles, predictor, core_crop, timings, probs, post, store if labels else None)
             yield steps.advance(f"network: tile batch {k + 1}/{len(batches)}",
                                 {"stage": "network", "device": predictor.device.type})
@@ -391,6 +415,7 @@ def segment_iter(
         result_labels = store.commit(out, n_labels, blk_shape)
         timings["write"] += time.perf_counter() - t
     finally:
+        share.restore()
         if post is not None:  # let a running block finish before its store goes away
             post.shutdown()
         store.close()
@@ -400,7 +425,8 @@ def segment_iter(
         "grid": repr(grid), "tiles": len(grid), "tile_shape": grid.tile_shape, "halo": grid.halo,
         "batch_size": predictor.max_batch, "blocks": len(blocks), "resampled": resample, "zoom": zoom,
         "n_labels": n_labels, "megapixels": n_px / 1e6, "threads": torch.get_num_threads(),
-        "precision": predictor.dtype_name, "max_cached_tiles": max_cached,
+        "shared_thread_batches": share.shared_batches,
+        "precision": predictor.dtype_name, "backend": predictor.backend, "max_cached_tiles": max_cached,
         "max_cache_mb": round(cache.max_nbytes / 2**20, 1), "tta": bool(tta),
         "postprocess": dict(pp) if instance else {}, "diameter": diameter,
     }
@@ -485,6 +511,26 @@ def _block_plan(card, postprocess: dict | None, zoom: Sequence[float], n_extra: 
     return pp, blk_shape, blk_halo
 
 
+def overlap_block_shape(blk_shape: Sequence[int], spatial_shape: Sequence[int], halo: Sequence[int],
+                        explicit: bool) -> list[int]:
+    """Block cores small enough that the last block (labelled after the last tile) is a small part of the work.
+
+    Along each axis wider than ``MIN_BLOCKS_PER_SIDE`` halos, the core edge
+    becomes at most ``ceil(side / MIN_BLOCKS_PER_SIDE)`` (but not below
+    8 halos, so the halo overhead stays under ~1.6x); a ``block_size`` the
+    caller or card chose (``explicit``) is kept.  E.g. a 4096^2 image with
+    the 2048 default gets 1366-pixel cores (3 x 3 blocks).
+    """
+    if explicit:
+        return list(blk_shape)
+    out = []
+    for b, n, h in zip(blk_shape, spatial_shape, halo, strict=True):
+        if b > 1 and n > MIN_BLOCKS_PER_SIDE * 8 * max(h, 1):
+            b = max(8 * max(h, 1), min(int(b), math.ceil(n / MIN_BLOCKS_PER_SIDE)))
+        out.append(int(b))
+    return out
+
+
 def _block_major_order(tiles: Sequence[Tile], needs: Sequence[Sequence[int]]) -> list[Tile]:
     """The tiles in the order the blocks need them: each block's missing tiles, block after block.
 
@@ -518,7 +564,8 @@ def _run_tile_batch(source: ArraySource, grid: TileGrid, tiles: Sequence[Tile], 
     t = time.perf_counter()
     _keep_tile_outputs(tiles, y, probs, post, store)
     del x, y
-    release_memory()
+    if post is None:  # the post-processing worker trims after its blocks
+        release_memory()
     timings["write"] += time.perf_counter() - t
 
 
@@ -621,6 +668,10 @@ class BlockPostprocessor:
         self.cache.put(index, maps.astype(np.float16))
         self._done.add(index)
 
+    def busy(self) -> bool:
+        """True while a submitted block is not finished."""
+        return any(not fut.done() for _, fut in self._pending)
+
     def submit_ready(self) -> None:
         """Submit, in order, the blocks whose tiles are all in."""
         while self._submitted < len(self.blocks) and self._done.issuperset(self.needs[self._submitted]):
@@ -671,6 +722,50 @@ def _block_tiles(grid: TileGrid, blocks) -> tuple[list[list[int]], dict[int, int
         for i in idx:
             refs[i] = refs.get(i, 0) + 1
     return needs, refs
+
+
+class ThreadShare:
+    """Lend one of torch's CPU threads to the post-processing worker while it has a block.
+
+    torch's intra-op pool uses every core; a worker thread labelling a block
+    at the same time would make the two take turns on oversubscribed cores
+    (the network's OpenMP threads wait for the descheduled one).  While the
+    worker is busy the network runs with one thread fewer (at least 1), so
+    the labelling runs on its own core and the network goes on beside it.
+
+    Parameters
+    ----------
+    enabled : bool
+        False: never changes torch's thread count (GPU runs, semantic models).
+    """
+
+    def __init__(self, enabled: bool) -> None:
+        import torch
+
+        self.full = torch.get_num_threads()
+        self.enabled = bool(enabled) and self.full > 1
+        self._shared = False
+        #: how many tile batches ran with a thread lent to the worker
+        self.shared_batches = 0
+
+    def update(self, worker_busy: bool) -> None:
+        """Before a tile batch: one thread fewer while the worker is busy, all of them otherwise."""
+        import torch
+
+        if not self.enabled:
+            return
+        if worker_busy != self._shared:
+            torch.set_num_threads(self.full - 1 if worker_busy else self.full)
+            self._shared = worker_busy
+        self.shared_batches += int(worker_busy)
+
+    def restore(self) -> None:
+        """Give torch back its full thread count."""
+        import torch
+
+        if self.enabled and self._shared:
+            torch.set_num_threads(self.full)
+            self._shared = False
 
 
 class _InlineExecutor:
