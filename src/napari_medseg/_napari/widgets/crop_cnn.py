@@ -353,8 +353,8 @@ class CropCnnPanel(QWidget):
         if not self.running:
             return
         if self._token is not None and not self._token.cancelled:
+            self.status.set("Cancelling: the best epoch so far is kept…")  # first: cancel() may deliver the job's end re-entrantly
             self._token.cancel()
-            self.status.set("Cancelling: the best epoch so far is kept…")
         else:
             self._job.cancel()
 

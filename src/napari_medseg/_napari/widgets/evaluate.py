@@ -219,8 +219,8 @@ class EvaluateWidget(QWidget):
     def cancel(self) -> None:
         """Stop a running comparison at its next step; nothing is added."""
         if self.running:
+            self.status.set("Cancelling…")  # first: cancel() may deliver the job's end re-entrantly
             self._job.cancel()
-            self.status.set("Cancelling…")
 
     def export_csv(self, path: str | Path | None = None) -> Path | None:
         """Write the last scores as a one-row CSV (asks for a file when ``path`` is None)."""

@@ -324,8 +324,8 @@ class SegmentWidget(QWidget):
     def cancel(self) -> None:
         """Stop the running segmentation at the next tile batch; nothing is added."""
         if self.running:
+            self.status.set("Cancelling…")  # first: cancel() may deliver the job's end re-entrantly
             self._job.cancel()
-            self.status.set("Cancelling…")
 
     # --- Qt events ------------------------------------------------------------------------
     def showEvent(self, event: Any) -> None:

@@ -290,8 +290,8 @@ class TrainWidget(QWidget):
     def cancel(self) -> None:
         """Stop training within a step; the best checkpoint so far is kept."""
         if self.running:
+            self.status.set("Cancelling: keeping the best checkpoint so far…")  # first: cancel() may deliver the job's end re-entrantly
             self._job.cancel()
-            self.status.set("Cancelling: keeping the best checkpoint so far…")
 
     def preview(self) -> None:
         """Segment the selected image (its current slice in 3D) with the current checkpoint."""

@@ -284,8 +284,8 @@ class ClassifyWidget(QWidget):
     def cancel(self) -> None:
         """Stop training after the current step; the core keeps and saves the best epoch."""
         if self.running and self._train_token is not None:
+            self.status.set("Cancelling: the best epoch so far is kept…")  # first: cancel() may deliver the job's end re-entrantly
             self._train_token.cancel()
-            self.status.set("Cancelling: the best epoch so far is kept…")
 
     # --- training internals ---------------------------------------------------------------
     def _collect_training(self) -> tuple[dict[str, Any], list[Item]]:

@@ -280,8 +280,8 @@ class ObjectsWidget(ClassifierActions, QWidget):
     def cancel(self) -> None:
         """Stop a running detection; no layer is added or changed."""
         if self._job is not None and self._job.running:
+            self.status.set("Cancelling…")  # first: cancel() may deliver the job's end re-entrantly
             self._job.cancel()
-            self.status.set("Cancelling…")
 
     def apply_gate(self, gate: Any) -> None:
         """Classify every object with a gate (``<name>+`` / ``<name>-``)."""
