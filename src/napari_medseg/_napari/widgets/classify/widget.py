@@ -36,7 +36,6 @@ from qtpy.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
-    QSpinBox,
     QStackedWidget,
     QTabWidget,
     QVBoxLayout,
@@ -71,10 +70,6 @@ if "torch" not in sys.modules:  # OpenMP spin-waiting starves the GUI thread oth
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 SOURCES = ("Image layers", "Shapes regions", "Table (CSV)")
-
-
-def _spin(lo: int, hi: int, value: int, step: int = 1, special: str | None = None, tip: str = "") -> QSpinBox:
-    return spin_box(lo, hi, value, step, special=special, tip=tip)
 
 
 class ClassifyWidget(QWidget):
@@ -157,17 +152,17 @@ class ClassifyWidget(QWidget):
         self.minutes.setValue(2.0)
         self.minutes.setSuffix(" min")
         self.minutes.setSpecialValueText("no limit")
-        self.epochs = _spin(0, 10000, 0, special="auto", tip="Epochs (auto = until the time budget or early stopping)")
+        self.epochs = spin_box(0, 10000, 0, special="auto", tip="Epochs (auto = until the time budget or early stopping)")
         self.name_edit = QLineEdit()
         self.name_edit.setToolTip("Saved under this name in the user model folder")
-        self.size = _spin(16, 512, 96, 16, tip="Input size of the network in pixels (items are resized to it)")
-        self.depth = _spin(3, 6, 5, tip="Encoder levels (size must be a multiple of 2^(depth-1))")
-        self.width = _spin(0, 64, 0, 4, special="auto",
+        self.size = spin_box(16, 512, 96, 16, tip="Input size of the network in pixels (items are resized to it)")
+        self.depth = spin_box(3, 6, 5, tip="Encoder levels (size must be a multiple of 2^(depth-1))")
+        self.width = spin_box(0, 64, 0, 4, special="auto",
                            tip="Channels of the first level; auto = the base model's, else 16")
-        self.batch = _spin(0, 512, 0, 4, special="auto",
+        self.batch = spin_box(0, 512, 0, 4, special="auto",
                            tip="Items per step; auto = a third of the training items (4-32), so that a few "
                                "labelled images still give several steps per epoch")
-        self.val_percent = _spin(0, 50, 20, 5, tip="Share of each class held out for validation and calibration")
+        self.val_percent = spin_box(0, 50, 20, 5, tip="Share of each class held out for validation and calibration")
         self.val_percent.setSuffix(" %")
         self.augment = QCheckBox("augmentation")
         self.augment.setChecked(True)
