@@ -157,7 +157,7 @@ class PatchSampler:
         share it equally); default: every image equally likely.
     seed : int
     targets : callable, optional
-        ``targets(labels (S, S)) -> float32 (K, S, S)``: the training targets
+        ``targets(labels (S, S), rng) -> float32 (K, S, S)``: the training targets
         of an instance representation
         (:meth:`~napari_medseg.training.representations.TrainingRepresentation.targets`).
         Given, :meth:`patch` returns ``(image, targets, weight)`` and
@@ -246,7 +246,7 @@ class PatchSampler:
         if self.targets is None:
             t = instance_targets(lab)
         else:
-            t = (np.ascontiguousarray(self.targets(lab)[(slice(None), *crop)]),)
+            t = (np.ascontiguousarray(self.targets(lab, rng)[(slice(None), *crop)]),)
         im = pixel_augment(im[(slice(None), *crop)], rng, self.augment)
         return (im, *(np.ascontiguousarray(x[crop]) if x.ndim == 2 else x for x in t),
                 np.ascontiguousarray(wt[crop]))

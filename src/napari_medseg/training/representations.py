@@ -64,14 +64,19 @@ class TrainingRepresentation:
     def n_channels(self) -> int:
         return self.rep.n_channels
 
-    def targets(self, labels: np.ndarray) -> np.ndarray:
-        """Training targets of one label image (Y, X) -> float32 (K_t, Y, X)."""
+    def targets(self, labels: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+        """Training targets of one label image (Y, X) -> float32 (K_t, Y, X).
+
+        ``rng`` draws the phase of the ``star`` ray grid (default: phase 0).
+        """
         if self.rep.kind == "star":
+            s = self.ray_stride
+            oy, ox = (0, 0) if rng is None else (int(v) for v in rng.integers(0, s, size=2))
             prob = normalized_distance(labels)
-            rays = star_distances(labels, self.rep.angles(), self.rep.ray_max, stride=self.ray_stride)
+            rays = star_distances(labels, self.rep.angles(), self.rep.ray_max, stride=s, offset=(oy, ox))
             rays /= np.float32(self.rep.ray_max)
             mask = np.zeros((1, *labels.shape), np.float32)
-            mask[0, ::self.ray_stride, ::self.ray_stride] = 1.0
+            mask[0, oy::s, ox::s] = 1.0
             return np.concatenate([prob[None], rays, mask], axis=0)
         fg, dist = instance_targets(labels)
         if self.rep.kind == "contour":

@@ -76,7 +76,8 @@ def boundary_target(labels: np.ndarray) -> np.ndarray:
     return (find_boundaries(labels, connectivity=1, mode="inner") & (labels > 0)).astype(np.float32)
 
 
-def star_distances(labels: np.ndarray, angles: np.ndarray, ray_max: float, stride: int = 1) -> np.ndarray:
+def star_distances(labels: np.ndarray, angles: np.ndarray, ray_max: float, stride: int = 1,
+                   offset: tuple[int, int] = (0, 0)) -> np.ndarray:
     """Distance (pixels) from each object pixel to its object's edge along each ray; float32 (R, Y, X).
 
     A ray from pixel ``p`` along ``(sin a, cos a)`` is followed in 1-pixel
@@ -87,14 +88,19 @@ def star_distances(labels: np.ndarray, angles: np.ndarray, ray_max: float, strid
     walk in C; here all pixels walk together, and only those still inside
     take the next step.  ``stride`` > 1 computes only the pixels whose row
     and column are multiples of it (the others stay 0), as StarDist trains
-    on a subsampled grid: ``stride**2`` times less work.
+    on a subsampled grid: ``stride**2`` times less work.  ``offset`` (row,
+    column), each in ``[0, stride)``, is the grid's phase: the computed
+    pixels are ``offset + stride * k``.
     """
     labels = np.asarray(labels)
     h, w = labels.shape
     out = np.zeros((len(angles), h, w), np.float32)
-    grid = labels[::stride, ::stride]
+    oy, ox = (int(o) for o in offset)
+    if not (0 <= oy < stride and 0 <= ox < stride):
+        raise ValueError(f"offset {offset} must lie in [0, stride={stride})")
+    grid = labels[oy::stride, ox::stride]
     ys, xs = np.nonzero(grid)
-    ys, xs = ys * stride, xs * stride
+    ys, xs = ys * stride + oy, xs * stride + ox
     if len(ys) == 0:
         return out
     n, r = len(ys), len(angles)
