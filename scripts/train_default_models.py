@@ -168,7 +168,7 @@ TUNING_GRIDS = {
     "distance": {"fg_threshold": (0.4, 0.5, 0.6), "seed_threshold": (0.3, 0.4, 0.5, 0.6, 0.7), "min_size": (8, 16)},
     "contour": {"fg_threshold": (0.4, 0.5, 0.6), "seed_threshold": (0.3, 0.4, 0.5, 0.6),
                 "boundary_weight": (0.5, 1.0, 1.5), "min_size": (8, 16)},
-    "star": {"prob_threshold": (0.3, 0.4, 0.5, 0.6, 0.7), "nms_threshold": (0.1, 0.2, 0.3, 0.4, 0.5),
+    "star": {"prob_threshold": (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7), "nms_threshold": (0.1, 0.2, 0.3, 0.4, 0.5),
              "min_size": (8, 16)},
 }
 
@@ -229,22 +229,27 @@ def score_with_engine(folder: Path, val) -> dict:
                for g, d in res["by_group"].items()}}
 
 
+def splits(name: str, holdout: float):
+    """``(train, hold, val)`` samples of a model: train minus the seeded hold-out, the hold-out, val."""
+    spec = MODELS[name]
+    train = load_split("train", spec["train_groups"], spec["color"])
+    train, hold = split_holdout(train, holdout, seed=1234)
+    hold = [s for s in hold if s.group in spec["val_groups"]]
+    return train, hold, load_split("val", spec["val_groups"], spec["color"])
+
+
 def train_one(name: str, args) -> None:
     import torch
 
-    from napari_medseg.models.spec import ModelCard, save_model
     from napari_medseg.models.unet import UNet
     from napari_medseg.progress import run
     from napari_medseg.training.augment import AugmentConfig
     from napari_medseg.training.data import typical_diameter
-    from napari_medseg.training.loop import SegmentationTrainConfig, train_iter, validate
+    from napari_medseg.training.loop import SegmentationTrainConfig, train_iter
 
     spec = MODELS[name]
     t0 = time.time()
-    train = load_split("train", spec["train_groups"], spec["color"])
-    train, hold = split_holdout(train, args.holdout, seed=1234)
-    hold = [s for s in hold if s.group in spec["val_groups"]]
-    val = load_split("val", spec["val_groups"], spec["color"])
+    train, hold, val = splits(name, args.holdout)
     hold_select = [s for s in hold if s.group in spec["select_groups"]]
     print(f"[{name}] {len(train)} train / {len(hold)} held-out train (selection, tuning) / {len(val)} val images",
           flush=True)
@@ -302,22 +307,44 @@ def train_one(name: str, args) -> None:
     res = run(train_iter(net, card, train, hold_select, cfg, out=out, log=lambda s: print(f"[{name}] {s}", flush=True)),
               report)
     net, card = res.net, res.card
-    # Tune post-processing on the held-out train maps, then score val once through the engine.
-    maps: list = []
-    validate(net, card, hold, maps=maps)
-    card.output["postprocess"] = {**card.output["postprocess"],
-                                  **tune_postprocess(hold, maps, spec["select_groups"], card)}
     card.training["wall_time_min"] = round((time.time() - t0) / 60, 1)
     card.training["total_budget_min"] = round(cfg.minutes, 1) if cfg.minutes else None
     card.training["total_training_min"] = round(card.training["seconds"] / 60, 1)
     card.training["epochs"] = f"{res.steps} steps x {args.batch} patches of {args.patch} px (no fixed epochs)"
+    tune_and_score(name, out, net, card, hold, val, val_during_training=res.best)
+
+
+def tune_and_score(name: str, out: Path, net, card, hold, val, val_during_training=None) -> None:
+    """Tune post-processing on the held-out train maps, save the model to ``out``, then score val once (engine)."""
+    from napari_medseg.models.spec import ModelCard, save_model
+    from napari_medseg.training.loop import validate
+
+    maps: list = []
+    validate(net, card, hold, maps=maps)
+    card.output["postprocess"] = {**card.output["postprocess"],
+                                  **tune_postprocess(hold, maps, MODELS[name]["select_groups"], card)}
     save_model(out, net, card)
     scores = score_with_engine(out, val)
     card = ModelCard.from_json(out / "model.json")
     card.metrics = {"dsb2018_val": scores, "postprocess_tuned_on": f"dsb2018 train hold-out ({len(hold)} images)",
-                    "val_during_training": res.best}
+                    "val_during_training": val_during_training}
     card.to_json(out / "model.json")
     print(f"[{name}] final val: {json.dumps(scores)}", flush=True)
+
+
+def retune(name: str, folder: Path, out: Path, holdout: float) -> None:
+    """Re-tune a trained model's post-processing (the current grids) on its hold-out, save to ``out``, score val.
+
+    For a model trained before a grid changed: the weights are not touched,
+    the hold-out is the same seeded split, ``val`` is scored once after.
+    """
+    from napari_medseg.models.spec import load_model
+
+    net, card = load_model(folder)
+    _, hold, val = splits(name, holdout)
+    card.training.setdefault("commands", []).append("python scripts/train_default_models.py " + " ".join(sys.argv[1:]))
+    prev = (card.metrics or {}).get("val_during_training")
+    tune_and_score(name, out, net, card, hold, val, val_during_training=prev)
 
 
 def main(argv=None) -> int:
@@ -350,11 +377,19 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=50)
     ap.add_argument("--holdout", type=float, default=0.1,
                     help="fraction of each modality of train held out for checkpoint selection and tuning")
+    ap.add_argument("--retune", default=None, metavar="MODEL_DIR",
+                    help="no training: re-tune this trained --model's post-processing on the hold-out (the current "
+                         "grids), save it to --out/<model>/ and score val")
     args = ap.parse_args(argv)
-    if args.minutes is None and args.steps is None:
-        ap.error("give --minutes or --steps")
     if not DSB.exists():
         ap.error(f"dataset not found at {DSB}")
+    if args.retune:
+        if args.model == "all":
+            ap.error("--retune needs one --model")
+        retune(args.model, Path(args.retune), Path(args.out) / args.model, args.holdout)
+        return 0
+    if args.minutes is None and args.steps is None:
+        ap.error("give --minutes or --steps")
     for name in (["nuclei", "nuclei-he"] if args.model == "all" else [args.model]):
         train_one(name, args)
     return 0

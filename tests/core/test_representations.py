@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from napari_medseg.analysis.metrics import average_precision
-from napari_medseg.errors import ModelError
+from napari_medseg.errors import ModelError, ParameterError
 from napari_medseg.inference.representations import Representation, representation_of
 from napari_medseg.inference.segment import segment_iter
 from napari_medseg.inference.star import instances_from_star
@@ -261,3 +261,41 @@ def test_finetuning_a_contour_base_keeps_its_foreground_and_distance_head(target
     assert torch.equal(net.head.weight, base_net.head.weight[:2]) and torch.equal(net.head.bias, base_net.head.bias[:2])
     out = output_section(card, "instance", ["background", "nucleus"])
     assert out["channels"] == ["foreground", "distance"] and "boundary_weight" not in out["postprocess"]
+
+
+class UnderconfidentStarNet(TargetNet):
+    """A star network early in training: exact rays, object probability peaking at 0.25 (see validate)."""
+
+    def __init__(self, rep):
+        super().__init__(rep)
+        self.dummy = torch.nn.Parameter(torch.zeros(1))  # validate finds the device from the parameters
+
+    def forward(self, x):
+        out = super().forward(x)
+        p = torch.sigmoid(out[:, :1]) * 0.25
+        return torch.cat([torch.log(p / (1 - p)), out[:, 1:]], dim=1)
+
+
+def test_validation_tries_star_thresholds_below_its_probability_peak():
+    """Checkpoint selection must see an underconfident star network's objects ('auto' thresholds start at 0.1)."""
+    from napari_medseg.training.data import Sample
+    from napari_medseg.training.loop import SegmentationTrainConfig, validate
+
+    rep = Representation("star", n_rays=16)
+    card = ModelCard.from_dict({
+        "name": "s", "description": "", "format": "napari-medseg-model/1",
+        "architecture": {"type": "unet", "dims": 2, "in_channels": 1, "out_channels": rep.n_channels,
+                         "base_channels": 4, "depth": 3},
+        "input": {"channels": 1, "normalization": {"kind": "none"}},
+        "output": {"kind": "instance", "channels": rep.channels, "representation": rep.to_card(),
+                   "postprocess": {**rep.postprocess_defaults, "min_size": 4}}})
+    lab = touching_disks((96, 128), 20, seed=5, gap=1)
+    samples = [Sample(image=lab.astype(np.float32), labels=lab, name="disks", group="g")]
+    net = UnderconfidentStarNet(rep)
+    assert SegmentationTrainConfig(steps=1).val_seed_thresholds == "auto"
+    auto = validate(net, card, samples, seed_thresholds="auto")
+    old_grid = validate(net, card, samples, seed_thresholds=(0.3, 0.4, 0.5, 0.6))
+    assert old_grid["ap50"] == 0.0  # nothing above 0.3: the checkpoint looked worthless
+    assert auto["ap50"] > 0.9 and auto["prob_threshold"] <= 0.2
+    with pytest.raises(ParameterError, match="auto"):
+        validate(net, card, samples, seed_thresholds="best")

@@ -82,9 +82,13 @@ class SegmentationTrainConfig:
         ``auto``, ``cpu``, ``cuda``, ``mps``.
     num_threads : int, optional
         torch intra-op CPU threads (default: physical cores).
-    val_seed_thresholds : tuple of float, optional
-        Seed thresholds tried at each validation (best reported); None = the
-        card's ``output.postprocess.seed_threshold`` only.
+    val_seed_thresholds : tuple of float or "auto", optional
+        Thresholds (the representation's
+        :attr:`~napari_medseg.inference.representations.Representation.threshold_key`)
+        tried at each validation, best reported; ``"auto"`` (default): the
+        representation's
+        :attr:`~napari_medseg.inference.representations.Representation.validation_thresholds`;
+        None: the card's ``output.postprocess`` value only.
     precision : {"auto", "float32", "bfloat16", "float16"}
         Autocast of the forward pass (:func:`~.steps.training_amp_dtype`):
         ``auto`` = bfloat16 on CPUs with AVX-512 BF16 / AMX, float16 on CUDA.
@@ -116,7 +120,7 @@ class SegmentationTrainConfig:
     dist_weight: float = 1.0
     device: str = "auto"
     num_threads: int | None = None
-    val_seed_thresholds: tuple[float, ...] | None = (0.3, 0.4, 0.5, 0.6)
+    val_seed_thresholds: tuple[float, ...] | str | None = "auto"
     precision: str = "auto"
     checkpoint: str | Path | None = None
     checkpoint_every_s: float = 300.0
@@ -213,7 +217,7 @@ def validate(net, card, samples: Sequence[Sample], maps: list | None = None,
     ``seed_thresholds``, when given, are all tried on the same network maps
     and the best by mean AP@0.5 is reported (the distance map's level varies
     during training, so a fixed threshold would make checkpoint selection
-    noisy).  ``maps``, when a list, receives each image's maps: ``(fg_prob,
+    noisy); ``"auto"`` tries the representation's ``validation_thresholds``.  ``maps``, when a list, receives each image's maps: ``(fg_prob,
     dist)`` for the ``distance`` representation, else the (K, Y, X) array.
     For a ``star`` model the thresholds tried are ``prob_threshold``
     values (the representation's :attr:`threshold_key`), reported under
@@ -225,6 +229,10 @@ def validate(net, card, samples: Sequence[Sample], maps: list | None = None,
     rep = representation_of(card)
     key = rep.threshold_key
     pp = rep.keywords({**card.output.get("postprocess", {}), **postprocess})
+    if isinstance(seed_thresholds, str):
+        if seed_thresholds != "auto":
+            raise ParameterError(f"seed_thresholds must be a sequence of floats, 'auto' or None, got {seed_thresholds!r}")
+        seed_thresholds = rep.validation_thresholds
     candidates = [float(t) for t in seed_thresholds] if seed_thresholds else [float(pp[key])]
     rows: dict[float, list[dict]] = {t: [] for t in candidates}
     for s in samples:
