@@ -337,10 +337,21 @@ def retune(name: str, folder: Path, out: Path, holdout: float) -> None:
 
     For a model trained before a grid changed: the weights are not touched,
     the hold-out is the same seeded split, ``val`` is scored once after.
+    ``folder`` is a model folder or a checkpoint file (``.pt``: its last weights).
     """
-    from napari_medseg.models.spec import load_model
+    from napari_medseg.models.spec import ModelCard, build_network, load_model
 
-    net, card = load_model(folder)
+    if folder.suffix == ".pt":
+        from napari_medseg.training.checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(folder)
+        card = ModelCard.from_dict(ckpt.card)
+        net = build_network(card)
+        net.load_state_dict(ckpt.model)
+        net.eval()
+        card.training.update(steps=ckpt.step, seconds=round(ckpt.elapsed_s, 1), from_checkpoint=str(folder))
+    else:
+        net, card = load_model(folder)
     _, hold, val = splits(name, holdout)
     card.training.setdefault("commands", []).append("python scripts/train_default_models.py " + " ".join(sys.argv[1:]))
     prev = (card.metrics or {}).get("val_during_training")
@@ -378,7 +389,7 @@ def main(argv=None) -> int:
     ap.add_argument("--holdout", type=float, default=0.1,
                     help="fraction of each modality of train held out for checkpoint selection and tuning")
     ap.add_argument("--retune", default=None, metavar="MODEL_DIR",
-                    help="no training: re-tune this trained --model's post-processing on the hold-out (the current "
+                    help="no training: re-tune this trained --model's (folder or checkpoint .pt) post-processing on the hold-out (the current "
                          "grids), save it to --out/<model>/ and score val")
     args = ap.parse_args(argv)
     if not DSB.exists():
