@@ -182,7 +182,7 @@ def plan_job(source: SourceSpec, out: str, *, name: str | None = None, model: st
         glass, the whole image's 1st percentile would be glass).  The
         percentiles are estimated once, on a bounded, seeded sample of
         patches of the level the job runs on (never a coarser level), inside
-        the mask eroded by one mask pixel
+        the mask eroded by a margin of 32 level pixels
         (:func:`~napari_medseg.batch.sampling.normalization_sample`), so that
         the same tissue gets the same limits whatever the slide's size or
         pyramid depth.
@@ -444,7 +444,8 @@ def finish_job(job: BlockJob, offsets: dict, *_after: Any) -> dict:
         write_objects_csv(job.table_path, table)
     summary = {"objects": n_objects, "blocks": len(job.grid), "active_blocks": len(job.active),
                "shape": list(job.grid.shape), "levels": len(job.levels), "segment_seconds": round(seconds, 3),
-               "segment_cpu_seconds": round(cpu, 3)}
+               "segment_cpu_seconds": round(cpu, 3),
+               "limits": None if job.limits is None else {"low": list(job.limits[0]), "high": list(job.limits[1])}}
     st.update_record(job.store, complete=True, summary=summary)
     shutil.rmtree(job.parts, ignore_errors=True)
     return {"name": job.name, **summary, "labels": str(job.store),
@@ -463,7 +464,8 @@ class BlockwiseResult:
     table : pandas.DataFrame or None
         One row per object (``detect``), ids as in the labels.
     summary : dict
-        ``objects``, ``blocks``, ``active_blocks``, ``shape``, ``levels``, paths.
+        ``objects``, ``blocks``, ``active_blocks``, ``shape``, ``levels``, ``limits`` (the
+        normalisation limits per model channel, ``{"low": [...], "high": [...]}``, or None), paths.
     timings : dict
         Seconds per stage (``plan``, ``segment``, ``paste``, ``pyramid``, ``finish``, ``total``).
     """

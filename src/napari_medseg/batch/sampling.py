@@ -17,12 +17,15 @@ Here the limits are those of the job's own pixels, estimated once per job:
 1. The level the job runs on is cut into a fixed grid of :data:`PATCH` x
    :data:`PATCH` patches from its top-left pixel.
 2. With a tissue mask (a coarse mask over the same field of view), the mask
-   is first eroded by one mask pixel (8-connected; the slide's edge does not
-   erode), so that the coarse pixels at the tissue's border, part glass, are
-   not sampled; when fewer than :data:`MIN_PIXELS` level pixels are left, the
-   mask is used as it is.  Candidate patches are those that meet the mask;
-   in each, only the pixels whose mask pixel (nearest neighbour) is tissue
-   are kept.  Without a mask every patch is a candidate.
+   is first eroded (8-connected; outside the image counts as glass) by
+   :data:`MARGIN` pixels of the level, rounded up to whole mask pixels and at
+   least one, so that the coarse pixels at the tissue's border, part glass,
+   are not sampled, and so that masks of other resolutions (a bigger slide's
+   mask is coarser) leave about the same tissue; when that leaves fewer than
+   :data:`MIN_PIXELS` level pixels, the mask eroded by one mask pixel, then
+   the mask as it is.  Candidate patches are those that meet the mask; in
+   each, only the pixels whose mask pixel (nearest neighbour) is tissue are
+   kept.  Without a mask every patch is a candidate.
 3. Candidates are taken in the order of a hash of their grid position and a
    seed (splitmix64), not of a random draw over the list: the order of two
    patches does not depend on the image's size or on the other candidates,
@@ -54,7 +57,9 @@ from ..errors import ParameterError
 PATCH = 128
 #: Pixels the percentiles are estimated on (that many per channel at most), as the whole-image estimate.
 SAMPLE_PIXELS = 2**22
-#: An eroded mask with fewer level pixels than this is not used (the mask as it is instead).
+#: The tissue mask is eroded by this many pixels of the job's level (at least one mask pixel).
+MARGIN = 32
+#: An eroded mask with fewer level pixels than this is not used (a less eroded one instead).
 MIN_PIXELS = 1000
 
 
@@ -141,7 +146,7 @@ def normalization_sample(data: Any, axes: str, tissue: Any = None, *, n_pixels: 
 
 
 def _sampling_mask(tissue: Any, shape: tuple[int, int]) -> np.ndarray | None:
-    """The mask sampled: ``tissue`` eroded by one mask pixel, or as it is when that leaves too little; None: all."""
+    """The mask sampled: ``tissue`` eroded by :data:`MARGIN` level pixels, by one mask pixel, or as it is; None: all."""
     if tissue is None:
         return None
     mask = np.asarray(tissue).astype(bool, copy=False)
@@ -151,9 +156,13 @@ def _sampling_mask(tissue: Any, shape: tuple[int, int]) -> np.ndarray | None:
         return None
     from scipy import ndimage as ndi
 
-    eroded = ndi.binary_erosion(mask, structure=np.ones((3, 3), bool), border_value=1)
+    edge = min(shape[0] / mask.shape[0], shape[1] / mask.shape[1])  # level pixels per mask pixel
     per_mask_pixel = shape[0] * shape[1] / mask.size
-    return eroded if eroded.sum() * per_mask_pixel >= MIN_PIXELS else mask
+    for n in dict.fromkeys((max(1, math.ceil(MARGIN / edge)), 1)):
+        eroded = ndi.binary_erosion(mask, structure=np.ones((3, 3), bool), iterations=n, border_value=0)
+        if eroded.sum() * per_mask_pixel >= MIN_PIXELS:
+            return eroded
+    return mask
 
 
 def _patches_meeting(mask: np.ndarray, shape: tuple[int, int], patch: int, grid: tuple[int, int]) -> np.ndarray:
@@ -183,4 +192,4 @@ def _priority(rows: np.ndarray, cols: np.ndarray, seed: int) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
-__all__ = ["MIN_PIXELS", "PATCH", "SAMPLE_PIXELS", "normalization_sample"]
+__all__ = ["MARGIN", "MIN_PIXELS", "PATCH", "SAMPLE_PIXELS", "normalization_sample"]
