@@ -14,7 +14,9 @@
    fits a CPU shared with trainings), each in a fresh subprocess: its peak
    resident memory (``ru_maxrss``), the memory after torch and the model are
    loaded, time, objects, and the throughput over the tissue blocks (per
-   wall and per CPU second).
+   wall and per CPU second), the normalisation limits, and how many of the
+   objects around the island the two jobs share (matched one-to-one at IoU >
+   0.5: the result must not depend on the slide's size).
 3. Agreement: a ``--region`` x ``--region`` mosaic of H&E tiles and one of
    fluorescence tiles, each segmented whole (``segment_iter``) and block-wise
    (``--agreement-block``, so many objects cross block borders); the share of
@@ -115,10 +117,27 @@ def run_job(slide: Path, out: Path, block: int) -> dict:
     core_px = s["active_blocks"] * block * block
     return {"open_s": open_s, "mask_s": mask_s, "job_s": secs, "objects": s["objects"], "blocks": s["blocks"],
             "active_blocks": s["active_blocks"], "levels": s["levels"], "base_rss_mb": base,
+            "limits_low": " ".join(f"{v:g}" for v in s["limits"]["low"]),
+            "limits_high": " ".join(f"{v:g}" for v in s["limits"]["high"]),
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "mpx_per_s": core_px / 1e6 / res.timings["segment"], "objects_per_s": s["objects"] / secs,
             "mpx_per_cpu_s": core_px / 1e6 / s["segment_cpu_seconds"],
             **{f"stage_{k}_s": v for k, v in res.timings.items()}}
+
+
+def same_objects(store_a: Path, store_b: Path, size: int, block: int) -> dict:
+    """The two slide jobs' objects around the first island (the same tissue at the same place), matched at IoU > 0.5."""
+    from napari_medseg.analysis.metrics import match_instances
+    from napari_medseg.batch.store import open_labels
+
+    y, x = island_offsets(size)[0]
+    box = (slice(0, y + 1200 + block), slice(0, x + 1800 + block))
+    a, b = (np.asarray(open_labels(s)[0][0][box]) for s in (store_a, store_b))
+    m = match_instances(a, b, 0.5)
+    n_a, n_b = len(np.unique(a)) - 1, len(np.unique(b)) - 1
+    return {"in_a": n_a, "in_b": n_b, "matched": len(m.pairs), "matched_pct": 100 * len(m.pairs) / max(n_a, n_b, 1),
+            "mean_iou": float(np.mean(m.ious)) if len(m.ious) else 0.0,
+            "foreground_differing_pct": 100 * int(((a > 0) != (b > 0)).sum()) / max(int((a > 0).sum()), 1)}
 
 
 def agreement(modality: str, size: int, block: int) -> dict:
@@ -192,6 +211,9 @@ def main() -> None:
         ja = results[a]["peak_rss_mb"] - results[a]["base_rss_mb"]
         jb = results[b]["peak_rss_mb"] - results[b]["base_rss_mb"]
         print(f"job_rss_above_model_ratio_{b}_vs_{a}={jb / ja:.3f}")
+        for k, v in same_objects(args.tmp / f"out_{a}" / f"slide_{a}.zarr", args.tmp / f"out_{b}" / f"slide_{b}.zarr",
+                                 a, args.block).items():
+            print(f"objects_{b}_vs_{a}_{k}={v:.3f}" if isinstance(v, float) else f"objects_{b}_vs_{a}_{k}={v}")
     if not args.skip_agreement:
         for modality, size in (("histo", args.region), ("fluo", args.region)):
             r = subprocess.run([sys.executable, __file__, "--agree", modality, str(size), str(args.agreement_block)],

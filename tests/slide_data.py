@@ -80,3 +80,66 @@ def train_tiny(out: Path, seed: int = 0) -> Path:
                                     batch_size=8, lr=5e-3, patience=12, seed=seed, device="cpu", out=out,
                                     name=out.name, augment=False))
     return res.model_path
+
+
+def he_nuclei(shape: tuple[int, int], n: int, seed: int = 0) -> np.ndarray:
+    """H&E-like RGB uint8 tissue: noisy pink stroma with ``n`` dark purple flat-topped nuclei (radius 5-9 px)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    w = np.zeros(shape, np.float32)
+    for _ in range(n):
+        cy, cx, r = rng.uniform(0, shape[0]), rng.uniform(0, shape[1]), rng.uniform(5, 9)
+        w = np.maximum(w, np.exp(-((((yy - cy) ** 2 + (xx - cx) ** 2) / r**2) ** 3)))
+    stroma, nucleus = np.array((232, 165, 210), np.float32), np.array((75, 35, 125), np.float32)
+    img = stroma + w[..., None] * (nucleus - stroma) + rng.normal(0, 8, shape + (3,))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def write_window_slide(path: Path, size: int, window: np.ndarray, corner: tuple[int, int], mpp: float = 0.5,
+                       smallest: int = 256, tile: int = 256) -> Path:
+    """A ``size`` x ``size`` RGB OME-TIFF pyramid of glass (:data:`GLASS`) with ``window`` at ``corner`` (y, x).
+
+    Levels halve down to ``smallest`` px; each is the 2 x 2 mean of the one above (as scanners average),
+    computed on a glass canvas around the window only, so that a big slide costs no more memory than a small
+    one.  Tiles are written one at a time (zlib).
+    """
+    import tifffile
+
+    n_levels = 1
+    while size // 2**n_levels >= smallest:
+        n_levels += 1
+    f = 2 ** (n_levels - 1)
+    y0, x0 = corner[0] // f * f, corner[1] // f * f  # a canvas aligned to the coarsest level's pixels
+    y1, x1 = -(-(corner[0] + window.shape[0]) // f) * f, -(-(corner[1] + window.shape[1]) // f) * f
+    canvas = np.empty((y1 - y0, x1 - x0, 3), np.float64)
+    canvas[:] = GLASS
+    canvas[corner[0] - y0:corner[0] - y0 + window.shape[0], corner[1] - x0:corner[1] - x0 + window.shape[1]] = window
+    levels = [canvas]
+    for _ in range(1, n_levels):
+        c = levels[-1]
+        levels.append(c.reshape(c.shape[0] // 2, 2, c.shape[1] // 2, 2, 3).mean(axis=(1, 3)))
+    levels = [np.clip(np.round(c), 0, 255).astype(np.uint8) for c in levels]
+
+    def tiles(k: int):
+        n, d = size // 2**k, 2**k
+        cy, cx, c = y0 // d, x0 // d, levels[k]
+        for ty in range(0, n, tile):
+            for tx in range(0, n, tile):
+                t = np.empty((tile, tile, 3), np.uint8)
+                t[:] = GLASS
+                ya, yb = max(ty, cy), min(ty + tile, cy + c.shape[0])
+                xa, xb = max(tx, cx), min(tx + tile, cx + c.shape[1])
+                if ya < yb and xa < xb:
+                    t[ya - ty:yb - ty, xa - tx:xb - tx] = c[ya - cy:yb - cy, xa - cx:xb - cx]
+                yield t
+
+    opts = {"tile": (tile, tile), "photometric": "rgb", "compression": "zlib", "dtype": np.uint8}
+    with tifffile.TiffWriter(path, ome=True, bigtiff=True) as tw:
+        for k in range(n_levels):
+            shape = (size // 2**k, size // 2**k, 3)
+            if k == 0:
+                tw.write(tiles(0), shape=shape, subifds=n_levels - 1, **opts,
+                         metadata={"axes": "YXS", "PhysicalSizeX": mpp, "PhysicalSizeY": mpp})
+            else:
+                tw.write(tiles(k), shape=shape, subfiletype=1, metadata=None, **opts)
+    return path

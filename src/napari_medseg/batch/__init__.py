@@ -1,6 +1,7 @@
 """Whole images block by block, and batches of files on a dask cluster.
 
 ``plan`` (the block grid, tissue blocks, the image a job reads),
+``sampling`` (the pixels a job's normalisation percentiles are estimated on),
 ``store`` (the multiscale labels store and the per-block parts on disk),
 ``blockwise`` (the tasks of a whole-image job and
 :func:`~napari_medseg.batch.blockwise.segment_blockwise_iter`, which runs

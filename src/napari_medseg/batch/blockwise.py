@@ -10,7 +10,8 @@ of picklable arguments, so that the same code runs in one process
 1. :func:`segment_block` (one per block, independent): read the block's read
    box from the source (at the job's pyramid level), segment it with
    :func:`~napari_medseg.inference.segment.segment_iter` (normalised with
-   limits estimated once for the whole image), keep the objects whose
+   limits estimated once for the whole image, on a sample of the job level's
+   tissue pixels: :mod:`napari_medseg.batch.sampling`), keep the objects whose
    centroid lies in the core (each object has exactly one owner), number
    them 1..n and save them, cropped to the keep box, with their table.
 2. :func:`block_offsets` (one): the first global id of each block (a prefix
@@ -58,7 +59,8 @@ import numpy as np
 from ..errors import ParameterError
 from ..progress import CancelToken, Progress
 from . import store as st
-from .plan import BlockGrid, SourceSpec, round_up, scale_for_engine, shifted, tissue_blocks, tissue_pixels
+from .plan import BlockGrid, SourceSpec, round_up, scale_for_engine, shifted, tissue_blocks
+from .sampling import normalization_sample
 
 #: Default core edge (pixels); a multiple of the output chunk edge.
 DEFAULT_BLOCK = 2048
@@ -177,7 +179,13 @@ def plan_job(source: SourceSpec, out: str, *, name: str | None = None, model: st
         Low-resolution tissue mask over the image's field of view: only the
         blocks whose core meets it are segmented, and the normalisation
         percentiles are those of the tissue (on a slide that is mostly
-        glass, the whole image's 1st percentile would be glass).
+        glass, the whole image's 1st percentile would be glass).  The
+        percentiles are estimated once, on a bounded, seeded sample of
+        patches of the level the job runs on (never a coarser level), inside
+        the mask eroded by a margin of 32 level pixels
+        (:func:`~napari_medseg.batch.sampling.normalization_sample`), so that
+        the same tissue gets the same limits whatever the slide's size or
+        pyramid depth.
     block_size : int
         Core edge in pixels (rounded up to a multiple of ``chunk``).
     max_object_size : int, optional
@@ -223,10 +231,11 @@ def plan_job(source: SourceSpec, out: str, *, name: str | None = None, model: st
     grid = BlockGrid(img.shape, block, round_up(max_object_size), context)
     active = tuple(tissue_blocks(grid, tissue))
     channels = model_channels(card, prep.n_channels, prep.is_rgb, prep.axes)
-    limits_data, limits_axes = img.limits_data, img.axes
-    if tissue is not None:  # percentiles of the tissue, not of the glass around it
-        limits_data, limits_axes = tissue_pixels(limits_data, img.axes, tissue)
-    low, high = normalization_limits(limits_data, limits_axes, card.input.get("normalization"), channels)
+    norm = card.input.get("normalization")
+    data, data_axes = img.data, img.axes
+    if (norm or {}).get("kind") == "percentile":  # the job level's own pixels, on the tissue
+        data, data_axes = normalization_sample(img.data, img.axes, tissue)
+    low, high = normalization_limits(data, data_axes, norm, channels)
     limits = None if low is None else (tuple(float(v) for v in low), tuple(float(v) for v in high))
     name = name or (Path(source.path).stem.split(".")[0] if source.path else "image")
     # a changed file starts over; an array is known by its name, shape, dtype and intensity limits only
@@ -435,7 +444,8 @@ def finish_job(job: BlockJob, offsets: dict, *_after: Any) -> dict:
         write_objects_csv(job.table_path, table)
     summary = {"objects": n_objects, "blocks": len(job.grid), "active_blocks": len(job.active),
                "shape": list(job.grid.shape), "levels": len(job.levels), "segment_seconds": round(seconds, 3),
-               "segment_cpu_seconds": round(cpu, 3)}
+               "segment_cpu_seconds": round(cpu, 3),
+               "limits": None if job.limits is None else {"low": list(job.limits[0]), "high": list(job.limits[1])}}
     st.update_record(job.store, complete=True, summary=summary)
     shutil.rmtree(job.parts, ignore_errors=True)
     return {"name": job.name, **summary, "labels": str(job.store),
@@ -454,7 +464,8 @@ class BlockwiseResult:
     table : pandas.DataFrame or None
         One row per object (``detect``), ids as in the labels.
     summary : dict
-        ``objects``, ``blocks``, ``active_blocks``, ``shape``, ``levels``, paths.
+        ``objects``, ``blocks``, ``active_blocks``, ``shape``, ``levels``, ``limits`` (the
+        normalisation limits per model channel, ``{"low": [...], "high": [...]}``, or None), paths.
     timings : dict
         Seconds per stage (``plan``, ``segment``, ``paste``, ``pyramid``, ``finish``, ``total``).
     """

@@ -38,8 +38,6 @@ Box = tuple[slice, ...]
 
 #: Read boxes start on multiples of this (the U-Net's divisor 2**(depth-1) for depth <= 5).
 ALIGN = 16
-#: Normalisation limits are estimated on the finest pyramid level with at most this many pixels.
-LIMITS_MAX_PIXELS = 16 * 2**20
 
 
 def round_up(n: float, d: int = ALIGN) -> int:
@@ -147,32 +145,6 @@ def tissue_blocks(grid: BlockGrid, tissue: Any | None) -> list[int]:
     return out
 
 
-def tissue_pixels(data: Any, axes: str, tissue: Any, max_samples: int = 2**22) -> tuple[np.ndarray, str]:
-    """The tissue's pixels of ``data``, for the normalisation percentiles: ``(array, axes)``.
-
-    A strided subsample of ``data`` (at most ``max_samples`` pixels, as
-    :func:`~napari_medseg.inference.normalize.subsample` takes) keeps the
-    pixels where ``tissue`` (nearest neighbour, same field of view) is True;
-    they come back as a ``(1, n[, C])`` image with axes ``YX`` or ``YXC``.
-    With fewer than 1000 tissue pixels, ``data`` and ``axes`` come back as they are.
-    """
-    mask = np.asarray(tissue).astype(bool, copy=False)
-    yi, xi = axes.index("Y"), axes.index("X")
-    h, w = int(data.shape[yi]), int(data.shape[xi])
-    step = max(1, math.ceil(math.sqrt(h * w / max_samples)))
-    sample = np.asarray(data[tuple(slice(None, None, step) if i in (yi, xi) else slice(None)
-                                   for i in range(len(axes)))])
-    ch = next((i for i, a in enumerate(axes) if a in "CS"), None)
-    order = [yi, xi] + ([ch] if ch is not None else [])
-    sample = sample.transpose(order)
-    rows = np.minimum((np.arange(sample.shape[0]) * step * mask.shape[0]) // h, mask.shape[0] - 1)
-    cols = np.minimum((np.arange(sample.shape[1]) * step * mask.shape[1]) // w, mask.shape[1] - 1)
-    keep = mask[np.ix_(rows, cols)]
-    if int(keep.sum()) < 1000:
-        return data, axes
-    return sample[keep][None], "YX" + ("C" if ch is not None else "")
-
-
 # ---------------------------------------------------------------- images
 @dataclass(frozen=True)
 class SourceSpec:
@@ -193,9 +165,6 @@ class SourceSpec:
         ``array``'s axes (``YX``, ``YXS`` for RGB, ``CYX``); guessed when None.
     geometry : Geometry, optional
         ``array``'s ``YX`` geometry (pixel size in µm...); None: pixels.
-    limits_array : array-like, optional
-        A lower-resolution copy of ``array`` (same axes) on which the
-        normalisation limits are estimated (a pyramid's small level).
     """
 
     path: str | None = None
@@ -203,7 +172,6 @@ class SourceSpec:
     array: Any = None
     axes: str | None = None
     geometry: Geometry | None = None
-    limits_array: Any = None
 
     def __post_init__(self) -> None:
         if (self.path is None) == (self.array is None):
@@ -224,18 +192,16 @@ class SourceSpec:
 
         shape = tuple(int(s) for s in self.array.shape)
         axes = check_axes(self.axes if self.axes is not None else infer_axes(shape), len(shape))
-        limits = self.limits_array if self.limits_array is not None else self.array
-        return OpenedImage(self.array, axes, _check_geometry(self.geometry, axes), limits, self.name)
+        return OpenedImage(self.array, axes, _check_geometry(self.geometry, axes), self.name)
 
 
 @dataclass(frozen=True)
 class OpenedImage:
-    """An opened source: ``data`` (one level), its ``axes``, ``geometry`` (YX), ``limits_data``, ``name``."""
+    """An opened source: ``data`` (one level), its ``axes``, ``geometry`` (YX), ``name``."""
 
     data: Any
     axes: str
     geometry: Geometry
-    limits_data: Any
     name: str
 
     @property
@@ -280,13 +246,7 @@ def _open_file(path: str, level: int, mtime_ns: int, size: int) -> OpenedImage:
     shape0 = [int(levels[0].shape[axes.index(a)]) for a in "YX"]
     shape = [int(levels[level].shape[axes.index(a)]) for a in "YX"]
     geometry = g0.zoomed([s / s0 for s, s0 in zip(shape, shape0, strict=True)]) if level else g0
-    # the finest level small enough for the percentile estimate (the level itself when it is)
-    limits = next((lv for lv in levels[level:] if _n_pixels(lv, axes) <= LIMITS_MAX_PIXELS), levels[-1])
-    return OpenedImage(levels[level], axes, _check_geometry(geometry, axes), limits, os.path.basename(path))
-
-
-def _n_pixels(arr: Any, axes: str) -> int:
-    return int(np.prod([int(arr.shape[axes.index(a)]) for a in "YX"]))
+    return OpenedImage(levels[level], axes, _check_geometry(geometry, axes), os.path.basename(path))
 
 
 def scale_for_engine(geometry: Geometry) -> tuple[tuple[float, ...] | None, tuple[str, ...] | None]:
