@@ -74,12 +74,14 @@ def test_every_dock_closes_with_the_viewer_at_once(make_napari_viewer, models_di
     assert len(widgets) == len(names)
 
 
-def test_closing_the_viewer_while_segmenting(make_napari_viewer, models_dir, qtbot, monkeypatch) -> None:
+@pytest.fixture
+def slow_tiles(monkeypatch) -> None:
+    """Each step of a segmentation takes 1 s, like a tile batch on a slow CPU (the worker is busy between yields)."""
     import napari_medseg.inference.dispatch as dispatch
 
     real = dispatch.segment_any_iter
 
-    def slow_tiles(*args, **kwargs):  # each step takes 1 s, like a tile batch on a slow CPU
+    def slow(*args, **kwargs):
         gen = real(*args, **kwargs)
         try:
             while True:
@@ -89,25 +91,43 @@ def test_closing_the_viewer_while_segmenting(make_napari_viewer, models_dir, qtb
         except StopIteration as stop:
             return stop.value
 
-    monkeypatch.setattr(dispatch, "segment_any_iter", slow_tiles)
+    monkeypatch.setattr(dispatch, "segment_any_iter", slow)
+
+
+def _start_segmenting(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     viewer.add_image(np.random.default_rng(0).normal(10, 2, (96, 96)).astype(np.float32), name="img")
-    _dock, widget = viewer.window.add_plugin_dock_widget("napari-medseg", "Segment")
+    dock, widget = viewer.window.add_plugin_dock_widget("napari-medseg", "Segment")
     qtbot.waitUntil(lambda: widget.device_picker.ready, timeout=60_000)
     widget.tile_size.setValue(32)
-    progressed, ended = [], []
     widget.run()
+    qtbot.waitUntil(lambda: widget._job.pbar is not None and widget._job.pbar.n >= 1, timeout=RUN_TIMEOUT)
+    assert widget.running
+    return viewer, dock, widget
+
+
+def test_closing_the_viewer_while_segmenting(make_napari_viewer, models_dir, slow_tiles, qtbot) -> None:
+    viewer, _dock, widget = _start_segmenting(make_napari_viewer, qtbot)
     job = widget._job
-    job._on_progress, job._on_done = progressed.append, ended.append  # what would reach the dock
-    qtbot.waitUntil(lambda: len(progressed) >= 1, timeout=RUN_TIMEOUT)
-    assert job.running
-    n = len(progressed)
+    progressed, ended = [], []
+    job._on_progress, job._on_done = progressed.append, ended.append  # what would reach the dock from now on
     viewer.close()
     assert _threads() == 0  # cancelled and waited for
     assert job.cancel_requested and not job.running
     qtbot.wait(1200)  # the step in flight when the viewer closed still yields: it must not reach the dock
-    assert len(progressed) == n
-    assert ended == []
+    assert progressed == [] and ended == []
+
+
+def test_a_removed_dock_is_cancelled_when_the_viewer_closes(make_napari_viewer, models_dir, slow_tiles,
+                                                            qtbot) -> None:
+    """napari keeps a removed dock's widget alive; its job ends as cancelled (not as an error) on close."""
+    viewer, dock, widget = _start_segmenting(make_napari_viewer, qtbot)
+    viewer.window.remove_dock_widget(dock)
+    viewer.close()  # napari cancels its tasks: worker.quit()
+    qtbot.waitUntil(lambda: not widget.running, timeout=RUN_TIMEOUT)
+    assert widget.status.text().startswith("Cancelled"), widget.status.text()
+    widget.deleteLater()
+    qtbot.wait(50)
 
 
 def test_closing_the_viewer_while_training_keeps_the_checkpoint(make_napari_viewer, models_dir, qtbot,
@@ -140,6 +160,17 @@ def test_closing_the_viewer_while_training_keeps_the_checkpoint(make_napari_view
     assert card.training["cancelled"] is True and card.training["epochs"] >= 1
     qtbot.wait(300)
     assert ended == []
+
+
+def test_widgets_start_threads_only_through_the_worker_module() -> None:
+    """One mechanism owns every thread (cancel, disconnect, bounded wait on close): no bare worker in a widget."""
+    import re
+
+    pattern = re.compile(r"\b(create_worker|thread_worker|QThread|QThreadPool|threading\.Thread|QRunnable)\b")
+    napari_layer = SRC / "napari_medseg" / "_napari"
+    found = [f"{path.relative_to(SRC)}:{n}" for path in sorted(napari_layer.rglob("*.py")) if path.name != "_worker.py"
+             for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if pattern.search(line)]
+    assert found == []
 
 
 SCRIPT = """

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import sys
 import threading
 import time
 from collections.abc import Callable, Generator
@@ -127,6 +128,11 @@ class _GuardedRun:
         finally:
             self._forget()
 
+    @property
+    def ended(self) -> bool:
+        """Whether its thread has ended (or it was dropped before it started)."""
+        return self._ended.is_set()
+
     def _forget(self) -> None:
         with _live_lock:
             _live.discard(self)
@@ -217,13 +223,17 @@ class _OwnedWorker:
 
     def _owner_destroyed(self, *_: Any) -> None:
         self._owner_alive = False
+        worker = self.worker
+        # Nothing runs any more (or the interpreter is finalizing, when Qt objects may be gone
+        # already and touching a signal can crash): the callbacks check `_owner_alive`.
+        if worker is None or worker.ended or sys.is_finalizing():
+            return
         self._release()
         for signal, slot in self._connections:
             with contextlib.suppress(TypeError, RuntimeError):  # already disconnected, or the signals object is gone
                 signal.disconnect(slot)
         self._connections.clear()
-        if self.worker is not None:
-            _wait_for(self.worker)
+        _wait_for(worker)
 
 
 class BackgroundCall(_OwnedWorker):
