@@ -16,22 +16,42 @@ Exceptions raised by the core are caught in the worker thread and handed to
 ``on_done`` as :attr:`JobOutcome.error`; they never propagate into Qt's event
 loop, so napari keeps running and the caller decides how to show them.
 
+Closing never crashes napari.  Every job (and every :class:`BackgroundCall`,
+e.g. the device probe that imports torch) has an ``owner`` widget.  When the
+owner is destroyed (its dock removed, the viewer closed) the job is cancelled,
+its signals are disconnected, no callback runs any more, and the GUI thread
+waits up to :data:`CLOSE_WAIT_S` (shared by all owners destroyed together) for
+the worker thread to end.  At interpreter exit the threads still running are
+cancelled and waited for up to :data:`EXIT_WAIT_S`: a worker thread that
+outlives Qt's objects makes PyQt abort the process.  napari's own "cancel all
+tasks" on close (``worker.quit``) sets the job's :class:`CancelToken` too.
+
 This module imports napari/Qt; only widgets import it.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import sys
+import threading
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
-from napari.qt.threading import GeneratorWorker, create_worker
+from napari.qt.threading import FunctionWorker, GeneratorWorker, create_worker
 from napari.utils import progress as napari_progress
+from qtpy.QtCore import QTimer
 
 from ..progress import Cancelled, CancelToken, Progress
 
-__all__ = ["JobOutcome", "ProgressJob"]
+__all__ = ["CLOSE_WAIT_S", "EXIT_WAIT_S", "BackgroundCall", "JobOutcome", "ProgressJob"]
+
+#: Seconds the GUI thread waits for the worker threads of widgets destroyed together (a viewer closing).
+CLOSE_WAIT_S = 5.0
+#: Seconds interpreter exit waits for worker threads still running (e.g. an ``import torch`` in progress).
+EXIT_WAIT_S = 30.0
 
 
 @dataclass
@@ -62,7 +82,78 @@ class JobOutcome:
         return self.error is None and not self.cancelled
 
 
-class _ClosingGeneratorWorker(GeneratorWorker):
+_live: set[_GuardedRun] = set()  # workers started whose thread has not ended
+_live_lock = threading.Lock()
+
+
+class _GuardedRun:
+    """Mixin for superqt workers: tells when its thread ended, can be dropped before it starts, never aborts Qt.
+
+    ``on_quit`` is called by :meth:`quit` (napari's "cancel all tasks" calls
+    ``worker.quit`` too), so the owner's :class:`CancelToken` follows.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.on_quit: Callable[[], None] | None = None
+        self._ended = threading.Event()
+        self._lock = threading.Lock()
+        self._began = False
+        self._dropped = False
+        self._thread: int | None = None  # ident of the thread running it
+
+    def start(self) -> None:
+        with _live_lock:
+            _live.add(self)
+        super().start()
+
+    def quit(self) -> None:
+        super().quit()
+        if self.on_quit is not None:
+            self.on_quit()
+
+    def run(self) -> None:
+        with self._lock:
+            if self._dropped:  # stopped before the thread pool got to it: nothing to run
+                return
+            self._began = True
+            self._thread = threading.get_ident()
+        try:
+            super().run()
+        except RuntimeError:
+            # An emit on the worker's signals object after Qt deleted it (interpreter
+            # exit): nobody is listening, and an exception escaping QRunnable.run makes
+            # PyQt abort the process.
+            pass
+        finally:
+            self._forget()
+
+    @property
+    def ended(self) -> bool:
+        """Whether its thread has ended (or it was dropped before it started)."""
+        return self._ended.is_set()
+
+    def _forget(self) -> None:
+        with _live_lock:
+            _live.discard(self)
+        self._ended.set()
+
+    def stop(self, timeout: float) -> bool:
+        """Quit, then wait up to ``timeout`` s for the thread; True when it ended or never started.
+
+        Never waits when called from the worker's own thread (a widget garbage-collected there).
+        """
+        self.quit()
+        with self._lock:
+            if not self._began:
+                self._dropped = True
+                self._forget()
+        if self._thread == threading.get_ident():
+            return False
+        return self._ended.wait(max(timeout, 0.0))
+
+
+class _ClosingGeneratorWorker(_GuardedRun, GeneratorWorker):
     """A GeneratorWorker that closes its generator in the worker thread when it stops.
 
     superqt's worker simply stops calling ``send`` after ``quit()``, leaving the
@@ -76,6 +167,121 @@ class _ClosingGeneratorWorker(GeneratorWorker):
             return super().work()
         finally:
             self._gen.close()
+
+
+class _GuardedFunctionWorker(_GuardedRun, FunctionWorker):
+    """A FunctionWorker with :class:`_GuardedRun`'s end-of-thread event and exit safety."""
+
+
+_close_deadline = 0.0  # shared by the owners destroyed in one burst (a viewer closing), until the event loop runs
+
+
+def _end_close_burst() -> None:
+    global _close_deadline
+    _close_deadline = 0.0
+
+
+def _wait_for(worker: _GuardedRun) -> bool:
+    """Stop ``worker`` and wait for its thread within the current closing deadline (GUI thread)."""
+    global _close_deadline
+    now = time.monotonic()
+    if now >= _close_deadline:
+        _close_deadline = now + CLOSE_WAIT_S
+        QTimer.singleShot(0, _end_close_burst)
+    return worker.stop(_close_deadline - now)
+
+
+@atexit.register
+def _stop_all_at_exit() -> None:
+    """Cancel the worker threads still running and wait for them (bounded), before Qt's objects go away."""
+    with _live_lock:
+        workers = list(_live)
+    deadline = time.monotonic() + EXIT_WAIT_S
+    for w in workers:
+        w.stop(deadline - time.monotonic())
+
+
+class _OwnedWorker:
+    """A worker whose callbacks run only while its ``owner`` QObject lives; stopped when it is destroyed.
+
+    Subclasses create :attr:`worker` (a :class:`_GuardedRun`), connect its
+    signals through :meth:`_connect` and may extend :meth:`_release`.
+    """
+
+    def __init__(self, owner: Any) -> None:
+        self.worker: _GuardedRun | None = None
+        self._owner_alive = True
+        self._connections: list[tuple[Any, Callable[..., None]]] = []
+        owner.destroyed.connect(self._owner_destroyed)
+
+    def _connect(self, signal: Any, slot: Callable[..., None]) -> None:
+        signal.connect(slot)
+        self._connections.append((signal, slot))
+
+    def _release(self) -> None:
+        """Cancel the work and drop what refers to the owner's world (the owner was just destroyed)."""
+
+    def _owner_destroyed(self, *_: Any) -> None:
+        self._owner_alive = False
+        worker = self.worker
+        # Nothing runs any more (or the interpreter is finalizing, when Qt objects may be gone
+        # already and touching a signal can crash): the callbacks check `_owner_alive`.
+        if worker is None or worker.ended or sys.is_finalizing():
+            return
+        self._release()
+        for signal, slot in self._connections:
+            with contextlib.suppress(TypeError, RuntimeError):  # already disconnected, or the signals object is gone
+                signal.disconnect(slot)
+        self._connections.clear()
+        _wait_for(worker)
+
+
+class BackgroundCall(_OwnedWorker):
+    """Call ``func()`` in a worker thread; its result or error reaches the GUI thread while ``owner`` lives.
+
+    For short jobs without progress (the device probe); no progress bar, no
+    napari task entry.  ``func`` cannot be interrupted: when the owner is
+    destroyed the call's result is dropped and the GUI thread waits (bounded,
+    :data:`CLOSE_WAIT_S`) for it to return.
+
+    Parameters
+    ----------
+    func : callable
+        ``func() -> object``, run in the worker thread.
+    on_result : callable
+        ``on_result(value)``, called in the GUI thread.
+    on_error : callable
+        ``on_error(exc)``, called in the GUI thread when ``func`` raised.
+    owner : QObject
+        The widget the callbacks belong to.
+    """
+
+    def __init__(self, func: Callable[[], Any], on_result: Callable[[Any], None],
+                 on_error: Callable[[Exception], None], *, owner: Any) -> None:
+        super().__init__(owner)
+        self._func = func
+        self._on_result = on_result
+        self._on_error = on_error
+
+    def start(self) -> None:
+        """Start the worker thread (returns at once)."""
+        if self.worker is not None:
+            raise RuntimeError("a BackgroundCall can be started only once")
+        from superqt.utils import create_worker as superqt_worker  # no napari task entry for this
+
+        self.worker = superqt_worker(self._func, _worker_class=_GuardedFunctionWorker, _start_thread=False,
+                                     _ignore_errors=True)
+        self._connect(self.worker.returned, self._returned)
+        self._connect(self.worker.errored, self._errored)
+        self.worker.start()
+
+    def _returned(self, value: Any) -> None:
+        if self._owner_alive:
+            self._on_result(value)
+
+    def _errored(self, exc: Exception) -> None:
+        if self._owner_alive:
+            self._on_error(exc)
 
 
 def _drive(
@@ -95,7 +301,7 @@ def _drive(
     return JobOutcome(result=result)
 
 
-class ProgressJob:
+class ProgressJob(_OwnedWorker):
     """One run of a core progress generator in a napari thread worker.
 
     Parameters
@@ -114,14 +320,16 @@ class ProgressJob:
         thread never does array work.
     desc : str
         Title of the napari progress bar.
-    owner : QObject, optional
-        The widget that started the job.  If it is destroyed (dock closed,
-        viewer closed) the job is cancelled and ``on_done`` is not called.
+    owner : QObject
+        The widget that started the job.  When it is destroyed (dock removed,
+        viewer closed) the job is cancelled, neither ``on_progress`` nor
+        ``on_done`` is called any more, and the GUI thread waits (bounded) for
+        the worker thread to end.
 
     Examples
     --------
     >>> job = ProgressJob(lambda token: segment_iter(img, cancel=token),
-    ...                   on_done=show_result, desc="Segmenting")  # doctest: +SKIP
+    ...                   on_done=show_result, desc="Segmenting", owner=widget)  # doctest: +SKIP
     >>> job.start()  # doctest: +SKIP
     >>> job.cancel()  # doctest: +SKIP
     """
@@ -134,8 +342,9 @@ class ProgressJob:
         on_progress: Callable[[Progress], None] | None = None,
         postprocess: Callable[[Any], Any] | None = None,
         desc: str = "napari-medseg",
-        owner: Any = None,
+        owner: Any,
     ) -> None:
+        super().__init__(owner)
         self.token = CancelToken()
         self._make_gen = make_gen
         self._on_done = on_done
@@ -146,10 +355,6 @@ class ProgressJob:
         self._t0 = 0.0
         self._done = False
         self.pbar: napari_progress | None = None
-        self.worker: GeneratorWorker | None = None
-        self._owner_alive = True
-        if owner is not None:
-            owner.destroyed.connect(self._owner_destroyed)
 
     @property
     def running(self) -> bool:
@@ -175,10 +380,10 @@ class ProgressJob:
             _start_thread=False,
             _ignore_errors=True,  # errors are reported through on_done, not re-raised
         )
-        self.worker.yielded.connect(self._yielded)
-        self.worker.returned.connect(self._returned)
-        self.worker.errored.connect(self._errored)
-        self.worker.finished.connect(self._finished)
+        self.worker.on_quit = self.token.cancel  # napari's "cancel all tasks" on close quits the worker
+        for signal, slot in ((self.worker.yielded, self._yielded), (self.worker.returned, self._returned),
+                             (self.worker.errored, self._errored), (self.worker.finished, self._finished)):
+            self._connect(signal, slot)
         self.worker.start()
 
     def cancel(self) -> None:
@@ -191,7 +396,7 @@ class ProgressJob:
 
     # --- slots, all run in the GUI thread -------------------------------------------------
     def _yielded(self, p: Any) -> None:
-        if not isinstance(p, Progress) or self._done:
+        if not isinstance(p, Progress) or self._done or not self._owner_alive:
             return
         # The callback first: updating napari's progress bar can process pending
         # events re-entrantly (the activity dock repaints), which may deliver
@@ -235,7 +440,9 @@ class ProgressJob:
         if self._owner_alive:
             self._on_done(outcome)
 
-    def _owner_destroyed(self, *_: Any) -> None:
-        self._owner_alive = False
+    def _release(self) -> None:
         if self.running:
             self.cancel()
+        self._done = True  # its `finished` is disconnected next: the job is over for the GUI
+        if self.pbar is not None:
+            self.pbar.close()

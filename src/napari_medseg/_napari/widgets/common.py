@@ -5,7 +5,8 @@
 * :class:`ModelPicker` - shipped + user models from the registry, a refresh
   button and a "folder..." button; picks a default that fits the image.
 * :class:`DevicePicker` - ``auto`` plus the devices torch can see; filled in a
-  background thread so opening the widget does not wait for ``import torch``.
+  background thread so opening the widget does not wait for ``import torch``
+  (a closing dock drops the answer and waits for the thread, bounded).
 * :func:`scrolling_layout` / :class:`DockScroll`: every dock's rows scroll
   vertically and fit :data:`DOCK_MAX_WIDTH`.
 * :class:`RunCancelRow`, :class:`StatusLine` and :class:`KindNote` (the
@@ -398,17 +399,18 @@ class DevicePicker(QComboBox):
         return self.currentText() or "auto"
 
     def populate(self) -> None:
-        """Ask torch for the available devices in a worker thread (once)."""
+        """Ask torch for the available devices in a worker thread (once).
+
+        If the picker is destroyed first (its dock or the viewer closed while
+        torch imports), the answer is dropped and the closing waits for it
+        (bounded, :class:`~napari_medseg._napari._worker.BackgroundCall`).
+        """
         if self._worker is not None or self.ready:
             return
-        from superqt.utils import create_worker
-
         from ...models.device import available_devices
+        from .._worker import BackgroundCall
 
-        # superqt's worker, not napari's: no task-status entry in the viewer for this.
-        self._worker = create_worker(available_devices, _start_thread=False, _ignore_errors=True)
-        self._worker.returned.connect(self.set_devices)
-        self._worker.errored.connect(self._on_error)
+        self._worker = BackgroundCall(available_devices, self.set_devices, self._on_error, owner=self)
         self._worker.start()
 
     def set_devices(self, devices: list[str]) -> None:
