@@ -143,3 +143,22 @@ def write_window_slide(path: Path, size: int, window: np.ndarray, corner: tuple[
             else:
                 tw.write(tiles(k), shape=shape, subfiletype=1, metadata=None, **opts)
     return path
+
+
+#: :func:`write_tissue_and_debris_slide`: the tissue square (y0, x0, edge) and the debris area (from y, x to the end)
+TISSUE_SQUARE = (32, 32, 400)
+DEBRIS_FROM = 600
+
+
+def write_tissue_and_debris_slide(path: Path, size: int = 1024, mpp: float = 0.5) -> Path:
+    """An RGB OME-TIFF pyramid (levels /1, /2, /4, /8) of glass with a square of H&E-like tissue
+    (:data:`TISSUE_SQUARE`, :func:`he_nuclei`) and eight nucleus-coloured specks (radius 7 px) on the glass
+    past (:data:`DEBRIS_FROM`, :data:`DEBRIS_FROM`): debris a nuclei model segments when it runs on glass."""
+    img = np.empty((size, size, 3), np.uint8)
+    img[:] = GLASS
+    y0, x0, edge = TISSUE_SQUARE
+    img[y0:y0 + edge, x0:x0 + edge] = he_nuclei((edge, edge), 120, seed=1)
+    yy, xx = np.mgrid[:size, :size]
+    for cy, cx in np.random.default_rng(0).uniform(DEBRIS_FROM + 20, size - 24, (8, 2)):
+        img[(yy - cy) ** 2 + (xx - cx) ** 2 < 49] = (75, 35, 125)
+    return write_ome_pyramid(path, img, mpp=mpp, factors=(2, 4, 8))

@@ -48,3 +48,18 @@ def test_batch_options_are_checked(tmp_path, capsys):
     assert "holds no image files" in capsys.readouterr().err
     assert main(["batch", str(img), "-o", str(tmp_path / "o"), "--model", "no-such-model", "--workers", "0"]) == 2
     assert "no-such-model" in capsys.readouterr().err
+
+
+def test_batch_finds_the_tissue_of_a_slide_and_checks_the_flag(tmp_path, capsys):
+    from tests.slide_data import write_tissue_and_debris_slide
+
+    slide = write_tissue_and_debris_slide(tmp_path / "debris.ome.tif")
+    args = [str(slide), "-o", str(tmp_path / "o"), "--workers", "0", "--model", "nuclei-he", "--block-size", "512",
+            "--device", "cpu", "-q"]
+    assert main(["batch", *args, "--tissue", "glass"]) == 2
+    assert "argument --tissue: invalid choice: 'glass'" in capsys.readouterr().err
+    assert main(["batch", *args, "--job", "segment"]) == 0  # --tissue auto by default
+    rep = pd.read_csv(tmp_path / "o" / "batch_report.csv")
+    # blocks are whole 1024-px chunks: the one block touches the tissue (the API test skips glass blocks)
+    assert rep["tissue"][0] == "detected" and (rep["active_blocks"][0], rep["skipped_blocks"][0]) == (1, 0)
+    assert 0.13 < rep["tissue_fraction"][0] < 0.17

@@ -203,7 +203,9 @@ def segment_blockwise(image: Any, out: str | os.PathLike, *, progress: Callable[
     progress : callable, optional
         Called with each :class:`~napari_medseg.progress.Progress`.
     **options
-        ``model``, ``detect``, ``tissue`` (low-resolution bool mask),
+        ``model``, ``detect``, ``tissue`` (``"auto"``, the default: found on
+        RGB slides, a pyramid or >= 8192 x 8192 px, and only their tissue
+        blocks run; ``"on"``, ``"none"``, or a low-resolution bool mask),
         ``block_size``, ``max_object_size``, ``device``...: see
         :func:`napari_medseg.batch.blockwise.plan_job`.
 

@@ -61,6 +61,7 @@ from ..progress import CancelToken, Progress
 from . import store as st
 from .plan import BlockGrid, SourceSpec, round_up, scale_for_engine, shifted, tissue_blocks
 from .sampling import normalization_sample
+from .tissue import job_tissue
 
 #: Default core edge (pixels); a multiple of the output chunk edge.
 DEFAULT_BLOCK = 2048
@@ -96,6 +97,9 @@ class BlockJob:
         Labels chunk edge.
     key : str
         Hash of the settings that change the result (resume only with the same).
+    tissue : dict
+        ``{"tissue": mode, "tissue_fraction": float or None}``
+        (:meth:`~napari_medseg.batch.tissue.JobTissue.record`).
     """
 
     source: SourceSpec
@@ -111,6 +115,7 @@ class BlockJob:
     engine: dict = field(default_factory=dict)
     chunk: int = st.DEFAULT_CHUNK
     key: str = ""
+    tissue: dict = field(default_factory=lambda: {"tissue": "none", "tissue_fraction": None})
 
     @property
     def store(self) -> Path:
@@ -157,7 +162,7 @@ class BlockJob:
 
 
 def plan_job(source: SourceSpec, out: str, *, name: str | None = None, model: str = "auto", detect: bool = True,
-             tissue: Any = None, block_size: int = DEFAULT_BLOCK, max_object_size: int | None = None,
+             tissue: Any = "auto", block_size: int = DEFAULT_BLOCK, max_object_size: int | None = None,
              chunk: int = st.DEFAULT_CHUNK, device: str = "auto", tile_size: int | None = None,
              batch_size: int | None = None, precision: str = "auto") -> BlockJob:
     """Plan a whole-image job and create (or reuse, to resume) its output store.
@@ -175,9 +180,14 @@ def plan_job(source: SourceSpec, out: str, *, name: str | None = None, model: st
     detect : bool
         Also write ``<name>_objects.csv`` (one row per object: id, class,
         score, centroid, box, size, intensities; as ``medseg detect``).
-    tissue : array-like of bool, optional
-        Low-resolution tissue mask over the image's field of view: only the
-        blocks whose core meets it are segmented, and the normalisation
+    tissue : {"auto", "on", "none"}, None or array-like of bool
+        ``"auto"`` (default): find the tissue on a coarse pyramid level of an
+        RGB slide (a pyramid, or a flat RGB image of at least 8192 x 8192
+        pixels) and run the whole image otherwise (grey, fluorescence, small
+        crops); ``"on"``: always find it; ``"none"`` or None: the whole image;
+        a bool array: a low-resolution tissue mask over the image's field of
+        view (see :func:`~napari_medseg.batch.tissue.job_tissue`).  Only the
+        blocks whose core meets the mask are segmented, and the normalisation
         percentiles are those of the tissue (on a slide that is mostly
         glass, the whole image's 1st percentile would be glass).  The
         percentiles are estimated once, on a bounded, seeded sample of
@@ -229,6 +239,8 @@ def plan_job(source: SourceSpec, out: str, *, name: str | None = None, model: st
     block = round_up(max(int(block_size), 1), chunk)
     context = round_up(unet_receptive_radius(int(card.architecture.get("depth", 4))) / min(zoom))
     grid = BlockGrid(img.shape, block, round_up(max_object_size), context)
+    found = job_tissue(source, tissue)
+    tissue = found.mask
     active = tuple(tissue_blocks(grid, tissue))
     channels = model_channels(card, prep.n_channels, prep.is_rgb, prep.axes)
     norm = card.input.get("normalization")
@@ -245,10 +257,12 @@ def plan_job(source: SourceSpec, out: str, *, name: str | None = None, model: st
                 "model": str(info.path),
                 "detect": bool(detect), "grid": asdict(grid), "active": active, "limits": limits,
                 "scale": scale, "units": units, "chunk": chunk}
+    if found.mode != "none":  # (keys made before tissue modes existed stay valid for whole-image jobs)
+        settings["tissue"] = found.mode
     key = st.settings_key(settings)
     job = BlockJob(source, name, str(out), grid, active, str(info.path), bool(detect), limits, scale, units,
                    {"device": device, "tile_size": tile_size, "batch_size": batch_size, "precision": precision},
-                   chunk, key)
+                   chunk, key, found.record())
     rec = st.read_record(job.store)
     if rec is None or rec.get("key") != key:  # new, or other settings: start over
         shutil.rmtree(job.parts, ignore_errors=True)
@@ -257,7 +271,7 @@ def plan_job(source: SourceSpec, out: str, *, name: str | None = None, model: st
                                {"key": key, "complete": False, "model": card.name, "source": settings["source"],
                                 "level": source.level, "geometry": img.geometry.to_dict(),
                                 "blocks": len(grid), "active_blocks": len(active), "block": block,
-                                "halo": grid.halo, "context": context})
+                                "halo": grid.halo, "context": context, **found.record()})
     else:
         job.parts.mkdir(parents=True, exist_ok=True)
     return job
@@ -443,6 +457,7 @@ def finish_job(job: BlockJob, offsets: dict, *_after: Any) -> dict:
         table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame({"id": []})
         write_objects_csv(job.table_path, table)
     summary = {"objects": n_objects, "blocks": len(job.grid), "active_blocks": len(job.active),
+               "skipped_blocks": len(job.grid) - len(job.active), **job.tissue,
                "shape": list(job.grid.shape), "levels": len(job.levels), "segment_seconds": round(seconds, 3),
                "segment_cpu_seconds": round(cpu, 3),
                "limits": None if job.limits is None else {"low": list(job.limits[0]), "high": list(job.limits[1])}}
@@ -464,7 +479,9 @@ class BlockwiseResult:
     table : pandas.DataFrame or None
         One row per object (``detect``), ids as in the labels.
     summary : dict
-        ``objects``, ``blocks``, ``active_blocks``, ``shape``, ``levels``, ``limits`` (the
+        ``objects``, ``blocks``, ``active_blocks``, ``skipped_blocks`` (off the tissue),
+        ``tissue`` (``detected``, ``given``, ``none`` or ``empty``), ``tissue_fraction``
+        (share of the image area, None without a mask), ``shape``, ``levels``, ``limits`` (the
         normalisation limits per model channel, ``{"low": [...], "high": [...]}``, or None), paths.
     timings : dict
         Seconds per stage (``plan``, ``segment``, ``paste``, ``pyramid``, ``finish``, ``total``).

@@ -183,6 +183,18 @@ class SourceSpec:
     def name(self) -> str:
         return os.path.basename(self.path) if self.path is not None else "array"
 
+    def levels(self) -> tuple[list, str, Geometry]:
+        """Every pyramid level (full resolution first; one for arrays and flat files), their axes, level 0's geometry.
+
+        A file's levels are lazy (read on slicing); used to find the tissue on
+        a coarse level (:mod:`napari_medseg.batch.tissue`).
+        """
+        if self.path is not None:
+            st = os.stat(self.path)
+            return _file_levels(os.path.abspath(self.path), st.st_mtime_ns, st.st_size)
+        img = self.open()
+        return [img.data], img.axes, img.geometry
+
     def open(self) -> OpenedImage:
         """The level's array, axes and geometry (a file is opened once per process)."""
         if self.path is not None:
@@ -227,8 +239,8 @@ def _check_geometry(geometry: Geometry | None, axes: str) -> Geometry:
 
 
 @functools.lru_cache(maxsize=8)
-def _open_file(path: str, level: int, mtime_ns: int, size: int) -> OpenedImage:
-    """Open ``path`` at ``level`` (cached per process while the file is unchanged)."""
+def _file_levels(path: str, mtime_ns: int, size: int) -> tuple[list, str, Geometry]:
+    """Every pyramid level of ``path`` (lazy), its axes and level 0's ``YX`` geometry (cached per process)."""
     from ..io import read
     from ..io.picture import PICTURE_SUFFIXES, read_picture
 
@@ -237,12 +249,17 @@ def _open_file(path: str, level: int, mtime_ns: int, size: int) -> OpenedImage:
         raise ReaderError(f"{path} holds {len(vols)} images; whole-image jobs take files with one image")
     vol = vols[0]
     levels = vol.data if isinstance(vol.data, list) else [vol.data]
+    if "T" in vol.axes or "Z" in vol.axes:
+        raise ParameterError(f"{path}: whole-image jobs run on 2D images; this one has axes {vol.axes!r}")
+    return levels, vol.axes, vol.spatial_geometry()
+
+
+@functools.lru_cache(maxsize=8)
+def _open_file(path: str, level: int, mtime_ns: int, size: int) -> OpenedImage:
+    """Open ``path`` at ``level`` (cached per process while the file is unchanged)."""
+    levels, axes, g0 = _file_levels(path, mtime_ns, size)
     if level >= len(levels):
         raise ParameterError(f"{path} has {len(levels)} pyramid level(s); level {level} does not exist")
-    axes = vol.axes
-    if "T" in axes or "Z" in axes:
-        raise ParameterError(f"{path}: whole-image jobs run on 2D images; this one has axes {axes!r}")
-    g0 = vol.spatial_geometry()
     shape0 = [int(levels[0].shape[axes.index(a)]) for a in "YX"]
     shape = [int(levels[level].shape[axes.index(a)]) for a in "YX"]
     geometry = g0.zoomed([s / s0 for s, s0 in zip(shape, shape0, strict=True)]) if level else g0

@@ -15,8 +15,12 @@ worker processes by default, or any scheduler address); without a cluster
   tiles are skipped (markers beside the output).
 * **Failures stay local**: a file whose plan or any task raises is reported
   (``failed`` with the error) and the others go on.
+* **Tissue only**: each file's tissue is found at its plan (``tissue="auto"``:
+  RGB slides; :mod:`napari_medseg.batch.tissue`) and only the blocks that
+  touch it are segmented.
 * **One table**: ``OUT/batch_report.csv`` (one row per file: status,
-  objects, seconds, outputs, error) and, for detection, ``OUT/objects.csv``
+  objects, blocks run and skipped off the tissue, tissue mode and fraction,
+  seconds, outputs, error) and, for detection, ``OUT/objects.csv``
   (every file's objects with a leading ``file`` column).
 """
 
@@ -38,7 +42,8 @@ from . import blockwise as bw
 from .plan import SourceSpec
 
 #: Report columns, in order.
-REPORT_COLUMNS = ("file", "status", "objects", "blocks", "active_blocks", "segment_seconds", "segment_cpu_seconds",
+REPORT_COLUMNS = ("file", "status", "objects", "blocks", "active_blocks", "skipped_blocks", "tissue",
+                  "tissue_fraction", "segment_seconds", "segment_cpu_seconds",
                   "finished_after_s", "labels", "table", "error")
 
 
@@ -262,8 +267,10 @@ def run_batch_iter(sources: Sequence[SourceSpec | str | os.PathLike], out: str |
         Checked as tasks finish.
     **plan_options
         See :func:`~napari_medseg.batch.blockwise.plan_job` (``model``,
-        ``detect``, ``block_size``, ``device``...).  ``tissue`` is not
-        accepted here (one mask per file: plan those files one by one).
+        ``detect``, ``tissue``, ``block_size``, ``device``...).  ``tissue`` is
+        a mode (``"auto"``, the default, ``"on"`` or ``"none"``), found per
+        file; a mask array is not accepted here (one mask per file: plan
+        those files one by one).
 
     Yields
     ------
@@ -278,8 +285,9 @@ def run_batch_iter(sources: Sequence[SourceSpec | str | os.PathLike], out: str |
     import pandas as pd
 
     t0 = time.perf_counter()
-    if "tissue" in plan_options:
-        raise ParameterError("a batch takes no tissue mask; run one file with its mask instead")
+    if not isinstance(plan_options.get("tissue", "auto"), str | None):
+        raise ParameterError("a batch takes a tissue mode (auto, on, none), not a mask; run one file with its mask "
+                             "instead")
     specs = [s if isinstance(s, SourceSpec) else SourceSpec(path=str(s)) for s in sources]
     if not specs:
         raise ParameterError("no input files")
@@ -347,7 +355,8 @@ def run_batch_iter(sources: Sequence[SourceSpec | str | os.PathLike], out: str |
 def _row(name: str, status: str, t_start: float, summary: dict | None = None, error: str = "") -> dict:
     s = summary or {}
     return {"file": name, "status": status, "objects": s.get("objects"), "blocks": s.get("blocks"),
-            "active_blocks": s.get("active_blocks"), "segment_seconds": s.get("segment_seconds"),
+            "active_blocks": s.get("active_blocks"), "skipped_blocks": s.get("skipped_blocks"),
+            "tissue": s.get("tissue"), "tissue_fraction": s.get("tissue_fraction"), "segment_seconds": s.get("segment_seconds"),
             "segment_cpu_seconds": s.get("segment_cpu_seconds"),
             "finished_after_s": round(time.perf_counter() - t_start, 3),
             "labels": s.get("labels", ""), "table": s.get("table", ""), "error": error}
