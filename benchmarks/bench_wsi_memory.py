@@ -159,7 +159,7 @@ def agreement(modality: str, size: int, block: int) -> dict:
     with tempfile.TemporaryDirectory() as d:
         t = time.perf_counter()
         res = run(segment_blockwise_iter(img, d, model=model, block_size=block, device="cpu", detect=False,
-                                            tissue="none"))
+                                         tissue="none"))
         block_s = time.perf_counter() - t
         lab = np.asarray(res.labels[0])
     m = match_instances(whole, lab, 0.5)
