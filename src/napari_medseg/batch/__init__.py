@@ -2,6 +2,7 @@
 
 ``plan`` (the block grid, tissue blocks, the image a job reads),
 ``sampling`` (the pixels a job's normalisation percentiles are estimated on),
+``tissue`` (a job's tissue mask: found on a coarse level of RGB slides, given, or none),
 ``store`` (the multiscale labels store and the per-block parts on disk),
 ``blockwise`` (the tasks of a whole-image job and
 :func:`~napari_medseg.batch.blockwise.segment_blockwise_iter`, which runs
