@@ -1,9 +1,10 @@
 """Whole-image segmentation and detection block by block, with bounded memory and exact stitching.
 
 A job (:func:`plan_job`) cuts the image into the cores of a
-:class:`~napari_medseg.batch.plan.BlockGrid` (only those that touch the tissue:
-found on RGB slides by default, :mod:`napari_medseg.batch.tissue`, or given) and runs in four kinds of tasks, each a plain function
-of picklable arguments, so that the same code runs in one process
+:class:`~napari_medseg.batch.plan.BlockGrid` (only those that touch the
+tissue: found on RGB slides by default, :mod:`napari_medseg.batch.tissue`,
+or given) and runs in four kinds of tasks, each a plain function of
+picklable arguments, so that the same code runs in one process
 (:func:`segment_blockwise_iter`) or on a dask cluster
 (:mod:`napari_medseg.batch.runner`):
 
