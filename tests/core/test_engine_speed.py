@@ -122,3 +122,12 @@ def test_big_images_get_at_least_three_blocks_per_side():
     assert overlap_block_shape([2048, 2048], [4096, 4096], [64, 64], True) == [2048, 2048]  # chosen by the caller
     assert overlap_block_shape([2048, 2048], [1000, 1000], [64, 64], False) == [2048, 2048]  # small: one block
     assert overlap_block_shape([1, 2048, 2048], [5, 4096, 300], [0, 64, 64], False) == [1, 1366, 2048]
+
+
+def test_huge_images_get_blocks_of_bounded_size():
+    """Past LARGE_IMAGE_PIXELS (8192^2) per plane, block cores stop growing with the image (peak memory)."""
+    assert overlap_block_shape([2048, 2048], [8192, 8192], [64, 64], False) == [2048, 2048]
+    assert overlap_block_shape([2048, 2048], [16384, 16384], [64, 64], False) == [1024, 1024]
+    assert overlap_block_shape([1, 2048, 2048], [3, 12000, 9000], [0, 64, 64], False) == [1, 1024, 1024]
+    assert overlap_block_shape([2048, 2048], [16384, 16384], [200, 200], False) == [1600, 1600]  # >= 8 halos
+    assert overlap_block_shape([2048, 2048], [16384, 16384], [64, 64], True) == [2048, 2048]  # chosen by the caller

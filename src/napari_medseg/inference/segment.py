@@ -87,6 +87,11 @@ SHARE_THREADS = False
 #: Post-processing blocks per image side at least, for images this many block edges across
 #: (the last block's labelling cannot overlap the network, so it should be small).
 MIN_BLOCKS_PER_SIDE = 3
+#: Images with more pixels than this (per plane the model sees) get block cores of at most
+#: LARGE_IMAGE_BLOCK: a block's maps and labels are the largest thing held, and they should
+#: not grow with the image (BENCHMARKS.md, "Peak memory of huge images").
+LARGE_IMAGE_PIXELS = 8192 * 8192
+LARGE_IMAGE_BLOCK = 1024
 
 
 _LIBC_TRIM = None
@@ -519,14 +524,20 @@ def overlap_block_shape(blk_shape: Sequence[int], spatial_shape: Sequence[int], 
     becomes at most ``ceil(side / MIN_BLOCKS_PER_SIDE)`` (but not below
     8 halos, so the halo overhead stays under ~1.6x); a ``block_size`` the
     caller or card chose (``explicit``) is kept.  E.g. a 4096^2 image with
-    the 2048 default gets 1366-pixel cores (3 x 3 blocks).
+    the 2048 default gets 1366-pixel cores (3 x 3 blocks).  Images of more
+    than :data:`LARGE_IMAGE_PIXELS` (over the block axes) get cores of at
+    most :data:`LARGE_IMAGE_BLOCK` (not below 8 halos) so that peak memory
+    does not grow with the image: a 16384^2 image gets 1024-pixel cores.
     """
     if explicit:
         return list(blk_shape)
+    large = math.prod(int(n) for b, n in zip(blk_shape, spatial_shape, strict=True) if b > 1) > LARGE_IMAGE_PIXELS
     out = []
     for b, n, h in zip(blk_shape, spatial_shape, halo, strict=True):
         if b > 1 and n > MIN_BLOCKS_PER_SIDE * 8 * max(h, 1):
             b = max(8 * max(h, 1), min(int(b), math.ceil(n / MIN_BLOCKS_PER_SIDE)))
+        if b > 1 and large:
+            b = min(int(b), max(8 * max(h, 1), LARGE_IMAGE_BLOCK))
         out.append(int(b))
     return out
 
@@ -564,8 +575,7 @@ def _run_tile_batch(source: ArraySource, grid: TileGrid, tiles: Sequence[Tile], 
     t = time.perf_counter()
     _keep_tile_outputs(tiles, y, probs, post, store)
     del x, y
-    if post is None:  # the post-processing worker trims after its blocks
-        release_memory()
+    release_memory()  # also beside a post-processing worker: the network's freed arrays sit in this thread's heap
     timings["write"] += time.perf_counter() - t
 
 
@@ -706,6 +716,7 @@ class BlockPostprocessor:
                 del self.cache[ti]
         lab = _instances(maps, self.n_extra, self.pp, self.representation)
         del maps
+        release_memory()  # the labelling's temporaries, before the stitching makes its own
         self.next_id = stitch_block(self.store, b, lab, self.next_id)
         del lab
         release_memory()
@@ -837,9 +848,14 @@ class TileCache:
 
 
 def _assemble(region, tile_ids, tiles, cache, n_maps: int = 2) -> np.ndarray:
-    """The ``n_maps`` output maps of ``region`` from cached tile cores: (K, *region), float32 (float16 for K > 3)."""
+    """The ``n_maps`` output maps of ``region`` from cached tile cores: (K, *region), float16.
+
+    float16 as cached (half the memory of float32 and the same values: the
+    post-processing compares float16 maps in float32, see
+    :func:`~napari_medseg.inference.instances.instances_from_maps`).
+    """
     shape = tuple(s.stop - s.start for s in region)
-    maps = np.empty((n_maps, *shape), np.float32 if n_maps <= 3 else np.float16)
+    maps = np.empty((n_maps, *shape), np.float16)
     for ti in tile_ids:
         core = tiles[ti].core
         lo = [max(c.start, r.start) for c, r in zip(core, region, strict=False)]
