@@ -36,6 +36,21 @@ def _vm(key: str) -> float:
     return float("nan")
 
 
+def _smaps_top(n: int = 12) -> list:
+    """The ``n`` mappings with the most resident memory: (rss MB, size MB, name)."""
+    rows, cur = [], None
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        parts = line.split()
+        if parts and "-" in parts[0] and not parts[0].endswith(":"):
+            lo, hi = (int(v, 16) for v in parts[0].split("-"))
+            cur = [0.0, (hi - lo) / 2**20, parts[5] if len(parts) > 5 else "[anon]"]
+            rows.append(cur)
+        elif parts and parts[0] == "Rss:" and cur is not None:
+            cur[0] = int(parts[1]) / 1024
+    anon = sum(r[0] for r in rows if r[2] in ("[anon]", "[heap]"))
+    return [round(anon, 1)] + [[round(r[0], 1), round(r[1], 1), r[2]] for r in sorted(rows, reverse=True)[:n]]
+
+
 def _reset_peak() -> None:
     Path("/proc/self/clear_refs").write_text("5")
 
@@ -95,6 +110,16 @@ def child(folder: Path, size: int, model: str, tile: int, traced: bool, timeline
     out = zarr.open_array(str(folder / f"lab{size}.zarr"), mode="r+")
     run(seg.segment_iter(np.asarray(img[:256, :256]), model, tile_size=tile))
     base = _vm("VmHWM")
+    smaps = {"baseline": _smaps_top()}
+    orig_commit = st.LabelStore.commit
+
+    def commit(self, *a, **k):
+        smaps["before_commit"] = _smaps_top()
+        seg.release_memory()
+        smaps["before_commit_trimmed"] = _smaps_top()
+        return orig_commit(self, *a, **k)
+
+    st.LabelStore.commit = commit
     wrap(seg, "_run_tile_batch", "tile_batch")
     wrap(seg, "_assemble", "assemble")
     wrap(seg, "_instances", "instances")
@@ -121,7 +146,8 @@ def child(folder: Path, size: int, model: str, tile: int, traced: bool, timeline
             d[2] = max(d[2], tr)
     print(json.dumps({"size": size, "baseline_mb": base, "peak_mb": _vm("VmHWM"), "blocks": res.info["blocks"], "tiles": res.info["tiles"],
                       "cache_mb": res.info["max_cache_mb"], "cached_tiles": res.info["max_cached_tiles"],
-                      "stages": stats, "timeline": top}))
+                      "stages": stats, "timeline": top,
+                      "smaps": smaps, "engine": seg.__file__}))
 
 
 def main() -> None:
@@ -163,6 +189,9 @@ def main() -> None:
             for name, s in r["stages"].items():
                 print(f"  stage={name} calls={s['calls']} rss_peak_mb={s['rss_peak_mb']:.0f} "
                       f"(rss before it {s['rss_before_mb']:.0f}) traced_peak_mb={s['traced_peak_mb']:.1f}")
+            print(f"  engine={r['engine']}")
+            for k, v in r["smaps"].items():
+                print(f"  smaps {k}: anonymous+heap rss {v[0]} MB; top mappings (rss, size MB, name) {v[1:]}")
             tl = r["timeline"]
             if tl:
                 print(f"  timeline: max rss {tl['rss_mb']:.0f} MB while {tl['stages']} (traced {tl['traced_mb']:.0f} MB); "

@@ -94,6 +94,10 @@ LARGE_IMAGE_PIXELS = 8192 * 8192
 LARGE_IMAGE_BLOCK = 1024
 
 
+#: On large images (LARGE_IMAGE_PIXELS), glibc hands arrays of at least this many bytes back to
+#: the OS when freed (``mallopt``; None: leave the allocator alone).  See :func:`bound_heap`.
+LARGE_IMAGE_MMAP_THRESHOLD: int | None = 2**20
+
 _LIBC_TRIM = None
 
 
@@ -119,6 +123,32 @@ def release_memory() -> None:
                 pass
     if _LIBC_TRIM:
         _LIBC_TRIM(0)
+
+
+def bound_heap(mmap_threshold: int | None) -> bool:
+    """Make glibc map arrays of ``mmap_threshold`` bytes or more on their own and unmap them when freed.
+
+    glibc raises its mmap threshold (up to 32 MB) after the first large free
+    and then serves such arrays from heap arenas, keeping up to twice that at
+    the top of each thread's heap; :func:`release_memory` cannot trim those
+    tops.  The zarr I/O threads, the post-processing worker and the network
+    each keep one (measured: ~90 MB over a 16384^2 zarr run that holds ~60 MB
+    of live arrays).  A fixed threshold (and glibc's default trim threshold,
+    128 KiB) keeps the resident size at what is alive.  Process-wide and
+    lasting (``mallopt`` turns glibc's dynamic thresholds off for good), so
+    only large images use it.  Returns False where it does not apply (not
+    glibc, or ``mmap_threshold`` None).
+    """
+    if mmap_threshold is None or not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):  # musl or no glibc
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+    return bool(mallopt(m_mmap_threshold, int(mmap_threshold))) and bool(mallopt(m_trim_threshold, 128 * 1024))
 
 
 @dataclass
@@ -349,6 +379,8 @@ def segment_iter(
     pp, blk_shape, blk_halo = _block_plan(card, postprocess, zoom, n_extra)
     explicit_block = "block_size" in (postprocess or {}) or "block_size" in (card.output.get("postprocess") or {})
     blk_shape = overlap_block_shape(blk_shape, spatial_shape, blk_halo, explicit_block)
+    if is_large_image(blk_shape, spatial_shape):
+        bound_heap(LARGE_IMAGE_MMAP_THRESHOLD)
     objects = instance and labels  # instance post-processing, block by block
 
     # ---- normalisation ---------------------------------------------------
@@ -531,7 +563,7 @@ def overlap_block_shape(blk_shape: Sequence[int], spatial_shape: Sequence[int], 
     """
     if explicit:
         return list(blk_shape)
-    large = math.prod(int(n) for b, n in zip(blk_shape, spatial_shape, strict=True) if b > 1) > LARGE_IMAGE_PIXELS
+    large = is_large_image(blk_shape, spatial_shape)
     out = []
     for b, n, h in zip(blk_shape, spatial_shape, halo, strict=True):
         if b > 1 and n > MIN_BLOCKS_PER_SIDE * 8 * max(h, 1):
@@ -540,6 +572,11 @@ def overlap_block_shape(blk_shape: Sequence[int], spatial_shape: Sequence[int], 
             b = min(int(b), max(8 * max(h, 1), LARGE_IMAGE_BLOCK))
         out.append(int(b))
     return out
+
+
+def is_large_image(blk_shape: Sequence[int], spatial_shape: Sequence[int]) -> bool:
+    """More than :data:`LARGE_IMAGE_PIXELS` pixels over the block axes (those with cores wider than 1)."""
+    return math.prod(int(n) for b, n in zip(blk_shape, spatial_shape, strict=True) if b > 1) > LARGE_IMAGE_PIXELS
 
 
 def _block_major_order(tiles: Sequence[Tile], needs: Sequence[Sequence[int]]) -> list[Tile]:
