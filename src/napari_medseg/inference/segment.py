@@ -617,7 +617,8 @@ def _run_tile_batch(source: ArraySource, grid: TileGrid, tiles: Sequence[Tile], 
     t = time.perf_counter()
     _keep_tile_outputs(tiles, y, probs, post, store)
     del x, y
-    release_memory()  # also beside a post-processing worker: the network's freed arrays sit in this thread's heap
+    if post is None:  # the post-processing worker trims (every arena) after its blocks
+        release_memory()
     timings["write"] += time.perf_counter() - t
 
 
