@@ -67,7 +67,8 @@ def child(folder: Path, size: int, model: str, tile: int, traced: bool, timeline
 
     for item in settings:  # engine constants, e.g. LARGE_IMAGE_PIXELS=0
         name, value = item.split("=", 1)
-        setattr(seg, name, type(getattr(seg, name))(json.loads(value)))
+        v = json.loads(value)
+        setattr(seg, name, v if v is None else type(getattr(seg, name))(v))
     stats: dict[str, dict] = {}
     active: dict[str, int] = {}
     samples: list = []
@@ -130,7 +131,9 @@ def child(folder: Path, size: int, model: str, tile: int, traced: bool, timeline
     th = threading.Thread(target=sampler, daemon=True)
     if timeline:
         th.start()
+    t_run = time.perf_counter()
     res = run(seg.segment_iter(img, model, out=out, tile_size=tile))
+    t_run = time.perf_counter() - t_run
     stop.set()
     top = {}
     if samples:
@@ -144,7 +147,8 @@ def child(folder: Path, size: int, model: str, tile: int, traced: bool, timeline
             d[0] += 1
             d[1] = max(d[1], r)
             d[2] = max(d[2], tr)
-    print(json.dumps({"size": size, "baseline_mb": base, "peak_mb": _vm("VmHWM"), "blocks": res.info["blocks"], "tiles": res.info["tiles"],
+    print(json.dumps({"size": size, "baseline_mb": base, "peak_mb": _vm("VmHWM"), "seconds": t_run,
+                      "timings": {k: round(v, 1) for k, v in res.timings.items()}, "blocks": res.info["blocks"], "tiles": res.info["tiles"],
                       "cache_mb": res.info["max_cache_mb"], "cached_tiles": res.info["max_cached_tiles"],
                       "stages": stats, "timeline": top,
                       "smaps": smaps, "engine": seg.__file__}))
@@ -184,7 +188,7 @@ def main() -> None:
             r = json.loads(proc.stdout.strip().splitlines()[-1])
             print(f"size={size} baseline_mb={r['baseline_mb']:.0f} peak_mb={r['peak_mb']:.0f} "
                   "(true peak with --timeline; else that of the last stage) "
-                  f"tiles={r['tiles']} blocks={r['blocks']} "
+                  f"seconds={r['seconds']:.0f} timings={r['timings']} tiles={r['tiles']} blocks={r['blocks']} "
                   f"cached_tiles={r['cached_tiles']} cache_mb={r['cache_mb']}")
             for name, s in r["stages"].items():
                 print(f"  stage={name} calls={s['calls']} rss_peak_mb={s['rss_peak_mb']:.0f} "

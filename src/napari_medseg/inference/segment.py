@@ -87,11 +87,10 @@ SHARE_THREADS = False
 #: Post-processing blocks per image side at least, for images this many block edges across
 #: (the last block's labelling cannot overlap the network, so it should be small).
 MIN_BLOCKS_PER_SIDE = 3
-#: Images with more pixels than this (per plane the model sees) get block cores of at most
-#: LARGE_IMAGE_BLOCK: a block's maps and labels are the largest thing held, and they should
-#: not grow with the image (BENCHMARKS.md, "Peak memory of huge images").
+#: Images with more pixels than this (over the block axes) run with fixed glibc heap
+#: thresholds (:func:`bound_heap`), so that peak memory does not grow with the image
+#: (BENCHMARKS.md, "Peak memory of huge images").
 LARGE_IMAGE_PIXELS = 8192 * 8192
-LARGE_IMAGE_BLOCK = 1024
 
 
 #: On large images (LARGE_IMAGE_PIXELS), glibc hands arrays of at least this many bytes back to
@@ -561,20 +560,14 @@ def overlap_block_shape(blk_shape: Sequence[int], spatial_shape: Sequence[int], 
     becomes at most ``ceil(side / MIN_BLOCKS_PER_SIDE)`` (but not below
     8 halos, so the halo overhead stays under ~1.6x); a ``block_size`` the
     caller or card chose (``explicit``) is kept.  E.g. a 4096^2 image with
-    the 2048 default gets 1366-pixel cores (3 x 3 blocks).  Images of more
-    than :data:`LARGE_IMAGE_PIXELS` (over the block axes) get cores of at
-    most :data:`LARGE_IMAGE_BLOCK` (not below 8 halos) so that peak memory
-    does not grow with the image: a 16384^2 image gets 1024-pixel cores.
+    the 2048 default gets 1366-pixel cores (3 x 3 blocks).
     """
     if explicit:
         return list(blk_shape)
-    large = is_large_image(blk_shape, spatial_shape)
     out = []
     for b, n, h in zip(blk_shape, spatial_shape, halo, strict=True):
         if b > 1 and n > MIN_BLOCKS_PER_SIDE * 8 * max(h, 1):
             b = max(8 * max(h, 1), min(int(b), math.ceil(n / MIN_BLOCKS_PER_SIDE)))
-        if b > 1 and large:
-            b = min(int(b), max(8 * max(h, 1), LARGE_IMAGE_BLOCK))
         out.append(int(b))
     return out
 
