@@ -122,3 +122,15 @@ def test_big_images_get_at_least_three_blocks_per_side():
     assert overlap_block_shape([2048, 2048], [4096, 4096], [64, 64], True) == [2048, 2048]  # chosen by the caller
     assert overlap_block_shape([2048, 2048], [1000, 1000], [64, 64], False) == [2048, 2048]  # small: one block
     assert overlap_block_shape([1, 2048, 2048], [5, 4096, 300], [0, 64, 64], False) == [1, 1366, 2048]
+
+
+def test_huge_images_bound_the_heap_blocks_stay():
+    """Past LARGE_IMAGE_PIXELS (8192^2 over the block axes) the engine fixes glibc's heap thresholds;
+    the block plan (and so the labels) does not change."""
+    from napari_medseg.inference.segment import bound_heap, is_large_image
+
+    assert not is_large_image([2048, 2048], [8192, 8192])
+    assert is_large_image([2048, 2048], [8192, 8193])
+    assert is_large_image([1, 2048, 2048], [3, 12000, 9000]) and not is_large_image([1, 2048, 2048], [9, 8000, 8000])
+    assert overlap_block_shape([2048, 2048], [16384, 16384], [64, 64], False) == [2048, 2048]
+    assert bound_heap(None) is False

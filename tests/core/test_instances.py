@@ -116,6 +116,25 @@ def test_matches_global_skimage_watershed():
     assert _same_partition(out, ref)
 
 
+def test_float16_maps_are_thresholded_as_float32():
+    """The engine's float16 block maps give the labels of the same values in float32.
+
+    float16(0.3) = 0.30005 > 0.3: above the threshold in float32, but not in a
+    plain float16 comparison (numpy rounds the threshold to float16 too).
+    """
+    rng = np.random.default_rng(5)
+    truth = _discs((120, 120), [tuple(c) for c in rng.integers(10, 110, size=(25, 2))], 8)
+    fg, dist = _targets(truth)
+    fg = np.where(truth > 0, np.float16(0.3), fg).astype(np.float16)  # every object pixel exactly at float16(0.3)
+    dist = dist.astype(np.float16)
+    for thr in (0.3, 0.45, 0.5):
+        a = instances_from_maps(fg, dist, fg_threshold=0.3, seed_threshold=thr, min_size=0)
+        b = instances_from_maps(fg.astype(np.float32), dist.astype(np.float32), fg_threshold=0.3,
+                                seed_threshold=thr, min_size=0)
+        assert a.dtype == b.dtype == np.int32
+        assert a.max() > 10 and np.array_equal(a, b)
+
+
 def test_empty_and_bad_input():
     z = np.zeros((8, 8), np.float32)
     out = instances_from_maps(z, z)

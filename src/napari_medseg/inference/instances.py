@@ -101,7 +101,7 @@ def instances_from_maps(
     if spacing is not None and len(spacing) != fg_prob.ndim:
         raise ParameterError(f"spacing {tuple(spacing)} must have one value per axis of shape {fg_prob.shape}")
 
-    fg = fg_prob > fg_threshold
+    fg = _above(fg_prob, fg_threshold)
     if not fg.any():
         return np.zeros(fg.shape, np.int32)
     labels, n_total = _seeded_watershed(fg, dist, seed_threshold)
@@ -114,7 +114,32 @@ def instances_from_maps(
     keep[0] = False
     lut = np.zeros(len(sizes), np.int32)
     lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-    return lut[labels]
+    return _relabel_in_place(labels, lut)
+
+
+def _relabel_in_place(labels: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """``lut[labels]`` written back into ``labels`` (int32) slab by slab along the first axis.
+
+    ``lut[labels]`` at once would allocate a second full-size int32 array
+    (19 MB for a 2176^2 post-processing block) while the first is alive.
+    """
+    step = max(1, (1 << 20) // max(1, int(np.prod(labels.shape[1:]))))
+    for a in range(0, labels.shape[0], step):
+        labels[a:a + step] = lut[labels[a:a + step]]
+    return labels
+
+
+def _above(a: np.ndarray, threshold: float) -> np.ndarray:
+    """``a > threshold``; float16 maps are compared in float32, as the float32 maps they were made from.
+
+    numpy compares a float16 array with a Python float in float16, which rounds
+    the threshold (0.45 -> 0.44995): a pixel equal to the rounded value would
+    flip.  The engine keeps block maps in float16 (:mod:`.segment`) and its
+    labels must not depend on that.
+    """
+    if a.dtype == np.float16:
+        return a > np.float32(threshold)
+    return a > threshold
 
 
 def _seeded_watershed(fg: np.ndarray, dist: np.ndarray, seed_threshold: float) -> tuple[np.ndarray, int]:
@@ -136,11 +161,12 @@ def _seeded_watershed(fg: np.ndarray, dist: np.ndarray, seed_threshold: float) -
 
     structure = ndi.generate_binary_structure(fg.ndim, 1)
     comp, n_comp = ndi.label(fg, structure=structure)
-    seeds, n_seeds = ndi.label(fg & (dist > seed_threshold), structure=structure)
+    seeds, n_seeds = ndi.label(fg & _above(dist, seed_threshold), structure=structure)
     # Component of each seed (every pixel of a seed lies in one component).
     seed_comp = np.zeros(n_seeds + 1, np.int64)
     seed_px = seeds > 0
     seed_comp[seeds[seed_px]] = comp[seed_px]
+    del seed_px
     n_in_comp = np.bincount(seed_comp[1:], minlength=n_comp + 1)
     # Component -> label: its seed for one seed, a new label for none.
     comp_lut = np.zeros(n_comp + 1, np.int32)
@@ -151,15 +177,20 @@ def _seeded_watershed(fg: np.ndarray, dist: np.ndarray, seed_threshold: float) -
     comp_lut[one] = order[first_seed] + 1
     none = np.flatnonzero(n_in_comp[1:] == 0) + 1
     comp_lut[none] = np.arange(n_seeds + 1, n_seeds + 1 + len(none), dtype=np.int32)
-    labels = comp_lut[comp]
 
+    # Few full-size arrays at a time (the engine labels 2k blocks beside the network):
+    # the watershed of -dist per box, not over the whole map; its result (seed ids)
+    # goes into `seeds`, and `comp` becomes the labels in place.
     many = np.flatnonzero(n_in_comp[1:] >= 2) + 1
     if len(many):
-        neg = -dist.astype(np.float32, copy=False)
         boxes = ndi.find_objects(comp)
         for c in many:
             box = boxes[c - 1]
             inside = comp[box] == c
-            ws = watershed(neg[box], np.where(inside, seeds[box], 0), mask=inside)
-            labels[box][inside] = ws[inside]
+            ws = watershed(-dist[box].astype(np.float32), np.where(inside, seeds[box], 0), mask=inside)
+            seeds[box][inside] = ws[inside]  # only component c's pixels: the other components' seeds stay
+    labels = _relabel_in_place(comp, comp_lut)  # components with several seeds -> 0, ...
+    if len(many):
+        grown = (labels == 0) & fg  # ... which are exactly their pixels
+        labels[grown] = seeds[grown]
     return labels, n_seeds + len(none)

@@ -35,6 +35,11 @@ Pipeline (memory grows with the tile and one band of blocks, not the image):
 4. Labels are assembled in a private store (RAM, or a temporary zarr on disk
    for huge images when ``out`` is given) and copied into ``out`` only after
    the last yield: a cancelled run leaves ``out`` untouched.
+
+Memory stays flat with the image size (BENCHMARKS.md: 16384^2 vs 2048^2 peak
+RSS 1.02x): float16 block maps, few full-size temporaries in the labelling,
+and on images past :data:`LARGE_IMAGE_PIXELS` fixed glibc heap thresholds
+(:func:`bound_heap`), so threads do not keep what they freed.
 """
 
 from __future__ import annotations
@@ -87,9 +92,34 @@ SHARE_THREADS = False
 #: Post-processing blocks per image side at least, for images this many block edges across
 #: (the last block's labelling cannot overlap the network, so it should be small).
 MIN_BLOCKS_PER_SIDE = 3
+#: Images with more pixels than this (over the block axes) run with fixed glibc heap
+#: thresholds (:func:`bound_heap`), so that peak memory does not grow with the image
+#: (BENCHMARKS.md, "Peak memory of huge images").
+LARGE_IMAGE_PIXELS = 8192 * 8192
 
 
-_LIBC_TRIM = None
+#: On large images (LARGE_IMAGE_PIXELS), glibc hands arrays of at least this many bytes back to
+#: the OS when freed (``mallopt``; None: leave the allocator alone).  See :func:`bound_heap`.
+LARGE_IMAGE_MMAP_THRESHOLD: int | None = 2**20
+
+_LIBC = None
+
+
+def _glibc():
+    """glibc through ctypes, or False (not Linux, musl...); loaded once."""
+    global _LIBC
+    if _LIBC is None:
+        _LIBC = False
+        if sys.platform.startswith("linux"):
+            try:
+                import ctypes
+
+                lib = ctypes.CDLL("libc.so.6")
+                if hasattr(lib, "malloc_trim") and hasattr(lib, "mallopt"):
+                    _LIBC = lib
+            except OSError:
+                pass
+    return _LIBC
 
 
 def release_memory() -> None:
@@ -102,18 +132,32 @@ def release_memory() -> None:
     is kept.  Trimming after each block and batch (~0.3 ms) keeps it flat, as
     dask.distributed does for its workers.
     """
-    global _LIBC_TRIM
-    if _LIBC_TRIM is None:
-        _LIBC_TRIM = False
-        if sys.platform.startswith("linux"):
-            try:
-                import ctypes
+    libc = _glibc()
+    if libc:
+        libc.malloc_trim(0)
 
-                _LIBC_TRIM = ctypes.CDLL("libc.so.6").malloc_trim
-            except (OSError, AttributeError):  # musl or no glibc
-                pass
-    if _LIBC_TRIM:
-        _LIBC_TRIM(0)
+
+def bound_heap(mmap_threshold: int | None) -> bool:
+    """Make glibc map arrays of ``mmap_threshold`` bytes or more on their own and unmap them when freed.
+
+    glibc raises its mmap threshold (up to 32 MB) after the first large free
+    and then serves such arrays from heap arenas, keeping up to twice that at
+    the top of each thread's heap; :func:`release_memory` cannot trim those
+    tops.  The zarr I/O threads, the post-processing worker and the network
+    each keep one (measured on a 4096^2 run staged in zarr: 93 MB of anonymous
+    memory above the start after the last block, none of it released by
+    ``malloc_trim``).  A fixed threshold (and glibc's default trim threshold,
+    128 KiB) keeps the resident size at what is alive (that run's peak: 483 ->
+    394 MB).  Process-wide and
+    lasting (``mallopt`` turns glibc's dynamic thresholds off for good), so
+    only large images use it.  Returns False where it does not apply (not
+    glibc, or ``mmap_threshold`` None).
+    """
+    libc = _glibc()
+    if mmap_threshold is None or not libc:
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+    return bool(libc.mallopt(m_mmap_threshold, int(mmap_threshold))) and bool(libc.mallopt(m_trim_threshold, 128 * 1024))
 
 
 @dataclass
@@ -344,6 +388,8 @@ def segment_iter(
     pp, blk_shape, blk_halo = _block_plan(card, postprocess, zoom, n_extra)
     explicit_block = "block_size" in (postprocess or {}) or "block_size" in (card.output.get("postprocess") or {})
     blk_shape = overlap_block_shape(blk_shape, spatial_shape, blk_halo, explicit_block)
+    if is_large_image(blk_shape, spatial_shape):
+        bound_heap(LARGE_IMAGE_MMAP_THRESHOLD)
     objects = instance and labels  # instance post-processing, block by block
 
     # ---- normalisation ---------------------------------------------------
@@ -531,6 +577,11 @@ def overlap_block_shape(blk_shape: Sequence[int], spatial_shape: Sequence[int], 
     return out
 
 
+def is_large_image(blk_shape: Sequence[int], spatial_shape: Sequence[int]) -> bool:
+    """More than :data:`LARGE_IMAGE_PIXELS` pixels over the block axes (those with cores wider than 1)."""
+    return math.prod(int(n) for b, n in zip(blk_shape, spatial_shape, strict=True) if b > 1) > LARGE_IMAGE_PIXELS
+
+
 def _block_major_order(tiles: Sequence[Tile], needs: Sequence[Sequence[int]]) -> list[Tile]:
     """The tiles in the order the blocks need them: each block's missing tiles, block after block.
 
@@ -564,7 +615,7 @@ def _run_tile_batch(source: ArraySource, grid: TileGrid, tiles: Sequence[Tile], 
     t = time.perf_counter()
     _keep_tile_outputs(tiles, y, probs, post, store)
     del x, y
-    if post is None:  # the post-processing worker trims after its blocks
+    if post is None:  # the post-processing worker trims (every arena) after its blocks
         release_memory()
     timings["write"] += time.perf_counter() - t
 
@@ -706,6 +757,7 @@ class BlockPostprocessor:
                 del self.cache[ti]
         lab = _instances(maps, self.n_extra, self.pp, self.representation)
         del maps
+        release_memory()  # the labelling's temporaries, before the stitching makes its own
         self.next_id = stitch_block(self.store, b, lab, self.next_id)
         del lab
         release_memory()
@@ -837,9 +889,14 @@ class TileCache:
 
 
 def _assemble(region, tile_ids, tiles, cache, n_maps: int = 2) -> np.ndarray:
-    """The ``n_maps`` output maps of ``region`` from cached tile cores: (K, *region), float32 (float16 for K > 3)."""
+    """The ``n_maps`` output maps of ``region`` from cached tile cores: (K, *region), float16.
+
+    float16 as cached (half the memory of float32 and the same values: the
+    post-processing compares float16 maps in float32, see
+    :func:`~napari_medseg.inference.instances.instances_from_maps`).
+    """
     shape = tuple(s.stop - s.start for s in region)
-    maps = np.empty((n_maps, *shape), np.float32 if n_maps <= 3 else np.float16)
+    maps = np.empty((n_maps, *shape), np.float16)
     for ti in tile_ids:
         core = tiles[ti].core
         lo = [max(c.start, r.start) for c, r in zip(core, region, strict=False)]
