@@ -11,7 +11,7 @@ import torch
 from napari_medseg.errors import ParameterError
 from napari_medseg.inference import predictor as P
 from napari_medseg.inference.fused import FusedUNet, build_fused, fusable
-from napari_medseg.inference.segment import ThreadShare, overlap_block_shape
+from napari_medseg.inference.segment import overlap_block_shape
 from napari_medseg.models.unet import UNet
 
 
@@ -96,25 +96,6 @@ def test_onnxruntime_backend_gives_the_torch_float32_output(tmp_path):
     x = np.random.default_rng(2).random((2, 1, 24, 40)).astype(np.float32)
     crop = (slice(4, 20), slice(4, 36))
     assert np.abs(ort(x, crop) - ref(x, crop)).max() < 1e-5
-
-
-def test_thread_share_lends_one_thread_while_the_worker_is_busy():
-    full = torch.get_num_threads()
-    try:
-        torch.set_num_threads(2)
-        share = ThreadShare(True)
-        share.update(True)
-        assert torch.get_num_threads() == 1 and share.shared_batches == 1
-        share.update(False)
-        assert torch.get_num_threads() == 2
-        share.update(True)
-        share.restore()
-        assert torch.get_num_threads() == 2
-        off = ThreadShare(False)
-        off.update(True)
-        assert torch.get_num_threads() == 2 and off.shared_batches == 0
-    finally:
-        torch.set_num_threads(full)
 
 
 def test_big_images_get_at_least_three_blocks_per_side():

@@ -86,9 +86,6 @@ COMPRESS_ABOVE_BYTES = 32 * 2**20
 MAX_PENDING_BLOCKS = 2
 #: Post-process blocks in a worker thread while the network runs (when a core is free).
 OVERLAP_POSTPROCESS = True
-#: Also on CPUs whose cores torch uses all, lending the worker one torch thread while it labels a
-#: block (:class:`ThreadShare`).  Off: measured 1.5x slower than inline on 2 cores (BENCHMARKS.md).
-SHARE_THREADS = False
 #: Post-processing blocks per image side at least, for images this many block edges across
 #: (the last block's labelling cannot overlap the network, so it should be small).
 MIN_BLOCKS_PER_SIDE = 3
@@ -427,19 +424,17 @@ def segment_iter(
     post = None
     # a worker thread only when a core is left over (a GPU run, or fewer torch threads than
     # cores): on 2 cores with 2 torch threads a worker, with or without a thread lent to it
-    # (SHARE_THREADS), made 4096^2 1.5-1.7x slower than labelling inline (BENCHMARKS.md)
+    # (torch.set_num_threads per batch), made 4096^2 1.5-1.7x slower than labelling inline (BENCHMARKS.md)
     spare = predictor.device.type != "cpu" or torch.get_num_threads() < (os.cpu_count() or 1)
-    share = ThreadShare(SHARE_THREADS and predictor.device.type == "cpu" and objects and OVERLAP_POSTPROCESS)
     if objects:
         post = BlockPostprocessor(blocks, needs, refs, tiles_all, cache, store, pp, n_extra,
-                                  threaded=OVERLAP_POSTPROCESS and (spare or SHARE_THREADS), cancel=cancel,
+                                  threaded=OVERLAP_POSTPROCESS and spare, cancel=cancel,
                                   representation=rep)
     try:
         max_cached = 0
         for k, tiles in enumerate(batches):
             if cancel is not None:
                 cancel.raise_if_cancelled()
-            share.update(post is not None and post.busy())
             _run_tile_batch(source, grid, tiles, predictor, core_crop, timings, probs, post, store if labels else None)
             yield steps.advance(f"network: tile batch {k + 1}/{len(batches)}",
                                 {"stage": "network", "device": predictor.device.type})
@@ -461,7 +456,6 @@ def segment_iter(
         result_labels = store.commit(out, n_labels, blk_shape)
         timings["write"] += time.perf_counter() - t
     finally:
-        share.restore()
         if post is not None:  # let a running block finish before its store goes away
             post.shutdown()
         store.close()
@@ -471,7 +465,6 @@ def segment_iter(
         "grid": repr(grid), "tiles": len(grid), "tile_shape": grid.tile_shape, "halo": grid.halo,
         "batch_size": predictor.max_batch, "blocks": len(blocks), "resampled": resample, "zoom": zoom,
         "n_labels": n_labels, "megapixels": n_px / 1e6, "threads": torch.get_num_threads(),
-        "shared_thread_batches": share.shared_batches,
         "precision": predictor.dtype_name, "backend": predictor.backend, "max_cached_tiles": max_cached,
         "max_cache_mb": round(cache.max_nbytes / 2**20, 1), "tta": bool(tta),
         "postprocess": dict(pp) if instance else {}, "diameter": diameter,
@@ -774,50 +767,6 @@ def _block_tiles(grid: TileGrid, blocks) -> tuple[list[list[int]], dict[int, int
         for i in idx:
             refs[i] = refs.get(i, 0) + 1
     return needs, refs
-
-
-class ThreadShare:
-    """Lend one of torch's CPU threads to the post-processing worker while it has a block.
-
-    torch's intra-op pool uses every core; a worker thread labelling a block
-    at the same time would make the two take turns on oversubscribed cores
-    (the network's OpenMP threads wait for the descheduled one).  While the
-    worker is busy the network runs with one thread fewer (at least 1), so
-    the labelling runs on its own core and the network goes on beside it.
-
-    Parameters
-    ----------
-    enabled : bool
-        False: never changes torch's thread count (GPU runs, semantic models).
-    """
-
-    def __init__(self, enabled: bool) -> None:
-        import torch
-
-        self.full = torch.get_num_threads()
-        self.enabled = bool(enabled) and self.full > 1
-        self._shared = False
-        #: how many tile batches ran with a thread lent to the worker
-        self.shared_batches = 0
-
-    def update(self, worker_busy: bool) -> None:
-        """Before a tile batch: one thread fewer while the worker is busy, all of them otherwise."""
-        import torch
-
-        if not self.enabled:
-            return
-        if worker_busy != self._shared:
-            torch.set_num_threads(self.full - 1 if worker_busy else self.full)
-            self._shared = worker_busy
-        self.shared_batches += int(worker_busy)
-
-    def restore(self) -> None:
-        """Give torch back its full thread count."""
-        import torch
-
-        if self.enabled and self._shared:
-            torch.set_num_threads(self.full)
-            self._shared = False
 
 
 class _InlineExecutor:
