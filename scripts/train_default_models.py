@@ -178,23 +178,34 @@ def tune_postprocess(val, maps, select_groups, card) -> dict:
 
     ``maps`` are what :func:`napari_medseg.training.loop.validate` cached (one per image of ``val``).
     """
-    import itertools
 
     from napari_medseg.analysis.metrics import MAP_THRESHOLDS, average_precision
     from napari_medseg.inference.representations import representation_of
 
     rep = representation_of(card)
-    grid = TUNING_GRIDS[rep.kind]
+    return best_on_grid(TUNING_GRIDS[rep.kind],
+                        lambda pp: [average_precision(s.labels, rep.instances(m, **pp), MAP_THRESHOLDS)
+                                    for s, m in zip(val, maps, strict=True) if s.group in select_groups],
+                        "postprocess ")
+
+
+def best_on_grid(grid: dict, aps_for, what: str = "") -> dict:
+    """The point of ``grid`` with the best mean AP@0.5 over the held-out images, then the best mAP.
+
+    ``aps_for(point)`` returns one AP array (at ``MAP_THRESHOLDS``) per
+    held-out image; the peers' threshold tuning (``benchmarks/peers/``) uses
+    the same rule.  Prints the winner, prefixed by ``what``.
+    """
+    import itertools
+
     best = None
     for values in itertools.product(*grid.values()):
-        pp = dict(zip(grid, values, strict=True))
-        aps = [average_precision(s.labels, rep.instances(m, **pp), MAP_THRESHOLDS)
-               for s, m in zip(val, maps, strict=True) if s.group in select_groups]
-        a = np.mean(aps, axis=0)
+        point = dict(zip(grid, values, strict=True))
+        a = np.mean(aps_for(point), axis=0)
         key = (round(float(a[0]), 4), float(a.mean()))
         if best is None or key > best[0]:
-            best = (key, pp)
-    print(f"tuned postprocess {best[1]}: held-out AP50 {best[0][0]:.3f} mAP {best[0][1]:.3f}", flush=True)
+            best = (key, point)
+    print(f"tuned {what}{best[1]}: held-out AP50 {best[0][0]:.3f} mAP {best[0][1]:.3f}", flush=True)
     return best[1]
 
 

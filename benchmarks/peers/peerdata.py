@@ -118,6 +118,11 @@ def _tdm(datasets: str | os.PathLike | None = None):
     return tdm
 
 
+def best_on_grid(grid: dict, aps_for, what: str = "") -> dict:
+    """Our tuning rule (``train_default_models.best_on_grid``: mean AP@0.5, then mAP), for a peer's thresholds."""
+    return _tdm().best_on_grid(grid, aps_for, what)
+
+
 def training_split(ours: str, datasets=None, holdout: float = HOLDOUT_FRACTION, seed: int = HOLDOUT_SEED):
     """The training images and the selection hold-out of one of our models, exactly as its training uses them.
 

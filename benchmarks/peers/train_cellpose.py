@@ -31,7 +31,6 @@ train images with our matcher (mean AP@0.5, then mAP), like ours.
 
 from __future__ import annotations
 
-import itertools
 import sys
 import time
 from pathlib import Path
@@ -64,19 +63,13 @@ def tune(model, select) -> dict:
     from napari_medseg.analysis.metrics import MAP_THRESHOLDS, average_precision
 
     cached = flows_and_probs(model, select)
-    best = None
-    for values in itertools.product(*GRID.values()):
-        kw = dict(zip(GRID, values, strict=True))
-        aps = []
-        for s, (dp, cellprob) in zip(select, cached, strict=True):
-            masks = dynamics.resize_and_compute_masks(dp, cellprob, niter=200, min_size=15, **kw)
-            aps.append(average_precision(s.labels, np.asarray(masks).astype(np.int64), MAP_THRESHOLDS))
-        a = np.mean(aps, axis=0)
-        key = (round(float(a[0]), 4), float(a.mean()))
-        if best is None or key > best[0]:
-            best = (key, kw)
-    print(f"tuned {best[1]}: held-out AP50 {best[0][0]:.3f} mAP {best[0][1]:.3f}", flush=True)
-    return best[1]
+
+    def aps_for(kw):
+        return [average_precision(s.labels, np.asarray(dynamics.resize_and_compute_masks(
+                    dp, cellprob, niter=200, min_size=15, **kw)).astype(np.int64), MAP_THRESHOLDS)
+                for s, (dp, cellprob) in zip(select, cached, strict=True)]
+
+    return peerdata.best_on_grid(GRID, aps_for)
 
 
 def main(argv=None) -> int:
