@@ -30,3 +30,28 @@ def tiny_tile_classifier(tmp_path_factory) -> Path:
     from tests.slide_data import train_tiny
 
     return train_tiny(tmp_path_factory.mktemp("slide-model") / "tiny-tiles")
+
+
+@pytest.fixture
+def serve_network(monkeypatch):
+    """``serve(folder, net)``: the engine's model cache hands out ``net`` (a stand-in network) for that folder.
+
+    The folder's card is still read (and its weights loaded) by the real
+    :func:`napari_medseg.models.cache.get_model`; only the network is
+    replaced.  Other folders are served as usual.
+    """
+    from napari_medseg.models import cache
+
+    real = cache.get_model
+    served: dict[Path, object] = {}
+
+    def get_model(path, device="cpu"):
+        net, card = real(path, device)
+        return served.get(Path(path), net), card
+
+    monkeypatch.setattr(cache, "get_model", get_model)
+
+    def serve(folder, net) -> None:
+        served[Path(folder)] = net
+
+    return serve

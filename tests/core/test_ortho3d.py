@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +18,7 @@ from napari_medseg.inference.ortho3d import (
     segment_3d_from_2d_iter,
 )
 from napari_medseg.inference.segment import SegmentResult, segment_iter
-from napari_medseg.models import cache, registry
+from napari_medseg.models import registry
 from napari_medseg.models.testing import make_random_model
 from napari_medseg.progress import Cancelled, CancelToken, run
 
@@ -51,7 +50,7 @@ def isolated_models(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def pixel_model(tmp_path, monkeypatch):
+def pixel_model(tmp_path, serve_network):
     """A 2D model folder whose network is :class:`PixelNet` (no input normalisation)."""
 
     def make(kind="instance", in_channels=1, **postprocess):
@@ -62,13 +61,7 @@ def pixel_model(tmp_path, monkeypatch):
         card["output"]["postprocess"] = {"fg_threshold": 0.5, "seed_threshold": 0.5, "min_size": 16, **postprocess}
         (folder / "model.json").write_text(json.dumps(card))
         net = PixelNet(kind)
-        real = cache.get_model
-
-        def fake_get_model(path, device="cpu"):
-            n, c = real(path, device)
-            return (net, c) if Path(path) == folder else (n, c)
-
-        monkeypatch.setattr(cache, "get_model", fake_get_model)
+        serve_network(folder, net)
         return folder
 
     return make

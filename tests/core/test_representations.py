@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +13,7 @@ from napari_medseg.errors import ModelError, ParameterError
 from napari_medseg.inference.representations import Representation, representation_of
 from napari_medseg.inference.segment import segment_iter
 from napari_medseg.inference.star import instances_from_star
-from napari_medseg.models import cache, registry
+from napari_medseg.models import registry
 from napari_medseg.models.spec import ModelCard
 from napari_medseg.models.testing import make_random_model
 from napari_medseg.progress import run
@@ -172,7 +171,7 @@ class TargetNet(torch.nn.Module):
 
 
 @pytest.fixture
-def target_model(tmp_path, monkeypatch):
+def target_model(tmp_path, monkeypatch, serve_network):
     monkeypatch.setenv("MEDSEG_MODELS_DIR", str(tmp_path / "user-models"))
     monkeypatch.setattr(registry, "shipped_models_dir", lambda: tmp_path / "shipped")
 
@@ -190,14 +189,7 @@ def target_model(tmp_path, monkeypatch):
         from napari_medseg.models.unet import UNet
 
         save_model(folder, UNet(1, rep.n_channels, dims=2, base_channels=4, depth=3), ModelCard.from_dict(card))
-        net = TargetNet(rep)
-        real = cache.get_model
-
-        def fake_get_model(path, device="cpu"):
-            n, c = real(path, device)
-            return (net, c) if Path(path) == folder else (n, c)
-
-        monkeypatch.setattr(cache, "get_model", fake_get_model)
+        serve_network(folder, TargetNet(rep))
         return folder
 
     return make

@@ -17,7 +17,7 @@ from napari_medseg.inference import segment as seg_mod
 from napari_medseg.inference.prepare import infer_axes
 from napari_medseg.inference.segment import SegmentResult, segment_iter
 from napari_medseg.inference.stitch import Block, LabelStore, stitch_block
-from napari_medseg.models import cache, registry
+from napari_medseg.models import registry
 from napari_medseg.models.testing import make_random_model
 from napari_medseg.progress import Cancelled, CancelToken, run
 
@@ -82,7 +82,7 @@ class PixelNet(torch.nn.Module):
 
 
 @pytest.fixture
-def pixel_model(tmp_path, monkeypatch):
+def pixel_model(tmp_path, serve_network):
     """A model folder whose network is replaced by :class:`PixelNet` (no normalisation)."""
 
     def make(kind="instance", in_channels=1, dims=2, **card_extra):
@@ -95,13 +95,7 @@ def pixel_model(tmp_path, monkeypatch):
         (folder / "model.json").write_text(json.dumps(card))
         net = PixelNet(kind)
         PixelNet.calls = 0
-        real = cache.get_model
-
-        def fake_get_model(path, device="cpu"):
-            n, c = real(path, device)
-            return (net, c) if Path(path) == folder else (n, c)
-
-        monkeypatch.setattr(cache, "get_model", fake_get_model)
+        serve_network(folder, net)
         return folder, net
 
     return make

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +12,7 @@ import torch
 
 import napari_medseg as ms
 from napari_medseg.inference.classes import postprocess_classes, postprocess_planes, semantic_options
-from napari_medseg.models import cache, registry
+from napari_medseg.models import registry
 from napari_medseg.models.testing import make_random_model
 from napari_medseg.training.augment import AugmentConfig, color_jitter, color_matrix, pixel_augment
 from napari_medseg.training.data import Sample
@@ -91,7 +90,7 @@ class ThresholdNet(torch.nn.Module):
 
 
 @pytest.fixture
-def threshold_model(tmp_path, monkeypatch):
+def threshold_model(tmp_path, monkeypatch, serve_network):
     monkeypatch.setenv("MEDSEG_MODELS_DIR", str(tmp_path / "user-models"))
     monkeypatch.setattr(registry, "shipped_models_dir", lambda: tmp_path / "shipped")
 
@@ -101,10 +100,7 @@ def threshold_model(tmp_path, monkeypatch):
         card["input"]["normalization"] = {"kind": "none"}
         card["input"]["pixel_size"] = pixel_size
         (folder / "model.json").write_text(json.dumps(card))
-        net = ThresholdNet()
-        real = cache.get_model
-        monkeypatch.setattr(cache, "get_model", lambda p, device="cpu": (net, real(p, device)[1])
-                            if Path(p) == folder else real(p, device))
+        serve_network(folder, ThresholdNet())
         return folder
 
     return make

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +15,7 @@ import napari_medseg as ms  # noqa: E402
 from napari_medseg.errors import ModelError  # noqa: E402
 from napari_medseg.inference.normalize import normalization_limits  # noqa: E402
 from napari_medseg.inference.tiling import ArraySource, SliceStackSource, slice_stack  # noqa: E402
-from napari_medseg.models import cache, registry  # noqa: E402
+from napari_medseg.models import registry  # noqa: E402
 from napari_medseg.models.spec import ModelCard  # noqa: E402
 from napari_medseg.models.testing import make_random_model  # noqa: E402
 
@@ -39,7 +38,7 @@ def test_slice_stack_source_matches_slice_stack_and_mirrors_the_ends():
 
 
 @pytest.fixture
-def model_25d(tmp_path, monkeypatch):
+def model_25d(tmp_path, monkeypatch, serve_network):
     monkeypatch.setenv("MEDSEG_MODELS_DIR", str(tmp_path / "user-models"))
     monkeypatch.setattr(registry, "shipped_models_dir", lambda: tmp_path / "shipped")
     folder = make_random_model(tmp_path / "m25", name="m25", kind="semantic", depth=3, in_channels=3)
@@ -50,10 +49,7 @@ def model_25d(tmp_path, monkeypatch):
     (tmp_path / "bad.json").write_text(json.dumps(bad))
     with pytest.raises(ModelError, match="input.slices 2 must be an odd number"):
         ModelCard.from_json(tmp_path / "bad.json")
-    net = ThresholdNet()  # a 3-slice stand-in: class 1 where the plane *before* (channel 0) is > 0.5
-    real = cache.get_model
-    monkeypatch.setattr(cache, "get_model", lambda p, device="cpu": (net, real(p, device)[1])
-                        if Path(p) == folder else real(p, device))
+    serve_network(folder, ThresholdNet())  # a 3-slice stand-in: class 1 where the plane *before* (channel 0) is > 0.5
     return folder
 
 

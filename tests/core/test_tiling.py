@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -116,7 +115,7 @@ def test_source_axes_and_normalisation():
 
 
 @pytest.fixture
-def engine(tmp_path, monkeypatch):
+def engine(tmp_path, serve_network):
     """Run the engine (:func:`segment_iter`) with a given network in place of a model folder's U-Net.
 
     ``engine(net, img, axes, tile_size, halo, kind=..., n_classes=..., **segment_iter_kwargs)``
@@ -124,7 +123,6 @@ def engine(tmp_path, monkeypatch):
     when ``axes`` has a Z).
     """
     from napari_medseg.inference.segment import segment_iter
-    from napari_medseg.models import cache
     from napari_medseg.models.testing import make_random_model
     from napari_medseg.progress import run
 
@@ -136,13 +134,7 @@ def engine(tmp_path, monkeypatch):
         card = json.loads((folder / "model.json").read_text())
         card["input"]["normalization"] = {"kind": "none"}
         (folder / "model.json").write_text(json.dumps(card))
-        real = cache.get_model
-
-        def fake_get_model(path, device="cpu"):
-            n, c = real(path, device)
-            return (net, c) if Path(path) == folder else (n, c)
-
-        monkeypatch.setattr(cache, "get_model", fake_get_model)
+        serve_network(folder, net)
         return run(segment_iter(img, str(folder), axes=axes, tile_size=tile, halo=halo, precision="float32", **kw))
 
     return go
