@@ -252,19 +252,14 @@ def slide_of_layer(layer: Any) -> Any:
     ParameterError
         A layer that is not 2D grey or RGB.
     """
-    from ..geometry import convert, is_length
-    from ..slides.pyramid import Slide
+    from ..slides.pyramid import Slide, mpp_of
 
     levels = list(layer.data) if getattr(layer, "multiscale", False) else [layer.data]
     nd = len(levels[0].shape) - (1 if getattr(layer, "rgb", False) else 0)
     if nd != 2:
         raise ParameterError(f"layer {layer.name!r} is not a 2D image (it has {nd} spatial dimensions); "
                              "slide tools need a 2D grey or RGB (multiscale) image")
-    g = spatial_geometry(layer, 2)
-    mpp = None
-    if all(is_length(u) for u in g.units):
-        mpp = tuple(float(convert(s, u, "µm")) for s, u in zip(g.spacing, g.units, strict=True))
-    return Slide(levels=levels, mpp=mpp, name=layer.name)
+    return Slide(levels=levels, mpp=mpp_of(spatial_geometry(layer, 2)), name=layer.name)
 
 
 def grid_layer_kwargs(layer: Any, downsample: Any) -> dict[str, Any]:

@@ -115,24 +115,15 @@ def job_tissue(source: SourceSpec, tissue: Any = "auto", *, max_pixels: int = 4_
     elif not rgb and axes != "YX":
         raise ParameterError(f"tissue detection needs a grey (YX) or RGB (YXS) image; {source.name} has axes "
                              f"{axes!r} (give a mask, or tissue='none')")
-    from ..slides.pyramid import Slide
+    from ..slides.pyramid import Slide, mpp_of
     from ..slides.tissue import detect_tissue
 
-    slide = Slide(levels=list(levels), mpp=_mpp(geometry), name=source.name, path=source.path)
+    slide = Slide(levels=list(levels), mpp=mpp_of(geometry), name=source.name, path=source.path)
     sizes = {} if slide.mpp is not None else UNCALIBRATED_SIZES
     found = detect_tissue(slide, max_pixels=max_pixels, **sizes)
     if not found.mask.any():
         return JobTissue(None, "empty", 0.0, found.downsample)
     return JobTissue(found.mask, "detected", found.fraction, found.downsample)
-
-
-def _mpp(geometry: Any) -> tuple[float, float] | None:
-    """Level-0 pixel size ``(y, x)`` in µm, or None when the image is not calibrated in lengths."""
-    from ..geometry import convert, is_length
-
-    if not geometry.calibrated or not all(is_length(u) for u in geometry.units):
-        return None
-    return tuple(float(convert(s, u, "µm")) for s, u in zip(geometry.spacing, geometry.units, strict=True))
 
 
 __all__ = ["AUTO_MIN_PIXELS", "MODES", "UNCALIBRATED_SIZES", "JobTissue", "job_tissue"]

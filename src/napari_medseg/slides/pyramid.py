@@ -197,6 +197,15 @@ class Slide:
         return data, kw, kind
 
 
+def mpp_of(geometry: Geometry) -> tuple[float, float] | None:
+    """A ``YX`` geometry's pixel size ``(y, x)`` in µm (a :class:`Slide`'s ``mpp``); None unless both are lengths."""
+    from ..geometry import convert, is_length
+
+    if not all(is_length(u) for u in geometry.units):
+        return None
+    return tuple(float(convert(s, u, "µm")) for s, u in zip(geometry.spacing, geometry.units, strict=True))
+
+
 def open_slide(path: str | os.PathLike) -> Slide:
     """Open a whole-slide (or any tifffile-readable pyramidal / large 2D) image lazily.
 
