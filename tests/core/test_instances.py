@@ -145,3 +145,14 @@ def test_empty_and_bad_input():
         instances_from_maps(np.zeros(8), np.zeros(8))
     with pytest.raises(ParameterError, match="seed_threshold"):
         instances_from_maps(z, z, seed_threshold=2)
+
+
+def test_float16_threshold_on_bit_patterns_equals_float32_comparison():
+    """Every float16 value (all 65,536 patterns: subnormals, -0, infinities, NaNs) at many thresholds."""
+    from napari_medseg.inference.instances import _above
+
+    every = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16)
+    wide = every.astype(np.float32)
+    for t in [*np.linspace(0, 1, 201).tolist(), 0.3, 0.45, float(np.float16(0.3)), 1e-8, 0.99999, 2.0, 70000.0, -0.5]:
+        with np.errstate(invalid="ignore"):
+            assert np.array_equal(_above(every, t), wide > np.float32(t)), t

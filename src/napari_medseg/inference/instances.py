@@ -135,11 +135,34 @@ def _above(a: np.ndarray, threshold: float) -> np.ndarray:
     numpy compares a float16 array with a Python float in float16, which rounds
     the threshold (0.45 -> 0.44995): a pixel equal to the rounded value would
     flip.  The engine keeps block maps in float16 (:mod:`.segment`) and its
-    labels must not depend on that.
+    labels must not depend on that.  For a threshold >= 0 the comparison is
+    done on the float16 bit patterns (:func:`_float16_above`), which numpy
+    vectorises (float16 arithmetic it does not: ~9x faster on a 2176^2 map).
     """
     if a.dtype == np.float16:
+        if threshold >= 0:
+            return _float16_above(a, threshold)
         return a > np.float32(threshold)
     return a > threshold
+
+
+def _float16_above(a: np.ndarray, threshold: float) -> np.ndarray:
+    """``a.astype(float32) > float32(threshold)`` for a float16 array and ``threshold >= 0``, on bit patterns.
+
+    Non-negative float16 values (``+0`` to ``+inf``, bit patterns 0x0000 to
+    0x7C00) are ordered as their patterns read as uint16; negative values and
+    NaNs (sign bit set, or above 0x7C00) are never above a non-negative
+    threshold.  So ``a > t`` iff ``h <= bits(a) <= 0x7C00``, where ``h`` is
+    the pattern of the smallest float16 whose float32 value exceeds ``t``
+    (checked against the float32 comparison for all 65,536 patterns in the
+    tests).
+    """
+    t = np.float32(threshold)
+    h = np.float16(t)  # nearest float16: the smallest one above t, or the largest one at or below it
+    if np.float32(h) <= t:
+        h = np.nextafter(h, np.float16(np.inf))
+    bits = a.view(np.uint16)
+    return (bits >= h.view(np.uint16)) & (bits <= np.uint16(0x7C00))
 
 
 def _seeded_watershed(fg: np.ndarray, dist: np.ndarray, seed_threshold: float) -> tuple[np.ndarray, int]:
