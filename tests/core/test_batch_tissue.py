@@ -34,6 +34,25 @@ def test_auto_skips_the_glass_blocks_and_the_debris_on_them(slide, tmp_path):
     assert s["objects"] == len(res.table) == lab.max()
 
 
+def test_objects_on_glass_inside_a_tissue_block_are_dropped_and_counted(slide, tmp_path, monkeypatch):
+    """One block holds the tissue square and the eight specks of debris on the glass beside it."""
+    opts = {**OPTS, "block_size": 1024}
+    res = ms.segment_blockwise(SourceSpec(path=str(slide)), tmp_path / "one", **opts)
+    s = res.summary
+    assert (s["tissue"], s["blocks"], s["active_blocks"]) == ("detected", 1, 1)
+    lab = np.asarray(res.labels[0][:])
+    assert not lab[DEBRIS_FROM:, DEBRIS_FROM:].any()  # the specks were segmented, then dropped
+    assert s["off_tissue_objects"] == 8
+    y0, x0, edge = TISSUE_SQUARE
+    # the same job without the glass filter: it keeps exactly the eight specks more
+    monkeypatch.setattr(bw, "_centroids_on", lambda mask, cent, shape: np.ones(len(cent), bool))
+    whole = ms.segment_blockwise(SourceSpec(path=str(slide)), tmp_path / "unfiltered", **opts)
+    assert whole.summary["off_tissue_objects"] == 0
+    assert s["objects"] == whole.summary["objects"] - 8 == len(res.table) == lab.max()
+    assert np.array_equal(lab[y0:y0 + edge, x0:x0 + edge] > 0,
+                          np.asarray(whole.labels[0][:])[y0:y0 + edge, x0:x0 + edge] > 0)
+
+
 def test_none_runs_every_block_as_before(slide, tmp_path):
     res = ms.segment_blockwise(SourceSpec(path=str(slide)), tmp_path / "none", tissue="none", **OPTS)
     s = res.summary

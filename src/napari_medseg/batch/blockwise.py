@@ -68,6 +68,10 @@ from .tissue import job_tissue
 DEFAULT_BLOCK = 2048
 #: Default largest object diameter (pixels of the level) when the model card says nothing.
 DEFAULT_MAX_OBJECT = 64
+#: Mask pixels by which the tissue mask is grown before objects on glass are dropped: a detected
+#: mask's pixels are at least 4 µm, so a nucleus at the tissue's edge (centroid up to ~4-8 µm
+#: outside the coarse outline) is kept, while debris and false detections out on the glass are not.
+TISSUE_MARGIN = 1
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,10 @@ class BlockJob:
     tissue : dict
         ``{"tissue": mode, "tissue_fraction": float or None}``
         (:meth:`~napari_medseg.batch.tissue.JobTissue.record`).
+    on_tissue : ndarray of bool or None
+        The tissue mask grown by :data:`TISSUE_MARGIN` mask pixels, over the
+        image's field of view; an object whose centroid falls outside it lies
+        on glass and is dropped (None: every object is kept).
     """
 
     source: SourceSpec
@@ -117,6 +125,7 @@ class BlockJob:
     chunk: int = st.DEFAULT_CHUNK
     key: str = ""
     tissue: dict = field(default_factory=lambda: {"tissue": "none", "tissue_fraction": None})
+    on_tissue: np.ndarray | None = field(default=None, compare=False, hash=False, repr=False)
 
     @property
     def store(self) -> Path:
@@ -196,7 +205,9 @@ def plan_job(source: SourceSpec, out: str, *, name: str | None = None, model: st
         the mask eroded by a margin of 32 level pixels
         (:func:`~napari_medseg.batch.sampling.normalization_sample`), so that
         the same tissue gets the same limits whatever the slide's size or
-        pyramid depth.
+        pyramid depth.  With a mask, objects whose centroid lies outside it
+        (grown by :data:`TISSUE_MARGIN` mask pixels) are on glass and are
+        dropped; the summary counts them (``off_tissue_objects``).
     block_size : int
         Core edge in pixels (rounded up to a multiple of ``chunk``).
     max_object_size : int, optional
@@ -258,12 +269,19 @@ def plan_job(source: SourceSpec, out: str, *, name: str | None = None, model: st
                 "model": str(info.path),
                 "detect": bool(detect), "grid": asdict(grid), "active": active, "limits": limits,
                 "scale": scale, "units": units, "chunk": chunk}
+    on_tissue = None
+    if tissue is not None:
+        from scipy import ndimage as ndi
+
+        on_tissue = ndi.binary_dilation(np.asarray(tissue, bool), iterations=TISSUE_MARGIN) if TISSUE_MARGIN \
+            else np.asarray(tissue, bool)
     if found.mode != "none":  # (keys made before tissue modes existed stay valid for whole-image jobs)
         settings["tissue"] = found.mode
+        settings["on_tissue_only"] = {"margin": TISSUE_MARGIN}
     key = st.settings_key(settings)
     job = BlockJob(source, name, str(out), grid, active, str(info.path), bool(detect), limits, scale, units,
                    {"device": device, "tile_size": tile_size, "batch_size": batch_size, "precision": precision},
-                   chunk, key, found.record())
+                   chunk, key, found.record(), on_tissue)
     rec = st.read_record(job.store)
     if rec is None or rec.get("key") != key:  # new, or other settings: start over
         shutil.rmtree(job.parts, ignore_errors=True)
@@ -289,12 +307,15 @@ def is_complete(job: BlockJob) -> bool:
 def segment_block(job: BlockJob, i: int) -> dict:
     """Segment block ``i`` and save the objects it owns.
 
-    Returns ``{"block", "n", "seconds", "cpu_seconds", "skipped"}`` (wall and
-    this process's CPU time; 0 for a block an earlier run finished).
+    Returns ``{"block", "n", "off_tissue", "seconds", "cpu_seconds", "skipped"}``
+    (``off_tissue``: owned objects dropped because their centroid lies on
+    glass, see :attr:`BlockJob.on_tissue`; wall and this process's CPU time,
+    0 for a block an earlier run finished).
     """
     marker = st.read_block_marker(job.parts, i, job.key)
     if marker is not None:
-        return {"block": i, "n": marker["n"], "seconds": 0.0, "cpu_seconds": 0.0, "skipped": True}
+        return {"block": i, "n": marker["n"], "off_tissue": marker.get("off_tissue", 0), "seconds": 0.0,
+                "cpu_seconds": 0.0, "skipped": True}
     t0, c0 = time.perf_counter(), time.process_time()
     from ..inference.segment import segment_iter
     from ..progress import run
@@ -307,7 +328,12 @@ def segment_block(job: BlockJob, i: int) -> dict:
                            return_probabilities=job.detect, limits=job.limits,
                            postprocess={"block_size": max(region.shape)}, **job.engine))
     lab = np.asarray(res.labels)
-    keep = _owned(lab, [slice(c.start - r.start, c.stop - r.start) for c, r in zip(core, rbox, strict=True)])
+    keep, cent = _owned(lab, [slice(c.start - r.start, c.stop - r.start) for c, r in zip(core, rbox, strict=True)])
+    off_tissue = 0
+    if job.on_tissue is not None and keep.any():
+        on = _centroids_on(job.on_tissue, cent + [r.start for r in rbox], job.grid.shape)
+        off_tissue = int((keep & ~on).sum())
+        keep &= on
     owned = np.flatnonzero(keep[1:]) + 1
     n = len(owned)
     lut = np.zeros(len(keep), np.uint32)
@@ -318,29 +344,40 @@ def segment_block(job: BlockJob, i: int) -> dict:
     if job.detect and n:
         fg = np.asarray(res.probabilities[0][kin], np.float32)
         table = _block_table(crop, n, img.read(kbox), img.axes, img.geometry, kbox, fg)
-    st.write_block_part(job.parts, i, crop, kbox, n, job.key, table)
+    st.write_block_part(job.parts, i, crop, kbox, n, job.key, table, off_tissue=off_tissue)
     from ..inference.segment import release_memory
 
     del region, res, lab, crop
     release_memory()
-    return {"block": i, "n": n, "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
-            "skipped": False}
+    return {"block": i, "n": n, "off_tissue": off_tissue, "seconds": time.perf_counter() - t0,
+            "cpu_seconds": time.process_time() - c0, "skipped": False}
 
 
-def _owned(labels: np.ndarray, core: Sequence[slice]) -> np.ndarray:
-    """Per label of ``labels`` (row 0: background, False), whether its centroid (floored) lies in ``core``."""
+def _owned(labels: np.ndarray, core: Sequence[slice]) -> tuple[np.ndarray, np.ndarray]:
+    """Per label of ``labels`` (row 0: background, False), whether its centroid (floored) lies in ``core``.
+
+    Returns ``(inside, centroids)``: bool ``(n + 1,)`` and float64 ``(n + 1, ndim)``
+    centroids in the pixels of ``labels`` (row 0 unused).
+    """
     from ..inference.stitch import centroids
 
     n = int(labels.max(initial=0))
     if n == 0:
-        return np.zeros(1, bool)
+        return np.zeros(1, bool), np.zeros((1, labels.ndim))
     counts, cent = centroids(labels, n)
     inside = counts > 0
     for ax, s in enumerate(core):
         c = np.floor(cent[:, ax])
         inside &= (c >= s.start) & (c < s.stop)
     inside[0] = False
-    return inside
+    return inside, cent
+
+
+def _centroids_on(mask: np.ndarray, cent: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Whether each centroid ``(y, x)`` in image pixels falls on a True pixel of ``mask`` (same field of view)."""
+    rc = [np.clip(np.floor(cent[:, ax] * m / s).astype(np.int64), 0, m - 1)
+          for ax, (m, s) in enumerate(zip(mask.shape, shape, strict=True))]
+    return mask[rc[0], rc[1]]
 
 
 def _block_table(crop: np.ndarray, n: int, image: np.ndarray, axes: str, geometry, box: Sequence[slice],
@@ -441,11 +478,12 @@ def finish_job(job: BlockJob, offsets: dict, *_after: Any) -> dict:
     ``offsets`` is :func:`block_offsets`'s result.
     """
     seconds, cpu, offsets = offsets["seconds"], offsets["cpu_seconds"], offsets["offsets"]
-    n_objects = 0
+    n_objects = off_tissue = 0
     tables = []
     for i in job.active:
         m = st.read_block_marker(job.parts, i, job.key)
         n_objects += int(m["n"]) if m else 0
+        off_tissue += int(m.get("off_tissue", 0)) if m else 0
         if job.detect and m and m["n"]:
             t = st.read_block_table(job.parts, i)
             t["id"] = t["id"] + offsets[i]
@@ -457,7 +495,8 @@ def finish_job(job: BlockJob, offsets: dict, *_after: Any) -> dict:
 
         table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame({"id": []})
         write_objects_csv(job.table_path, table)
-    summary = {"objects": n_objects, "blocks": len(job.grid), "active_blocks": len(job.active),
+    summary = {"objects": n_objects, "off_tissue_objects": off_tissue, "blocks": len(job.grid),
+               "active_blocks": len(job.active),
                "skipped_blocks": len(job.grid) - len(job.active), **job.tissue,
                "shape": list(job.grid.shape), "levels": len(job.levels), "segment_seconds": round(seconds, 3),
                "segment_cpu_seconds": round(cpu, 3),
@@ -480,7 +519,8 @@ class BlockwiseResult:
     table : pandas.DataFrame or None
         One row per object (``detect``), ids as in the labels.
     summary : dict
-        ``objects``, ``blocks``, ``active_blocks``, ``skipped_blocks`` (off the tissue),
+        ``objects``, ``off_tissue_objects`` (found on glass inside a tissue block and dropped),
+        ``blocks``, ``active_blocks``, ``skipped_blocks`` (off the tissue),
         ``tissue`` (``detected``, ``given``, ``none`` or ``empty``), ``tissue_fraction``
         (share of the image area, None without a mask), ``shape``, ``levels``, ``limits`` (the
         normalisation limits per model channel, ``{"low": [...], "high": [...]}``, or None), paths.

@@ -42,7 +42,7 @@ from . import blockwise as bw
 from .plan import SourceSpec
 
 #: Report columns, in order.
-REPORT_COLUMNS = ("file", "status", "objects", "blocks", "active_blocks", "skipped_blocks", "tissue",
+REPORT_COLUMNS = ("file", "status", "objects", "off_tissue_objects", "blocks", "active_blocks", "skipped_blocks", "tissue",
                   "tissue_fraction", "segment_seconds", "segment_cpu_seconds",
                   "finished_after_s", "labels", "table", "error")
 
@@ -354,7 +354,8 @@ def run_batch_iter(sources: Sequence[SourceSpec | str | os.PathLike], out: str |
 
 def _row(name: str, status: str, t_start: float, summary: dict | None = None, error: str = "") -> dict:
     s = summary or {}
-    return {"file": name, "status": status, "objects": s.get("objects"), "blocks": s.get("blocks"),
+    return {"file": name, "status": status, "objects": s.get("objects"),
+            "off_tissue_objects": s.get("off_tissue_objects"), "blocks": s.get("blocks"),
             "active_blocks": s.get("active_blocks"), "skipped_blocks": s.get("skipped_blocks"),
             "tissue": s.get("tissue"), "tissue_fraction": s.get("tissue_fraction"), "segment_seconds": s.get("segment_seconds"),
             "segment_cpu_seconds": s.get("segment_cpu_seconds"),

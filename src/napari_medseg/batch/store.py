@@ -159,8 +159,8 @@ def _part(parts: Path, i: int, suffix: str) -> Path:
 
 
 def write_block_part(parts: Path, i: int, crop: np.ndarray, box: Sequence[slice], n: int, key: str,
-                     table: Any = None) -> None:
-    """Save block ``i``'s crop of owned objects (ids 1..n) and table, then its marker."""
+                     table: Any = None, *, off_tissue: int = 0) -> None:
+    """Save block ``i``'s crop of owned objects (ids 1..n) and table, then its marker (with ``off_tissue``, the objects dropped on glass)."""
     from numcodecs import Blosc
 
     buf = io.BytesIO()
@@ -170,7 +170,7 @@ def write_block_part(parts: Path, i: int, crop: np.ndarray, box: Sequence[slice]
         atomic_write(_part(parts, i, ".bin"), lambda tmp: tmp.write_bytes(blob))
     if table is not None and n:
         atomic_write(_part(parts, i, ".csv"), lambda tmp: table.to_csv(tmp, index=False))
-    marker = {"n": int(n), "box": [[int(s.start), int(s.stop)] for s in box], "key": key}
+    marker = {"n": int(n), "off_tissue": int(off_tissue), "box": [[int(s.start), int(s.stop)] for s in box], "key": key}
     atomic_write(_part(parts, i, ".json"), lambda tmp: tmp.write_text(json.dumps(marker), encoding="utf-8"))
 
 
