@@ -8,7 +8,8 @@
   background thread so opening the widget does not wait for ``import torch``
   (a closing dock drops the answer and waits for the thread, bounded).
 * :func:`scrolling_layout` / :class:`DockScroll`: every dock's rows scroll
-  vertically and fit :data:`DOCK_MAX_WIDTH`.
+  vertically and fit :data:`DOCK_MAX_WIDTH`; :func:`collapsible_form` (an
+  "Advanced" section), :func:`spin_box`, :func:`suggest_model_name`.
 * :class:`RunCancelRow`, :class:`StatusLine` and :class:`KindNote` (the
   selected model was made for other images than this one).
 * :class:`OutputLayers` - the layers a widget made per source, replaced on a re-run.
@@ -31,9 +32,11 @@ from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
+    QFormLayout,
     QFrame,
     QHBoxLayout,
     QLabel,
+    QLineEdit,
     QPushButton,
     QScrollArea,
     QSizePolicy,
@@ -42,6 +45,7 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+from superqt import QCollapsible
 
 from ...errors import MedsegError, ModelError
 from ..layers import unique_name
@@ -450,6 +454,29 @@ def spin_box(lo: float, hi: float, value: float, step: float | None = None, *, d
     return s
 
 
+def collapsible_form(title: str) -> tuple[QCollapsible, QFormLayout]:
+    """A collapsed section called ``title`` (an "Advanced" box) and the margin-less form inside it, for its rows."""
+    section = QCollapsible(title)
+    inner = QWidget()
+    form = QFormLayout(inner)
+    form.setContentsMargins(0, 0, 0, 0)
+    section.addWidget(inner)
+    return section, form
+
+
+def suggest_model_name(edit: QLineEdit, stem: str) -> None:
+    """Put a name for a new user model that is not taken yet (``stem``, ``stem-2``...) into ``edit``.
+
+    An unreadable user model folder leaves ``edit`` as it is (and logs why).
+    """
+    from ...training.finetune import default_model_name
+
+    try:
+        edit.setText(default_model_name(stem))
+    except Exception as exc:  # an unreadable user folder must not break the widget  # noqa: BLE001
+        log.warning("cannot list models: %s", exc)
+
+
 def compact_combo(combo: QComboBox, chars: int = 12) -> QComboBox:
     """Make ``combo``'s width independent of its items (long column or layer names): ``chars`` characters wide."""
     combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
@@ -583,9 +610,11 @@ class OutputLayers:
             return out
         return None
 
-    def put(self, kind: str, source: Any, layer: Any, keep: tuple[str, ...] = ("visible", "opacity")) -> Any:
+    def put(self, kind: str, source: Any, layer: Any, keep: tuple[str, ...] = ("visible", "opacity"),
+            at: int | None = None) -> Any:
         """Put ``layer`` in the viewer in place of the ``kind`` layer made for ``source`` (same name and
-        position, its ``keep`` attributes carried over), or add it under a free name; returns ``layer``."""
+        position, its ``keep`` attributes carried over), or add it under a free name (at layer index ``at``;
+        None: on top); returns ``layer``."""
         import weakref
 
         old = self.get(kind, source)
@@ -598,10 +627,19 @@ class OutputLayers:
             self.viewer.layers.insert(idx, layer)
         else:
             layer.name = unique_name(self.viewer, layer.name)
-            self.viewer.add_layer(layer)
+            if at is None:
+                self.viewer.add_layer(layer)
+            else:
+                self.viewer.layers.insert(at, layer)
         if source is not None:
             self._made[(kind, id(source))] = (weakref.ref(source), weakref.ref(layer))
         return layer
+
+    def drop(self, kind: str, source: Any) -> None:
+        """Remove the ``kind`` layer made for ``source`` from the viewer, if it is still there."""
+        old = self.get(kind, source)
+        if old is not None:
+            self.viewer.layers.remove(old)
 
 
 def viewer_camera(viewer: napari.Viewer) -> Any:

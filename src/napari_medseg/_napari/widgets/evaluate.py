@@ -49,14 +49,14 @@ from qtpy.QtWidgets import (
     QPushButton,
     QTableWidget,
     QTableWidgetItem,
-    QWidget,
 )
 
 from ...analysis.evaluation import CSV_COLUMNS, Comparison, compare_iter
 from ...progress import CancelToken, Progress
-from .._worker import JobOutcome, ProgressJob
+from .._worker import JobOutcome
 from ..layers import output_geometry, unique_name
-from .common import LayerCombo, RunCancelRow, StatusLine, finish_job, report_error, scrolling_layout
+from .common import LayerCombo, report_error, scrolling_layout
+from .dock import JobDock
 
 if TYPE_CHECKING:
     import napari
@@ -82,13 +82,10 @@ def _error_colormap(color: str) -> DirectLabelColormap:
     return DirectLabelColormap(color_dict={None: color, 0: "transparent"})
 
 
-class EvaluateWidget(QWidget):
+class EvaluateWidget(JobDock):
     """Dock widget: compare a predicted Labels layer with a ground-truth one.
 
-    Parameters
-    ----------
-    napari_viewer : napari.Viewer
-        Injected by napari (npe2 widget contribution).
+    ``napari_viewer``: see :class:`~napari_medseg._napari.widgets.dock.JobDock`.
     """
 
     SCORE_ROWS = (
@@ -104,8 +101,7 @@ class EvaluateWidget(QWidget):
     )
 
     def __init__(self, napari_viewer: napari.Viewer) -> None:
-        super().__init__()
-        self.viewer = napari_viewer
+        super().__init__(napari_viewer, "Pick the ground truth and the prediction, then Compare.")
         self.gt_combo = LayerCombo(napari_viewer, Labels)
         self.gt_combo.setToolTip("The reference objects (e.g. painted by hand)")
         self.pred_combo = LayerCombo(napari_viewer, Labels)
@@ -119,9 +115,7 @@ class EvaluateWidget(QWidget):
                                   "sets TP/FP/FN and the false positive / negative layers")
         self.note = QLabel("")
         self.note.setWordWrap(True)
-        self.buttons = RunCancelRow("Compare")
-        self.compare_button = self.buttons.run_button
-        self.cancel_button = self.buttons.cancel_button
+        self.compare_button = self.run_row("Compare", self.compare).run_button
         self.scores_table = QTableWidget(len(self.SCORE_ROWS), 2)
         self.scores_table.setHorizontalHeaderLabels(["score", "value"])
         self.scores_table.verticalHeader().setVisible(False)
@@ -141,7 +135,6 @@ class EvaluateWidget(QWidget):
         self.export_csv_button = QPushButton("Export CSV\u2026")
         self.export_csv_button.setToolTip("Write the scores row as CSV")
         self.export_csv_button.setEnabled(False)
-        self.status = StatusLine("Pick the ground truth and the prediction, then Compare.")
 
         form = QFormLayout()
         form.addRow("ground truth", self.gt_combo)
@@ -158,11 +151,8 @@ class EvaluateWidget(QWidget):
 
         #: the last comparison (None before the first one)
         self.result: Comparison | None = None
-        self._job: ProgressJob | None = None
         self._made: dict[str, weakref.ref] = {}  # "fp"/"fn" -> the layer this widget made
 
-        self.compare_button.clicked.connect(self.compare)
-        self.cancel_button.clicked.connect(self.cancel)
         self.export_csv_button.clicked.connect(lambda: self.export_csv())
         self.gt_combo.layerChanged.connect(self._update_note)
         self.pred_combo.layerChanged.connect(self._update_note)
@@ -172,11 +162,6 @@ class EvaluateWidget(QWidget):
         self._pick_distinct()
 
     # ================================================================== public API
-    @property
-    def running(self) -> bool:
-        """Whether a comparison is in progress."""
-        return self._job is not None and self._job.running
-
     @property
     def false_positives_layer(self) -> Labels | None:
         """The false-positives layer this widget made, if still in the viewer."""
@@ -210,17 +195,8 @@ class EvaluateWidget(QWidget):
         def make_gen(token: CancelToken):
             return compare_iter(gt_data, pred_data, thr, names=names, cancel=token)
 
-        self._job = ProgressJob(make_gen, lambda outcome: self._finish(ctx, outcome), on_progress=self._on_progress,
-                                desc=f"Comparing {pred.name}", owner=self)
-        self.buttons.set_running(True)
-        self.status.set(f"Comparing {pred.name!r} with {gt.name!r}…")
-        self._job.start()
-
-    def cancel(self) -> None:
-        """Stop a running comparison at its next step; nothing is added."""
-        if self.running:
-            self.status.set("Cancelling…")  # first: cancel() may deliver the job's end re-entrantly
-            self._job.cancel()
+        self.start_job(make_gen, lambda outcome: self._finish(ctx, outcome), desc=f"Comparing {pred.name}",
+                       message=f"Comparing {pred.name!r} with {gt.name!r}…")
 
     def export_csv(self, path: str | Path | None = None) -> Path | None:
         """Write the last scores as a one-row CSV (asks for a file when ``path`` is None)."""
@@ -246,10 +222,6 @@ class EvaluateWidget(QWidget):
         return path
 
     # ================================================================== slots
-    def closeEvent(self, event: Any) -> None:
-        self.cancel()
-        super().closeEvent(event)
-
     def _on_inserted(self, event: Any) -> None:
         """A new Segment output is offered as the prediction (wherever it sits in the layer list)."""
         layer = getattr(event, "value", None)
@@ -331,8 +303,7 @@ class EvaluateWidget(QWidget):
             return (f"{s['prediction']} vs {s['ground_truth']} at IoU > {s['iou_threshold']:g}: "
                     f"{s['tp']} TP, {s['fp']} FP, {s['fn']} FN in {outcome.elapsed:.1f} s{note}")
 
-        finish_job(outcome, self.status, "Comparison", show, buttons=self.buttons,
-                   show_what="Showing the comparison")
+        self.end_job(outcome, "Comparison", show, show_what="Showing the comparison")
 
     # ================================================================== output
     def _show_result(self, ctx: dict[str, Any], res: Comparison) -> None:

@@ -36,39 +36,26 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLineEdit,
     QSpinBox,
-    QWidget,
 )
-from superqt import QCollapsible
 
 from ...errors import MedsegError, ParameterError
-from .._worker import JobOutcome, ProgressJob
+from .._worker import JobOutcome
 from ..layers import (
     engine_scale,
     insert_axis,
     layer_axes,
-    layer_image_kind,
     output_geometry,
     output_metadata,
     time_point,
-    unique_name,
     voxel_ratio_scale,
 )
-from .common import (
-    DevicePicker,
-    KindNote,
-    LayerCombo,
-    ModelPicker,
-    RunCancelRow,
-    StatusLine,
-    finish_job,
-    scrolling_layout,
-)
+from .common import OutputLayers, collapsible_form, scrolling_layout
+from .dock import JobDock, ModelRows
 
 if TYPE_CHECKING:
     import napari
 
     from ...models.registry import ModelInfo
-    from ...progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -92,22 +79,17 @@ class _RunContext:
     kind_warning: str | None = None  #: the model was made for other images (shown with the result)
 
 
-class SegmentWidget(QWidget):
+class SegmentWidget(JobDock):
     """Dock widget: pick an image layer, a model and a device, then Run.
 
-    Parameters
-    ----------
-    napari_viewer : napari.Viewer
-        Injected by napari (npe2 widget contribution).
+    ``napari_viewer``: see :class:`~napari_medseg._napari.widgets.dock.JobDock`.
     """
 
     def __init__(self, napari_viewer: napari.Viewer) -> None:
-        super().__init__()
-        self.viewer = napari_viewer
-        self.image_combo = LayerCombo(napari_viewer, Image)
-        self.model_picker = ModelPicker(kinds=("instance", "semantic"))
-        self.kind_note = KindNote()
-        self.device_picker = DevicePicker()
+        super().__init__(napari_viewer, "Pick an image and a model, then Run.")
+        self.model_rows = rows = ModelRows(napari_viewer, ("instance", "semantic"))
+        self.image_combo, self.model_picker, self.kind_note = rows.image_combo, rows.model_picker, rows.kind_note
+        self.device_picker = rows.device_picker
 
         self.tile_size = QSpinBox()
         self.tile_size.setRange(0, 8192)
@@ -144,10 +126,7 @@ class SegmentWidget(QWidget):
             box.setRange(0.0, 1.0)
             box.setDecimals(2)
             box.setSingleStep(0.05)
-        self.objects_group = QCollapsible("Object size and thresholds")
-        obj = QWidget()
-        obj_form = QFormLayout(obj)
-        obj_form.setContentsMargins(0, 0, 0, 0)
+        self.objects_group, obj_form = collapsible_form("Object size and thresholds")
         diam_row = QHBoxLayout()
         diam_row.addWidget(self.diameter, 1)
         diam_row.addWidget(self.diameter_unit)
@@ -155,29 +134,18 @@ class SegmentWidget(QWidget):
         obj_form.addRow("probability", self.prob_threshold)
         obj_form.addRow("seed", self.seed_threshold)
         obj_form.addRow("pixel size", self.voxel_size)
-        self.objects_group.addWidget(obj)
         self._card_pp: dict[str, float] = {}
 
-        self.advanced = QCollapsible("Advanced")
-        adv = QWidget()
-        adv_form = QFormLayout(adv)
-        adv_form.setContentsMargins(0, 0, 0, 0)
+        self.advanced, adv_form = collapsible_form("Advanced")
         adv_form.addRow("tile size", self.tile_size)
         adv_form.addRow("batch size", self.batch_size)
         adv_form.addRow(self.keep_probabilities)
         adv_form.addRow(self.tta)
-        self.advanced.addWidget(adv)
 
-        self.buttons = RunCancelRow("Run")
-        self.run_button = self.buttons.run_button
-        self.cancel_button = self.buttons.cancel_button
-        self.status = StatusLine("Pick an image and a model, then Run.")
+        self.run_row("Run", self.run)
 
         form = QFormLayout()
-        form.addRow("image", self.image_combo)
-        form.addRow("model", self.model_picker)
-        form.addRow(self.kind_note)
-        form.addRow("device", self.device_picker)
+        rows.add_rows(form)
         form.addRow(self.do_3d)
         lay = scrolling_layout(self)
         lay.addLayout(form)
@@ -187,29 +155,16 @@ class SegmentWidget(QWidget):
         lay.addWidget(self.status)
         lay.addStretch(1)
 
-        self._job: ProgressJob | None = None
-        # (kind, id(image layer)) -> (weakref to image, weakref to the output layer we made)
-        self._created: dict[tuple[str, int], tuple[weakref.ref, weakref.ref]] = {}
+        self._outputs = OutputLayers(napari_viewer)  # the layers made per image: a re-run replaces them
 
-        self.image_combo.layerChanged.connect(self._on_image_changed)
         self.image_combo.layerChanged.connect(self._update_do_3d)
         self.model_picker.modelChanged.connect(self._update_do_3d)
-        self.model_picker.modelChanged.connect(self._update_kind_note)
         self.model_picker.modelChanged.connect(self._load_card_defaults)
-        self.run_button.clicked.connect(self.run)
-        self.cancel_button.clicked.connect(self.cancel)
-        self.model_picker.refresh()
-        self._on_image_changed(self.image_combo.layer())
+        rows.start()
         self._update_do_3d()
         self._load_card_defaults()
-        self.device_picker.populate()
 
     # --- public API (used by tests and scripts) ---------------------------------------
-    @property
-    def running(self) -> bool:
-        """Whether a segmentation is in progress."""
-        return self._job is not None and self._job.running
-
     def run(self) -> None:
         """Start segmenting the selected image in a worker thread (returns at once)."""
         if self.running:
@@ -253,7 +208,7 @@ class SegmentWidget(QWidget):
         if params["do_3d"] and params["scale"] is None:  # no physical units: the Z/XY ratio still counts
             params["scale"], params["units"] = voxel_ratio_scale(image), "pixel"
         ctx = _RunContext(weakref.ref(image), image.name, model, params, output_geometry(image), t_index, t_size,
-                          output_metadata(image), self._kind_warning())
+                          output_metadata(image), self.model_rows.kind_warning())
         model_ref = model.path
 
         def make_gen(token):
@@ -261,19 +216,10 @@ class SegmentWidget(QWidget):
 
             return segment_any_iter(data, model_ref, cancel=token, **params)
 
-        self._job = ProgressJob(
-            make_gen,
-            lambda outcome: self._finish(ctx, outcome),
-            on_progress=self._on_progress,
-            postprocess=_count_objects,
-            desc=f"Segmenting {image.name}",
-            owner=self,
-        )
-        self.buttons.set_running(True)
         at = "" if t_index is None else f" (time point {t_index})"
-        self.status.set(f"Running {model.name} on {image.name}{at}…"
-                        + ("" if ctx.kind_warning is None else f"\n{ctx.kind_warning}"))
-        self._job.start()
+        self.start_job(make_gen, lambda outcome: self._finish(ctx, outcome), desc=f"Segmenting {image.name}",
+                       message=f"Running {model.name} on {image.name}{at}…"
+                       + ("" if ctx.kind_warning is None else f"\n{ctx.kind_warning}"), postprocess=_count_objects)
 
     def _object_knobs(self, scale: Any, units: Any) -> dict[str, Any]:
         """``diameter`` (image pixels) and ``postprocess`` overrides from the knobs (only those set or changed)."""
@@ -321,35 +267,7 @@ class SegmentWidget(QWidget):
             "trained on" + (f" ({ref:.1f} px)" if ref is not None else "") + ". 0: no resampling for size "
             "(the pixel sizes decide).")
 
-    def cancel(self) -> None:
-        """Stop the running segmentation at the next tile batch; nothing is added."""
-        if self.running:
-            self.status.set("Cancelling…")  # first: cancel() may deliver the job's end re-entrantly
-            self._job.cancel()
-
-    # --- Qt events ------------------------------------------------------------------------
-    def showEvent(self, event: Any) -> None:
-        super().showEvent(event)
-        self.model_picker.refresh()  # a model just fine-tuned shows up at once
-
-    def closeEvent(self, event: Any) -> None:
-        self.cancel()
-        super().closeEvent(event)
-
     # --- slots ----------------------------------------------------------------------------
-    def _on_image_changed(self, layer: Any) -> None:
-        if layer is not None:
-            self.model_picker.pick_default_for(bool(layer.rgb), layer_image_kind(layer))
-        self._update_kind_note()
-
-    def _kind_warning(self) -> str | None:
-        """The selected model was made for other images than the selected one (None: fine or unknown)."""
-        layer = self.image_combo.layer()
-        return None if layer is None else self.model_picker.kind_warning(layer_image_kind(layer))
-
-    def _update_kind_note(self, *_: Any) -> None:
-        self.kind_note.show_warning(self._kind_warning())
-
     def _update_do_3d(self, *_: Any) -> None:
         """Offer "3D objects from 2D model" only for an image with a Z axis and a 2D instance model."""
         why = _why_no_3d(self.image_combo.layer(), self.model_picker.current())
@@ -361,14 +279,8 @@ class SegmentWidget(QWidget):
             + ("" if why is None else f"\nUnavailable: {why}.")
         )
 
-    def _on_progress(self, p: Progress) -> None:
-        if self._job is not None and not self._job.cancel_requested:
-            total = f" ({p.step}/{p.total})" if p.total else ""
-            self.status.set(f"{p.message or 'Running'}{total}")
-
     def _finish(self, ctx: _RunContext, outcome: JobOutcome) -> None:
-        finish_job(outcome, self.status, "Segmentation", lambda res: self._show_result(ctx, res, outcome.elapsed),
-                   buttons=self.buttons)
+        self.end_job(outcome, "Segmentation", lambda res: self._show_result(ctx, res, outcome.elapsed))
 
     def _show_result(self, ctx: _RunContext, res: tuple[Any, int], elapsed: float) -> str:
         """Add the output layers of a finished run; returns the status text."""
@@ -407,7 +319,7 @@ class SegmentWidget(QWidget):
             name = f"{ctx.image_name} {kind}"
             if ctx.t_index is not None:
                 full_shape = (ctx.t_size, *arr.shape)
-                old = self._ours(kind, image)
+                old = self._outputs.get(kind, image)
                 if (old is not None and tuple(old.data.shape) == full_shape and isinstance(old.data, np.ndarray)
                         and np.can_cast(arr.dtype, old.data.dtype)):
                     plan.append((kind, old, None))
@@ -430,40 +342,17 @@ class SegmentWidget(QWidget):
             else:
                 self._put_layer(kind, image, layer)
 
-    def _ours(self, kind: str, image: Any) -> Any:
-        """The layer this widget made for ``image`` earlier, if it is still in the viewer."""
-        entry = self._created.get((kind, id(image))) if image is not None else None
-        if entry is None:
-            return None
-        img_ref, out_ref = entry
-        out = out_ref()
-        if img_ref() is image and out is not None and any(lay is out for lay in self.viewer.layers):
-            return out
-        return None
-
     def _put_layer(self, kind: str, image: Any, layer: Any) -> None:
-        """Replace the layer this widget made earlier for ``image`` or add a new one."""
-        old = self._ours(kind, image)
+        """Update the layer this widget made earlier for ``image``, swap ``layer`` in for it (another
+        dimensionality) or add ``layer``."""
+        old = self._outputs.get(kind, image)
         if old is not None and type(old) is type(layer) and old.ndim == layer.ndim:
             old.data = layer.data
             for attr in ("scale", "translate", "rotate", "shear", "affine", "units"):
                 setattr(old, attr, getattr(layer, attr))
             old.metadata = layer.metadata
             return
-        if old is not None:  # same slot, different dimensionality: swap the layer in place
-            idx = self.viewer.layers.index(old)
-            layer.name = old.name
-            self.viewer.layers.remove(old)
-            self.viewer.layers.insert(idx, layer)
-        else:
-            layer.name = unique_name(self.viewer, layer.name)
-            at = _insert_index(self.viewer, image)
-            if at is None:
-                self.viewer.add_layer(layer)
-            else:
-                self.viewer.layers.insert(at, layer)
-        if image is not None:
-            self._created[(kind, id(image))] = (weakref.ref(image), weakref.ref(layer))
+        self._outputs.put(kind, image, layer, keep=(), at=None if old is not None else _insert_index(self.viewer, image))
 
 
 def _parse_voxel_size(text: str, n_axes: int) -> tuple[tuple[float, ...], str] | None:

@@ -31,23 +31,13 @@ from qtpy.QtWidgets import (
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
-    QWidget,
 )
 
 from ...errors import ParameterError
-from .._worker import JobOutcome, ProgressJob
+from .._worker import JobOutcome
 from ..layers import geometry_from_state, grid_layer_kwargs, output_geometry, slide_of_layer
-from .common import (
-    LayerCombo,
-    ModelPicker,
-    OutputLayers,
-    RunCancelRow,
-    StatusLine,
-    center_on,
-    finish_job,
-    report_error,
-    spin_box,
-)
+from .common import LayerCombo, ModelPicker, OutputLayers, center_on, report_error, spin_box
+from .dock import JobDock
 
 if TYPE_CHECKING:
     import napari
@@ -59,18 +49,16 @@ def _hex(rgb: Any) -> str:
     return "#" + "".join(f"{int(c):02x}" for c in rgb[:3])
 
 
-class SlideWidget(QWidget):
+class SlideWidget(JobDock):
     """Dock widget for whole slides.
 
-    Parameters
-    ----------
-    napari_viewer : napari.Viewer
-        Injected by napari (npe2 widget contribution).
+    ``napari_viewer``: see :class:`~napari_medseg._napari.widgets.dock.JobDock`.
     """
 
+    cancelling_text = None  # the status says how the heat map ended
+
     def __init__(self, napari_viewer: napari.Viewer) -> None:
-        super().__init__()
-        self.viewer = napari_viewer
+        super().__init__(napari_viewer, "Open a slide, then Find tissue and Heat map.")
         self.outputs = OutputLayers(napari_viewer)
         self.image = LayerCombo(napari_viewer, Image)
         self.model_picker = ModelPicker(kinds=("classification",))
@@ -87,9 +75,7 @@ class SlideWidget(QWidget):
         self.heat_class.currentTextChanged.connect(self._show_class)
         self.tissue_button = QPushButton("Find tissue")
         self.tissue_button.clicked.connect(self.find_tissue)
-        self.buttons = RunCancelRow("Heat map")
-        self.buttons.run_button.clicked.connect(self.run_heatmap)
-        self.buttons.cancel_button.clicked.connect(self.cancel)
+        self.run_row("Heat map", self.run_heatmap)
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
@@ -100,7 +86,6 @@ class SlideWidget(QWidget):
         export.clicked.connect(lambda: self._ask_path(save=True))
         imp = QPushButton("Import GeoJSON…")
         imp.clicked.connect(lambda: self._ask_path(save=False))
-        self.status = StatusLine("Open a slide, then Find tissue and Heat map.")
 
         form = QFormLayout()
         form.addRow("slide", self.image)
@@ -126,7 +111,6 @@ class SlideWidget(QWidget):
         lay.addWidget(self.status)
         self.setMinimumWidth(300)
 
-        self._job: ProgressJob | None = None
         self.tissue: Any = None  #: TissueMask of the last Find tissue (for the layer it was found on)
         self._tissue_source: Any = None
         self.heatmap: Any = None  #: HeatMap of the last run
@@ -179,14 +163,8 @@ class SlideWidget(QWidget):
             return classify_slide_iter(slide, model, tile=tile, level=level, tissue=mask, cancel=token)
 
         self._source = layer
-        self._job = ProgressJob(make, self._done, desc="Heat map", owner=self)
-        self.buttons.set_running(True)
-        self.status.set(f"Classifying tiles of {layer.name} with '{info.name}'…")
-        self._job.start()
-
-    def cancel(self) -> None:
-        if self._job is not None and self._job.running:
-            self._job.cancel()
+        self.start_job(make, self._done, desc="Heat map", message=f"Classifying tiles of {layer.name} with '{info.name}'…",
+                       progress=False)
 
     def wait(self) -> None:
         """Block until the running job is done (scripts)."""
@@ -207,7 +185,7 @@ class SlideWidget(QWidget):
             n = int(heat.classified.sum())
             return f"{n} of {heat.classified.size} tile(s) classified; {len(self.regions)} region(s)."
 
-        finish_job(outcome, self.status, "Heat map", show, buttons=self.buttons)
+        self.end_job(outcome, "Heat map", show)
 
     def _show_class(self, name: str) -> None:
         if self.heatmap is None or not name or self._source is None:

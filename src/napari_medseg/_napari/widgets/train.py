@@ -17,7 +17,6 @@ never a user layer).
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import weakref
@@ -37,31 +36,20 @@ from qtpy.QtWidgets import (
     QListWidget,
     QPushButton,
     QSpinBox,
-    QWidget,
 )
-from superqt import QCollapsible
 
 from ...errors import MedsegError
 from ...geometry import convert, is_length
 from .._worker import JobOutcome, ProgressJob
-from ..layers import engine_scale, layer_axes, layer_image_kind
-from .common import (
-    DevicePicker,
-    LayerCombo,
-    ModelPicker,
-    RunCancelRow,
-    StatusLine,
-    finish_job,
-    scrolling_layout,
-)
+from ..layers import engine_scale, layer_axes
+from .common import LayerCombo, collapsible_form, scrolling_layout, suggest_model_name
+from .dock import JobDock, ModelRows
 from .plot import CurvePlot
 
 if TYPE_CHECKING:
     import napari
 
     from ...progress import Progress
-
-log = logging.getLogger(__name__)
 
 if "torch" not in sys.modules:  # OpenMP spin-waiting starves the GUI and the patch thread otherwise
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -80,19 +68,19 @@ def _fmt_time(s: float | None) -> str:
     return f"{s // 60}:{s % 60:02d}"
 
 
-class TrainWidget(QWidget):
+class TrainWidget(JobDock):
     """Dock widget: train or fine-tune a segmentation model on painted Labels layers.
 
-    Parameters
-    ----------
-    napari_viewer : napari.Viewer
-        Injected by napari (npe2 widget contribution).
+    ``napari_viewer``: see :class:`~napari_medseg._napari.widgets.dock.JobDock`.
     """
 
+    cancelling_text = "Cancelling: keeping the best checkpoint so far…"
+
     def __init__(self, napari_viewer: napari.Viewer) -> None:
-        super().__init__()
-        self.viewer = napari_viewer
-        self.image_combo = LayerCombo(napari_viewer, Image)
+        super().__init__(napari_viewer, "Paint some objects, pick the pair(s), then Train.")
+        # the base model follows the image; the model list is not re-read on show (a training refreshes it)
+        rows = ModelRows(napari_viewer, ("instance", "semantic"), note=False)
+        self.image_combo, self.model_picker, self.device_picker = rows.image_combo, rows.model_picker, rows.device_picker
         self.labels_combo = LayerCombo(napari_viewer, Labels)
         self.add_button = QPushButton("+")
         self.add_button.setToolTip("Add this (image, labels) pair to the training data")
@@ -105,7 +93,6 @@ class TrainWidget(QWidget):
 
         self.scratch = QCheckBox("from scratch")
         self.scratch.setToolTip("A new U-Net (16 base channels, depth 4) instead of fine-tuning a model")
-        self.model_picker = ModelPicker(kinds=("instance", "semantic"))
         self.mode = QComboBox()
         self.mode.addItems(["instance", "semantic"])
         self.mode.setToolTip("instance: each painted object has its own id; semantic: label value = class id")
@@ -139,7 +126,6 @@ class TrainWidget(QWidget):
         self.val_percent.setValue(20)
         self.val_percent.setSuffix(" %")
         self.val_percent.setToolTip("Share of the annotation held out for validation (0 = none)")
-        self.device_picker = DevicePicker()
         self.name_edit = QLineEdit()
         self.name_edit.setToolTip("Saved as this name in the user model folder (letters, digits, . _ + -)")
 
@@ -156,27 +142,20 @@ class TrainWidget(QWidget):
         roi_row.addWidget(self.use_roi)
         roi_row.addWidget(self.roi_combo, 1)
 
-        self.advanced = QCollapsible("Advanced")
-        adv = QWidget()
-        adv_form = QFormLayout(adv)
-        adv_form.setContentsMargins(0, 0, 0, 0)
+        self.advanced, adv_form = collapsible_form("Advanced")
         adv_form.addRow("learning rate", self.lr)
         adv_form.addRow("validation", self.val_percent)
         adv_form.addRow(self.augment)
         adv_form.addRow(self.early_stopping)
         adv_form.addRow("device", self.device_picker)
-        self.advanced.addWidget(adv)
 
-        self.buttons = RunCancelRow("Train")
-        self.train_button = self.buttons.run_button
-        self.cancel_button = self.buttons.cancel_button
+        self.train_button = self.run_row("Train", self.train).run_button
         self.preview_button = QPushButton("Preview")
         self.preview_button.setToolTip("Run the current checkpoint on the image (current slice) into a preview layer")
         self.buttons.layout().addWidget(self.preview_button)
         self.region_label = QLabel("")
         self.region_label.setWordWrap(True)
         self.plot = CurvePlot()
-        self.status = StatusLine("Paint some objects, pick the pair(s), then Train.")
 
         form = QFormLayout()
         form.addRow("image", self.image_combo)
@@ -199,15 +178,12 @@ class TrainWidget(QWidget):
         lay.addWidget(self.status)
         lay.addStretch(1)
 
-        self._job: ProgressJob | None = None
         self._preview_job: ProgressJob | None = None
         self._preview_layer: weakref.ref | None = None
         self.model_path = None  #: folder of the model being / last trained
         self.last_result = None  #: FinetuneResult of the last finished run
         self.add_button.clicked.connect(self._add_current_pair)
         self.remove_button.clicked.connect(self._remove_selected)
-        self.train_button.clicked.connect(self.train)
-        self.cancel_button.clicked.connect(self.cancel)
         self.preview_button.clicked.connect(self.preview)
         self.scratch.toggled.connect(self.model_picker.setDisabled)
         self.mode.currentTextChanged.connect(self._on_mode)
@@ -219,19 +195,12 @@ class TrainWidget(QWidget):
         self._watched: list[Any] = []
         for sig in (self.labels_combo.layerChanged, self.roi_combo.layerChanged, self.use_roi.toggled):
             sig.connect(self._watch_layers)
-        self.image_combo.layerChanged.connect(self._on_image)
-        self.model_picker.refresh()
-        self._on_image(self.image_combo.layer())
+        rows.start()
         self._on_mode(self.mode.currentText())
         self._watch_layers()
         self._suggest_name()
-        self.device_picker.populate()
 
     # --- public API (tests and scripts) ------------------------------------------------
-    @property
-    def running(self) -> bool:
-        return self._job is not None and self._job.running
-
     @property
     def previewing(self) -> bool:
         return self._preview_job is not None and self._preview_job.running
@@ -256,12 +225,7 @@ class TrainWidget(QWidget):
 
     def train(self) -> None:
         """Start training in a worker thread (returns at once)."""
-        if self.running:
-            return
-        try:
-            kwargs = self._collect()
-        except MedsegError as exc:
-            self.status.set(str(exc), error=True)
+        if (kwargs := self.prepared(self._collect)) is None:
             return
         from ...training.finetune import model_folder
 
@@ -281,17 +245,7 @@ class TrainWidget(QWidget):
 
         self.plot.clear("val AP@0.5" if kwargs["mode"] == "instance" else "val Dice")
         self._announced = False
-        self._job = ProgressJob(make_gen, self._finish, on_progress=self._on_progress,
-                                desc=f"Training {kwargs['name']}", owner=self)
-        self.buttons.set_running(True)
-        self.status.set(f"Preparing {kwargs['name']}…")
-        self._job.start()
-
-    def cancel(self) -> None:
-        """Stop training within a step; the best checkpoint so far is kept."""
-        if self.running:
-            self.status.set("Cancelling: keeping the best checkpoint so far…")  # first: cancel() may deliver the job's end re-entrantly
-            self._job.cancel()
+        self.start_job(make_gen, self._finish, desc=f"Training {kwargs['name']}", message=f"Preparing {kwargs['name']}…")
 
     def preview(self) -> None:
         """Segment the selected image (its current slice in 3D) with the current checkpoint."""
@@ -384,21 +338,12 @@ class TrainWidget(QWidget):
             self.pair_list.takeItem(row)
             self._watch_layers()
 
-    def _on_image(self, layer: Any) -> None:
-        if layer is not None:
-            self.model_picker.pick_default_for(bool(layer.rgb), layer_image_kind(layer))
-
     def _on_mode(self, mode: str) -> None:
         self.classes.setEnabled(mode == "semantic")
         self._update_region_text()
 
     def _suggest_name(self) -> None:
-        from ...training.finetune import default_model_name
-
-        try:
-            self.name_edit.setText(default_model_name("my-model"))
-        except Exception as exc:  # an unreadable user folder must not break the widget  # noqa: BLE001
-            log.warning("cannot list models: %s", exc)
+        suggest_model_name(self.name_edit, "my-model")
 
     def _schedule_region(self, *_: Any) -> None:
         self._region_timer.start()
@@ -483,7 +428,7 @@ class TrainWidget(QWidget):
                        if res.card.training.get("kept_base_weights") else "")
                     + f"\n{res.model_path}")
 
-        finish_job(outcome, self.status, "Training", show, buttons=self.buttons, cancelled=cancelled)
+        self.end_job(outcome, "Training", show, cancelled=cancelled)
         refresh_model_lists()
         self._suggest_name()
 
@@ -511,9 +456,6 @@ class TrainWidget(QWidget):
         self.viewer.add_layer(layer)
         self._preview_layer = weakref.ref(layer)
 
-    def closeEvent(self, event: Any) -> None:
-        self.cancel()
-        super().closeEvent(event)
 
 
 def refresh_model_lists() -> None:

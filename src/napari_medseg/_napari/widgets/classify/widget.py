@@ -41,21 +41,20 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
-from superqt import QCollapsible
 
 from ....errors import MedsegError, ParameterError
 from ....progress import CancelToken, Progress
-from ..._worker import JobOutcome, ProgressJob
+from ..._worker import JobOutcome
 from ..common import (
     DevicePicker,
     LayerCombo,
     ModelPicker,
-    RunCancelRow,
-    StatusLine,
-    finish_job,
+    collapsible_form,
     notify_models_changed,
     spin_box,
+    suggest_model_name,
 )
+from ..dock import JobDock
 from ..plot import CurvePlot
 from .items import Item, count_text, layer_item, materialize, read_table, region_items
 from .layer_table import LayerClassTable
@@ -72,19 +71,16 @@ if "torch" not in sys.modules:  # OpenMP spin-waiting starves the GUI thread oth
 SOURCES = ("Image layers", "Shapes regions", "Table (CSV)")
 
 
-class ClassifyWidget(QWidget):
+class ClassifyWidget(JobDock):
     """Dock widget: train a CNN image classifier and predict with saliency maps.
 
-    Parameters
-    ----------
-    napari_viewer : napari.Viewer
-        Injected by napari (npe2 widget contribution).
+    ``napari_viewer``: see :class:`~napari_medseg._napari.widgets.dock.JobDock`.
     """
 
+    cancelling_text = "Cancelling: the best epoch so far is kept…"
+
     def __init__(self, napari_viewer: napari.Viewer) -> None:
-        super().__init__()
-        self.viewer = napari_viewer
-        self.status = StatusLine("Label some images (a class per layer or per shape), then Train.")
+        super().__init__(napari_viewer, "Label some images (a class per layer or per shape), then Train.")
         self.predict_panel = p = PredictPanel(napari_viewer, self.status)
         # the Predict tab's parts, for scripts and tests
         self.model_picker, self.results, self.tta = p.model_picker, p.results, p.tta
@@ -100,7 +96,6 @@ class ClassifyWidget(QWidget):
         lay.addWidget(self.status)
         self.setMinimumWidth(300)
 
-        self._job: ProgressJob | None = None
         self._train_token: CancelToken | None = None
         self._best: tuple[float, int] = (float("inf"), 0)
         self.last_result = None  #: ClassifierResult of the last training
@@ -167,10 +162,7 @@ class ClassifyWidget(QWidget):
         self.augment = QCheckBox("augmentation")
         self.augment.setChecked(True)
         self.device_picker = DevicePicker()
-        self.advanced = QCollapsible("Advanced")
-        adv = QWidget()
-        af = QFormLayout(adv)
-        af.setContentsMargins(0, 0, 0, 0)
+        self.advanced, af = collapsible_form("Advanced")
         af.addRow("input size", self.size)
         af.addRow("depth", self.depth)
         af.addRow("width", self.width)
@@ -178,8 +170,7 @@ class ClassifyWidget(QWidget):
         af.addRow("validation", self.val_percent)
         af.addRow(self.augment)
         af.addRow("device", self.device_picker)
-        self.advanced.addWidget(adv)
-        self.train_buttons = RunCancelRow("Train")
+        self.train_buttons = self.run_row("Train", self.train)
         self.train_button = self.train_buttons.run_button
         self.plot = CurvePlot("val accuracy")
         self.plot.setMinimumHeight(110)
@@ -201,8 +192,6 @@ class ClassifyWidget(QWidget):
         self.source.currentIndexChanged.connect(self.source_stack.setCurrentIndex)
         self.use_base.toggled.connect(self.base_picker.setEnabled)
         self.load_button.clicked.connect(self._browse_table)
-        self.train_button.clicked.connect(self.train)
-        self.train_buttons.cancel_button.clicked.connect(self.cancel)
         self._watched_shapes: Any = None
         self.region_shapes.layerChanged.connect(self._watch_shapes)
         self.region_image.layerChanged.connect(self._update_region_text)
@@ -210,10 +199,6 @@ class ClassifyWidget(QWidget):
         return page
 
     # --- public API (tests and scripts) ----------------------------------------------------
-    @property
-    def running(self) -> bool:
-        return self._job is not None and self._job.running
-
     @property
     def predicting(self) -> bool:
         return self.predict_panel.predicting
@@ -252,13 +237,9 @@ class ClassifyWidget(QWidget):
 
     def train(self) -> None:
         """Start training in a worker thread (returns at once)."""
-        if self.running:
+        if (prepared := self.prepared(self._collect_training)) is None:
             return
-        try:
-            kwargs, items = self._collect_training()
-        except MedsegError as exc:
-            self.status.set(str(exc), error=True)
-            return
+        kwargs, items = prepared
         token = self._train_token = CancelToken()  # the core's own token: cancel ends the loop, the core saves
 
         def make_gen(_job_token):
@@ -270,16 +251,14 @@ class ClassifyWidget(QWidget):
 
         self.plot.clear()
         self._best = (float("inf"), 0)
-        self._job = ProgressJob(make_gen, self._train_done, on_progress=self._on_train_progress,
-                                desc=f"Training {kwargs['name']}", owner=self)
-        self.train_buttons.set_running(True)
-        self.status.set(f"Training '{kwargs['name']}' on {len(items)} items ({count_text([i.label for i in items])})…")
-        self._job.start()
+        self.start_job(make_gen, self._train_done, desc=f"Training {kwargs['name']}",
+                       message=f"Training '{kwargs['name']}' on {len(items)} items "
+                       f"({count_text([i.label for i in items])})…")
 
     def cancel(self) -> None:
         """Stop training after the current step; the core keeps and saves the best epoch."""
         if self.running and self._train_token is not None:
-            self.status.set("Cancelling: the best epoch so far is kept…")  # first: cancel() may deliver the job's end re-entrantly
+            self.status.set(self.cancelling_text)  # first: cancel() may deliver the job's end re-entrantly
             self._train_token.cancel()
 
     # --- training internals ---------------------------------------------------------------
@@ -310,7 +289,7 @@ class ClassifyWidget(QWidget):
                 "augment": self.augment.isChecked(), "device": self.device_picker.device(), "out": folder,
                 "name": name, "training_data": f"napari Classify widget: {len(items)} items from {source}"}, items
 
-    def _on_train_progress(self, p: Progress) -> None:
+    def _on_progress(self, p: Progress) -> None:
         info = p.info or {}
         if "epoch" not in info:
             self.status.set(p.message)
@@ -334,17 +313,12 @@ class ClassifyWidget(QWidget):
                     f"AUC {m['val_auc']:.3f} (n={m['n_val']}); ECE {m['ece_before']:.3f} before, "
                     f"{m['ece_after']:.3f} after calibration (T={m['temperature']:.2f})")
 
-        finish_job(outcome, self.status, "Training", show, buttons=self.train_buttons,
-                   cancelled=lambda o: f"Training stopped after {o.elapsed:.0f} s; nothing was saved.")
+        self.end_job(outcome, "Training", show,
+                     cancelled=lambda o: f"Training stopped after {o.elapsed:.0f} s; nothing was saved.")
         self._suggest_name()
 
     def _suggest_name(self) -> None:
-        from ....training.finetune import default_model_name
-
-        try:
-            self.name_edit.setText(default_model_name("classifier"))
-        except Exception as exc:  # an unreadable user folder must not break the widget  # noqa: BLE001
-            log.warning("cannot list models: %s", exc)
+        suggest_model_name(self.name_edit, "classifier")
 
     def _browse_table(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Training table (file,class)", "", "CSV (*.csv);;All files (*)")
@@ -377,10 +351,6 @@ class ClassifyWidget(QWidget):
         except MedsegError as exc:
             text = str(exc)
         self.region_label.setText(text)
-
-    def closeEvent(self, event: Any) -> None:
-        self.cancel()
-        super().closeEvent(event)
 
 
 __all__ = ["ClassifyWidget"]

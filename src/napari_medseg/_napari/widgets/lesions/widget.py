@@ -58,7 +58,7 @@ from qtpy.QtWidgets import (
 from superqt import QCollapsible
 
 from ....errors import MedsegError, ModelError, ParameterError
-from ..._worker import JobOutcome, ProgressJob
+from ..._worker import JobOutcome
 from ...layers import (
     labels_of,
     layer_axes,
@@ -68,18 +68,9 @@ from ...layers import (
     spatial_geometry,
     time_point,
 )
-from ..common import (
-    DevicePicker,
-    LayerCombo,
-    ModelPicker,
-    OutputLayers,
-    RunCancelRow,
-    StatusLine,
-    center_on,
-    finish_job,
-    report_error,
-)
+from ..common import LayerCombo, OutputLayers, center_on, collapsible_form, report_error
 from ..crop_cnn import CropCnnPanel, RowLabeller
+from ..dock import JobDock, ModelRows
 from ..objects.outputs import column_name
 from ..objects.table import ObjectsTable
 from .cnn import LesionCnnActions
@@ -99,7 +90,6 @@ if TYPE_CHECKING:
     import napari
 
     from ....analysis.lesions import LesionsResult
-    from ....progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -150,25 +140,21 @@ def _measure_labels(lab: np.ndarray, geometry: Any, **kw: Any):
     return res
 
 
-class LesionsWidget(LesionCnnActions, QWidget):
+class LesionsWidget(LesionCnnActions, JobDock):
     """Dock widget: find or measure lesions, filter them, click to navigate, export.
 
-    Parameters
-    ----------
-    napari_viewer : napari.Viewer
-        Injected by napari (npe2 widget contribution).
+    ``napari_viewer``: see :class:`~napari_medseg._napari.widgets.dock.JobDock`.
     """
 
     def __init__(self, napari_viewer: napari.Viewer) -> None:
-        super().__init__()
-        self.viewer = napari_viewer
+        super().__init__(napari_viewer,
+                         "Pick an image and a lesion model (or existing labels), then Find lesions.")
         v = napari_viewer
         # --- source
         self.source_kind = _combo(SOURCES)
-        self.image_combo = LayerCombo(v, Image)
-        self.model_picker = ModelPicker(kinds=("semantic",))
+        self.model_rows = rows = ModelRows(v, ("semantic",), note=False, by_kind=False)
+        self.image_combo, self.model_picker, self.device_picker = rows.image_combo, rows.model_picker, rows.device_picker
         self.model_picker.setToolTip("Semantic (class probability) models; lesions are their connected components")
-        self.device_picker = DevicePicker()
         self.labels_combo = LayerCombo(v, Labels)
         self.split_combo = _combo([text for _, text in SPLITS])
         self.split_combo.setToolTip("one per label value: every value (e.g. a DICOM-SEG segment) is one lesion;\n"
@@ -180,9 +166,7 @@ class LesionsWidget(LesionCnnActions, QWidget):
         self._model_rows, self._labels_rows = QWidget(), QWidget()
         fm = QFormLayout(self._model_rows)
         fm.setContentsMargins(0, 0, 0, 0)
-        fm.addRow("image", self.image_combo)
-        fm.addRow("model", self.model_picker)
-        fm.addRow("device", self.device_picker)
+        rows.add_rows(fm)
         fl = QFormLayout(self._labels_rows)
         fl.setContentsMargins(0, 0, 0, 0)
         fl.addRow("labels", self.labels_combo)
@@ -205,18 +189,12 @@ class LesionsWidget(LesionCnnActions, QWidget):
         self.tile_size.setRange(0, 8192)
         self.tile_size.setSingleStep(64)
         self.tile_size.setSpecialValueText("auto")
-        self.advanced = QCollapsible("Advanced")
-        adv = QWidget()
-        fa = QFormLayout(adv)
-        fa.setContentsMargins(0, 0, 0, 0)
+        self.advanced, fa = collapsible_form("Advanced")
         fa.addRow("lesion probability", self.probability)
         fa.addRow("connectivity", self.connectivity)
         fa.addRow(self.split_touching)
         fa.addRow("tile size", self.tile_size)
-        self.advanced.addWidget(adv)
-        self.buttons = RunCancelRow("Find lesions")
-        self.run_button, self.cancel_button = self.buttons.run_button, self.buttons.cancel_button
-        self.status = StatusLine("Pick an image and a lesion model (or existing labels), then Find lesions.")
+        self.run_row("Find lesions", self.run)
         # --- filter, counts, table, export
         self.min_score = QDoubleSpinBox()
         self.min_score.setRange(0.0, 1.0)
@@ -289,30 +267,24 @@ class LesionsWidget(LesionCnnActions, QWidget):
         self.table = None  #: the lesions shown (filtered table, pandas DataFrame)
         self.colors: dict[str, str] = {}
         self._ctx: _RunContext | None = None
-        self._job: ProgressJob | None = None
         self._outputs = OutputLayers(v)
         self._fill: weakref.ref | None = None
         self._outline: weakref.ref | None = None
         self._focusing = False
 
         self.source_kind.currentIndexChanged.connect(self._on_source_kind)
-        self.image_combo.layerChanged.connect(self._on_image_changed)
         self.intensity_combo.layerChanged.connect(self._on_intensity_layer)
-        self.run_button.clicked.connect(self.run)
-        self.cancel_button.clicked.connect(self.cancel)
         self.min_score.valueChanged.connect(self.apply_filter)
         self.min_size.valueChanged.connect(self.apply_filter)
         self.table_view.objectActivated.connect(self.focus_lesion)
         self.row_labeller.labelsChanged.connect(self._on_row_labels)
         self.export_csv_button.clicked.connect(lambda: self.export_csv())
         v.dims.events.ndisplay.connect(self._on_ndisplay, position="first")  # before the layers re-render
-        self.model_picker.refresh()
+        rows.start()
         if self.model_picker.current() is None and self.labels_combo.layer() is not None:
             self.source_kind.setCurrentIndex(1)
         self._on_source_kind()
-        self._on_image_changed(self.image_combo.layer())
         self._on_intensity_layer(self.intensity_combo.layer())
-        self.device_picker.populate()
 
     # ================================================================== public API
     @property
@@ -332,26 +304,13 @@ class LesionsWidget(LesionCnnActions, QWidget):
 
     def run(self) -> None:
         """Find (model) or measure (labels) the lesions of the chosen source in a worker thread."""
-        if self.running:
+        if (prepared := self.prepared(self._prepare)) is None:
             return
-        try:
-            ctx, make_gen = self._prepare()
-        except MedsegError as exc:
-            self.status.set(str(exc), error=True)
-            return
+        ctx, make_gen = prepared
         what = "Finding lesions in" if ctx.kind == "model" else "Measuring lesions of"
-        self._job = ProgressJob(make_gen, lambda outcome: self._finish(ctx, outcome), on_progress=self._on_progress,
-                                desc=f"Lesions of {ctx.name}", owner=self)
-        self.buttons.set_running(True)
         at = "" if ctx.t_index is None else f" (time point {ctx.t_index})"
-        self.status.set(f"{what} {_short(ctx.name)}{at}\u2026")
-        self._job.start()
-
-    def cancel(self) -> None:
-        """Stop a running job; no layer is added or changed."""
-        if self.running:
-            self.status.set("Cancelling\u2026")  # first: cancel() may deliver the job's end re-entrantly
-            self._job.cancel()
+        self.start_job(make_gen, lambda outcome: self._finish(ctx, outcome), desc=f"Lesions of {ctx.name}",
+                       message=f"{what} {_short(ctx.name)}{at}\u2026")
 
     def apply_filter(self, *_: Any) -> None:
         """Show the lesions of the current result that pass the minimum score and size (no network run)."""
@@ -414,14 +373,6 @@ class LesionsWidget(LesionCnnActions, QWidget):
         hint = super().sizeHint()
         hint.setWidth(max(hint.width(), 400))
         return hint
-
-    def showEvent(self, event: Any) -> None:
-        super().showEvent(event)
-        self.model_picker.refresh()  # a model just trained shows up at once
-
-    def closeEvent(self, event: Any) -> None:
-        self.cancel()
-        super().closeEvent(event)
 
     # ================================================================== running
     def _prepare(self):
@@ -515,11 +466,6 @@ class LesionsWidget(LesionCnnActions, QWidget):
                                  "position or orientation); pick the image the labels belong to")
         return img, column_name(layer.name)
 
-    def _on_progress(self, p: Progress) -> None:
-        if self._job is not None and not self._job.cancel_requested:
-            total = f" ({p.step}/{p.total})" if p.total else ""
-            self.status.set(f"{p.message or 'Running'}{total}")
-
     def _finish(self, ctx: _RunContext, outcome: JobOutcome) -> None:
         def show(res: LesionsResult) -> str:
             self._show_result(ctx, res)
@@ -531,7 +477,7 @@ class LesionsWidget(LesionCnnActions, QWidget):
             return text + (f"\n{res.device_reason}" if res.device_reason else "")
 
         what = "Lesion detection" if ctx.kind == "model" else "Measuring lesions"
-        finish_job(outcome, self.status, what, show, buttons=self.buttons, show_what="Showing the lesions")
+        self.end_job(outcome, what, show, show_what="Showing the lesions")
 
     def _show_result(self, ctx: _RunContext, res: LesionsResult) -> None:
         col, unit = size_column(res.table)
@@ -607,10 +553,6 @@ class LesionsWidget(LesionCnnActions, QWidget):
 
     def _on_intensity_layer(self, layer: Any) -> None:
         self.intensity_check.setChecked(layer is not None and not layer.rgb)  # RGB: no intensity columns
-
-    def _on_image_changed(self, layer: Any) -> None:
-        if layer is not None:
-            self.model_picker.pick_default_for(bool(layer.rgb))
 
     def _alive(self, ref: weakref.ref | None) -> Any:
         lay = ref() if ref is not None else None

@@ -48,30 +48,11 @@ from qtpy.QtWidgets import (
 
 from ....analysis.crop_classify import default_crop_size
 from ....errors import MedsegError, ParameterError
-from ....progress import Progress
 from ..._worker import JobOutcome, ProgressJob
-from ...layers import (
-    labels_of,
-    layer_axes,
-    layer_image_kind,
-    measure_geometry,
-    output_geometry,
-    output_metadata,
-    unique_name,
-)
-from ..common import (
-    DevicePicker,
-    KindNote,
-    LayerCombo,
-    ModelPicker,
-    RunCancelRow,
-    StatusLine,
-    center_on,
-    finish_job,
-    report_error,
-    scrolling_layout,
-)
+from ...layers import labels_of, layer_axes, measure_geometry, output_geometry, output_metadata
+from ..common import LayerCombo, OutputLayers, center_on, report_error, scrolling_layout
 from ..crop_cnn import CropCnnPanel, RowLabeller
+from ..dock import JobDock, ModelRows
 from .classify import ClassifierPanel, GatePanel
 from .outputs import (
     OBJECTS_OF,
@@ -124,26 +105,21 @@ def _intensity_items(layer: Image, shape: tuple[int, ...]) -> list[tuple[str, An
     return [(base, data)]
 
 
-class ObjectsWidget(ClassifierActions, QWidget):
+class ObjectsWidget(ClassifierActions, JobDock):
     """Dock widget: objects from labels or a model, their table, plots, gates and classifier.
 
-    Parameters
-    ----------
-    napari_viewer : napari.Viewer
-        Injected by napari (npe2 widget contribution).
+    ``napari_viewer``: see :class:`~napari_medseg._napari.widgets.dock.JobDock`.
     """
 
     def __init__(self, napari_viewer: napari.Viewer) -> None:
-        super().__init__()
-        self.viewer = napari_viewer
+        super().__init__(napari_viewer, "Pick a Labels layer, or an image and a model, then Detect.")
         # --- source rows
         self.source_kind = QComboBox()
         self.source_kind.addItems(list(SOURCES))
         self.labels_combo = LayerCombo(napari_viewer, Labels)
-        self.image_combo = LayerCombo(napari_viewer, Image)
-        self.model_picker = ModelPicker(kinds=("instance", "semantic", "detection"))
-        self.kind_note = KindNote()
-        self.device_picker = DevicePicker()
+        self.model_rows = rows = ModelRows(napari_viewer, ("instance", "semantic", "detection"))
+        self.image_combo, self.model_picker, self.kind_note = rows.image_combo, rows.model_picker, rows.kind_note
+        self.device_picker = rows.device_picker
         self.intensity_list = LayerChecklist(napari_viewer)
         self._labels_row = QWidget()
         f1 = QFormLayout(self._labels_row)
@@ -152,16 +128,10 @@ class ObjectsWidget(ClassifierActions, QWidget):
         self._model_rows = QWidget()
         f2 = QFormLayout(self._model_rows)
         f2.setContentsMargins(0, 0, 0, 0)
-        f2.addRow("image", self.image_combo)
-        f2.addRow("model", self.model_picker)
-        f2.addRow(self.kind_note)
-        f2.addRow("device", self.device_picker)
+        rows.add_rows(f2)
         top = QFormLayout()
         top.addRow("objects from", self.source_kind)
-        self.buttons = RunCancelRow("Detect objects")
-        self.run_button = self.buttons.run_button
-        self.cancel_button = self.buttons.cancel_button
-        self.status = StatusLine("Pick a Labels layer, or an image and a model, then Detect.")
+        self.run_row("Detect objects", self.run)
         self.counts_label = QLabel()
         self.counts_label.setWordWrap(True)
         # --- tabs
@@ -205,21 +175,16 @@ class ObjectsWidget(ClassifierActions, QWidget):
         self.table = None  #: the current objects table (pandas DataFrame), classes included
         self.colors: dict[str, str] = {}
         self.classifier = None  #: the last trained or loaded ObjectClassifier
-        self._job: ProgressJob | None = None
         self._train_job: ProgressJob | None = None
         self._out: weakref.ref | None = None  # Points/Shapes layer of the current objects
         self._our_labels: weakref.ref | None = None  # Labels layer we made for the current objects
-        self._created: dict[tuple[str, int], tuple[weakref.ref, weakref.ref]] = {}
+        self._outputs = OutputLayers(napari_viewer)  # a re-run replaces the layers made for the same source
         self._focusing = False
         self._viewer_selection: set[int] = set()
         self._crop_layer: weakref.ref | None = None  # the image the objects were detected on (CNN crops)
 
         self.source_kind.currentIndexChanged.connect(self._on_source_kind)
         self.row_labeller.labelsChanged.connect(self._on_row_labels)
-        self.image_combo.layerChanged.connect(self._on_image_changed)
-        self.model_picker.modelChanged.connect(self._update_kind_note)
-        self.run_button.clicked.connect(self.run)
-        self.cancel_button.clicked.connect(self.cancel)
         self.export_csv_button.clicked.connect(lambda: self.export_csv())
         self.table_view.objectActivated.connect(self.focus_object)
         self.gate_panel.gateApplied.connect(self.apply_gate)
@@ -230,12 +195,10 @@ class ObjectsWidget(ClassifierActions, QWidget):
         cp.load_button.clicked.connect(lambda: self.load_classifier())
         cp.markClassChanged.connect(self._on_mark_class)
         cp.marks_combo.layerChanged.connect(lambda *_: self._on_mark_class(cp.mark_class.currentText()))
-        self.model_picker.refresh()
+        rows.start()
         if self.labels_combo.layer() is None and self.image_combo.layer() is not None:
             self.source_kind.setCurrentIndex(1)
         self._on_source_kind()
-        self._on_image_changed(self.image_combo.layer())
-        self.device_picker.populate()
 
     # ================================================================== public API
     @property
@@ -264,24 +227,11 @@ class ObjectsWidget(ClassifierActions, QWidget):
 
     def run(self) -> None:
         """Detect and measure the objects of the chosen source in a worker thread (returns at once)."""
-        if self.running:
+        if (prepared := self.prepared(self._prepare)) is None:
             return
-        try:
-            ctx, make_gen = self._prepare()
-        except MedsegError as exc:
-            self.status.set(str(exc), error=True)
-            return
-        self._job = ProgressJob(make_gen, lambda outcome: self._finish(ctx, outcome), on_progress=self._on_progress,
-                                desc=f"Objects of {ctx.name}", owner=self)
-        self.buttons.set_running(True)
-        self.status.set(f"Detecting objects in {ctx.name}…")
-        self._job.start()
-
-    def cancel(self) -> None:
-        """Stop a running detection; no layer is added or changed."""
-        if self._job is not None and self._job.running:
-            self.status.set("Cancelling…")  # first: cancel() may deliver the job's end re-entrantly
-            self._job.cancel()
+        ctx, make_gen = prepared
+        self.start_job(make_gen, lambda outcome: self._finish(ctx, outcome), desc=f"Objects of {ctx.name}",
+                       message=f"Detecting objects in {ctx.name}…")
 
     def apply_gate(self, gate: Any) -> None:
         """Classify every object with a gate (``<name>+`` / ``<name>-``)."""
@@ -359,15 +309,6 @@ class ObjectsWidget(ClassifierActions, QWidget):
             finally:
                 self._focusing = False
 
-    # ================================================================== Qt events
-    def showEvent(self, event: Any) -> None:
-        super().showEvent(event)
-        self.model_picker.refresh()
-
-    def closeEvent(self, event: Any) -> None:
-        self.cancel()
-        super().closeEvent(event)
-
     # ================================================================== running
     def _prepare(self):
         """Context and generator factory for a run, from the current controls (GUI thread)."""
@@ -409,7 +350,7 @@ class ObjectsWidget(ClassifierActions, QWidget):
         geometry = measure_geometry(src, ndim)
         unit = None if geometry is None else geometry.length_unit
         spacing = None if geometry is None else tuple(float(s) for s in geometry.spacing)
-        warn = self._kind_warning() if model is not None else None
+        warn = self.model_rows.kind_warning() if model is not None else None
         ctx = _RunContext(weakref.ref(src), src.name, output_geometry(src, ndim), model,
                           {"device": device, "unit": unit, "spacing": spacing, "source_meta": output_metadata(src),
                            "kind_warning": warn})
@@ -425,11 +366,6 @@ class ObjectsWidget(ClassifierActions, QWidget):
 
         return ctx, make_gen
 
-    def _on_progress(self, p: Progress) -> None:
-        if self._job is not None and not self._job.cancel_requested:
-            total = f" ({p.step}/{p.total})" if p.total else ""
-            self.status.set(f"{p.message or 'Running'}{total}")
-
     def _finish(self, ctx: _RunContext, outcome: JobOutcome) -> None:
         def show(res: ObjectsResult) -> str:
             self._show_result(ctx, res)
@@ -439,7 +375,7 @@ class ObjectsWidget(ClassifierActions, QWidget):
                     + (f"\n{res.device_reason}" if res.device_reason else "")
                     + (f"\nWarning: {warn}" if warn else ""))
 
-        finish_job(outcome, self.status, "Detection", show, buttons=self.buttons, show_what="Showing the objects")
+        self.end_job(outcome, "Detection", show, show_what="Showing the objects")
 
     def _show_result(self, ctx: _RunContext, res: ObjectsResult) -> None:
         table = res.table.reset_index(drop=True)
@@ -460,47 +396,17 @@ class ObjectsWidget(ClassifierActions, QWidget):
         # the viewer changes only once every new layer exists
         self.result, self.table, self.colors = res, table, colors
         if lab_layer is not None:
-            self._our_labels = weakref.ref(self._put_layer("labels", src, lab_layer))
+            self._our_labels = weakref.ref(self._outputs.put("labels", src, lab_layer, keep=()))
         else:
             self._our_labels = None
-            self._drop_layer("labels", src)
-        self._out = weakref.ref(self._put_layer("objects", src, out))
+            self._outputs.drop("labels", src)
+        self._out = weakref.ref(self._outputs.put("objects", src, out, keep=()))
         self._viewer_selection = set()
         out.events.highlight.connect(self._on_viewer_selection)
         self._crop_layer = weakref.ref(src) if isinstance(src, Image) else None
         self.cnn_panel.set_dims(len(res.axes), res.geometry.length_unit if res.geometry is not None else None)
         self.row_labeller.set_labels({})  # new objects, new ids
         self._refresh_views()
-
-    def _put_layer(self, kind: str, src: Any, layer: Any) -> Any:
-        """Replace the layer this widget made earlier for ``src`` (same slot) or add ``layer``."""
-        old = self._ours(kind, src)
-        if old is not None:
-            idx = self.viewer.layers.index(old)
-            layer.name = old.name
-            self.viewer.layers.remove(old)
-            self.viewer.layers.insert(idx, layer)
-        else:
-            layer.name = unique_name(self.viewer, layer.name)
-            self.viewer.add_layer(layer)
-        if src is not None:
-            self._created[(kind, id(src))] = (weakref.ref(src), weakref.ref(layer))
-        return layer
-
-    def _drop_layer(self, kind: str, src: Any) -> None:
-        old = self._ours(kind, src)
-        if old is not None:
-            self.viewer.layers.remove(old)
-
-    def _ours(self, kind: str, src: Any) -> Any:
-        entry = self._created.get((kind, id(src))) if src is not None else None
-        if entry is None:
-            return None
-        src_ref, out_ref = entry
-        out = out_ref()
-        if src_ref() is src and out is not None and any(lay is out for lay in self.viewer.layers):
-            return out
-        return None
 
     # ================================================================== classes
     def _set_classes(self, classes: Any, probability: Any | None) -> None:
@@ -545,19 +451,6 @@ class ObjectsWidget(ClassifierActions, QWidget):
         labels = self.source_kind.currentIndex() == 0
         self._labels_row.setVisible(labels)
         self._model_rows.setVisible(not labels)
-
-    def _on_image_changed(self, layer: Any) -> None:
-        if layer is not None:
-            self.model_picker.pick_default_for(bool(layer.rgb), layer_image_kind(layer))
-        self._update_kind_note()
-
-    def _kind_warning(self) -> str | None:
-        """The selected model was made for other images than the selected image (None: fine or unknown)."""
-        layer = self.image_combo.layer()
-        return None if layer is None else self.model_picker.kind_warning(layer_image_kind(layer))
-
-    def _update_kind_note(self, *_: Any) -> None:
-        self.kind_note.show_warning(self._kind_warning())
 
     def _report_error(self, exc: BaseException, what: str) -> None:
         report_error(self.status, exc, what)
