@@ -77,6 +77,47 @@ def test_lesions_with_a_semantic_model_and_lesionwise_evaluation(tmp_path, capsy
     assert rows["detected"].tolist() == [2] and rows["false_positives"].tolist() == [0]
 
 
+def test_lesions_start_from_the_cards_operating_point(tmp_path, serve_network) -> None:
+    """A card's output.lesions (min size, lowest score) is what `medseg lesions` uses unless told otherwise."""
+    import torch
+
+    from napari_medseg.models.spec import CARD_NAME, ModelCard
+    from napari_medseg.models.testing import make_random_model
+
+    class BrightNet(torch.nn.Module):
+        """Semantic stand-in: lesion logit 60 * (input - 0.5), background 0."""
+
+        divisor = 4
+        depth = 3
+
+        def forward(self, x):
+            x = x[:, :1]
+            return torch.cat([torch.zeros_like(x), 60 * (x - 0.5)], dim=1)
+
+    img = np.zeros((40, 40, 8), np.float32)  # (i, j, k), 1 mm
+    img[5:9, 5:9, 2:4] = 1.0  # 32 mm³, score ~1
+    img[20, 20, 2:4] = 1.0  # 2 mm³, score ~1
+    img[30:34, 30:34, 2:4] = 0.52  # 32 mm³, score ~0.77
+    ip = tmp_path / "case1.nii.gz"
+    nib.save(nib.Nifti1Image(img, np.eye(4)), str(ip))
+    model = make_random_model(tmp_path / "m", kind="semantic", n_classes=2, depth=3)
+    card = ModelCard.from_json(model / CARD_NAME)
+    card.input = {**card.input, "normalization": {"kind": "none"}, "pixel_size": None}
+    card.to_json(model / CARD_NAME)
+    serve_network(model, BrightNet())
+
+    def lesions(out: str, *extra: str) -> pd.DataFrame:
+        assert main(["lesions", str(ip), "--model", str(model), "-o", str(tmp_path / out), "-q", *extra]) == 0
+        return pd.read_csv(tmp_path / out / "case1_lesions.csv")
+
+    assert sorted(lesions("none")["volume_mm3"].round().tolist()) == [2, 32, 32]  # no operating point: all
+    card.output = {**card.output, "lesions": {"min_size": 3.0, "score_threshold": 0.9}}
+    card.to_json(model / CARD_NAME)
+    kept = lesions("card")
+    assert kept["volume_mm3"].round().tolist() == [32] and kept["score"].tolist()[0] > 0.99
+    assert len(lesions("cli", "--min-size", "0", "--score-threshold", "0")) == 3  # the command line wins
+
+
 def test_lesions_on_a_dicom_series_write_nifti_on_its_grid(tmp_path) -> None:
     series = read(MR_SAMPLE)[0]
     lab = np.zeros(series.shape[1:], np.uint8)

@@ -297,6 +297,7 @@ class LesionsWidget(LesionCnnActions, QWidget):
 
         self.source_kind.currentIndexChanged.connect(self._on_source_kind)
         self.image_combo.layerChanged.connect(self._on_image_changed)
+        self.model_picker.modelChanged.connect(self._on_model_changed)
         self.intensity_combo.layerChanged.connect(self._on_intensity_layer)
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
@@ -446,7 +447,8 @@ class LesionsWidget(LesionCnnActions, QWidget):
                 data = data[(slice(None),) * tp[0] + (tp[1],)]
                 axes = axes.replace("T", "")
             geometry = spatial_geometry(src)
-            params = {"threshold": self.probability.value() or None, "connectivity": conn,
+            # min_size 0: the size filter below re-filters the cached lesions (the card's is its start value)
+            params = {"threshold": self.probability.value() or None, "min_size": 0.0, "connectivity": conn,
                       "split_touching": self.split_touching.isChecked(), "device": self.device_picker.device(),
                       "tile_size": self.tile_size.value() or None}
             model_path = model.path
@@ -607,6 +609,21 @@ class LesionsWidget(LesionCnnActions, QWidget):
 
     def _on_intensity_layer(self, layer: Any) -> None:
         self.intensity_check.setChecked(layer is not None and not layer.rgb)  # RGB: no intensity columns
+
+    def _on_model_changed(self, info: Any) -> None:
+        """Start the probability, score and size controls at the operating point the model's card recommends."""
+        if info is None:
+            return
+        from ....analysis.lesions import lesion_defaults
+
+        try:
+            d = lesion_defaults(info.card)
+        except MedsegError as exc:
+            self.status.set(str(exc))
+            return
+        self.probability.setValue(d["threshold"] or 0.0)
+        self.min_score.setValue(d["score_threshold"])
+        self.min_size.setValue(d["min_size"])
 
     def _on_image_changed(self, layer: Any) -> None:
         if layer is not None:
