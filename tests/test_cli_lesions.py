@@ -78,7 +78,7 @@ def test_lesions_with_a_semantic_model_and_lesionwise_evaluation(tmp_path, capsy
 
 
 def test_lesions_start_from_the_cards_operating_point(tmp_path, serve_network) -> None:
-    """A card's output.lesions (min size, lowest score) is what `medseg lesions` uses unless told otherwise."""
+    """A card's output.lesions (min size, lowest score, flips) is what `medseg lesions` uses unless told otherwise."""
     import torch
 
     from napari_medseg.models.spec import CARD_NAME, ModelCard
@@ -89,8 +89,10 @@ def test_lesions_start_from_the_cards_operating_point(tmp_path, serve_network) -
 
         divisor = 4
         depth = 3
+        calls = 0
 
         def forward(self, x):
+            BrightNet.calls += 1
             x = x[:, :1]
             return torch.cat([torch.zeros_like(x), 60 * (x - 0.5)], dim=1)
 
@@ -106,16 +108,20 @@ def test_lesions_start_from_the_cards_operating_point(tmp_path, serve_network) -
     card.to_json(model / CARD_NAME)
     serve_network(model, BrightNet())
 
-    def lesions(out: str, *extra: str) -> pd.DataFrame:
+    def lesions(out: str, *extra: str) -> tuple[pd.DataFrame, int]:
+        before = BrightNet.calls
         assert main(["lesions", str(ip), "--model", str(model), "-o", str(tmp_path / out), "-q", *extra]) == 0
-        return pd.read_csv(tmp_path / out / "case1_lesions.csv")
+        return pd.read_csv(tmp_path / out / "case1_lesions.csv"), BrightNet.calls - before
 
-    assert sorted(lesions("none")["volume_mm3"].round().tolist()) == [2, 32, 32]  # no operating point: all
-    card.output = {**card.output, "lesions": {"min_size": 3.0, "score_threshold": 0.9}}
+    every, calls = lesions("none")
+    assert sorted(every["volume_mm3"].round().tolist()) == [2, 32, 32] and calls > 0  # no operating point: all
+    card.output = {**card.output, "lesions": {"min_size": 3.0, "score_threshold": 0.9, "tta": True}}
     card.to_json(model / CARD_NAME)
-    kept = lesions("card")
+    kept, calls_tta = lesions("card")
     assert kept["volume_mm3"].round().tolist() == [32] and kept["score"].tolist()[0] > 0.99
-    assert len(lesions("cli", "--min-size", "0", "--score-threshold", "0")) == 3  # the command line wins
+    assert calls_tta == 4 * calls  # the identity and 3 flips of every tile
+    again, calls_cli = lesions("cli", "--min-size", "0", "--score-threshold", "0", "--no-tta")
+    assert len(again) == 3 and calls_cli == calls  # the command line wins
 
 
 def test_lesions_on_a_dicom_series_write_nifti_on_its_grid(tmp_path) -> None:

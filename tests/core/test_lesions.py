@@ -126,10 +126,11 @@ def test_lesion_defaults_of_a_card() -> None:
         out = {"kind": "semantic", **({"lesions": lesions} if lesions is not None else {})}
         return ModelCard("m", {"type": "unet", "in_channels": 1, "out_channels": 2}, {}, out)
 
-    assert lesion_defaults(card()) == {"threshold": None, "min_size": 0.0, "score_threshold": 0.0}
-    assert lesion_defaults(card({"min_size": 3, "threshold": 0.7})) == {"threshold": 0.7, "min_size": 3.0,
-                                                                        "score_threshold": 0.0}
-    for bad in ({"threshold": 1.0}, {"min_size": -1}, {"score_threshold": "high"}, {"minsize": 3}, [3]):
+    assert lesion_defaults(card()) == {"threshold": None, "min_size": 0.0, "score_threshold": 0.0, "tta": False}
+    assert lesion_defaults(card({"min_size": 3, "threshold": 0.7, "tta": True})) == {
+        "threshold": 0.7, "min_size": 3.0, "score_threshold": 0.0, "tta": True}
+    for bad in ({"threshold": 1.0}, {"min_size": -1}, {"score_threshold": "high"}, {"minsize": 3}, [3],
+                {"tta": "yes"}):
         with pytest.raises(ModelError, match="'m': output.lesions"):
             lesion_defaults(card(bad))
 

@@ -524,16 +524,18 @@ class LesionsResult:
         return lut[self.lesions.labels], t[keep].reset_index(drop=True)
 
 
-#: ``output.lesions`` of a semantic model's card: the operating point it recommends (threshold: None = arg-max).
-LESION_DEFAULTS = {"threshold": None, "min_size": 0.0, "score_threshold": 0.0}
+#: ``output.lesions`` of a semantic model's card: the operating point it recommends (threshold: None = arg-max;
+#: tta: average the network over mirror images, see the engine's ``tta``).
+LESION_DEFAULTS = {"threshold": None, "min_size": 0.0, "score_threshold": 0.0, "tta": False}
 
 
 def lesion_defaults(card: Any) -> dict[str, float | None]:
     """The lesion operating point a semantic model's card recommends, filled with :data:`LESION_DEFAULTS`.
 
     The card's ``output.lesions`` may hold ``threshold`` (voxel probability in (0, 1), or null for the
-    arg-max), ``min_size`` (smallest lesion in the image's world units cubed (3D) or squared (2D), e.g. mm³)
-    and ``score_threshold`` (lowest lesion score kept, in [0, 1]), chosen on data the model was not trained on.
+    arg-max), ``min_size`` (smallest lesion in the image's world units cubed (3D) or squared (2D), e.g. mm³),
+    ``score_threshold`` (lowest lesion score kept, in [0, 1]) and ``tta`` (true: probabilities averaged over
+    the engine's mirror images, ~4x the time), chosen on data the model was not trained on.
 
     Raises
     ------
@@ -550,15 +552,15 @@ def lesion_defaults(card: Any) -> dict[str, float | None]:
         raise ModelError(f"model {card.name!r}: output.lesions has unknown keys {unknown} "
                          f"(known: {', '.join(LESION_DEFAULTS)})")
     out = {**LESION_DEFAULTS, **given}
-    thr, size, score = out["threshold"], out["min_size"], out["score_threshold"]
+    thr, size, score, tta = out["threshold"], out["min_size"], out["score_threshold"], out["tta"]
     ok = ((thr is None or (isinstance(thr, (int, float)) and 0.0 < thr < 1.0))
           and isinstance(size, (int, float)) and size >= 0.0
-          and isinstance(score, (int, float)) and 0.0 <= score <= 1.0)
+          and isinstance(score, (int, float)) and 0.0 <= score <= 1.0 and isinstance(tta, bool))
     if not ok:
         raise ModelError(f"model {card.name!r}: output.lesions {given} is out of range (threshold in (0, 1) or "
-                         "null, min_size >= 0, score_threshold in [0, 1])")
+                         "null, min_size >= 0, score_threshold in [0, 1], tta true or false)")
     return {"threshold": None if thr is None else float(thr), "min_size": float(size),
-            "score_threshold": float(score)}
+            "score_threshold": float(score), "tta": tta}
 
 
 def lesions_iter(
@@ -574,6 +576,7 @@ def lesions_iter(
     device: str = "auto",
     tile_size: int | None = None,
     cancel: Any = None,
+    tta: bool | None = None,
 ) -> Any:
     """Run a semantic lesion model on an image and measure its lesions (a generator).
 
@@ -592,6 +595,9 @@ def lesions_iter(
         result's :attr:`LesionsResult.score_threshold`.
     device, tile_size, cancel
         Passed to the engine.
+    tta : bool, optional
+        Average the probabilities over the engine's mirror images (~4x the time); None: the card's
+        (``output.lesions.tta``, default False).
 
     Yields
     ------
@@ -621,6 +627,7 @@ def lesions_iter(
     defaults = lesion_defaults(info.card)
     threshold = defaults["threshold"] if threshold is None else threshold
     min_size = defaults["min_size"] if min_size is None else min_size
+    tta = defaults["tta"] if tta is None else bool(tta)
     intensity = None
     if is_volume(image):
         if geometry is None:
@@ -633,7 +640,7 @@ def lesions_iter(
     if geometry is not None and geometry.calibrated:
         scale, units = [float(v) for v in geometry.spacing], list(geometry.units)
     res = yield from segment_any_iter(data, info.path, axes=axes, scale=scale, units=units, device=device,
-                                      tile_size=tile_size, return_probabilities=True, cancel=cancel)
+                                      tile_size=tile_size, return_probabilities=True, cancel=cancel, tta=tta)
     probs = np.asarray(res.probabilities)
     spatial = probs.shape[1:]
     if geometry is None:

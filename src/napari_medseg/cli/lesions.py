@@ -3,7 +3,7 @@
 ::
 
     medseg lesions IN... -o OUTDIR [--model NAME|PATH | --labels FILE_OR_DIR]
-                                   [--min-size MM] [--score-threshold F] [--threshold F]
+                                   [--min-size MM] [--score-threshold F] [--threshold F] [--[no-]tta]
                                    [--connectivity N] [--split] [--dicom-seg] [--device ...] [--quiet]
 
 For every input (DICOM series, NIfTI, NRRD, TIFF, picture) this writes
@@ -68,6 +68,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=fraction, default=None, metavar="F",
                    help="a voxel is lesion when the lesion classes' probability exceeds F "
                         "(default: the model card's, else arg-max)")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="average the model over mirror images (~4x the time); default: the model card's, else no")
     p.add_argument("--connectivity", type=positive_int, default=None, metavar="N",
                    help="1 = faces only ... 3 = faces, edges and corners (default: full)")
     p.add_argument("--split", action="store_true", help="split touching lesions (distance-map watershed)")
@@ -171,7 +173,8 @@ def run(args: argparse.Namespace) -> int:
                 data, axes_in = _spatial(vol)
                 res = drain(lesions_iter(vol, args.model, threshold=args.threshold, min_size=args.min_size,
                                          connectivity=args.connectivity, split_touching=args.split,
-                                         device=args.device, tile_size=args.tile_size), name, quiet=args.quiet)
+                                         device=args.device, tile_size=args.tile_size, tta=args.tta), name,
+                             quiet=args.quiet)
                 lab, table = res.refilter(score_threshold=args.score_threshold, min_size=args.min_size or 0.0)
                 axes = res.geometry.axes
                 model_name = f"model {res.model_name}, {res.device_reason}"
