@@ -46,6 +46,17 @@ Runs used for the shipped model (see BENCHMARKS.md, "MS lesions")::
     python benchmarks/bench_ms_lesions.py --model ms-lesions --case patient07 --json /tmp/p07.json
     python scripts/train_ms_lesions.py --attach-metrics /tmp/p07.json --metrics-key training_case_patient07 --out $S
 
+The card's operating point (``output.lesions``: voxel threshold, smallest lesion, lowest score, test-time
+flips), chosen on the shipped model's held-out slabs (BENCHMARKS.md, "MS lesions: 2.5D..."), and the
+leave-one-out figures at run (1)'s own point, chosen on its held-out slabs of patient19::
+
+    python benchmarks/bench_ms_lesions.py --model ms-lesions --case patient07 --tta \
+        --tune-on patient19:112-119,patient07:92-99 --json /tmp/ship_p07.json
+    python scripts/train_ms_lesions.py --set-operating-point /tmp/ship_p07.json --out $S
+    python benchmarks/bench_ms_lesions.py --model /tmp/ms-lesions-loo --case patient07 --tta \
+        --tune-on patient19:62-69,patient19:112-119 --json /tmp/loo_tta.json
+    python scripts/train_ms_lesions.py --attach-metrics /tmp/loo_tta.json --out $S
+
 Data: ``../shared/datasets/ms_lesions`` (or ``$MEDSEG_DATASETS/ms_lesions``):
 Lesjak et al. 2017, CC-BY, MNI-registered, skull-stripped, N4-corrected.
 """
@@ -96,10 +107,10 @@ def description(slices: int = 1, norm: str = "volume", cases: int = 2) -> str:
         f"{words} skull-stripped, N4-corrected, MNI-registered 3D FLAIR volume"
         f"{'s' if cases != 1 else ''} (Lesjak et al. 2017); {how}. Use on skull-stripped axial FLAIR; "
         "output.lesions holds the recommended operating point (voxel threshold, smallest lesion in mm³, lowest "
-        "lesion score), chosen on held-out slices of the training cases; lesion figures in 'metrics' come from a "
+        "lesion score, test-time flips), chosen on held-out slices of the training cases; lesion figures in 'metrics' come from a "
         "leave-one-out run (the same recipe trained on one case, measured on the other). Known limits: small "
-        "lesions (< 10 voxels) are often missed, and false positives (small bright spots, mostly in or near "
-        f"the cortex) are many; a model from {words} case{'s' if cases != 1 else ''}. Research use only, not a medical device."
+        "lesions (< 10 voxels) are often missed, and false positives (small bright spots, most under 10 voxels) "
+        f"are many; a model from {words} case{'s' if cases != 1 else ''}. Research use only, not a medical device."
     )
 
 #: Share of patches from slices with lesions (the rest: brain slices without lesions); ``--p-lesion-slices``.
@@ -327,7 +338,8 @@ def set_operating_point(bench_json: Path, folder: Path) -> int:
     """Write a tuned operating point (``bench_ms_lesions.py --tune-on ... --json``) into the card's ``output.lesions``.
 
     The card then tells :func:`napari_medseg.analysis.lesions.lesions_iter`, ``medseg lesions`` and the
-    Lesions widget which voxel threshold, smallest lesion (mm³) and lowest lesion score to start from;
+    Lesions widget which voxel threshold, smallest lesion (mm³), lowest lesion score and test-time flips
+    (the benchmark's ``--tta``) to start from;
     ``training.operating_point`` records where it was chosen.
     """
     from napari_medseg.analysis.lesions import lesion_defaults
@@ -339,7 +351,8 @@ def set_operating_point(bench_json: Path, folder: Path) -> int:
                          "slices of the training cases)")
     card = ModelCard.from_json(folder / CARD_NAME)
     card.output = {**card.output, "lesions": {"threshold": res["threshold"], "min_size": res["min_size_mm3"],
-                                              "score_threshold": res["score_threshold"]}}
+                                              "score_threshold": res["score_threshold"],
+                                              "tta": bool(res.get("tta", False))}}
     lesion_defaults(card)  # fails on values out of range
     card.training = {**card.training, "operating_point": {
         "tuned_on": res["tune_on"], "rule": "best mean of voxel Dice and lesion-wise F1 pooled over the slabs",
