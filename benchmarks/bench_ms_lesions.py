@@ -27,11 +27,17 @@ Figures (one per line, ``name: value``):
   operating point;
 * seconds per volume (segmentation only; first call includes loading the model).
 
+* the false positives at the operating point (:func:`false_positive_sizes`):
+  how many have < 5, 5-9, 10-99, >= 100 voxels, how many span one slice, and
+  their depth under the brain surface (mm; the skull-stripped FLAIR's
+  non-zero voxels are the brain).
+
 ``--tune-on CASE:Z0-Z1,...`` first picks the voxel threshold, the smallest
-lesion volume and the lowest lesion score on held-out slabs of a *training*
-case (:func:`tune`: best mean of voxel Dice and lesion-wise F1), then
-measures ``--case`` at that operating point (the FROC candidates then also
-drop lesions under the chosen volume).
+lesion volume and the lowest lesion score on held-out slabs of *training*
+cases (:func:`tune`: best mean of voxel Dice and lesion-wise F1, pooled over
+the slabs), then measures ``--case`` at that operating point (the FROC
+candidates then also drop lesions under the chosen volume);
+``--tune-min-size MM3`` fixes the smallest volume instead of choosing it.
 
 Run::
 
@@ -59,18 +65,46 @@ DATASETS = Path(os.environ.get("MEDSEG_DATASETS", REPO.parent / "shared" / "data
 FLAIR = "FLAIR_N4_noneck_reduced_winsor_regtoFLAIR_brain_N4_regtoMNI.nii.gz"
 GOLD = "GOLD_STANDARD_N4_noneck_reduced_winsor_regtoFLAIR_regtoMNI.nii.gz"
 SIZE_BINS = ((0, 10, "<10 vox"), (10, 100, "10-99 vox"), (100, None, ">=100 vox"))
+#: Smallest true lesion the MSSEG 2016 / 2021 challenges count (mm³); also reported against.
+MSSEG_MIN_MM3 = 3.0
+#: Size bins (voxels) of the false positives' table.
+FP_BINS = ((0, 5, "<5 vox"), (5, 10, "5-9 vox"), (10, 100, "10-99 vox"), (100, None, ">=100 vox"))
 
 
-def predict(model, case_dir: Path, tta: bool = False) -> tuple:
-    """``(probabilities (2, Z, Y, X) float16, geometry, gold mask (Z, Y, X) bool, seconds)`` of one case."""
+def predict(model, case_dir: Path, tta: bool = False, cache: Path | None = None) -> tuple:
+    """``(probabilities (2, Z, Y, X) float16, geometry, gold mask (Z, Y, X) bool, seconds)`` of one case.
+
+    ``cache``: a folder where the probabilities (``.npy``) and the seconds they took are kept per model
+    folder, case and ``tta``, so that the next operating point or FROC of the same model needs no network run
+    (the seconds reported are the first run's).
+    """
     from napari_medseg.api import segment
     from napari_medseg.io.radiology import read_nifti
 
     vol = read_nifti(case_dir / FLAIR)[0]
     gold = np.asarray(read_nifti(case_dir / GOLD)[0].data) > 0
+    key = None
+    if cache is not None:
+        import hashlib
+
+        from napari_medseg.models.registry import resolve_model
+
+        folder = Path(resolve_model(model).path).resolve()
+        stamp = (folder / "weights.safetensors").stat().st_mtime_ns
+        key = hashlib.sha1(f"{folder}|{stamp}|{case_dir.resolve()}|{tta}".encode()).hexdigest()[:16]
+        hit = cache / f"{key}.npy"
+        if hit.is_file():
+            meta = json.loads((cache / f"{key}.json").read_text(encoding="utf-8"))
+            return np.load(hit), vol.spatial_geometry(), gold, float(meta["seconds"])
     t = time.perf_counter()
     _, probs = segment(vol, model, return_probabilities=True, device="cpu", tta=tta)
-    return probs, vol.spatial_geometry(), gold, time.perf_counter() - t
+    seconds = time.perf_counter() - t
+    if key is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        np.save(cache / f"{key}.npy", np.asarray(probs))
+        (cache / f"{key}.json").write_text(json.dumps({"model": str(model), "case": str(case_dir), "tta": tta,
+                                                       "seconds": seconds}) + "\n", encoding="utf-8")
+    return probs, vol.spatial_geometry(), gold, seconds
 
 
 def operating_point(probs, geo, true: np.ndarray, threshold: float, min_size: float = 0.0,
@@ -103,25 +137,28 @@ TUNE_MIN_SIZE_MM3 = (0.0, 3.0, 5.0, 10.0, 20.0)
 TUNE_SCORES = (0.0, 0.7, 0.8, 0.9, 0.95)
 
 
-def tune(probs, geo, gold: np.ndarray, slabs: list[tuple[int, int]]) -> tuple[dict, list[dict]]:
-    """The setting with the best mean of voxel Dice and lesion-wise F1 pooled over held-out slabs of a case.
+def tune(cases: list[tuple], min_sizes: tuple[float, ...] = TUNE_MIN_SIZE_MM3) -> tuple[dict, list[dict]]:
+    """The setting with the best mean of voxel Dice and lesion-wise F1 pooled over held-out slabs of cases.
 
-    ``slabs``: ``(z0, z1)`` inclusive ranges (slices a model was not trained on).  Each slab is a separate
-    little volume (lesions cut at its ends).  Ties keep the earlier (gentler) setting.  Returns the chosen
+    ``cases``: ``(probs, geo, gold, slabs)`` per case, ``slabs`` its ``(z0, z1)`` inclusive ranges (slices
+    the model was not trained on).  Each slab is a separate little volume (lesions cut at its ends).  Ties
+    keep the earlier (gentler) setting.  ``min_sizes``: the smallest volumes (mm³) tried.  Returns the chosen
     setting and one row per setting tried.
     """
     from skimage.measure import label as cc_label
 
-    p = np.asarray(probs, np.float32)
-    parts = [(p[:, a:b + 1], cc_label(gold[a:b + 1], connectivity=3)) for a, b in slabs]
+    parts = []
+    for probs, geo, gold, slabs in cases:
+        p = np.asarray(probs, np.float32)
+        parts += [(p[:, a:b + 1], geo, cc_label(gold[a:b + 1], connectivity=3)) for a, b in slabs]
     rows = []
     for thr in TUNE_THRESHOLDS:
-        for ms in TUNE_MIN_SIZE_MM3:
+        for ms in min_sizes:
             for st in TUNE_SCORES:
                 if 0 < st <= thr:  # every lesion's mean probability is above the voxel threshold already
                     continue
                 c = dict.fromkeys(("detected", "n_true", "fp", "n_pred", "inter", "sum"), 0)
-                for ps, true in parts:
+                for ps, geo, true in parts:
                     r = operating_point(ps, geo, true, thr, ms, st)
                     for k in c:
                         c[k] += r[k]
@@ -134,6 +171,37 @@ def tune(probs, geo, gold: np.ndarray, slabs: list[tuple[int, int]]) -> tuple[di
                              "score": 0.5 * (dice + f1)})
     best = max(rows, key=lambda r: r["score"])  # max keeps the first of equal scores
     return best, rows
+
+
+def false_positive_sizes(labels: np.ndarray, case, brain: np.ndarray, spacing) -> dict:
+    """What the false positives are: counts by size (voxels), one-slice ones, depth under the brain surface.
+
+    ``labels``: predicted lesion ids ``1..n`` (Z, Y, X) in the order of ``case.hits``; ``brain``: the
+    skull-stripped FLAIR's non-zero voxels; ``spacing``: (z, y, x) in mm.  The depth of a lesion is the largest
+    distance (mm) of its voxels to the nearest voxel outside the brain.
+    """
+    from scipy import ndimage as ndi
+
+    n = len(case.hits)
+    fp = np.asarray([len(h) == 0 for h in case.hits], bool)
+    ids = labels.ravel().astype(np.int64)
+    size = np.bincount(ids, minlength=n + 1)[1:]
+    depth_map = ndi.distance_transform_edt(brain, sampling=spacing)
+    depth = np.zeros(n + 1)
+    np.maximum.at(depth, ids, depth_map.ravel())
+    depth = depth[1:]
+    slices = np.zeros(n, np.int64)
+    for i, sl in enumerate(ndi.find_objects(labels.astype(np.int64), max_label=n)):
+        if sl is not None:
+            slices[i] = sl[0].stop - sl[0].start
+    out = {}
+    for lo, hi, name in FP_BINS:
+        out[f"fp {name}"] = int((fp & (size >= lo) & (size < (hi if hi is not None else np.inf))).sum())
+    out["fp one slice"] = int((fp & (slices == 1)).sum())
+    out["fp depth_mm median"] = float(np.median(depth[fp])) if fp.any() else float("nan")
+    out["fp within 5 mm of the brain surface"] = int((fp & (depth <= 5.0)).sum())
+    out["tp depth_mm median"] = float(np.median(depth[~fp])) if (~fp).any() else float("nan")
+    return out
 
 
 def evaluate(model, case_dir: Path, threshold: float, candidate_threshold: float, tta: bool = False,
@@ -185,6 +253,14 @@ def evaluate(model, case_dir: Path, threshold: float, candidate_threshold: float
         "froc_sensitivity_soft_volume": fr_soft["sensitivity"], "cpm_soft_volume": fr_soft["cpm"],
         "seconds_per_volume": seconds,
     }
+    from napari_medseg.io.radiology import read_nifti
+
+    brain = np.asarray(read_nifti(case_dir / FLAIR)[0].data) > 0
+    out.update(false_positive_sizes(op["labels"], case, brain, [float(v) for v in geo.spacing]))
+    # the MSSEG challenges' convention: true lesions under 3 mm³ are not counted
+    big = t_sizes * float(geo.voxel_size) >= MSSEG_MIN_MM3
+    out["n_true >=3 mm3"] = int(big.sum())
+    out["sensitivity true >=3 mm3"] = float(detected[big].mean()) if big.any() else float("nan")
     for lo, hi, name in SIZE_BINS:
         sel = (t_sizes >= lo) & (t_sizes < (hi if hi is not None else np.inf))
         out[f"sensitivity {name}"] = float(detected[sel].mean()) if sel.any() else float("nan")
@@ -203,10 +279,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--score-threshold", type=float, default=0.0, help="lowest lesion score kept")
     ap.add_argument("--tune-on", default=None, metavar="CASE:Z0-Z1,...",
                     help="choose --threshold, --min-size and --score-threshold on these held-out slabs of a "
-                         "training case (e.g. patient19:62-69,patient19:112-119), then measure --case with them")
+                         "training case (e.g. patient19:62-69,patient19:112-119; slabs of several training cases "
+                         "are pooled), then measure --case with them")
+    ap.add_argument("--tune-min-size", type=float, default=None, metavar="MM3",
+                    help="with --tune-on: fix the smallest lesion volume (mm³, e.g. 3) instead of choosing it")
     ap.add_argument("--tta", action="store_true", help="engine test-time augmentation (4 flips)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path, default=None, help="also write the figures as JSON here")
+    ap.add_argument("--cache", type=Path, default=None, metavar="DIR",
+                    help="keep the probabilities of each model / case here and reuse them (no second network run)")
     ap.add_argument("--save-probabilities", type=Path, default=None, help="write the lesion probability (.npy)")
     args = ap.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
@@ -221,18 +302,25 @@ def main(argv: list[str] | None = None) -> int:
             name, rng = part.split(":")
             a, b = (int(v) for v in rng.split("-"))
             slabs.setdefault(name, []).append((min(a, b), max(a, b)))
-        if len(slabs) != 1:
-            ap.error("--tune-on: slabs of one case")
-        ((name, zs),) = slabs.items()
-        probs, geo, gold, _ = predict(model, Path(name) if Path(name).is_dir() else args.data / name, args.tta)
-        best, _rows = tune(probs, geo, gold, zs)
+        cases = []
+        for name, zs in slabs.items():
+            probs, geo, gold, _ = predict(model, Path(name) if Path(name).is_dir() else args.data / name, args.tta,
+                                          args.cache)
+            cases.append((probs, geo, gold, zs))
+        sizes = TUNE_MIN_SIZE_MM3 if args.tune_min_size is None else (args.tune_min_size,)
+        best, _rows = tune(cases, sizes)
         print(f"tuned on {args.tune_on}: threshold {best['threshold']} min_size_mm3 {best['min_size_mm3']} "
               f"score_threshold {best['score_threshold']} (slabs: dice {best['dice']:.4f} sensitivity "
               f"{best['sensitivity']:.4f} FP {best['false_positives']} f1 {best['f1']:.4f})", flush=True)
         args.threshold, args.min_size, args.score_threshold = (best["threshold"], best["min_size_mm3"],
                                                                best["score_threshold"])
+        tuned = {"tune_on": args.tune_on, "tuned_on_slabs": {k: best[k] for k in (
+            "dice", "sensitivity", "false_positives", "precision", "f1")}}
+    else:
+        tuned = {}
     res = evaluate(model, case_dir, args.threshold, args.candidate_threshold, args.tta, args.save_probabilities,
-                   args.min_size, args.score_threshold)
+                   args.min_size, args.score_threshold, predict(model, case_dir, args.tta, args.cache))
+    res.update(tuned)
     res["model"] = str(args.model)
     res["command"] = "python benchmarks/bench_ms_lesions.py " + " ".join(argv if argv is not None else sys.argv[1:])
     for k, v in res.items():

@@ -46,6 +46,17 @@ Runs used for the shipped model (see BENCHMARKS.md, "MS lesions")::
     python benchmarks/bench_ms_lesions.py --model ms-lesions --case patient07 --json /tmp/p07.json
     python scripts/train_ms_lesions.py --attach-metrics /tmp/p07.json --metrics-key training_case_patient07 --out $S
 
+The card's operating point (``output.lesions``: voxel threshold, smallest lesion, lowest score, test-time
+flips), chosen on the shipped model's held-out slabs (BENCHMARKS.md, "MS lesions: 2.5D..."), and the
+leave-one-out figures at run (1)'s own point, chosen on its held-out slabs of patient19::
+
+    python benchmarks/bench_ms_lesions.py --model ms-lesions --case patient07 --tta \
+        --tune-on patient19:112-119,patient07:92-99 --json /tmp/ship_p07.json
+    python scripts/train_ms_lesions.py --set-operating-point /tmp/ship_p07.json --out $S
+    python benchmarks/bench_ms_lesions.py --model /tmp/ms-lesions-loo --case patient07 --tta \
+        --tune-on patient19:62-69,patient19:112-119 --json /tmp/loo_tta.json
+    python scripts/train_ms_lesions.py --attach-metrics /tmp/loo_tta.json --out $S
+
 Data: ``../shared/datasets/ms_lesions`` (or ``$MEDSEG_DATASETS/ms_lesions``):
 Lesjak et al. 2017, CC-BY, MNI-registered, skull-stripped, N4-corrected.
 """
@@ -80,16 +91,28 @@ NORMALIZATION = NORMALIZATIONS["volume"]
 CITATION = ('Lesjak, Z., Pernus, F., Likar, B., Spiclin, Z. "A Novel Public MR Image Dataset of Multiple Sclerosis '
             'Patients With Lesion Segmentations Based on Multi-rater Consensus", Neuroinformatics (2017), '
             'DOI: 10.1007/s12021-017-9348-7')
-DESCRIPTION = (
-    "Multiple-sclerosis white-matter lesions on brain MR from the FLAIR image alone: a 2D semantic U-Net applied "
-    "to each axial slice at 1 mm (other spacings are resampled by the engine), classes background / ms_lesion. "
-    "Trained on two skull-stripped, N4-corrected, MNI-registered 3D FLAIR volumes (Lesjak et al. 2017); the "
-    "volume is normalised by its 1st / 99.8th intensity percentiles. Use on skull-stripped axial FLAIR; lesion "
-    "figures in 'metrics' come from a leave-one-out run (trained on one case, measured on the other). "
-    "Known limits: small lesions (< 10 voxels) are mostly missed, and false positives (small bright spots, "
-    "mostly in or near the cortex) are many; a first model from two cases. Research use only, not a "
-    "medical device."
-)
+
+
+def description(slices: int = 1, norm: str = "volume", cases: int = 2) -> str:
+    """The card's description for a model with ``slices`` planes per input and normalisation ``norm``."""
+    planes = ("a 2D semantic U-Net applied to each axial slice at 1 mm" if slices == 1 else
+              f"a 2.5D semantic U-Net: each axial slice at 1 mm is read with its {slices // 2} neighbour(s) on "
+              f"either side as {slices} channels")
+    words = {1: "one", 2: "two", 3: "three"}.get(cases, str(cases))
+    how = ("the volume is normalised by its 1st / 99.8th intensity percentiles" if norm == "volume" else
+           "the brain (non-zero voxels) is normalised by its 1st percentile (-> 0) and median (-> 1)")
+    return (
+        f"Multiple-sclerosis white-matter lesions on brain MR from the FLAIR image alone: {planes} (other "
+        "spacings are resampled by the engine), classes background / ms_lesion. Trained on "
+        f"{words} skull-stripped, N4-corrected, MNI-registered 3D FLAIR volume"
+        f"{'s' if cases != 1 else ''} (Lesjak et al. 2017); {how}. Use on skull-stripped axial FLAIR; "
+        "output.lesions holds the recommended operating point (voxel threshold, smallest lesion in mm³, lowest "
+        "lesion score, test-time flips), chosen on held-out slices of the training cases; lesion figures in 'metrics' come from a "
+        "leave-one-out run (the same recipe trained on one case, measured on the other). Known limits: small "
+        "lesions (< 10 voxels) are often missed, and false positives (small bright spots, most under 10 voxels) "
+        f"are many; a model from {words} case{'s' if cases != 1 else ''}. Research use only, not a medical device."
+    )
+
 #: Share of patches from slices with lesions (the rest: brain slices without lesions); ``--p-lesion-slices``.
 #: The shipped model and its leave-one-out check used 0.8 / 0.8; they make many small false positives
 #: (lesion-wise precision 0.5 on the held-out slabs), so lower values are the first thing to try next.
@@ -259,7 +282,7 @@ def build_card(args, extra: dict):
 
     return ModelCard(
         name=NAME,
-        description=DESCRIPTION,
+        description=description(args.slices, args.norm, len([c for c in args.train.split(",") if c.strip()])),
         architecture={"type": "unet", "dims": 2, "in_channels": args.slices, "out_channels": 2,
                       "base_channels": args.base, "depth": args.depth, "norm": "batch"},
         input={"channels": args.slices, "color": "grey", "normalization": dict(NORMALIZATIONS[args.norm]),
@@ -297,10 +320,10 @@ def attach_metrics(bench_json: Path, folder: Path, key: str = "unseen_case") -> 
                           "steps": loo.training.get("steps_total"), "best_step": loo.training.get("best_step"),
                           "seconds": loo.training.get("seconds_total"),
                           "held_out_slabs": loo.metrics.get("held_out_slabs")}
-        res["note"] = (f"leave-one-out run (1): the same recipe trained on {trained_on} only, measured on "
+        res["note"] = (f"leave-one-out run: the same recipe trained on {trained_on} only, measured on "
                        f"{res.get('case')}, which it never saw. This model was trained on both cases, so it has no "
-                       "unseen-case figure of its own, and it is more conservative than run (1): see the "
-                       "training_case_* entries.")
+                       "unseen-case figure of its own; see the training_case_* entries for it on its training "
+                       "cases.")
     else:
         res["note"] = (f"this model on {res.get('case')}, a case it was trained on: a fit, not a generalisation "
                        "figure.")
@@ -308,6 +331,34 @@ def attach_metrics(bench_json: Path, folder: Path, key: str = "unseen_case") -> 
     card.metrics = {**card.metrics, key: res}
     card.to_json(folder / CARD_NAME)
     print(f"metrics of {bench_json} written into {folder / CARD_NAME} as {key!r}")
+    return 0
+
+
+def set_operating_point(bench_json: Path, folder: Path) -> int:
+    """Write a tuned operating point (``bench_ms_lesions.py --tune-on ... --json``) into the card's ``output.lesions``.
+
+    The card then tells :func:`napari_medseg.analysis.lesions.lesions_iter`, ``medseg lesions`` and the
+    Lesions widget which voxel threshold, smallest lesion (mm³), lowest lesion score and test-time flips
+    (the benchmark's ``--tta``) to start from;
+    ``training.operating_point`` records where it was chosen.
+    """
+    from napari_medseg.analysis.lesions import lesion_defaults
+    from napari_medseg.models.spec import CARD_NAME, ModelCard
+
+    res = json.loads(bench_json.read_text(encoding="utf-8"))
+    if not res.get("tune_on"):
+        raise SystemExit(f"{bench_json}: not a --tune-on result (the operating point must be chosen on held-out "
+                         "slices of the training cases)")
+    card = ModelCard.from_json(folder / CARD_NAME)
+    card.output = {**card.output, "lesions": {"threshold": res["threshold"], "min_size": res["min_size_mm3"],
+                                              "score_threshold": res["score_threshold"],
+                                              "tta": bool(res.get("tta", False))}}
+    lesion_defaults(card)  # fails on values out of range
+    card.training = {**card.training, "operating_point": {
+        "tuned_on": res["tune_on"], "rule": "best mean of voxel Dice and lesion-wise F1 pooled over the slabs",
+        "grid": "bench_ms_lesions.tune", "slabs": res.get("tuned_on_slabs"), "command": res.get("command")}}
+    card.to_json(folder / CARD_NAME)
+    print(f"operating point {card.output['lesions']} of {bench_json} written into {folder / CARD_NAME}")
     return 0
 
 
@@ -343,11 +394,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=50, help="learning-rate warm-up steps")
     ap.add_argument("--attach-metrics", type=Path, default=None,
                     help="only write this bench_ms_lesions.py --json file into --out's card metrics, then exit")
+    ap.add_argument("--set-operating-point", type=Path, default=None, metavar="BENCH_JSON",
+                    help="only write the operating point of this bench_ms_lesions.py --tune-on --json file "
+                         "(threshold, min size, min score) into --out's card output.lesions, then exit")
     ap.add_argument("--metrics-key", default="unseen_case",
                     help="with --attach-metrics: the card's metrics entry (unseen_case, or training_case_<case>)")
     args = ap.parse_args(argv)
     if args.attach_metrics is not None:
         return attach_metrics(args.attach_metrics, args.out, args.metrics_key)
+    if args.set_operating_point is not None:
+        return set_operating_point(args.set_operating_point, args.out)
 
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch

@@ -77,6 +77,53 @@ def test_lesions_with_a_semantic_model_and_lesionwise_evaluation(tmp_path, capsy
     assert rows["detected"].tolist() == [2] and rows["false_positives"].tolist() == [0]
 
 
+def test_lesions_start_from_the_cards_operating_point(tmp_path, serve_network) -> None:
+    """A card's output.lesions (min size, lowest score, flips) is what `medseg lesions` uses unless told otherwise."""
+    import torch
+
+    from napari_medseg.models.spec import CARD_NAME, ModelCard
+    from napari_medseg.models.testing import make_random_model
+
+    class BrightNet(torch.nn.Module):
+        """Semantic stand-in: lesion logit 60 * (input - 0.5), background 0."""
+
+        divisor = 4
+        depth = 3
+        calls = 0
+
+        def forward(self, x):
+            BrightNet.calls += 1
+            x = x[:, :1]
+            return torch.cat([torch.zeros_like(x), 60 * (x - 0.5)], dim=1)
+
+    img = np.zeros((40, 40, 8), np.float32)  # (i, j, k), 1 mm
+    img[5:9, 5:9, 2:4] = 1.0  # 32 mm³, score ~1
+    img[20, 20, 2:4] = 1.0  # 2 mm³, score ~1
+    img[30:34, 30:34, 2:4] = 0.52  # 32 mm³, score ~0.77
+    ip = tmp_path / "case1.nii.gz"
+    nib.save(nib.Nifti1Image(img, np.eye(4)), str(ip))
+    model = make_random_model(tmp_path / "m", kind="semantic", n_classes=2, depth=3)
+    card = ModelCard.from_json(model / CARD_NAME)
+    card.input = {**card.input, "normalization": {"kind": "none"}, "pixel_size": None}
+    card.to_json(model / CARD_NAME)
+    serve_network(model, BrightNet())
+
+    def lesions(out: str, *extra: str) -> tuple[pd.DataFrame, int]:
+        before = BrightNet.calls
+        assert main(["lesions", str(ip), "--model", str(model), "-o", str(tmp_path / out), "-q", *extra]) == 0
+        return pd.read_csv(tmp_path / out / "case1_lesions.csv"), BrightNet.calls - before
+
+    every, calls = lesions("none")
+    assert sorted(every["volume_mm3"].round().tolist()) == [2, 32, 32] and calls > 0  # no operating point: all
+    card.output = {**card.output, "lesions": {"min_size": 3.0, "score_threshold": 0.9, "tta": True}}
+    card.to_json(model / CARD_NAME)
+    kept, calls_tta = lesions("card")
+    assert kept["volume_mm3"].round().tolist() == [32] and kept["score"].tolist()[0] > 0.99
+    assert calls_tta == 4 * calls  # the identity and 3 flips of every tile
+    again, calls_cli = lesions("cli", "--min-size", "0", "--score-threshold", "0", "--no-tta")
+    assert len(again) == 3 and calls_cli == calls  # the command line wins
+
+
 def test_lesions_on_a_dicom_series_write_nifti_on_its_grid(tmp_path) -> None:
     series = read(MR_SAMPLE)[0]
     lab = np.zeros(series.shape[1:], np.uint8)

@@ -117,6 +117,24 @@ def test_lesions_from_probabilities_min_size_score_and_classes() -> None:
         lesions_from_probabilities(p, g, ["bg", "x"])
 
 
+def test_lesion_defaults_of_a_card() -> None:
+    from napari_medseg.analysis.lesions import lesion_defaults
+    from napari_medseg.errors import ModelError
+    from napari_medseg.models.spec import ModelCard
+
+    def card(lesions=None) -> ModelCard:
+        out = {"kind": "semantic", **({"lesions": lesions} if lesions is not None else {})}
+        return ModelCard("m", {"type": "unet", "in_channels": 1, "out_channels": 2}, {}, out)
+
+    assert lesion_defaults(card()) == {"threshold": None, "min_size": 0.0, "score_threshold": 0.0, "tta": False}
+    assert lesion_defaults(card({"min_size": 3, "threshold": 0.7, "tta": True})) == {
+        "threshold": 0.7, "min_size": 3.0, "score_threshold": 0.0, "tta": True}
+    for bad in ({"threshold": 1.0}, {"min_size": -1}, {"score_threshold": "high"}, {"minsize": 3}, [3],
+                {"tta": "yes"}):
+        with pytest.raises(ModelError, match="'m': output.lesions"):
+            lesion_defaults(card(bad))
+
+
 def test_split_touching_lesions() -> None:
     g = Geometry.from_scale("YX", (1.0, 1.0), units="mm")
     yy, xx = np.mgrid[0:40, 0:70]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from napari_medseg.analysis.lesions import lesion_defaults
 from napari_medseg.models.registry import list_models, shipped_models_dir
 from napari_medseg.models.spec import load_model
 
@@ -25,6 +26,12 @@ def test_card_is_complete_and_small():
     unseen = card.metrics["unseen_case"]
     assert unseen["case"] == "patient07" and 0.0 <= unseen["sensitivity"] <= 1.0
     assert len(unseen["froc_sensitivity"]) == 7 and 0.0 <= unseen["cpm"] <= 1.0
+    # the operating point: chosen on held-out slabs of the training cases, valid for the engine, and the
+    # leave-one-out figures were measured with the same kind of point (flips, a point tuned on patient19 only)
+    point = lesion_defaults(card)
+    assert point == {"threshold": 0.5, "min_size": 3.0, "score_threshold": 0.0, "tta": True}
+    assert "patient07" not in unseen["tune_on"] and unseen["tta"] is point["tta"]
+    assert card.training["operating_point"]["tuned_on"] == "patient19:112-119,patient07:92-99"
     assert sum(f.stat().st_size for f in folder.iterdir()) < 5 * 2**20
     assert {p.name for p in folder.iterdir()} == {"model.json", "weights.safetensors"}
 

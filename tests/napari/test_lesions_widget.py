@@ -233,6 +233,27 @@ def models_dir_model(widget, name: str) -> Path:
     return next(m.path for m in widget.model_picker.models() if m.name == name)
 
 
+def test_a_models_operating_point_sets_the_controls(viewer_widget, models_dir) -> None:
+    """A card's output.lesions (threshold, min score, min size) is where the controls start for that model."""
+    import json
+
+    from napari_medseg.models.testing import make_random_model
+
+    _viewer, widget = viewer_widget
+    folder = make_random_model(models_dir / "lesion-op", name="lesion-op", kind="semantic", n_classes=2, seed=2)
+    card = json.loads((folder / "model.json").read_text())
+    card["output"]["lesions"] = {"threshold": 0.7, "min_size": 3.0, "score_threshold": 0.6, "tta": True}
+    (folder / "model.json").write_text(json.dumps(card))
+    widget.model_picker.refresh()
+    assert widget.model_picker.select("lesion-op")
+    assert (widget.probability.value(), widget.min_score.value(), widget.min_size.value()) == (0.7, 0.6, 3.0)
+    assert widget.tta.isChecked()
+    assert widget.model_picker.select("lesion3")  # no operating point: arg-max, everything shown
+    assert (widget.probability.value(), widget.min_score.value(), widget.min_size.value()) == (0.0, 0.0, 0.0)
+    assert not widget.tta.isChecked()
+    assert widget.probability.text() == "arg-max"
+
+
 def test_2d_rgb_image_with_an_rgb_model(viewer_widget, qtbot) -> None:
     viewer, widget = viewer_widget
     rng = np.random.default_rng(0)

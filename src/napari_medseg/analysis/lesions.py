@@ -491,6 +491,9 @@ class LesionsResult:
         Index -> world of the labels.
     model_name, device, device_reason : str
     seconds : float
+    score_threshold : float
+        The lowest lesion score the model's card recommends (:func:`lesion_defaults`; 0 = keep all), the
+        default of :meth:`refilter`.
     """
 
     table: Any
@@ -501,13 +504,17 @@ class LesionsResult:
     device: str = ""
     device_reason: str = ""
     seconds: float = 0.0
+    score_threshold: float = 0.0
 
-    def refilter(self, *, score_threshold: float = 0.0, min_size: float = 0.0) -> tuple[np.ndarray, Any]:
+    def refilter(self, *, score_threshold: float | None = None, min_size: float = 0.0) -> tuple[np.ndarray, Any]:
         """Labels and table of the lesions scoring >= ``score_threshold`` and at least ``min_size`` (world units).
 
+        ``score_threshold`` None: the model card's (:attr:`score_threshold`, see :func:`lesion_defaults`).
         Ids keep their numbers (the table's ``id``), so a row still names its
         lesion; no network or connected-component run happens.
         """
+        if score_threshold is None:
+            score_threshold = self.score_threshold
         t = self.table
         size_col = next(c for c in t.columns if c.startswith(("volume_", "area_")) and c[-1] in "23")
         keep = (np.asarray(t["score"]) >= score_threshold) & (np.asarray(t[size_col]) >= min_size)
@@ -517,6 +524,45 @@ class LesionsResult:
         return lut[self.lesions.labels], t[keep].reset_index(drop=True)
 
 
+#: ``output.lesions`` of a semantic model's card: the operating point it recommends (threshold: None = arg-max;
+#: tta: average the network over mirror images, see the engine's ``tta``).
+LESION_DEFAULTS = {"threshold": None, "min_size": 0.0, "score_threshold": 0.0, "tta": False}
+
+
+def lesion_defaults(card: Any) -> dict[str, float | None]:
+    """The lesion operating point a semantic model's card recommends, filled with :data:`LESION_DEFAULTS`.
+
+    The card's ``output.lesions`` may hold ``threshold`` (voxel probability in (0, 1), or null for the
+    arg-max), ``min_size`` (smallest lesion in the image's world units cubed (3D) or squared (2D), e.g. mm³),
+    ``score_threshold`` (lowest lesion score kept, in [0, 1]) and ``tta`` (true: probabilities averaged over
+    the engine's mirror images, ~4x the time), chosen on data the model was not trained on.
+
+    Raises
+    ------
+    ModelError
+        A value of the wrong type or out of range (named with the model).
+    """
+    from ..errors import ModelError
+
+    given = (card.output or {}).get("lesions") or {}
+    if not isinstance(given, dict):
+        raise ModelError(f"model {card.name!r}: output.lesions must be an object, got {type(given).__name__}")
+    unknown = sorted(set(given) - set(LESION_DEFAULTS))
+    if unknown:
+        raise ModelError(f"model {card.name!r}: output.lesions has unknown keys {unknown} "
+                         f"(known: {', '.join(LESION_DEFAULTS)})")
+    out = {**LESION_DEFAULTS, **given}
+    thr, size, score, tta = out["threshold"], out["min_size"], out["score_threshold"], out["tta"]
+    ok = ((thr is None or (isinstance(thr, (int, float)) and 0.0 < thr < 1.0))
+          and isinstance(size, (int, float)) and size >= 0.0
+          and isinstance(score, (int, float)) and 0.0 <= score <= 1.0 and isinstance(tta, bool))
+    if not ok:
+        raise ModelError(f"model {card.name!r}: output.lesions {given} is out of range (threshold in (0, 1) or "
+                         "null, min_size >= 0, score_threshold in [0, 1], tta true or false)")
+    return {"threshold": None if thr is None else float(thr), "min_size": float(size),
+            "score_threshold": float(score), "tta": tta}
+
+
 def lesions_iter(
     image: Any,
     model: Any,
@@ -524,12 +570,13 @@ def lesions_iter(
     *,
     axes: str | None = None,
     threshold: float | None = None,
-    min_size: float = 0.0,
+    min_size: float | None = None,
     connectivity: int | None = None,
     split_touching: bool = False,
     device: str = "auto",
     tile_size: int | None = None,
     cancel: Any = None,
+    tta: bool | None = None,
 ) -> Any:
     """Run a semantic lesion model on an image and measure its lesions (a generator).
 
@@ -543,9 +590,14 @@ def lesions_iter(
     geometry : Geometry, optional
         Index -> world of the spatial axes (default: the Volume's, else pixels).
     threshold, min_size, connectivity, split_touching
-        See :func:`lesions_from_probabilities`.
+        See :func:`lesions_from_probabilities`; ``threshold`` / ``min_size`` None: the model card's
+        (:func:`lesion_defaults`; arg-max / 0 when it has none).  The card's ``score_threshold`` becomes the
+        result's :attr:`LesionsResult.score_threshold`.
     device, tile_size, cancel
         Passed to the engine.
+    tta : bool, optional
+        Average the probabilities over the engine's mirror images (~4x the time); None: the card's
+        (``output.lesions.tta``, default False).
 
     Yields
     ------
@@ -572,6 +624,10 @@ def lesions_iter(
     info = resolve_model(model)
     if info.card.kind != "semantic":
         raise ModelError(f"model {info.name!r} is a {info.card.kind} model; lesions need a semantic model")
+    defaults = lesion_defaults(info.card)
+    threshold = defaults["threshold"] if threshold is None else threshold
+    min_size = defaults["min_size"] if min_size is None else min_size
+    tta = defaults["tta"] if tta is None else bool(tta)
     intensity = None
     if is_volume(image):
         if geometry is None:
@@ -584,7 +640,7 @@ def lesions_iter(
     if geometry is not None and geometry.calibrated:
         scale, units = [float(v) for v in geometry.spacing], list(geometry.units)
     res = yield from segment_any_iter(data, info.path, axes=axes, scale=scale, units=units, device=device,
-                                      tile_size=tile_size, return_probabilities=True, cancel=cancel)
+                                      tile_size=tile_size, return_probabilities=True, cancel=cancel, tta=tta)
     probs = np.asarray(res.probabilities)
     spatial = probs.shape[1:]
     if geometry is None:
@@ -600,7 +656,7 @@ def lesions_iter(
     table = lesion_table(les.labels, geometry, lesions=les, image=intensity)
     yield Progress(1, 1, "measuring lesions", {"stage": "lesions"})
     return LesionsResult(table, les, res.probabilities, geometry, res.model_name, res.device, res.device_reason,
-                         time.perf_counter() - t0)
+                         time.perf_counter() - t0, defaults["score_threshold"])
 
 
 # --------------------------------------------------------------------------- from existing labels

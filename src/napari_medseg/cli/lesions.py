@@ -3,7 +3,7 @@
 ::
 
     medseg lesions IN... -o OUTDIR [--model NAME|PATH | --labels FILE_OR_DIR]
-                                   [--min-size MM] [--score-threshold F] [--threshold F]
+                                   [--min-size MM] [--score-threshold F] [--threshold F] [--[no-]tta]
                                    [--connectivity N] [--split] [--dicom-seg] [--device ...] [--quiet]
 
 For every input (DICOM series, NIfTI, NRRD, TIFF, picture) this writes
@@ -59,12 +59,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      help="semantic lesion model (see `medseg models`), e.g. ms-lesions")
     src.add_argument("--labels", type=Path, default=None, metavar="FILE_OR_DIR",
                      help="measure existing lesion labels (a file, or a folder of files named like the inputs)")
-    p.add_argument("--min-size", type=float, default=0.0, metavar="MM",
-                   help="smallest lesion kept, in mm³ (3D) or mm² (2D; pixel² without a pixel size)")
-    p.add_argument("--score-threshold", type=fraction, default=0.0, metavar="F",
-                   help="keep lesions whose score (mean class probability over the lesion) is at least F")
+    p.add_argument("--min-size", type=float, default=None, metavar="MM",
+                   help="smallest lesion kept, in mm³ (3D) or mm² (2D; pixel² without a pixel size); "
+                        "default: the model card's (output.lesions), else 0")
+    p.add_argument("--score-threshold", type=fraction, default=None, metavar="F",
+                   help="keep lesions whose score (mean class probability over the lesion) is at least F; "
+                        "default: the model card's, else 0")
     p.add_argument("--threshold", type=fraction, default=None, metavar="F",
-                   help="a voxel is lesion when the lesion classes' probability exceeds F (default: arg-max)")
+                   help="a voxel is lesion when the lesion classes' probability exceeds F "
+                        "(default: the model card's, else arg-max)")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="average the model over mirror images (~4x the time); default: the model card's, else no")
     p.add_argument("--connectivity", type=positive_int, default=None, metavar="N",
                    help="1 = faces only ... 3 = faces, edges and corners (default: full)")
     p.add_argument("--split", action="store_true", help="split touching lesions (distance-map watershed)")
@@ -168,8 +173,9 @@ def run(args: argparse.Namespace) -> int:
                 data, axes_in = _spatial(vol)
                 res = drain(lesions_iter(vol, args.model, threshold=args.threshold, min_size=args.min_size,
                                          connectivity=args.connectivity, split_touching=args.split,
-                                         device=args.device, tile_size=args.tile_size), name, quiet=args.quiet)
-                lab, table = res.refilter(score_threshold=args.score_threshold, min_size=args.min_size)
+                                         device=args.device, tile_size=args.tile_size, tta=args.tta), name,
+                             quiet=args.quiet)
+                lab, table = res.refilter(score_threshold=args.score_threshold, min_size=args.min_size or 0.0)
                 axes = res.geometry.axes
                 model_name = f"model {res.model_name}, {res.device_reason}"
             csv = write_objects_csv(out / f"{name}_lesions.csv", table)

@@ -185,6 +185,8 @@ class LesionsWidget(LesionCnnActions, JobDock):
         self.connectivity = _combo(["faces, edges, corners", "faces only"])
         self.connectivity.setToolTip("Which neighbouring voxels join one lesion")
         self.split_touching = QCheckBox("split touching lesions")
+        self.tta = QCheckBox("test-time flips")
+        self.tta.setToolTip("Average the model over 4 mirror images of each tile: ~4x slower, steadier scores")
         self.tile_size = QSpinBox()
         self.tile_size.setRange(0, 8192)
         self.tile_size.setSingleStep(64)
@@ -193,6 +195,7 @@ class LesionsWidget(LesionCnnActions, JobDock):
         fa.addRow("lesion probability", self.probability)
         fa.addRow("connectivity", self.connectivity)
         fa.addRow(self.split_touching)
+        fa.addRow(self.tta)
         fa.addRow("tile size", self.tile_size)
         self.run_row("Find lesions", self.run)
         # --- filter, counts, table, export
@@ -273,6 +276,7 @@ class LesionsWidget(LesionCnnActions, JobDock):
         self._focusing = False
 
         self.source_kind.currentIndexChanged.connect(self._on_source_kind)
+        self.model_picker.modelChanged.connect(self._on_model_changed)
         self.intensity_combo.layerChanged.connect(self._on_intensity_layer)
         self.min_score.valueChanged.connect(self.apply_filter)
         self.min_size.valueChanged.connect(self.apply_filter)
@@ -397,8 +401,10 @@ class LesionsWidget(LesionCnnActions, JobDock):
                 data = data[(slice(None),) * tp[0] + (tp[1],)]
                 axes = axes.replace("T", "")
             geometry = spatial_geometry(src)
-            params = {"threshold": self.probability.value() or None, "connectivity": conn,
-                      "split_touching": self.split_touching.isChecked(), "device": self.device_picker.device(),
+            # min_size 0: the size filter below re-filters the cached lesions (the card's is its start value)
+            params = {"threshold": self.probability.value() or None, "min_size": 0.0, "connectivity": conn,
+                      "split_touching": self.split_touching.isChecked(), "tta": self.tta.isChecked(),
+                      "device": self.device_picker.device(),
                       "tile_size": self.tile_size.value() or None}
             model_path = model.path
 
@@ -547,12 +553,28 @@ class LesionsWidget(LesionCnnActions, JobDock):
         model = self.source_kind.currentIndex() == 0
         self._model_rows.setVisible(model)
         self._labels_rows.setVisible(not model)
-        for w in (self.probability, self.split_touching, self.tile_size):
+        for w in (self.probability, self.split_touching, self.tta, self.tile_size):
             w.setEnabled(model)
         self.run_button.setText("Find lesions" if model else "Measure lesions")
 
     def _on_intensity_layer(self, layer: Any) -> None:
         self.intensity_check.setChecked(layer is not None and not layer.rgb)  # RGB: no intensity columns
+
+    def _on_model_changed(self, info: Any) -> None:
+        """Start the probability, flips, score and size controls at the operating point the model's card recommends."""
+        if info is None:
+            return
+        from ....analysis.lesions import lesion_defaults
+
+        try:
+            d = lesion_defaults(info.card)
+        except MedsegError as exc:
+            self.status.set(str(exc))
+            return
+        self.probability.setValue(d["threshold"] or 0.0)
+        self.tta.setChecked(d["tta"])
+        self.min_score.setValue(d["score_threshold"])
+        self.min_size.setValue(d["min_size"])
 
     def _alive(self, ref: weakref.ref | None) -> Any:
         lay = ref() if ref is not None else None
