@@ -127,6 +127,11 @@ def run_slides(args: argparse.Namespace, models: list[Any]) -> int:
         n = int(heat.classified.sum())
         print(f"{Path(s).name}: {n} of {heat.classified.size} tile(s) classified, {len(res.regions)} region(s) -> "
               + ", ".join(str(f) for f in res.files.values()), file=sys.stdout)
+        if n == 0 and res.tissue is not None:
+            found = ("no tissue found (glass only?)" if not res.tissue.mask.any() else
+                     f"no tile has {args.min_tissue:g} tissue (tissue {res.tissue.fraction:.2%} of the slide)")
+            print(f"medseg classify: note: {Path(s).name}: {found}, nothing classified; --no-tissue classifies "
+                  "every tile", file=sys.stderr)
     return 0
 
 
