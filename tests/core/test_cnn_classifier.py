@@ -114,6 +114,14 @@ def test_transfer_from_a_unet_encoder(tmp_path: Path) -> None:
     from napari_medseg.models.spec import ModelCard
 
     assert ModelCard.from_json(res.model_path / "model.json").training["base"] == "tiny"
+    # without width/depth the base's are taken (the CLI's --base): its encoder fits, nothing to match by hand
+    res = run(train_classifier_iter(items, classes, base=str(unet_dir), size=32, epochs=1, minutes=None,
+                                    device="cpu", out=tmp_path / "c2"))
+    arch = ModelCard.from_json(res.model_path / "model.json").architecture
+    assert (arch["base_channels"], arch["depth"]) == (8, 3)
+    with pytest.raises(ParameterError, match="shares no encoder weights"):
+        run(train_classifier_iter(items, classes, base=str(unet_dir), size=32, base_channels=16, epochs=1,
+                                  minutes=None, device="cpu", out=tmp_path / "c3"))
 
 
 def test_cli_train_classify_end_to_end(tmp_path: Path, capsys) -> None:

@@ -50,6 +50,8 @@ MIN_CALIBRATION_ITEMS = 20
 #: Early stopping also waits for ``patience * PATIENCE_ITEMS`` items drawn since the best epoch, so that with a
 #: few labelled items (epochs of one or two batches) ``patience`` still means real training.
 PATIENCE_ITEMS = 256
+#: Width (channels of the first level) and depth (levels) of a classifier trained from scratch.
+DEFAULT_WIDTH, DEFAULT_DEPTH = 16, 5
 
 
 @dataclass
@@ -218,8 +220,8 @@ def train_classifier_iter(
     base: str | None = None,
     dims: int = 2,
     size: int = 96,
-    base_channels: int = 16,
-    depth: int = 5,
+    base_channels: int | None = None,
+    depth: int | None = None,
     minutes: float | None = 2.0,
     epochs: int | None = None,
     batch_size: int = 32,
@@ -250,7 +252,9 @@ def train_classifier_iter(
     base : str, optional
         Model name or folder whose encoder initialises the network.
     dims, size, base_channels, depth
-        Network input (``size`` pixels per axis) and width/depth.
+        Network input (``size`` pixels per axis) and width/depth; width and depth default to the
+        ``base`` model's (so that its encoder fits) and to :data:`DEFAULT_WIDTH` / :data:`DEFAULT_DEPTH`
+        from scratch.
     minutes, epochs : optional
         Budget (at least one).  Early stopping may end sooner.
     batch_size, lr, weight_decay, val_fraction, patience, augment, seed, device
@@ -293,6 +297,16 @@ def train_classifier_iter(
         raise ParameterError(f"epochs must be >= 1, got {epochs}")
     if clock not in ("wall", "cpu"):
         raise ParameterError(f"clock must be 'wall' or 'cpu', got {clock!r}")
+    base_info = None
+    if base is not None:
+        from ..models.registry import resolve_model
+
+        base_info = resolve_model(base)
+        arch = base_info.card.architecture
+        base_channels = base_channels or int(arch.get("base_channels", DEFAULT_WIDTH))
+        depth = depth or int(arch.get("depth", DEFAULT_DEPTH))
+    base_channels = base_channels or DEFAULT_WIDTH
+    depth = depth or DEFAULT_DEPTH
     if not 16 <= size <= 1024 or size % 2 ** (depth - 1):
         raise ParameterError(f"size must be in 16..1024 and a multiple of {2 ** (depth - 1)}, got {size}")
     if not 1 <= batch_size <= 512:
@@ -327,12 +341,9 @@ def train_classifier_iter(
         configure_cpu_threads()  # OMP_NUM_THREADS / MKL_NUM_THREADS win
     net = EncoderClassifier(in_channels=x.shape[1], n_classes=len(names), dims=dims, base_channels=base_channels,
                             depth=depth)
-    base_info = None
-    if base is not None:
-        from ..models.registry import resolve_model
+    if base_info is not None:
         from ..models.spec import load_model
 
-        base_info = resolve_model(base)
         src, _ = load_model(base_info.path)
         # 0-d buffers (BatchNorm's num_batches_tracked) fit any network: they do not make a base compatible
         n_copied = load_encoder(net, {k: v for k, v in src.state_dict().items() if v.ndim > 0})
@@ -457,5 +468,5 @@ def train_classifier_iter(
     return ClassifierResult(Path(path), names, history, metrics, cancelled)
 
 
-__all__ = ["PATIENCE_ITEMS", "ClassifierResult", "augment_batch", "classification_metrics", "expected_calibration_error",
+__all__ = ["DEFAULT_DEPTH", "DEFAULT_WIDTH", "PATIENCE_ITEMS", "ClassifierResult", "augment_batch", "classification_metrics", "expected_calibration_error",
            "fit_temperature", "roc_auc", "softmax", "stratified_split", "train_classifier_iter"]
