@@ -82,9 +82,36 @@ class ClassifierResult:
 # --------------------------------------------------------------------------- inputs
 
 
-def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices ``(train, val)``: ``val_fraction`` of each class (at least one when the class has >= 2 items)."""
+def stratified_split(labels: np.ndarray, val_fraction: float, seed: int, groups: Sequence[Any] | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Indices ``(train, val)``: ``val_fraction`` of each class (at least one when the class has >= 2 items).
+
+    With ``groups`` (one label per item) whole groups go to one side: per
+    class (a group's most frequent class), groups in random order join the
+    held-out part until it holds ``val_fraction`` of that class's items (at
+    least one group when the class has two or more).
+    """
     rng = np.random.default_rng(seed)
+    if groups is not None:
+        labels = np.asarray(labels)
+        if len(groups) != len(labels):
+            raise ParameterError(f"{len(groups)} groups but {len(labels)} items")
+        _, inv = np.unique(np.asarray([str(g) for g in groups]), return_inverse=True)
+        n_groups = int(inv.max()) + 1
+        size = np.bincount(inv, minlength=n_groups)
+        votes = np.zeros((n_groups, int(labels.max()) + 1), np.int64)
+        np.add.at(votes, (inv, labels), 1)
+        g_class = votes.argmax(axis=1)
+        held = []
+        for c in np.unique(g_class):
+            order = rng.permutation(np.flatnonzero(g_class == c))
+            if val_fraction <= 0 or len(order) < 2:
+                continue
+            cum = np.cumsum(size[order])
+            n = int(np.searchsorted(cum, val_fraction * cum[-1])) + 1  # groups until the share is reached
+            held += order[:min(max(n, 1), len(order) - 1)].tolist()
+        va_mask = np.isin(inv, held)
+        return np.flatnonzero(~va_mask).astype(np.int64), np.flatnonzero(va_mask).astype(np.int64)
     tr, va = [], []
     for c in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == c))
@@ -228,6 +255,7 @@ def train_classifier_iter(
     lr: float = 2e-3,
     weight_decay: float = 1e-4,
     val_fraction: float = 0.2,
+    groups: Sequence[Any] | None = None,
     patience: int = 8,
     augment: bool = True,
     seed: int = 0,
@@ -259,6 +287,10 @@ def train_classifier_iter(
         Budget (at least one).  Early stopping may end sooner.
     batch_size, lr, weight_decay, val_fraction, patience, augment, seed, device
         Training settings.
+    groups : sequence, optional
+        A group per item (copies or crops of one original, one patient): the
+        held-out split (early stopping, calibration) keeps groups whole
+        (:func:`stratified_split`), so it is not judged on copies of training items.
     out : path, optional
         Model folder to write (default: the user model folder, ``name``).
     name : str, optional
@@ -331,7 +363,7 @@ def train_classifier_iter(
 
     yield Progress(0, 1, "preparing items", {"stage": "prepare"})
     x, color = prepare_items(items, size, dims)
-    tr, va = stratified_split(y, val_fraction, seed)
+    tr, va = stratified_split(y, val_fraction, seed, groups)
     if len(va) == 0:
         va = tr  # no held-out split: the training items calibrate (said in the card)
     set_seeds(seed)
@@ -438,7 +470,9 @@ def train_classifier_iter(
         "ece_after": expected_calibration_error(p_after, y[va]),
         "temperature": temperature, "best_epoch": best[2], "n_train": int(len(tr)), "n_val": int(len(va)),
         "images_per_second": seen / max(time.perf_counter() - t0, 1e-9),
-        "calibrated_on": f"{len(va)} held-out items" if calibrated else
+        "n_val_groups": None if groups is None else len({str(groups[i]) for i in va}),
+        "calibrated_on": f"{len(va)} held-out items" + (" (groups kept whole)" if groups is not None else "")
+        if calibrated else
         f"not calibrated (T = 1): {len(va)} held-out items, fewer than {MIN_CALIBRATION_ITEMS}",
     }
     name = name or "classifier"
