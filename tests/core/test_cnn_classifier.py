@@ -190,3 +190,16 @@ def test_object_crops_fixed_physical_size_and_cnn_classes_of_lesions(trained: Pa
     np.testing.assert_allclose(out["cnn_p_disc"] + out["cnn_p_square"], 1.0, atol=1e-9)
     with pytest.raises(ParameterError, match="not in the labels"):
         object_centres(lab, ids=[7])
+
+
+def test_early_stopping_waits_for_half_the_budget(monkeypatch, tmp_path: Path) -> None:
+    import napari_medseg.training.classifier as tc
+
+    monkeypatch.setattr(tc, "PATIENCE_ITEMS", 1)  # only the epochs count here
+    rng = np.random.default_rng(0)
+    items = [rng.random((16, 16)).astype(np.float32) for _ in range(40)]
+    classes = rng.choice(["a", "b"], 40).tolist()  # noise: the held-out loss hardly improves after the start
+    res = run(train_classifier_iter(items, classes, size=16, depth=2, base_channels=4, epochs=20, minutes=None,
+                                    batch_size=8, patience=1, seed=0, device="cpu", out=tmp_path / "m"))
+    best = res.metrics["best_epoch"]
+    assert len(res.history) >= tc.EARLY_STOP_AFTER * 20 > best + 1  # patience 1 alone would have stopped sooner
