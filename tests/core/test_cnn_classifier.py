@@ -203,3 +203,7 @@ def test_early_stopping_waits_for_half_the_budget(monkeypatch, tmp_path: Path) -
                                     batch_size=8, patience=1, seed=0, device="cpu", out=tmp_path / "m"))
     best = res.metrics["best_epoch"]
     assert len(res.history) >= tc.EARLY_STOP_AFTER * 20 > best + 1  # patience 1 alone would have stopped sooner
+    res = run(train_classifier_iter(items, classes, size=16, depth=2, base_channels=4, epochs=20, minutes=None,
+                                    batch_size=8, patience=1, seed=0, device="cpu", out=tmp_path / "m2",
+                                    early_stopping=False))  # medseg train --no-early-stopping
+    assert len(res.history) == 20

@@ -262,6 +262,7 @@ def train_classifier_iter(
     val_fraction: float = 0.2,
     groups: Sequence[Any] | None = None,
     patience: int = 8,
+    early_stopping: bool = True,
     augment: bool = True,
     seed: int = 0,
     device: str = "auto",
@@ -292,6 +293,9 @@ def train_classifier_iter(
         Budget (at least one).  Early stopping may end sooner.
     batch_size, lr, weight_decay, val_fraction, patience, augment, seed, device
         Training settings.
+    early_stopping : bool
+        Stop after ``patience`` epochs without improvement (False: train the whole budget; the best
+        epoch is kept either way).
     groups : sequence, optional
         A group per item (copies or crops of one original, one patient): the
         held-out split (early stopping, calibration) keeps groups whole
@@ -457,7 +461,7 @@ def train_classifier_iter(
         if budget_s is not None and elapsed >= budget_s:
             break
         done = max(elapsed / budget_s if budget_s else 0.0, epoch / epochs if epochs else 0.0)
-        if epoch - best[2] >= patience and seen - seen_at_best >= patience * PATIENCE_ITEMS \
+        if early_stopping and epoch - best[2] >= patience and seen - seen_at_best >= patience * PATIENCE_ITEMS \
                 and done >= EARLY_STOP_AFTER:
             break
     if best[1] is None:
