@@ -53,7 +53,7 @@ MIN_CALIBRATION_ITEMS = 20
 PATIENCE_ITEMS = 256
 #: ... and for this share of the budget (time or epochs): the cosine learning rate is then down to half.  Before
 #: it the held-out loss of a fast network jumps from epoch to epoch at the high rate (LC25000 from the nuclei-he
-#: encoder, 20 s epochs: best at epoch 3, stopped at epoch 11, 3.5 of 30 minutes, held-out accuracy 0.971).
+#: encoder, 20 s epochs: best at epoch 3, stopped at epoch 11, 3.3 of 30 minutes, held-out accuracy 0.971).
 EARLY_STOP_AFTER = 0.5
 #: Width (channels of the first level) and depth (levels) of a classifier trained from scratch.
 DEFAULT_WIDTH, DEFAULT_DEPTH = 16, 5
