@@ -20,7 +20,8 @@ Training budgets are wall-clock minutes (``--minutes``); the licences of
 isic2017_256 and lc25000_lung are unverified: the models trained here are
 kept in a temporary folder, never shipped.
 
-Run: ``python benchmarks/bench_classify.py --data lc25000 isic ph2 --minutes 10``.
+Run: ``python benchmarks/bench_classify.py --data lc25000 isic ph2 --minutes 10``; the val figures of
+models trained by the CLI: ``--data lc25000 --models MODEL_DIR [MODEL_DIR2 ...]`` (several: an ensemble).
 """
 
 from __future__ import annotations
@@ -112,6 +113,46 @@ def bench_lc25000(args, tmp) -> None:
     print(f"lc25000_train_images_per_s={res.metrics['images_per_second']:.1f} train_s={t_train:.0f} "
           f"train_cpu_s={res.cpu_s:.0f} "
           f"lc25000_infer_images_per_s={len(x_va) / t_inf:.1f}")
+
+
+def bench_lc25000_models(models: list[Path]) -> None:
+    """LC25000 val figures of models trained elsewhere (``medseg train --mode classify``); several: an ensemble."""
+    import json
+
+    from napari_medseg.analysis.image_classify import classify_items, load_image_item
+    from napari_medseg.training.classifier import classification_metrics, expected_calibration_error
+
+    root = DATA / "lc25000_lung" / "val"
+    va = _rows(root / "labels.csv")
+    items = [load_image_item(root / "images" / r["file"]) for r in va]  # 224 px, resized by the model as in the CLI
+    for m in models:
+        card = json.loads((m / "model.json").read_text())
+        tr, mt = card["training"], card["metrics"]
+        print(f"model {m.name}: base {tr.get('base')}, {tr['epochs']} epochs (best {mt['best_epoch']}), "
+              f"{tr['minutes']:.1f} wall / {tr.get('cpu_minutes', float('nan')):.1f} CPU min, "
+              f"train images/s {mt['images_per_second']:.1f} (wall), held-out ({mt.get('calibrated_on')}) accuracy "
+              f"{mt['val_accuracy']:.4f}, ECE {mt['ece_before']:.4f} -> {mt['ece_after']:.4f} "
+              f"(T={mt['temperature']:.3f})")
+    out = {}
+    for tta in (True, False):
+        t, cpu = time.perf_counter(), time.process_time()
+        probs, names = classify_items(items, [str(m) for m in models], tta=tta)
+        out[tta] = (probs, time.perf_counter() - t, time.process_time() - cpu)
+    y = np.array([names.index(r["class"]) for r in va])
+    tag = "lc25000" + ("_ensemble" if len(models) > 1 else "")
+    for tta, (probs, wall, cpu) in out.items():
+        m = classification_metrics(probs, y, len(names))
+        pred = probs.argmax(1)
+        rec = " / ".join(f"{(pred[y == c] == c).mean():.3f}" for c in range(len(names)))
+        sfx = "" if tta else "_no_tta"
+        print(f"{tag}_accuracy{sfx}={m['accuracy']:.4f} recall {'/'.join(names)} = {rec}, "
+              f"ECE {expected_calibration_error(probs, y):.4f}, infer {len(items) / wall:.1f} images/s wall "
+              f"({len(items) / max(cpu, 1e-9):.1f} per CPU s)")
+    if len(models) == 1:
+        t = json.loads((models[0] / "model.json").read_text())["metrics"]["temperature"]
+        p0 = out[False][0]
+        print(f"{tag}_val_ece_no_tta before T={expected_calibration_error(_uncalibrated(p0, t), y):.4f} "
+              f"after T={expected_calibration_error(p0, y):.4f} (T={t:.3f} from the held-out part of train)")
 
 
 def bench_isic(args, tmp) -> Path:
@@ -275,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--patience", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--limit", type=int, default=0, help="use about this many train and val items (0 = all)")
+    ap.add_argument("--models", nargs="+", type=Path, default=None,
+                    help="lc25000: evaluate these trained model folders on val (an ensemble if several), no training")
     args = ap.parse_args(argv)
     import torch
 
@@ -288,7 +331,10 @@ def main(argv: list[str] | None = None) -> int:
             tmp = str(args.keep)
         isic_model = Path(args.ph2_base) if args.ph2_base else None
         if "lc25000" in args.data:
-            bench_lc25000(args, tmp)
+            if args.models:
+                bench_lc25000_models(args.models)
+            else:
+                bench_lc25000(args, tmp)
         if "isic" in args.data:
             isic_model = bench_isic(args, tmp) if isic_model is None else isic_model
         if "ph2" in args.data:

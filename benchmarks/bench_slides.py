@@ -256,7 +256,8 @@ def train_model(work: Path, minutes: float) -> Path:
     return out
 
 
-def bench_localisation(work: Path, model: Path, offsets: list[int], smooth: float) -> None:
+def bench_localisation(work: Path, model: Path | list[Path], offsets: list[int], smooth: float) -> None:
+    models = [model] if isinstance(model, Path) else list(model)
     from napari_medseg.analysis.image_classify import classify_items
 
     lay, cells, aca, scc = val_mosaic()
@@ -265,7 +266,7 @@ def bench_localisation(work: Path, model: Path, offsets: list[int], smooth: floa
     names_true = [r["class"] for r in rows]
     items = [_read_rgb(DATA / "lc25000_lung" / "val" / "images" / r["file"]) for r in rows]
     t = time.perf_counter()
-    probs, names = classify_items(items, model)
+    probs, names = classify_items(items, [str(m) for m in models])
     dt = time.perf_counter() - t
     pred = [names[i] for i in probs.argmax(1)]
     print(f"val_accuracy={np.mean([p == q for p, q in zip(pred, names_true, strict=True)]):.3f}")
@@ -277,14 +278,15 @@ def bench_localisation(work: Path, model: Path, offsets: list[int], smooth: floa
         path = write_mosaic(work / f"mosaic_off{off}.ome.tif", lay, cells, mpp=0.5, offset=off, compression="zlib")
         out = work / f"out_off{off}"
         t = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "napari_medseg.cli", "classify", str(path), "--model", str(model),
+        subprocess.run([sys.executable, "-m", "napari_medseg.cli", "classify", str(path),
+                        *[a for m in models for a in ("--model", str(m))],
                         "--tiles", "224", "-o", str(out), "--region-class", "lung_aca", "-q"], check=True,
                        env={**os.environ, "PYTHONPATH": str(REPO / "src")}, stdout=subprocess.DEVNULL)
         print(f"# offset {off}: medseg classify --tiles 224 took {time.perf_counter() - t:.0f} s", flush=True)
-        _score(path, out, off, aca, smooth, model)
+        _score(path, out, off, aca, smooth)
 
 
-def _score(path: Path, out: Path, off: int, aca: np.ndarray, smooth: float, model: Path) -> None:
+def _score(path: Path, out: Path, off: int, aca: np.ndarray, smooth: float) -> None:
     """IoU on a 16-px raster of level 0 between the true aca cells and the predicted aca tiles / regions."""
     import json
 
@@ -328,6 +330,13 @@ def _score(path: Path, out: Path, off: int, aca: np.ndarray, smooth: float, mode
         print(f"iou_off{off}_largest_region_sigma{sig:g}={iou(mask):.3f}  "
               f"# {len(regs)} region(s); largest {big.area if big else 0:.2f} mm2, "
               f"longest {big.longest_diameter if big else 0:.2f} mm; true aca {aca.sum() * (CELL * s.mpp[0] / 1000) ** 2:.2f} mm2")
+    true_p = np.zeros((nr, nc, len(names)), np.float32)  # the true disc as a heat map of its own cells (any offset:
+    true_p[..., names.index("lung_n")] = 1.0  # the same disc in mm): its area and longest diameter, as measured
+    true_p[np.nonzero(aca)] = np.eye(len(names), dtype=np.float32)[k]
+    tr = heatmap_regions(HeatMap(probabilities=true_p, class_names=names, tile=(CELL, CELL), level=0, mpp=s.mpp,
+                                 geometry=heat.geometry), ["lung_aca"])[0]
+    print(f"# truth as a region: {len(tr)} region(s), {tr[0].area:.2f} mm2, "
+          f"longest {tr[0].longest_diameter:.2f} mm")
     objs = read_geojson(out / f"{path.name[:-8]}_regions.geojson")
     print(f"# geojson: {len(objs)} annotation(s), classes {sorted({o.class_name for o in objs})}; "
           f"{json.dumps(objs[0].measurements) if objs else ''}")
@@ -338,7 +347,8 @@ def main() -> None:
     ap.add_argument("--edge", type=int, nargs="*", default=[40960, 10240], help="big slide edges (px)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/medseg_slides"))
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--model", type=Path, default=None, help="an LC25000 classifier (default: train one)")
+    ap.add_argument("--model", type=Path, nargs="+", default=None,
+                    help="an LC25000 classifier, or several (an ensemble); default: train one")
     ap.add_argument("--train-minutes", type=float, default=10.0)
     ap.add_argument("--offset", type=int, nargs="*", default=[0, 112])
     ap.add_argument("--smooth", type=float, default=1.0, help="heat-map smoothing (tiles) also scored")

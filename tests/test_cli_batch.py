@@ -63,3 +63,18 @@ def test_batch_finds_the_tissue_of_a_slide_and_checks_the_flag(tmp_path, capsys)
     # blocks are whole 1024-px chunks: the one block touches the tissue (the API test skips glass blocks)
     assert rep["tissue"][0] == "detected" and (rep["active_blocks"][0], rep["skipped_blocks"][0]) == (1, 0)
     assert 0.13 < rep["tissue_fraction"][0] < 0.17
+
+
+def test_batch_of_a_glass_slide_segments_nothing_and_says_why(tmp_path, capsys):
+    import numpy as np
+
+    from tests.slide_data import write_ome_pyramid
+
+    rng = np.random.default_rng(0)
+    glass = np.clip(np.array((222, 226, 240), float) + rng.normal(0, 3, (1024, 1024, 3)), 0, 255).astype(np.uint8)
+    slide = write_ome_pyramid(tmp_path / "glass.ome.tif", glass, mpp=0.5, factors=(2, 4, 8))
+    assert main(["batch", str(slide), "-o", str(tmp_path / "o"), "--workers", "0", "--model", "nuclei-he",
+                 "--block-size", "512", "--device", "cpu", "-q", "--job", "segment"]) == 0
+    assert "note: glass: no tissue found (glass only?), nothing segmented; --tissue none" in capsys.readouterr().err
+    rep = pd.read_csv(tmp_path / "o" / "batch_report.csv")
+    assert (rep["tissue"][0], rep["active_blocks"][0], rep["objects"][0]) == ("empty", 0, 0)

@@ -78,3 +78,16 @@ def test_plain_image_classification_still_writes_one_csv(tiny_tile_classifier, t
     assert main(["classify", *map(str, files), "--model", str(tiny_tile_classifier), "-o", str(out)]) == 0
     rows = list(csv.DictReader(out.open()))
     assert [r["class"] for r in rows] == ["normal", "tumour"]
+
+
+def test_a_slide_of_glass_classifies_nothing_and_says_why(tiny_tile_classifier, tmp_path, capsys) -> None:
+    rng = np.random.default_rng(2)
+    glass = np.clip(np.array((222, 226, 240), float) + rng.normal(0, 3, (512, 640, 3)), 0, 255).astype(np.uint8)
+    path = write_ome_pyramid(tmp_path / "glass.ome.tif", glass, mpp=0.5, factors=(2, 4, 8), tile=128)
+    out = tmp_path / "out"
+    assert main(["classify", str(path), "--model", str(tiny_tile_classifier), "--tiles", "32", "-o", str(out),
+                 "--no-tta", "-q"]) == 0
+    cap = capsys.readouterr()
+    assert "0 of 320 tile(s) classified, 0 region(s)" in cap.out
+    assert "glass.ome.tif: no tissue found (glass only?), nothing classified; --no-tissue" in cap.err
+    assert list(csv.DictReader((out / "glass_tiles.csv").open())) == []

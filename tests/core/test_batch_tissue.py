@@ -82,3 +82,13 @@ def test_auto_leaves_grey_and_small_images_whole_and_bad_modes_are_refused(tmp_p
         job_tissue(SourceSpec(array=small_rgb), "yes")
     with pytest.raises(ParameterError, match="axes 'CYX'"):
         job_tissue(SourceSpec(array=np.zeros((2, 64, 64), np.uint8), axes="CYX"), "on")
+
+
+def test_a_slide_of_glass_runs_no_block(tmp_path):
+    rng = np.random.default_rng(0)
+    glass = np.clip(np.array((222, 226, 240), float) + rng.normal(0, 3, (1024, 1024, 3)), 0, 255).astype(np.uint8)
+    path = write_ome_pyramid(tmp_path / "glass.ome.tif", glass, mpp=0.5, factors=(2, 4, 8))
+    found = job_tissue(SourceSpec(path=str(path)))
+    assert found.mode == "empty" and found.fraction == 0.0 and found.mask is not None and not found.mask.any()
+    job = bw.plan_job(SourceSpec(path=str(path)), str(tmp_path / "o"), **OPTS)
+    assert job.active == () and job.tissue == {"tissue": "empty", "tissue_fraction": 0.0}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +91,15 @@ def test_auc_split_and_bad_parameters() -> None:
     assert roc_auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1], bool)) == 0.75
     tr, va = stratified_split(np.array([0] * 10 + [1] * 5), 0.2, seed=0)
     assert len(va) == 3 and len(set(tr) & set(va)) == 0 and len(tr) + len(va) == 15
+    # groups (copies of one original) stay whole on one side, about val_fraction of each class held out
+    y = np.repeat([0, 1, 2], 100)
+    groups = [f"{c}_{i // 5}" for c, i in zip(y, range(300), strict=True)]  # 20 groups of 5 per class
+    tr, va = stratified_split(y, 0.2, seed=1, groups=groups)
+    assert not {groups[i] for i in tr} & {groups[i] for i in va} and len(tr) + len(va) == 300
+    assert [int((y[va] == c).sum()) for c in range(3)] == [20, 20, 20]
+    assert len(stratified_split(y, 0.2, seed=1, groups=groups)[1]) == 60
+    with pytest.raises(ParameterError, match="groups"):
+        stratified_split(y, 0.2, seed=1, groups=groups[:10])
     items, classes = _data(4, 0)
     with pytest.raises(ParameterError, match="two classes"):
         run(train_classifier_iter(items, ["a"] * 4, epochs=1, minutes=None))
@@ -114,6 +124,14 @@ def test_transfer_from_a_unet_encoder(tmp_path: Path) -> None:
     from napari_medseg.models.spec import ModelCard
 
     assert ModelCard.from_json(res.model_path / "model.json").training["base"] == "tiny"
+    # without width/depth the base's are taken (the CLI's --base): its encoder fits, nothing to match by hand
+    res = run(train_classifier_iter(items, classes, base=str(unet_dir), size=32, epochs=1, minutes=None,
+                                    device="cpu", out=tmp_path / "c2"))
+    arch = ModelCard.from_json(res.model_path / "model.json").architecture
+    assert (arch["base_channels"], arch["depth"]) == (8, 3)
+    with pytest.raises(ParameterError, match="shares no encoder weights"):
+        run(train_classifier_iter(items, classes, base=str(unet_dir), size=32, base_channels=16, epochs=1,
+                                  minutes=None, device="cpu", out=tmp_path / "c3"))
 
 
 def test_cli_train_classify_end_to_end(tmp_path: Path, capsys) -> None:
@@ -127,11 +145,13 @@ def test_cli_train_classify_end_to_end(tmp_path: Path, capsys) -> None:
     for i, (img, c) in enumerate(zip(items, classes, strict=True)):
         imsave(tmp_path / f"img{i}.png", img, check_contrast=False)
         rows.append({"file": f"img{i}.png", "class": c})
-    pd.DataFrame(rows).to_csv(tmp_path / "train.csv", index=False)
+    pd.DataFrame(rows).assign(group=[f"g{i // 2}" for i in range(len(rows))]).to_csv(tmp_path / "train.csv",
+                                                                                       index=False)
     model = tmp_path / "model"
     assert main(["train", "--mode", "classify", "--table", str(tmp_path / "train.csv"), "--out", str(model),
                  "--epochs", "2", "-q"]) == 0
     assert "val accuracy" in capsys.readouterr().out
+    assert json.loads((model / "model.json").read_text())["metrics"]["n_val_groups"] == 3  # 6 items, 2 per group
     out = tmp_path / "pred.csv"
     assert main(["classify", str(tmp_path / "img0.png"), str(tmp_path / "img1.png"), "--model", str(model),
                  "-o", str(out), "--saliency", str(tmp_path / "sal")]) == 0
@@ -170,3 +190,20 @@ def test_object_crops_fixed_physical_size_and_cnn_classes_of_lesions(trained: Pa
     np.testing.assert_allclose(out["cnn_p_disc"] + out["cnn_p_square"], 1.0, atol=1e-9)
     with pytest.raises(ParameterError, match="not in the labels"):
         object_centres(lab, ids=[7])
+
+
+def test_early_stopping_waits_for_half_the_budget(monkeypatch, tmp_path: Path) -> None:
+    import napari_medseg.training.classifier as tc
+
+    monkeypatch.setattr(tc, "PATIENCE_ITEMS", 1)  # only the epochs count here
+    rng = np.random.default_rng(0)
+    items = [rng.random((16, 16)).astype(np.float32) for _ in range(40)]
+    classes = rng.choice(["a", "b"], 40).tolist()  # noise: the held-out loss hardly improves after the start
+    res = run(train_classifier_iter(items, classes, size=16, depth=2, base_channels=4, epochs=20, minutes=None,
+                                    batch_size=8, patience=1, seed=0, device="cpu", out=tmp_path / "m"))
+    best = res.metrics["best_epoch"]
+    assert len(res.history) >= tc.EARLY_STOP_AFTER * 20 > best + 1  # patience 1 alone would have stopped sooner
+    res = run(train_classifier_iter(items, classes, size=16, depth=2, base_channels=4, epochs=20, minutes=None,
+                                    batch_size=8, patience=1, seed=0, device="cpu", out=tmp_path / "m2",
+                                    early_stopping=False))  # medseg train --no-early-stopping
+    assert len(res.history) == 20

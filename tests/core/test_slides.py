@@ -22,7 +22,7 @@ from napari_medseg.slides.heatmap import HeatMap, classify_slide_iter, tile_grid
 from napari_medseg.slides.outline import mask_polygons, ring_area
 from napari_medseg.slides.pyramid import Slide, open_slide
 from napari_medseg.slides.regions import heatmap_regions, regions_table
-from napari_medseg.slides.tissue import detect_tissue, tissue_mask_array
+from napari_medseg.slides.tissue import MAX_SATURATION, detect_tissue, tissue_mask_array
 from tests.slide_data import mosaic, write_ome_pyramid, write_svs_like
 
 
@@ -112,6 +112,33 @@ def test_tissue_mask_on_glass_only_and_on_grey() -> None:
     assert abs(int(mask.sum()) - 40 * 50) < 2 * (40 + 50) + 4
     with pytest.raises(ParameterError, match="RGB"):
         tissue_mask_array(np.zeros((4, 4, 2)))
+
+
+def _glass(shape, tint=(222, 226, 240), seed=0) -> np.ndarray:
+    """Tinted glass (saturation about 0.08, above MIN_SATURATION) with scanner noise."""
+    rng = np.random.default_rng(seed)
+    return np.clip(np.array(tint, float) + rng.normal(0, 3, (*shape, 3)), 0, 255).astype(np.uint8)
+
+
+def test_a_slide_with_two_percent_tissue_keeps_just_that_tissue(tmp_path) -> None:
+    tissue = np.zeros((32, 32), bool)
+    tissue[10:15, 20:24] = True  # 20 of 1024 tiles: 2 % of the slide, 80 x 64 µm (under min_area_um2)
+    img = mosaic(np.zeros_like(tissue), tissue, seed=5)
+    img[np.kron(~tissue, np.ones((32, 32), bool))] = _glass(img.shape[:2])[np.kron(~tissue, np.ones((32, 32), bool))]
+    m = detect_tissue(open_slide(write_ome_pyramid(tmp_path / "small.ome.tif", img, mpp=0.5, factors=(2, 4, 8))))
+    assert m.downsample == (8.0, 8.0) and m.mask.shape == (128, 128)  # 4 µm mask pixels
+    truth = np.kron(tissue, np.ones((4, 4), bool))
+    assert (m.mask & truth).sum() / (m.mask | truth).sum() > 0.85
+    assert abs(m.fraction - 0.02) < 0.005
+
+
+def test_tinted_glass_alone_is_no_tissue() -> None:
+    # one mode only: Otsu would cut the glass in half (threshold ~0.08, inside [0.05, 0.15])
+    for tint in ((236, 234, 238), (228, 230, 240), (222, 226, 240), (240, 232, 220)):
+        mask, t = tissue_mask_array(_glass((256, 256), tint), pixel_um=8.0)
+        assert not mask.any() and t == MAX_SATURATION
+    tissue_only = mosaic(np.zeros((8, 8), bool), np.ones((8, 8), bool))  # all tissue: one mode as well
+    assert tissue_mask_array(tissue_only, pixel_um=1.0)[0].all()
 
 
 def _heat(probs: np.ndarray, tile=(32.0, 32.0), mpp=(0.5, 0.5)) -> HeatMap:

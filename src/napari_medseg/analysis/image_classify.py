@@ -223,13 +223,24 @@ def classify_objects(table: Any, image: Any, labels: Any, model: Any, geometry: 
     return cnn_columns(table, probs, names)
 
 
-def read_class_table(path: str | os.PathLike) -> tuple[list[Any], list[str]]:
-    """Files and classes of a ``file,class`` CSV (``file`` relative to the CSV's folder, or absolute).
+def read_class_table(path: str | os.PathLike, *, with_groups: bool = False
+                     ) -> tuple[list[Any], list[str]] | tuple[list[Any], list[str], list[str] | None]:
+    """Files and classes of a ``file,class[,group]`` CSV (``file`` relative to the CSV's folder, or absolute).
+
+    Parameters
+    ----------
+    path : path
+    with_groups : bool
+        Also return the optional ``group`` column: items of one group (copies
+        or crops of one original, one patient) are never split between
+        training and the held-out part.
 
     Returns
     -------
     files : list of Path
     classes : list of str
+    groups : list of str or None
+        Only with ``with_groups``; None when the table has no ``group`` column.
 
     Raises
     ------
@@ -249,7 +260,8 @@ def read_class_table(path: str | os.PathLike) -> tuple[list[Any], list[str]]:
         raise ParameterError(f"cannot read {path}: {exc}") from exc
     if not rows or not {"file", "class"} <= set(rows[0]):
         raise ParameterError(f"{path}: needs the columns file,class (got {list(rows[0]) if rows else 'none'})")
-    files, classes = [], []
+    files, classes, groups = [], [], []
+    has_groups = "group" in rows[0]
     for i, r in enumerate(rows, start=2):
         p = Path(str(r["file"] or "").strip())
         p = p if p.is_absolute() else path.parent / p
@@ -260,6 +272,13 @@ def read_class_table(path: str | os.PathLike) -> tuple[list[Any], list[str]]:
             raise ParameterError(f"{path}, line {i}: empty class")
         files.append(p)
         classes.append(cls)
+        if has_groups:
+            grp = str(r["group"] or "").strip()
+            if not grp:
+                raise ParameterError(f"{path}, line {i}: empty group (the group column needs a value on every row)")
+            groups.append(grp)
+    if with_groups:
+        return files, classes, groups if has_groups else None
     return files, classes
 
 

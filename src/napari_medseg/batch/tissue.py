@@ -12,8 +12,10 @@ job's ``tissue`` setting:
     slide scanner writes) or at least :data:`AUTO_MIN_PIXELS` pixels at full
     resolution.  Grey and multichannel (fluorescence) images, and flat RGB
     images below that size (crops, tiles, photographs, which are usually all
-    tissue), are run whole, as before.  A mask found empty (pale or unusual
-    staining) is not trusted: the whole image is run, and the summary says so.
+    tissue), are run whole, as before.  A mask found empty (a slide of glass
+    only) is kept: no block runs, and the summary's tissue mode says
+    ``"empty"`` (``medseg batch`` prints a note; ``tissue="none"`` runs the
+    whole image, for unstained or very pale tissue).
 ``"on"``
     Always find it (grey images: tissue brighter than the background, as in
     fluorescence); a multichannel image is an error.
@@ -58,7 +60,7 @@ class JobTissue:
         Coarse mask over the image's field of view (None: the whole image).
     mode : str
         ``"detected"``, ``"given"``, ``"none"`` or ``"empty"`` (detected, no
-        tissue found: the whole image is run).
+        tissue found: an all-False mask, nothing is run).
     fraction : float or None
         Share of the image area that is tissue (None without a mask).
     downsample : tuple of float or None
@@ -122,7 +124,7 @@ def job_tissue(source: SourceSpec, tissue: Any = "auto", *, max_pixels: int = 4_
     sizes = {} if slide.mpp is not None else UNCALIBRATED_SIZES
     found = detect_tissue(slide, max_pixels=max_pixels, **sizes)
     if not found.mask.any():
-        return JobTissue(None, "empty", 0.0, found.downsample)
+        return JobTissue(found.mask, "empty", 0.0, found.downsample)
     return JobTissue(found.mask, "detected", found.fraction, found.downsample)
 
 

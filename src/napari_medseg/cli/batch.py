@@ -144,9 +144,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"{out}: {len(files)} inputs on {where}: {counts.get('done', 0)} done, {counts.get('skipped', 0)} skipped "
           f"(finished before), {counts.get('failed', 0)} failed; {n_obj} objects; {res.seconds:.1f} s -> "
           f"{res.report_path.name}" + (f" + {res.objects_path.name}" if res.objects_path else ""))
-    for name, err in zip(res.report["file"], res.report["error"], strict=True):
+    for name, err, tissue in zip(res.report["file"], res.report["error"], res.report["tissue"], strict=True):
         if isinstance(err, str) and err:
             print(f"medseg batch: error: {name}: {err}", file=sys.stderr)
+        elif tissue == "empty":
+            print(f"medseg batch: note: {name}: no tissue found (glass only?), nothing segmented; "
+                  "--tissue none runs the whole image", file=sys.stderr)
     return 2 if res.failed else 0
 
 

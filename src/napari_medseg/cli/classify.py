@@ -7,7 +7,10 @@
     medseg classify SLIDE... --model MODEL_DIR --tiles PX -o OUT [--level L] [--threshold P] [--region-class C]
 
 ``TRAIN.csv`` has columns ``file,class`` (``file`` relative to the CSV's
-folder, or absolute).  ``OUT.csv`` has one row per file:
+folder, or absolute) and optionally ``group`` (items of one group, e.g.
+copies of one original tile or one patient's images, are never split
+between training and the held-out part that early stopping and
+calibration use).  ``OUT.csv`` has one row per file:
 ``file,class,p_<class>...`` (calibrated probabilities; several ``--model``
 folders average as an ensemble).  ``--saliency DIR`` also writes each file's
 Grad-CAM map as ``DIR/<stem>_saliency.tif``.
@@ -36,11 +39,12 @@ from .common import Command, drain, fraction, positive_int, prepare_output_folde
 HELP = "classify images with a CNN classifier: OUT.csv with file, class and p_<class> per file"
 
 
-def read_table(path: Path) -> tuple[list[Path], list[str]]:
-    """Files and classes of a ``file,class`` CSV (:func:`~napari_medseg.analysis.image_classify.read_class_table`)."""
+def read_table(path: Path) -> tuple[list[Path], list[str], list[str] | None]:
+    """Files, classes and groups (None without a ``group`` column) of a ``file,class[,group]`` CSV
+    (:func:`~napari_medseg.analysis.image_classify.read_class_table`)."""
     from ..analysis.image_classify import read_class_table
 
-    return read_class_table(path)
+    return read_class_table(path, with_groups=True)
 
 
 def load_item(path: Path) -> Any:
@@ -60,12 +64,13 @@ def train_classifier(args: argparse.Namespace) -> int:
         raise ParameterError("--mode classify needs --out MODEL_DIR (or --name NAME for the user model folder)")
     if args.out is not None and (args.out / "model.json").exists() and not args.overwrite:
         raise ParameterError(f"{args.out} already holds a model; pass --overwrite to replace it")
-    files, classes = read_table(args.table)
+    files, classes, groups = read_table(args.table)
     items = [load_item(p) for p in files]
     minutes = args.minutes if args.minutes is not None or args.epochs is not None else 2.0
     res = drain(train_classifier_iter(items, classes, base=None if args.base == "scratch" else args.base,
                                       minutes=minutes, epochs=args.epochs, lr=args.lr or 2e-3,
-                                      val_fraction=args.val_fraction, augment=not args.no_augment,
+                                      val_fraction=args.val_fraction, groups=groups, augment=not args.no_augment,
+                                      early_stopping=not args.no_early_stopping,
                                       device=args.device, out=args.out, name=args.name or (args.out.name if args.out
                                                                                           else None),
                                       batch_size=args.batch_size or 32,
@@ -127,6 +132,11 @@ def run_slides(args: argparse.Namespace, models: list[Any]) -> int:
         n = int(heat.classified.sum())
         print(f"{Path(s).name}: {n} of {heat.classified.size} tile(s) classified, {len(res.regions)} region(s) -> "
               + ", ".join(str(f) for f in res.files.values()), file=sys.stdout)
+        if n == 0 and res.tissue is not None:
+            found = ("no tissue found (glass only?)" if not res.tissue.mask.any() else
+                     f"no tile has {args.min_tissue:g} tissue (tissue {res.tissue.fraction:.2%} of the slide)")
+            print(f"medseg classify: note: {Path(s).name}: {found}, nothing classified; --no-tissue classifies "
+                  "every tile", file=sys.stderr)
     return 0
 
 

@@ -74,7 +74,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labels", nargs="+", default=None, metavar="LAB", type=Path,
                    help="painted labels, one per image in the same order (0 = not painted)")
     p.add_argument("--table", type=Path, default=None, metavar="TRAIN.csv",
-                   help="classify mode: a CSV with columns file,class (files relative to its folder)")
+                   help="classify mode: a CSV with columns file,class (files relative to its folder) and optionally "
+                        "group (items of one group, e.g. copies of one original, stay on one side of the "
+                        "held-out split)")
     p.add_argument("--base", default="scratch", metavar="NAME|PATH",
                    help="model to start from (name or folder), or 'scratch' (default) for a new U-Net")
     p.add_argument("--mode", choices=["instance", "semantic", "classify"], default="instance",

@@ -139,7 +139,9 @@ class SlideWidget(JobDock):
         lab = Labels(mask.mask.astype(np.uint8), name=f"{layer.name} tissue", opacity=0.3,
                      **grid_layer_kwargs(layer, mask.downsample))
         self.outputs.put("tissue", layer, lab)
-        self.status.set(f"Tissue: {100 * mask.fraction:.1f} % of the slide (threshold {mask.threshold:.3f}).")
+        self.status.set(f"Tissue: {100 * mask.fraction:.1f} % of the slide (threshold {mask.threshold:.3f})."
+                        if mask.mask.any() else "No tissue found (glass only?): a heat map on tissue tiles would "
+                        "classify nothing; untick 'only tissue tiles' to classify every tile.")
 
     def run_heatmap(self) -> None:
         """Classify the slide's tiles in a thread worker; layers and table when done."""
