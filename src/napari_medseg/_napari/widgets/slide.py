@@ -136,8 +136,13 @@ class SlideWidget(JobDock):
             report_error(self.status, exc, "Tissue detection")
             return
         self.tissue, self._tissue_source = mask, layer
-        lab = Labels(mask.mask.astype(np.uint8), name=f"{layer.name} tissue", opacity=0.3,
+        from napari.utils.colormaps import DirectLabelColormap
+
+        # an outline (as QuPath draws tissue): a filled overlay hid the stain under it and vanished under the heat map
+        lab = Labels(mask.mask.astype(np.uint8), name=f"{layer.name} tissue", opacity=1.0,
+                     colormap=DirectLabelColormap(color_dict={1: "lime", None: "transparent"}),
                      **grid_layer_kwargs(layer, mask.downsample))
+        lab.contour = 1
         self.outputs.put("tissue", layer, lab)
         self.status.set(f"Tissue: {100 * mask.fraction:.1f} % of the slide (threshold {mask.threshold:.3f})."
                         if mask.mask.any() else "No tissue found (glass only?): a heat map on tissue tiles would "
