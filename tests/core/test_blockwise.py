@@ -68,7 +68,7 @@ def test_stitched_objects_are_the_whole_images_objects(image, whole, tmp_path):
 
 def test_tissue_mask_runs_only_the_blocks_it_touches(image, whole, tmp_path):
     tissue = np.zeros((30, 38), bool)  # 10x coarser than the image
-    tissue[:5, :5] = True  # inside core 0 (rows/cols 0..127)
+    tissue[:10, :10] = True  # inside core 0 (rows/cols 0..127)
     import napari_medseg as ms
 
     steps = []
@@ -76,11 +76,16 @@ def test_tissue_mask_runs_only_the_blocks_it_touches(image, whole, tmp_path):
     assert res.summary["active_blocks"] == 1 and steps[-1].step == steps[-1].total
     lab = np.asarray(res.labels[0])
     ref = np.asarray(whole.labels)
-    # the objects whose centroid lies in core 0, whole (also where they reach into the next cores); the
-    # normalisation comes from the tissue's pixels, so a few pixels may differ from the whole image's run
-    owned = [i for i in range(1, ref.max() + 1) if (np.argwhere(ref == i).mean(0) < 128).all()]
+    # the objects whose centroid lies in core 0 and on the tissue (its mask grown by one mask pixel, 10 image
+    # pixels: rows and columns 0..109), whole (also where they reach into the next cores); the others in core 0
+    # lie off the tissue and are dropped.  The normalisation comes from the tissue's pixels, so a few pixels
+    # may differ from the whole image's run
+    cents = {i: np.argwhere(ref == i).mean(0) for i in range(1, ref.max() + 1)}
+    owned = [i for i, c in cents.items() if (c < 110).all()]
+    off = [i for i, c in cents.items() if (c < 128).all() and not (c < 110).all()]
     m = match_instances(np.where(np.isin(ref, owned), ref, 0), lab, 0.9)
     assert lab.max() == len(owned) == len(m.pairs) >= 3
+    assert res.summary["off_tissue_objects"] == len(off) >= 1
 
 
 def test_pyramid_levels_multiscale_metadata_and_world_columns(image, tmp_path, monkeypatch):
