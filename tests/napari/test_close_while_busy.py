@@ -208,3 +208,33 @@ def test_a_script_that_closes_its_viewer_at_once_exits_cleanly(models_dir, tmp_p
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "closed" in proc.stdout
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+
+
+def test_a_job_whose_thread_ended_is_not_running_once_its_owner_is_deleted(qtbot) -> None:
+    """A dock cancelled in its closeEvent may stop before it is deleted; its queued end goes with it.
+
+    The job must then still say it is over (it said ``running`` forever: a race the full suite hit).
+    """
+    import threading
+
+    from qtpy import sip
+    from qtpy.QtCore import QObject
+
+    from napari_medseg._napari._worker import ProgressJob
+    from napari_medseg.progress import Progress
+
+    def gen(token):
+        while not token.cancelled:
+            yield Progress(0, 0, "waiting")
+            threading.Event().wait(0.01)
+
+    owner = QObject()
+    ended = []
+    job = ProgressJob(lambda: gen(job.token), ended.append, owner=owner)
+    job.start()
+    qtbot.waitUntil(lambda: job.worker is not None and job.running, timeout=5_000)
+    job.cancel()
+    assert job.worker._ended.wait(5.0)  # the thread is over; its `finished` is still queued (no event loop ran)
+    sip.delete(owner)  # as a viewer closing deletes its docks: queued signals to the owner's world are dropped
+    assert not job.running and ended == []
+    _assert_pool_settles(qtbot)

@@ -221,12 +221,18 @@ class _OwnedWorker:
     def _release(self) -> None:
         """Cancel the work and drop what refers to the owner's world (the owner was just destroyed)."""
 
+    def _settle(self) -> None:
+        """Record that the work is over: its thread ended, but its queued end signal went with the owner."""
+
     def _owner_destroyed(self, *_: Any) -> None:
         self._owner_alive = False
         worker = self.worker
         # Nothing runs any more (or the interpreter is finalizing, when Qt objects may be gone
         # already and touching a signal can crash): the callbacks check `_owner_alive`.
-        if worker is None or worker.ended or sys.is_finalizing():
+        if worker is None or sys.is_finalizing():
+            return
+        if worker.ended:  # e.g. cancelled by the dock's closeEvent and already stopped
+            self._settle()
             return
         self._release()
         for signal, slot in self._connections:
@@ -443,6 +449,9 @@ class ProgressJob(_OwnedWorker):
     def _release(self) -> None:
         if self.running:
             self.cancel()
-        self._done = True  # its `finished` is disconnected next: the job is over for the GUI
+        self._settle()  # its `finished` is disconnected next: the job is over for the GUI
+
+    def _settle(self) -> None:
+        self._done = True
         if self.pbar is not None:
             self.pbar.close()
