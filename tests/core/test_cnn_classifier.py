@@ -116,6 +116,22 @@ def test_transfer_from_a_unet_encoder(tmp_path: Path) -> None:
     assert ModelCard.from_json(res.model_path / "model.json").training["base"] == "tiny"
 
 
+def test_training_precision_auto_follows_the_cpu_and_is_recorded(tmp_path: Path) -> None:
+    from napari_medseg.models.spec import ModelCard
+    from napari_medseg.training.steps import cpu_has_bf16
+
+    items, classes = _data(8, 3)
+    auto = "bfloat16" if cpu_has_bf16() else "float32"
+    for precision, expected in (("auto", auto), ("float32", "float32"), ("bfloat16", "bfloat16")):
+        res = run(train_classifier_iter(items, classes, size=32, depth=4, base_channels=8, epochs=1, minutes=None,
+                                        device="cpu", precision=precision, out=tmp_path / precision))
+        card = ModelCard.from_json(res.model_path / "model.json")
+        assert card.training["precision"] == expected
+        assert res.metrics["images_seen"] > 0 and res.metrics["cpu_seconds"] > 0
+    with pytest.raises(ParameterError, match="precision"):
+        run(train_classifier_iter(items, classes, epochs=1, minutes=None, precision="int4"))
+
+
 def test_cli_train_classify_end_to_end(tmp_path: Path, capsys) -> None:
     import pandas as pd
     from skimage.io import imsave
