@@ -128,6 +128,7 @@ def test_training_precision_auto_follows_the_cpu_and_is_recorded(tmp_path: Path)
         card = ModelCard.from_json(res.model_path / "model.json")
         assert card.training["precision"] == expected
         assert res.metrics["images_seen"] > 0 and res.metrics["cpu_seconds"] > 0
+        assert 0 <= res.history[0]["val_auc"] <= 1
     with pytest.raises(ParameterError, match="precision"):
         run(train_classifier_iter(items, classes, epochs=1, minutes=None, precision="int4"))
 

@@ -66,7 +66,8 @@ class ClassifierResult:
         The saved model folder (``model.json`` + ``weights.safetensors``).
     class_names : list of str
     history : list of dict
-        One entry per epoch: ``epoch``, ``train_loss``, ``val_loss``, ``val_accuracy``, ``seconds``.
+        One entry per epoch: ``epoch``, ``train_loss``, ``val_loss``, ``val_accuracy``, ``val_auc`` (as in
+        ``metrics``, uncalibrated), ``seconds``.
     metrics : dict
         Held-out ``val_accuracy``, ``val_balanced_accuracy``, ``val_auc`` (binary: of the
         second class; multi-class: mean one-vs-rest), ``ece_before``, ``ece_after``,
@@ -411,6 +412,7 @@ def train_classifier_iter(
         val_loss, z = evaluate()
         acc = float((z.argmax(1) == y[va]).mean())
         rec = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val_loss, "val_accuracy": acc,
+               "val_auc": classification_metrics(softmax(z), y[va], len(names))["auc"],
                "seconds": time.perf_counter() - t0}
         history.append(rec)
         if val_loss < best[0]:
