@@ -11,6 +11,7 @@ from napari_medseg.analysis.image_classify import classify_items, gradcam
 from napari_medseg.errors import ParameterError
 from napari_medseg.progress import run
 from napari_medseg.training.classifier import (
+    balanced_cross_entropy,
     expected_calibration_error,
     fit_temperature,
     roc_auc,
@@ -84,6 +85,23 @@ def test_temperature_scaling_lowers_ece_of_an_overconfident_model() -> None:
     t = fit_temperature(logits, y)
     after = expected_calibration_error(softmax(logits, t), y)
     assert t > 1.5 and after < before / 3 and after < 0.03
+
+
+def test_balanced_held_out_loss_does_not_move_with_the_class_prior() -> None:
+    # a constant prediction p(class 1) = 0.8 on held-out sets of different class ratios
+    logits = np.log(np.array([[0.2, 0.8]]))
+    ce = {}
+    for n1 in (5, 50):
+        y = np.array([0] * 50 + [1] * n1)
+        z = np.repeat(logits, len(y), axis=0)
+        ce[n1] = balanced_cross_entropy(z, y)
+        plain = float(-np.log(np.where(y == 1, 0.8, 0.2)).mean())
+        assert ce[n1] == pytest.approx((-np.log(0.2) - np.log(0.8)) / 2)
+        assert (plain > ce[n1]) == (n1 == 5)  # the plain loss punishes the prior shift, the balanced one does not
+    y = np.array([0, 0, 1, 1])
+    z = np.array([[2.0, 0.0], [0.5, 0.1], [0.0, 1.0], [1.0, 0.0]])
+    p = softmax(z)
+    assert balanced_cross_entropy(z, y) == pytest.approx(float(-np.log(p[np.arange(4), y]).mean()))  # balanced set
 
 
 def test_auc_split_and_bad_parameters() -> None:

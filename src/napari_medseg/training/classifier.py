@@ -19,7 +19,9 @@ input size once, holds out a stratified ``val_fraction``, and trains an
   128 px took 0.64x the float32 time at width 8 / depth 4 and 0.46x at width 16 / depth 5), validation and
   calibration in float32;
 * AdamW with a cosine learning rate over the time budget; validation every
-  epoch; the best epoch (lowest held-out loss) is kept; early stopping after
+  epoch; the best epoch (lowest *class-balanced* held-out loss, :func:`balanced_cross_entropy`: the loss under
+  the balanced distribution the batches are drawn from, so that swings of the mean prediction against the
+  held-out class prior do not pick the epoch) is kept; early stopping after
   ``patience`` epochs without improvement (and at least ``patience`` x
   :data:`PATIENCE_ITEMS` items drawn, so a few labelled items still train); cancel keeps the best;
 * probabilities calibrated on the held-out split by temperature scaling (when it has at least
@@ -66,7 +68,8 @@ class ClassifierResult:
         The saved model folder (``model.json`` + ``weights.safetensors``).
     class_names : list of str
     history : list of dict
-        One entry per epoch: ``epoch``, ``train_loss``, ``val_loss``, ``val_accuracy``, ``val_auc`` (as in
+        One entry per epoch: ``epoch``, ``train_loss``, ``val_loss``, ``val_loss_balanced`` (what picks the
+        best epoch), ``val_accuracy``, ``val_auc`` (as in
         ``metrics``, uncalibrated), ``seconds``.
     metrics : dict
         Held-out ``val_accuracy``, ``val_balanced_accuracy``, ``val_auc`` (binary: of the
@@ -200,6 +203,28 @@ def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
 
     r = rankdata(s)
     return float((r[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def balanced_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Mean over the classes present of each class's mean cross-entropy of ``softmax(logits)``.
+
+    Parameters
+    ----------
+    logits : ndarray, shape (n_items, n_classes)
+    labels : ndarray of int, shape (n_items,)
+
+    Returns
+    -------
+    float
+        The cross-entropy as if every class had as many items (NaN with no items).
+    """
+    z = np.asarray(logits, np.float64)
+    y = np.asarray(labels, np.int64)
+    if len(y) == 0:
+        return float("nan")
+    z = z - z.max(axis=1, keepdims=True)
+    nll = np.log(np.exp(z).sum(axis=1)) - z[np.arange(len(y)), y]
+    return float(np.mean([nll[y == c].mean() for c in np.unique(y)]))
 
 
 def classification_metrics(probs: np.ndarray, y: np.ndarray, n_classes: int) -> dict[str, float]:
@@ -411,15 +436,16 @@ def train_classifier_iter(
             break
         val_loss, z = evaluate()
         acc = float((z.argmax(1) == y[va]).mean())
-        rec = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val_loss, "val_accuracy": acc,
-               "val_auc": classification_metrics(softmax(z), y[va], len(names))["auc"],
+        val_bal = balanced_cross_entropy(z, y[va])
+        rec = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val_loss,
+               "val_loss_balanced": val_bal, "val_accuracy": acc, "val_auc": classification_metrics(softmax(z), y[va], len(names))["auc"],
                "seconds": time.perf_counter() - t0}
         history.append(rec)
-        if val_loss < best[0]:
-            best = (val_loss, {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}, epoch, z)
+        if val_bal < best[0]:
+            best = (val_bal, {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}, epoch, z)
             seen_at_best = seen
         elapsed = now() - b0
-        yield Progress(epoch, epochs or 0, f"epoch {epoch}: val loss {val_loss:.3f}, accuracy {acc:.3f}", rec)
+        yield Progress(epoch, epochs or 0, f"epoch {epoch}: val loss {val_loss:.3f} (balanced {val_bal:.3f}), accuracy {acc:.3f}", rec)
         if budget_s is not None and elapsed >= budget_s:
             break
         if epoch - best[2] >= patience and seen - seen_at_best >= patience * PATIENCE_ITEMS:
@@ -472,5 +498,5 @@ def train_classifier_iter(
     return ClassifierResult(Path(path), names, history, metrics, cancelled)
 
 
-__all__ = ["PATIENCE_ITEMS", "ClassifierResult", "augment_batch", "classification_metrics", "expected_calibration_error",
-           "fit_temperature", "roc_auc", "softmax", "stratified_split", "train_classifier_iter"]
+__all__ = ["PATIENCE_ITEMS", "ClassifierResult", "augment_batch", "balanced_cross_entropy", "classification_metrics",
+           "expected_calibration_error", "fit_temperature", "roc_auc", "softmax", "stratified_split", "train_classifier_iter"]
