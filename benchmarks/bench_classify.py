@@ -159,8 +159,9 @@ def bench_isic(args, tmp) -> Path:
           f"train_cpu_s={res.cpu_s:.0f} "
           f"isic_infer_images_per_s={len(x_va) / t_inf:.1f}")
     _per_cpu_second("isic", res, len(x_va))
-    print("isic_history: " + " ".join(f"{h['epoch']}:{h['train_loss']:.3f}/{h['val_loss']:.3f}/{h['val_auc']:.3f}"
-                                      for h in res.history) + " (epoch:train loss/held-out loss/held-out AUC)")
+    print("isic_history: " + " ".join(f"{h['epoch']}:{h['train_loss']:.3f}/{h['val_loss']:.3f}/"
+                                      f"{h['val_loss_balanced']:.3f}/{h['val_auc']:.3f}" for h in res.history)
+          + " (epoch:train loss/held-out loss/class-balanced held-out loss/held-out AUC)")
     return res.model_path
 
 
