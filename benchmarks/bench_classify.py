@@ -16,7 +16,10 @@ One figure per line, per data set (``--data``, several allowed)::
 ``--base MODEL`` starts the ISIC / LC25000 (and BCCD, besides scratch) models from a model's encoder
 (e.g. ``nuclei-he``: give ``--width 8 --depth 4`` to match it; ``--width``/``--depth`` apply to scratch too).
 
-Training budgets are wall-clock minutes (``--minutes``); the licences of
+``--isic-models A B`` evaluates kept ISIC models (``--keep``) and their ensemble (mean calibrated probability)
+on val instead of training one. Per CPU second throughputs (``*_per_cpu_s``) do not depend on the machine's load.
+
+Training budgets are wall-clock minutes (``--minutes``; ``--clock cpu``: this process's CPU minutes); the licences of
 isic2017_256 and lc25000_lung are unverified: the models trained here are
 kept in a temporary folder, never shipped.
 
@@ -57,22 +60,30 @@ def _load(paths: list[Path], size: int) -> list[np.ndarray]:
 
 
 def _fit_predict(tr_items, tr_cls, te_items, args, base=None, name="m", tmp=None):
-    from napari_medseg.analysis.image_classify import classify_items
     from napari_medseg.progress import run
     from napari_medseg.training.classifier import train_classifier_iter
 
     t, cpu = time.perf_counter(), time.process_time()
     res = run(train_classifier_iter(tr_items, tr_cls, size=args.size, base=base, minutes=args.minutes,
-                                    batch_size=args.batch, seed=args.seed, device="cpu", out=Path(tmp) / name,
+                                    epochs=args.epochs, batch_size=args.batch, seed=args.seed, device="cpu", out=Path(tmp) / name,
                                     name=name, patience=args.patience, base_channels=args.width,
-                                    depth=args.depth, clock=args.clock))
+                                    depth=args.depth, clock=args.clock, precision=args.precision))
     t_train = time.perf_counter() - t
     res.cpu_s = time.process_time() - cpu
-    t = time.perf_counter()
-    probs, names = classify_items(te_items, res.model_path, tta=True)
-    t_inf = time.perf_counter() - t
-    res.probs_no_tta, _ = classify_items(te_items, res.model_path, tta=False)
+    probs, names, t_inf, res.probs_no_tta, res.infer_cpu = _predict(te_items, res.model_path)
     return res, probs, names, t_train, t_inf
+
+
+def _predict(items, model):
+    """Probabilities with and without test-time flips, the TTA wall seconds and (TTA, no-TTA) CPU seconds."""
+    from napari_medseg.analysis.image_classify import classify_items
+
+    t, cpu = time.perf_counter(), time.process_time()
+    probs, names = classify_items(items, model, tta=True)
+    t_inf, cpu_tta = time.perf_counter() - t, time.process_time() - cpu
+    cpu = time.process_time()
+    probs0, _ = classify_items(items, model, tta=False)
+    return probs, names, t_inf, probs0, (cpu_tta, time.process_time() - cpu)
 
 
 def _uncalibrated(probs: np.ndarray, temperature: float) -> np.ndarray:
@@ -168,10 +179,14 @@ def bench_isic(args, tmp) -> Path:
         return "melanoma" if float(r["melanoma"]) > 0.5 else "other"
 
     ext = ".jpg"
-    x_tr = _load([root / "train" / "images" / (r["image_id"] + ext) for r in tr], args.size)
     x_va = _load([root / "val" / "images" / (r["image_id"] + ext) for r in va], args.size)
+    if args.isic_models:
+        _isic_ensemble(args.isic_models, x_va, [cls(r) for r in va])
+        return args.isic_models[0]
+    x_tr = _load([root / "train" / "images" / (r["image_id"] + ext) for r in tr], args.size)
     res, probs, names, t_train, t_inf = _fit_predict(x_tr, [cls(r) for r in tr], x_va, args, base=args.base,
-                                                     name="isic", tmp=tmp)
+                                                     name=f"isic_{Path(args.base).name if args.base else 'scratch'}",
+                                                     tmp=tmp)
     y = np.array([names.index(cls(r)) for r in va])
     k = names.index("melanoma")
     auc = roc_auc(probs[:, k], y == k)
@@ -184,7 +199,32 @@ def bench_isic(args, tmp) -> Path:
     print(f"isic_train_images_per_s={res.metrics['images_per_second']:.1f} train_s={t_train:.0f} "
           f"train_cpu_s={res.cpu_s:.0f} "
           f"isic_infer_images_per_s={len(x_va) / t_inf:.1f}")
+    _per_cpu_second("isic", res, len(x_va))
+    print("isic_history: " + " ".join(f"{h['epoch']}:{h['train_loss']:.3f}/{h['val_loss']:.3f}/"
+                                      f"{h['val_loss_balanced']:.3f}/{h['val_auc']:.3f}" for h in res.history)
+          + " (epoch:train loss/held-out loss/class-balanced held-out loss/held-out AUC)")
     return res.model_path
+
+
+def _per_cpu_second(tag: str, res, n_test: int) -> None:
+    m = res.metrics
+    print(f"{tag}_train_images_per_cpu_s={m['images_seen'] / m['cpu_seconds']:.1f} ({m['images_seen']} images drawn "
+          f"in {m['cpu_seconds']:.0f} CPU s, {len(res.history)} epochs of {m['n_train']}) "
+          f"{tag}_infer_images_per_cpu_s={n_test / res.infer_cpu[0]:.1f} (TTA, 4 flips) "
+          f"{n_test / res.infer_cpu[1]:.1f} (no TTA)")
+
+
+def _isic_ensemble(models: list[Path], x_va, classes: list[str]) -> None:
+    """Melanoma AUC and ECE of each kept ISIC model and of their ensemble (mean calibrated probability)."""
+    from napari_medseg.training.classifier import expected_calibration_error, roc_auc
+
+    for tag, model in [(Path(m).name, m) for m in models] + [("ensemble", list(models))]:
+        probs, names, _, probs0, cpu = _predict(x_va, model)
+        y = np.array([names.index(c) for c in classes])
+        k = names.index("melanoma")
+        print(f"isic_{tag}_melanoma_auc={roc_auc(probs[:, k], y == k):.4f} no_tta={roc_auc(probs0[:, k], y == k):.4f} "
+              f"val_ece={expected_calibration_error(probs, y):.4f} no_tta={expected_calibration_error(probs0, y):.4f} "
+              f"infer_images_per_cpu_s={len(y) / cpu[0]:.1f} (TTA)")
 
 
 def bench_ph2(args, tmp, isic_model: Path | None) -> None:
@@ -302,6 +342,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--keep", type=Path, default=None,
                     help="save the trained models here (a folder outside the repository; never shipped)")
+    ap.add_argument("--isic-models", type=Path, nargs="+", default=None,
+                    help="kept ISIC models: evaluate each and their ensemble on val instead of training one")
+    ap.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                    help="autocast dtype of the training forward pass")
     ap.add_argument("--ph2-base", default=None, help="a model (e.g. a kept ISIC one) for PH2's transfer run")
     ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                     help="what --minutes counts (cpu: this process's CPU time, for a shared machine)")
@@ -310,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--draws", type=int, default=3)
     ap.add_argument("--bccd-bases", nargs="*", default=["bccd"], help="bases tried besides scratch on BCCD")
     ap.add_argument("--minutes", type=float, default=5.0, help="training budget per model")
+    ap.add_argument("--epochs", type=int, default=None, help="epochs per model (besides --minutes; first one ends)")
     ap.add_argument("--ph2-minutes", type=float, default=None, help="budget per PH2 fold (default --minutes)")
     ap.add_argument("--size", type=int, default=96)
     ap.add_argument("--batch", type=int, default=32)
@@ -324,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))  # the training keeps it
     torch.set_num_threads(args.threads)
     print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, size {args.size}, {args.minutes} {args.clock} "
-          f"min/model, width {args.width}, depth {args.depth}, base {args.base}")
+          f"min/model, width {args.width}, depth {args.depth}, base {args.base}, precision {args.precision}")
     with tempfile.TemporaryDirectory() as tmp:
         if args.keep is not None:
             args.keep.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ from napari_medseg.analysis.image_classify import classify_items, gradcam
 from napari_medseg.errors import ParameterError
 from napari_medseg.progress import run
 from napari_medseg.training.classifier import (
+    balanced_cross_entropy,
     expected_calibration_error,
     fit_temperature,
     roc_auc,
@@ -87,6 +88,23 @@ def test_temperature_scaling_lowers_ece_of_an_overconfident_model() -> None:
     assert t > 1.5 and after < before / 3 and after < 0.03
 
 
+def test_balanced_held_out_loss_does_not_move_with_the_class_prior() -> None:
+    # a constant prediction p(class 1) = 0.8 on held-out sets of different class ratios
+    logits = np.log(np.array([[0.2, 0.8]]))
+    ce = {}
+    for n1 in (5, 50):
+        y = np.array([0] * 50 + [1] * n1)
+        z = np.repeat(logits, len(y), axis=0)
+        ce[n1] = balanced_cross_entropy(z, y)
+        plain = float(-np.log(np.where(y == 1, 0.8, 0.2)).mean())
+        assert ce[n1] == pytest.approx((-np.log(0.2) - np.log(0.8)) / 2)
+        assert (plain > ce[n1]) == (n1 == 5)  # the plain loss punishes the prior shift, the balanced one does not
+    y = np.array([0, 0, 1, 1])
+    z = np.array([[2.0, 0.0], [0.5, 0.1], [0.0, 1.0], [1.0, 0.0]])
+    p = softmax(z)
+    assert balanced_cross_entropy(z, y) == pytest.approx(float(-np.log(p[np.arange(4), y]).mean()))  # balanced set
+
+
 def test_auc_split_and_bad_parameters() -> None:
     assert roc_auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1], bool)) == 0.75
     tr, va = stratified_split(np.array([0] * 10 + [1] * 5), 0.2, seed=0)
@@ -132,6 +150,23 @@ def test_transfer_from_a_unet_encoder(tmp_path: Path) -> None:
     with pytest.raises(ParameterError, match="shares no encoder weights"):
         run(train_classifier_iter(items, classes, base=str(unet_dir), size=32, base_channels=16, epochs=1,
                                   minutes=None, device="cpu", out=tmp_path / "c3"))
+
+
+def test_training_precision_auto_follows_the_cpu_and_is_recorded(tmp_path: Path) -> None:
+    from napari_medseg.models.spec import ModelCard
+    from napari_medseg.training.steps import cpu_has_bf16
+
+    items, classes = _data(8, 3)
+    auto = "bfloat16" if cpu_has_bf16() else "float32"
+    for precision, expected in (("auto", auto), ("float32", "float32"), ("bfloat16", "bfloat16")):
+        res = run(train_classifier_iter(items, classes, size=32, depth=4, base_channels=8, epochs=1, minutes=None,
+                                        device="cpu", precision=precision, out=tmp_path / precision))
+        card = ModelCard.from_json(res.model_path / "model.json")
+        assert card.training["precision"] == expected
+        assert res.metrics["images_seen"] > 0 and res.metrics["cpu_seconds"] > 0
+        assert 0 <= res.history[0]["val_auc"] <= 1
+    with pytest.raises(ParameterError, match="precision"):
+        run(train_classifier_iter(items, classes, epochs=1, minutes=None, precision="int4"))
 
 
 def test_cli_train_classify_end_to_end(tmp_path: Path, capsys) -> None:
@@ -207,3 +242,24 @@ def test_early_stopping_waits_for_half_the_budget(monkeypatch, tmp_path: Path) -
                                     batch_size=8, patience=1, seed=0, device="cpu", out=tmp_path / "m2",
                                     early_stopping=False))  # medseg train --no-early-stopping
     assert len(res.history) == 20
+
+
+def test_a_time_budget_trains_to_its_end_unless_early_stopping_is_asked_for(monkeypatch, tmp_path: Path) -> None:
+    """early_stopping=None: off with ``minutes`` (the budget is the user's; the best epoch is kept), on with epochs."""
+    import napari_medseg.training.classifier as tc
+    from napari_medseg.models.spec import ModelCard
+
+    monkeypatch.setattr(tc, "PATIENCE_ITEMS", 1)
+    monkeypatch.setattr(tc, "EARLY_STOP_AFTER", 0.0)
+    rng = np.random.default_rng(0)
+    items = [rng.random((16, 16)).astype(np.float32) for _ in range(40)]
+    classes = rng.choice(["a", "b"], 40).tolist()  # noise: the held-out loss stops improving at once
+    kw = {"size": 16, "depth": 2, "base_channels": 4, "batch_size": 8, "patience": 1, "seed": 0, "device": "cpu"}
+    budget = run(train_classifier_iter(items, classes, minutes=0.05, epochs=12, out=tmp_path / "b", **kw))
+    counted = run(train_classifier_iter(items, classes, minutes=None, epochs=12, out=tmp_path / "e", **kw))
+    asked = run(train_classifier_iter(items, classes, minutes=0.05, epochs=12, early_stopping=True,
+                                      out=tmp_path / "a", **kw))
+    flags = [ModelCard.from_json(r.model_path / "model.json").training["early_stopping"] for r in (budget, counted, asked)]
+    assert flags == [False, True, True]
+    assert len(counted.history) < 12 and len(asked.history) < 12  # patience 1 stopped them
+    assert len(budget.history) == 12 or budget.history[-1]["seconds"] >= 0.05 * 60 * 0.9  # ran to its budget

@@ -70,7 +70,7 @@ def train_classifier(args: argparse.Namespace) -> int:
     res = drain(train_classifier_iter(items, classes, base=None if args.base == "scratch" else args.base,
                                       minutes=minutes, epochs=args.epochs, lr=args.lr or 2e-3,
                                       val_fraction=args.val_fraction, groups=groups, augment=not args.no_augment,
-                                      early_stopping=not args.no_early_stopping,
+                                      early_stopping=False if args.no_early_stopping else None,
                                       device=args.device, out=args.out, name=args.name or (args.out.name if args.out
                                                                                           else None),
                                       batch_size=args.batch_size or 32,

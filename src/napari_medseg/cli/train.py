@@ -96,7 +96,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=positive_float, default=None,
                    help="peak learning rate (default 1e-3)")
     p.add_argument("--no-augment", action="store_true", help="no flips, rotations, zoom or intensity changes")
-    p.add_argument("--no-early-stopping", action="store_true", help="train for the whole budget")
+    p.add_argument("--no-early-stopping", action="store_true",
+                   help="train for the whole budget (classify mode: already so when --minutes is given)")
     p.add_argument("--val-fraction", type=float, default=0.2, metavar="F",
                    help="share of the annotation held out for validation (default 0.2; 0 = none)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
