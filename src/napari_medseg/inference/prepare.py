@@ -28,7 +28,10 @@ from .tiling import TileGrid, unet_receptive_radius
 #: Largest tile edge (pixels) by model dimensionality when ``tile_size`` is None.
 DEFAULT_TILE = {2: 1024, 3: 128}
 #: ... for 2D models on the CPU: bigger tiles spend less on halos (4096^2 image: 1.18x the
-#: pixels through the network instead of 1.31x with 1024), at ~0.8 GB for one 2048^2 bfloat16 pass
+#: pixels through the network instead of 1.31x with 1024), at ~0.8 GB for one 2048^2 bfloat16 pass.
+#: Smaller tiles run faster per pixel (caches: 4.5 MPx/s on 936^2 vs 3.2-3.4 on 1480^2,
+#: ``benchmarks/bench_tile_size.py``), but measured end to end 1024 was no faster (8.28 vs 8.29 s on
+#: 4096^2: the per-tile work around the network grew with 25 tiles instead of 9); BENCHMARKS.md, issue 17.
 DEFAULT_CPU_TILE_2D = 2048
 
 
