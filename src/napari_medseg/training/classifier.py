@@ -24,7 +24,8 @@ input size once, holds out a stratified ``val_fraction``, and trains an
   held-out class prior do not pick the epoch) is kept; early stopping after
   ``patience`` epochs without improvement (and at least ``patience`` x
   :data:`PATIENCE_ITEMS` items drawn, so a few labelled items still train, and not before
-  :data:`EARLY_STOP_AFTER` of the budget, while the learning rate is high); cancel keeps the best;
+  :data:`EARLY_STOP_AFTER` of the budget, while the learning rate is high), by default only when the
+  budget is a number of epochs (a time budget trains to its end); cancel keeps the best;
 * probabilities calibrated on the held-out split by temperature scaling (when it has at least
   :data:`MIN_CALIBRATION_ITEMS` items; with fewer a fitted temperature would be noise, T stays 1)
   (the card keeps ``temperature`` and the expected calibration error before
@@ -322,7 +323,7 @@ def train_classifier_iter(
         ``base`` model's (so that its encoder fits) and to :data:`DEFAULT_WIDTH` / :data:`DEFAULT_DEPTH`
         from scratch.
     minutes, epochs : optional
-        Budget (at least one).  Early stopping may end sooner.
+        Budget (at least one).  Early stopping (see ``early_stopping``) may end sooner.
     batch_size, lr, weight_decay, val_fraction, patience, augment, seed, device
         Training settings.
     early_stopping : bool, optional
