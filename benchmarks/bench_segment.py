@@ -78,7 +78,7 @@ def network_only(net, predictor, tile_shape, n_tiles: int, batch: int, in_channe
     with torch.inference_mode():
         while done < n_tiles:
             n = min(batch, n_tiles - done)
-            predictor.network(x[:n])
+            predictor.network(x[:n], native=True)  # the bare forward passes
             done += n
         if predictor.device.type == "cuda":
             torch.cuda.synchronize()

@@ -88,3 +88,27 @@ def test_autocast_dtype_follows_the_precision():
     assert autocast_dtype(cpu, "bfloat16") is torch.bfloat16
     assert autocast_dtype(cpu, "float16") is torch.float16
     assert autocast_dtype(cpu, "auto") in (None, torch.bfloat16)  # bfloat16 only with AMX tiles
+
+
+def test_as_float16_rounds_exactly_as_numpy():
+    """Every float16 value, the float32 values halfway between neighbours (ties) and just off them,
+    overflow, subnormals, NaN and random probabilities: the same bits as ``astype(np.float16)``
+    (NaN: NaN, whatever its payload)."""
+    from napari_medseg.inference.predictor import as_float16
+
+    every = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16)
+    finite = np.sort(every[np.isfinite(every)].astype(np.float32))
+    mid = (finite[:-1].astype(np.float64) + finite[1:]) / 2
+    mid32 = mid.astype(np.float32)
+    near = np.concatenate([np.nextafter(mid32, np.float32(np.inf)), np.nextafter(mid32, np.float32(-np.inf))])
+    special = np.array([65504.0, 65519.0, 65520.0, 1e6, -1e6, np.inf, -np.inf, np.nan, 1e-8, -1e-8, 6e-8, 0.0, -0.0],
+                       np.float32)
+    rng = np.random.default_rng(0)
+    probs = rng.random((2, 37, 53), dtype=np.float32)
+    for a in (every.astype(np.float32), mid32, near, special, probs, probs[:, ::2, 3:]):
+        want = a.astype(np.float16)
+        got = as_float16(a)
+        assert got.dtype == np.float16 and got.shape == a.shape
+        nan = np.isnan(want)
+        assert np.array_equal(np.isnan(got), nan)  # NaN payloads may differ, NaN stays NaN
+        assert np.array_equal(got.view(np.uint16)[~nan], want.view(np.uint16)[~nan]), a[:5]

@@ -313,11 +313,14 @@ class Predictor:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
 
-    def network(self, xt):
-        """Raw network output (float32 tensor) for a float32 input tensor on :attr:`device`, as the backend runs it.
+    def network(self, xt, native: bool = False):
+        """Raw network output (logits) for a float32 input tensor on :attr:`device`, as the backend runs it.
 
         ``xt`` is ``(B, C, *tile)``; 4D inputs should already be channels_last
         when :attr:`channels_last` (the engine's loop does that once per batch).
+        The output is a float32 tensor, or with ``native`` the network's own
+        (bfloat16 with cast weights, channels_last for channels_last input),
+        which the engine converts once after cropping.
         """
         import torch
 
@@ -328,7 +331,8 @@ class Predictor:
         if self.cast_weights:
             xt = xt.to(self.dtype)
         with self.autocast():
-            return self.net(xt).float()
+            y = self.net(xt)
+        return y if native else y.float()
 
     def _forward(self, x: np.ndarray, crop) -> np.ndarray:
         import torch
@@ -352,7 +356,8 @@ class Predictor:
             def activate(t):
                 return torch.sigmoid(t) if self.instance else torch.softmax(t, dim=1)
 
-            y = self.network(xt)
+            # native dtype only on the plain path; TTA's sums and the resampling stay in float32
+            y = self.network(xt, native=not self.tta and self.model_tile is None)
             if self.tta:  # average probabilities (not logits) over mirror images
                 y = activate(y)
                 for dims in self.TTA_FLIPS:
@@ -365,9 +370,12 @@ class Predictor:
                 y = F.interpolate(y, size=tuple(spatial), mode=mode, align_corners=False)
             if ne:
                 y = y.reshape(b, y.shape[1], *full)
-            y = y[(slice(None), slice(None), *crop)]
+            # crop, then float32 in (N, C, ...) order in one pass: the network's output is
+            # channels_last (and bfloat16 when the weights are); a strided float32 copy,
+            # a sigmoid on it and numpy's copy of that cost ~3x this (BENCHMARKS.md, issue 17)
+            y = y[(slice(None), slice(None), *crop)].to(torch.float32, memory_format=torch.contiguous_format)
             if not self.tta:
-                y = activate(y)
+                y = torch.sigmoid_(y) if self.instance else torch.softmax(y, dim=1)
             return y.cpu().numpy()
 
     def _fallback_to_cpu(self, why: str) -> None:
@@ -414,6 +422,22 @@ class Predictor:
                 continue
             i += n
         return np.concatenate(outs) if len(outs) > 1 else outs[0]
+
+
+def as_float16(a: np.ndarray) -> np.ndarray:
+    """``a.astype(np.float16)`` for a float32 array, converted by torch (the same values, ~8x faster).
+
+    numpy converts float32 to float16 element by element; torch's vectorised
+    conversion rounds the same way (to nearest, ties to even, subnormals kept:
+    checked for every float16 value and its neighbours in the tests).  Other
+    dtypes go through numpy.  (NaN stays NaN; its payload bits may differ.)
+    """
+    import torch
+
+    a = np.asarray(a)
+    if a.dtype != np.float32 or a.size == 0:
+        return a.astype(np.float16)
+    return torch.from_numpy(np.ascontiguousarray(a)).to(torch.float16).numpy()
 
 
 _ONNX_SESSIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

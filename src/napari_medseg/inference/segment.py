@@ -61,7 +61,7 @@ import numpy as np
 from ..errors import ModelError, ParameterError
 from ..geometry import is_volume
 from ..progress import CancelToken, Progress
-from .predictor import Predictor
+from .predictor import Predictor, as_float16
 from .prepare import (
     RESAMPLE_TOLERANCE,
     default_tile_size,
@@ -626,11 +626,13 @@ def _keep_tile_outputs(tiles: Sequence[Tile], y: np.ndarray, probs: np.ndarray |
     for i, tile in enumerate(tiles):
         sub = (slice(None), *(slice(0, s.stop - s.start) for s in tile.core))
         c = y[i][sub]
-        if probs is not None:
-            probs[(slice(None), *tile.core)] = c
-        if post is not None:
-            post.add_tile(tile.index, c)
-        elif store is not None:
+        if probs is not None or post is not None:
+            c16 = as_float16(c)
+            if probs is not None:
+                probs[(slice(None), *tile.core)] = c16
+            if post is not None:
+                post.add_tile(tile.index, c16)
+        if post is None and store is not None:
             store.write(tile.core, np.argmax(c, axis=0).astype(store.array.dtype))
 
 
@@ -708,8 +710,8 @@ class BlockPostprocessor:
             else _InlineExecutor()
 
     def add_tile(self, index: int, maps: np.ndarray) -> None:
-        """Cache a tile core's ``(K, *core)`` output maps (as float16)."""
-        self.cache.put(index, maps.astype(np.float16))
+        """Cache a tile core's ``(K, *core)`` output maps (as float16; a float16 array is kept, not copied)."""
+        self.cache.put(index, maps if maps.dtype == np.float16 else as_float16(maps))
         self._done.add(index)
 
     def busy(self) -> bool:
