@@ -211,7 +211,9 @@ class LesionsWidget(LesionCnnActions, JobDock):
         self.min_size.setToolTip("Show lesions at least this large (volume in 3D, area in 2D)")
         for spin in (self.min_score, self.min_size):
             spin.setKeyboardTracking(False)  # typed values apply on Enter; arrows at once
-            spin.setMinimumWidth(76)  # not the width of the largest value: the dock stays narrow
+        # wide enough for a typical value with its unit (not the largest value: the dock stays narrow)
+        _fit_width(self.min_score, "0.00")
+        _fit_width(self.min_size, "9999.9 mm\u00b3")
         frow = QHBoxLayout()
         frow.addWidget(QLabel("score \u2265"))
         frow.addWidget(self.min_score)
@@ -489,6 +491,7 @@ class LesionsWidget(LesionCnnActions, JobDock):
         col, unit = size_column(res.table)
         self.min_size.blockSignals(True)
         self.min_size.setSuffix(f" {unit}")
+        _fit_width(self.min_size, f"9999.9 {unit}")
         self.min_size.blockSignals(False)
         self.min_score.setEnabled(ctx.kind == "model")
         self.colors = lesion_colors(res.table, self.colors)
@@ -579,3 +582,9 @@ class LesionsWidget(LesionCnnActions, JobDock):
     def _alive(self, ref: weakref.ref | None) -> Any:
         lay = ref() if ref is not None else None
         return lay if lay is not None and any(x is lay for x in self.viewer.layers) else None
+
+
+def _fit_width(spin, sample: str) -> None:
+    """Give ``spin`` the minimum width that shows ``sample`` (value and suffix) beside its arrows."""
+    text = spin.fontMetrics().horizontalAdvance(sample)
+    spin.setMinimumWidth(text + 64)  # buttons (napari puts - and + on either side), frame and margins
