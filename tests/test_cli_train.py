@@ -46,12 +46,13 @@ def test_train_then_segment_with_the_written_model(tmp_path, monkeypatch, capsys
     (a, la), (b, lb) = _write_pair(tmp_path, 0), _write_pair(tmp_path, 1)
     model_dir = tmp_path / "mymodel"
     rc = _train_main(["--images", str(a), str(b), "--labels", str(la), str(lb), "--out", str(model_dir),
-                      "--epochs", "1", "--threads", "1", "--batch-size", "2", "-q"])
+                      "--epochs", "1", "--threads", "1", "--batch-size", "2", "--precision", "float32", "-q"])
     assert rc == 0
     out = capsys.readouterr().out
     assert str(model_dir) in out and "1 epoch(s)" in out
     net, card = load_model(model_dir)
     assert card.name == "mymodel" and card.kind == "instance" and card.training["epochs"] == 1
+    assert card.training["precision"] == "float32"  # as asked, also on a CPU where auto is bfloat16
     assert [d["name"] for d in card.training["data"]] == ["im0.tif", "im1.tif"]
     rc = main(["segment", str(a), "-o", str(tmp_path / "seg"), "--model", str(model_dir), "--device", "cpu",
                "-q"])

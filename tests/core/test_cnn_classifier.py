@@ -184,9 +184,11 @@ def test_cli_train_classify_end_to_end(tmp_path: Path, capsys) -> None:
                                                                                        index=False)
     model = tmp_path / "model"
     assert main(["train", "--mode", "classify", "--table", str(tmp_path / "train.csv"), "--out", str(model),
-                 "--epochs", "2", "-q"]) == 0
+                 "--epochs", "2", "--threads", "1", "--precision", "float32", "-q"]) == 0
     assert "val accuracy" in capsys.readouterr().out
-    assert json.loads((model / "model.json").read_text())["metrics"]["n_val_groups"] == 3  # 6 items, 2 per group
+    written = json.loads((model / "model.json").read_text())
+    assert written["metrics"]["n_val_groups"] == 3  # 6 items, 2 per group
+    assert written["training"]["precision"] == "float32"  # --precision reaches the classifier
     out = tmp_path / "pred.csv"
     assert main(["classify", str(tmp_path / "img0.png"), str(tmp_path / "img1.png"), "--model", str(model),
                  "-o", str(out), "--saliency", str(tmp_path / "sal")]) == 0

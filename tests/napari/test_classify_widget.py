@@ -72,6 +72,7 @@ def test_layers_train_predict_heatmap_and_csv(setup, qtbot, tmp_path):
              for k in ("disc", "square") for i in range(12)]
     assert [c for _, c in widget.layer_table.entries()] == ["square"] * 12 + ["disc"] * 12
     _fast(widget, 3, "discs-squares")
+    widget.precision.setCurrentText("float32")
     qtbot.mouseClick(widget.train_button, Qt.MouseButton.LeftButton)
     assert widget.running and not widget.train_button.isEnabled()
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT)
@@ -84,6 +85,7 @@ def test_layers_train_predict_heatmap_and_csv(setup, qtbot, tmp_path):
     _, card = load_model(res.model_path)
     assert card.kind == "classification" and card.input["size"] == [32, 32]
     assert card.training["class_counts"] == {"disc": 12, "square": 12}
+    assert card.training["precision"] == "float32"  # the Advanced choice reached the trainer
     # the new model is in every picker (Predict's is set to it)
     assert widget.model_picker.current().name == "discs-squares"
     assert "discs-squares" in [m.name for m in widget.base_picker.models()]

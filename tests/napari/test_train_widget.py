@@ -66,6 +66,7 @@ def test_trains_two_epochs_and_the_model_shows_up_in_the_segment_widget(setup, q
     widget.minutes.setValue(0)  # no time limit
     widget.epochs.setValue(2)
     widget.name_edit.setText("painted-cells")
+    widget.precision.setCurrentText("float32")
     assert "painted-cells" not in [m.name for m in seg.model_picker.models()]
     assert "bounding box of the painted labels" in widget.region_label.text()
 
@@ -84,6 +85,7 @@ def test_trains_two_epochs_and_the_model_shows_up_in_the_segment_widget(setup, q
     assert "painted-cells" in [m.name for m in seg.model_picker.models()]
     _, card = load_model(widget.last_result.model_path)
     assert card.training["epochs"] == 2 and card.training["data"][0]["name"] == "cells"
+    assert card.training["precision"] == "float32"  # the Advanced choice reached the trainer
     # the GUI kept processing events while the worker trained (torch's lazy imports and library loads
     # in the worker hold the GIL for a second or two once, at the start: tolerated)
     gaps = np.diff(ticks)

@@ -73,7 +73,8 @@ def train_classifier(args: argparse.Namespace) -> int:
                                       early_stopping=False if args.no_early_stopping else None,
                                       device=args.device, out=args.out, name=args.name or (args.out.name if args.out
                                                                                           else None),
-                                      batch_size=args.batch_size or 32,
+                                      batch_size=args.batch_size or 32, threads=args.threads,
+                                      precision=args.precision,
                                       training_data=f"{args.table} ({len(files)} items)"),
                 "train", quiet=args.quiet, total=0, leave=True, postfix=lambda p: p.message)
     m = res.metrics

@@ -102,6 +102,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="share of the annotation held out for validation (default 0.2; 0 = none)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
+    p.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="training arithmetic (default auto: bfloat16 autocast on CPUs with native BF16, "
+                        "AVX-512 BF16 or AMX; mixed precision on CUDA; float32 elsewhere)")
     p.add_argument("--batch-size", type=positive_int, default=None, help="patches per step (default 8 CPU, 16 GPU)")
     p.add_argument("--patch-size", type=positive_int, default=None,
                    help="patch side in pixels, a multiple of 8 (default 128 CPU, 256 GPU, capped by the region)")
@@ -191,7 +194,8 @@ def run(args: argparse.Namespace) -> int:
                                   augment=not args.no_augment, val_fraction=args.val_fraction,
                                   early_stopping=not args.no_early_stopping, device=args.device, out=args.out,
                                   name=args.name, overwrite=args.overwrite, threads=args.threads,
-                                  batch_size=args.batch_size, patch_size=args.patch_size), report)
+                                  precision=args.precision, batch_size=args.batch_size,
+                                  patch_size=args.patch_size), report)
     card = res.card
     score = ", ".join(f"{k} {v}" for k, v in card.metrics.items() if isinstance(v, (int, float)))
     how = "cancelled" if res.cancelled else "stopped early" if res.stopped_early else "done"

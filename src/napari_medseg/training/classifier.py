@@ -304,6 +304,7 @@ def train_classifier_iter(
     input_extra: dict[str, Any] | None = None,
     clock: str = "wall",
     precision: str = "auto",
+    threads: int | None = None,
     cancel: CancelToken | None = None,
 ) -> Generator[Progress, None, ClassifierResult]:
     """Train a CNN classifier; see the module docstring.
@@ -350,6 +351,8 @@ def train_classifier_iter(
     precision : {"auto", "float32", "bfloat16", "float16"}
         Autocast dtype of the training forward pass
         (:func:`~napari_medseg.training.steps.training_amp_dtype`; the card's ``training.precision``).
+    threads : int, optional
+        torch CPU threads for the training; default ``OMP_NUM_THREADS`` if set, else the physical cores.
     cancel : CancelToken, optional
         Cancelling keeps (and saves) the best epoch so far.
 
@@ -422,7 +425,12 @@ def train_classifier_iter(
     set_seeds(seed)
     rng = np.random.default_rng(seed)
     if dev.type == "cpu":
-        configure_cpu_threads()  # OMP_NUM_THREADS / MKL_NUM_THREADS win
+        if threads is not None:
+            if int(threads) < 1:
+                raise ParameterError(f"threads must be >= 1, got {threads}")
+            torch.set_num_threads(int(threads))
+        else:
+            configure_cpu_threads()  # OMP_NUM_THREADS / MKL_NUM_THREADS win
     net = EncoderClassifier(in_channels=x.shape[1], n_classes=len(names), dims=dims, base_channels=base_channels,
                             depth=depth)
     if base_info is not None:

@@ -42,7 +42,7 @@ from ...errors import MedsegError
 from ...geometry import convert, is_length
 from .._worker import JobOutcome, ProgressJob
 from ..layers import engine_scale, layer_axes
-from .common import LayerCombo, collapsible_form, scrolling_layout, suggest_model_name
+from .common import LayerCombo, collapsible_form, precision_combo, scrolling_layout, suggest_model_name
 from .dock import JobDock, ModelRows
 from .plot import CurvePlot
 
@@ -148,6 +148,8 @@ class TrainWidget(JobDock):
         adv_form.addRow(self.augment)
         adv_form.addRow(self.early_stopping)
         adv_form.addRow("device", self.device_picker)
+        self.precision = precision_combo()
+        adv_form.addRow("precision", self.precision)
 
         self.train_button = self.run_row("Train", self.train).run_button
         self.preview_button = QPushButton("Preview")
@@ -320,7 +322,7 @@ class TrainWidget(JobDock):
             "roi": roi, "minutes": minutes, "epochs": epochs, "lr": self.lr.value() or None,
             "augment": self.augment.isChecked(), "val_fraction": self.val_percent.value() / 100.0,
             "early_stopping": self.early_stopping.isChecked(), "device": self.device_picker.device(),
-            "name": self.name_edit.text().strip() or None,
+            "precision": self.precision.currentText(), "name": self.name_edit.text().strip() or None,
         }
 
     # --- slots ------------------------------------------------------------------------------

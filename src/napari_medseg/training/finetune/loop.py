@@ -306,6 +306,7 @@ def finetune_iter(
     batch_size: int | None = None,
     steps_per_epoch: int | None = None,
     threads: int | None = None,
+    precision: str = "auto",
     names: Sequence[str] | None = None,
     tune: bool = False,
     seed: int = 0,
@@ -399,6 +400,10 @@ def finetune_iter(
         physical cores.  (On a loaded machine OpenMP's spin-waiting makes 2
         threads much slower than 1 unless ``OMP_WAIT_POLICY=PASSIVE`` is set
         before torch is imported; ``medseg train`` and the widget set it.)
+    precision : {"auto", "float32", "bfloat16", "float16"}
+        Autocast dtype of the training steps (``auto``: bfloat16 on CPUs with
+        native BF16, mixed precision on CUDA; see
+        :func:`~napari_medseg.training.steps.training_amp_dtype`).
 
     Yields
     ------
@@ -495,6 +500,10 @@ def finetune_iter(
 
     dev, dev_reason = select_device(device)
     on_gpu = dev.type == "cuda"
+    from ..steps import training_amp_dtype
+
+    # checked before any training; recorded in the card as it runs (e.g. "auto" -> "bfloat16")
+    amp_name = str(training_amp_dtype(dev, precision) or "float32").removeprefix("torch.")
     divisor = int(getattr(net, "divisor", 8))
     biggest = max(max(s.labels.shape) for s in train_samples)
     if patch_size is None:
@@ -529,7 +538,7 @@ def finetune_iter(
                                   batch_size=batch_size, patch_size=patch_size, lr=float(lr),
                                   warmup_steps=min(10, spe), final_lr_ratio=0.05, steps_per_epoch=spe, val_every=0,
                                   seed=seed, augment=aug, device=device, num_threads=threads,
-                                  group_weights=group_weights)
+                                  group_weights=group_weights, precision=precision)
 
     # the card of the new model
     card = ModelCard(
@@ -591,7 +600,7 @@ def finetune_iter(
         c = copy.deepcopy(card)
         c.training.update({"epochs": len(history), "steps": step, "seconds": round(time.perf_counter() - t_start, 1),
                            "finished": final, "cancelled": cancelled, "stopped_early": stopped_early,
-                           "best_epoch": None if best is None else best["epoch"],
+                           "best_epoch": None if best is None else best["epoch"], "precision": amp_name,
                            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                            "history": [{k: v for k, v in h.items() if k != "key"} for h in history]})
         if best is not None:

@@ -51,6 +51,7 @@ from ..common import (
     ModelPicker,
     collapsible_form,
     notify_models_changed,
+    precision_combo,
     spin_box,
     suggest_model_name,
 )
@@ -170,6 +171,8 @@ class ClassifyWidget(JobDock):
         af.addRow("validation", self.val_percent)
         af.addRow(self.augment)
         af.addRow("device", self.device_picker)
+        self.precision = precision_combo()
+        af.addRow("precision", self.precision)
         self.train_buttons = self.run_row("Train", self.train)
         self.train_button = self.train_buttons.run_button
         self.plot = CurvePlot("val accuracy")
@@ -287,6 +290,7 @@ class ClassifyWidget(JobDock):
         return {"base": base, "size": self.size.value(), "depth": self.depth.value(), "base_channels": width or 16,
                 "minutes": minutes, "epochs": epochs, "val_fraction": val, "batch_size": batch,
                 "augment": self.augment.isChecked(), "device": self.device_picker.device(), "out": folder,
+                "precision": self.precision.currentText(),
                 "name": name, "training_data": f"napari Classify widget: {len(items)} items from {source}"}, items
 
     def _on_progress(self, p: Progress) -> None:
