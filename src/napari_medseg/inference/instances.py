@@ -264,21 +264,19 @@ def _h_maxima_seeds(comp: np.ndarray, dist: np.ndarray, h: float, floor: float) 
     code = np.unique(comp[top].astype(np.int64) * (n_tops + 1) + tops[top])
     del tops, top
     per_comp = np.bincount(code // (n_tops + 1), minlength=int(comp.max()) + 1)
-    marks = np.zeros(comp.shape, bool)
+    seeds = np.zeros(comp.shape, np.int32)
+    n = 0
     boxes = ndi.find_objects(comp)
     for c in np.flatnonzero(per_comp >= 2):
         box = boxes[c - 1]
         inside = comp[box] == c
         f = np.where(inside, dist[box], 0).astype(np.float32)
-        marks[box] |= inside & (_h_residue(f, h) >= np.float32(h)) & _above(dist[box], floor)
-    # one labelling for all: a plateau pixel of one component may touch another's diagonally,
-    # so a seed is a (component, plateau) pair
-    seeds, n = ndi.label(marks, structure=full)
-    px = seeds > 0
-    code = comp[px].astype(np.int64) * (n + 1) + seeds[px]
-    uniq, inv = np.unique(code, return_inverse=True)
-    seeds[px] = inv.astype(np.int32) + 1
-    return seeds, len(uniq)
+        mark = inside & (_h_residue(f, h) >= np.float32(h)) & _above(dist[box], floor)
+        # labelled per component: a plateau touching another component's diagonally stays its own seed
+        lab, k = ndi.label(mark, structure=full)
+        seeds[box][mark] = lab[mark] + n
+        n += k
+    return seeds, n
 
 
 def _h_residue(f: np.ndarray, h: float) -> np.ndarray:
