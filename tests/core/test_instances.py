@@ -156,3 +156,69 @@ def test_float16_threshold_on_bit_patterns_equals_float32_comparison():
     for t in [*np.linspace(0, 1, 201).tolist(), 0.3, 0.45, float(np.float16(0.3)), 1e-8, 0.99999, 2.0, 70000.0, -0.5]:
         with np.errstate(invalid="ignore"):
             assert np.array_equal(_above(every, t), wide > np.float32(t)), t
+
+
+def _cones(shape, cones):
+    """Network-like maps: dist = max of cones ``peak * (1 - r / radius)``, fg = their union; disc labels."""
+    yy, xx = np.indices(shape)
+    dist = np.zeros(shape, np.float32)
+    owner = np.zeros(shape, np.int32)
+    for k, (cy, cx, radius, peak) in enumerate(cones, 1):
+        d = (peak * np.clip(1 - np.hypot(yy - cy, xx - cx) / radius, 0, None)).astype(np.float32)
+        owner[d > dist] = k
+        dist = np.maximum(dist, d)
+    return (dist > 0).astype(np.float32), dist, owner
+
+
+def test_h_maxima_seeds_split_touching_discs_that_no_threshold_splits():
+    """Small neighbour below a high valley: no one threshold fits every pair, the peaks' height over the valley does.
+
+    Pair A: a big disc (peak 1) and a small one (peak 0.5) meeting at 0.15:
+    a threshold must lie in (0.15, 0.5).  Pair B: two discs (peak 1) meeting
+    at 0.6: it must lie above 0.6.  Disc C has a bump of height ~0.1 over its
+    slope that must not split it.  ``seed_h=0.25`` separates A and B and
+    keeps C whole.
+    """
+    cones = [(20, 20, 12, 1.0), (20, 35, 7, 0.5),  # A
+             (60, 20, 10, 1.0), (60, 28, 10, 1.0),  # B
+             (100, 25, 10, 1.0), (100, 30, 3, 0.62)]  # C: main cone + bump
+    fg, dist, owner = _cones((120, 60), cones)
+    centres = [(20, 20), (20, 35), (60, 20), (60, 28), (100, 25)]
+    for t in np.arange(0.05, 1.0, 0.05):  # the old seeds: none gives the five objects
+        out = instances_from_maps(fg, dist, seed_threshold=float(t), min_size=1)
+        assert not (out.max() == 5 and len({out[c] for c in centres}) == 5), t
+    out = instances_from_maps(fg, dist, seed_threshold=0.0, seed_h=0.25, min_size=1)
+    assert out.max() == 5 and len({out[c] for c in centres}) == 5
+    assert np.array_equal(out > 0, fg > 0)
+    # each object is mostly its own disc (the watershed line follows the valley)
+    for c in centres[:4]:
+        k = owner[c]
+        assert ((out == out[c]) & (owner == k)).sum() >= 0.9 * (owner == k).sum()
+    assert (out[owner >= 5] == out[100, 25]).all()  # C and its bump: one object
+
+
+@pytest.mark.parametrize("shape", [(90, 110), (14, 30, 34)])
+def test_h_maxima_seeds_match_skimage_h_maxima(shape):
+    """Seeds from skimage.morphology.h_maxima, flooded the same way, give the same objects (2D and 3D)."""
+    from skimage.morphology import h_maxima
+    from skimage.segmentation import watershed
+
+    rng = np.random.default_rng(4)
+    dist = ndi.gaussian_filter(rng.random(shape), 2.0).astype(np.float32)
+    dist = (dist - dist.min()) / (dist.max() - dist.min())
+    fg = (dist > 0.35).astype(np.float32)
+    mask = fg > 0.5
+    for h in (0.05, 0.15):
+        out = instances_from_maps(fg, dist, seed_threshold=0.0, seed_h=h, min_size=0)
+        full = ndi.generate_binary_structure(dist.ndim, dist.ndim)
+        markers, _ = ndi.label(h_maxima(np.where(mask, dist, 0), np.float32(h)).astype(bool) & mask, structure=full)
+        ref = watershed(-dist, markers, mask=mask)
+        rest, _ = ndi.label(mask & (ref == 0), structure=ndi.generate_binary_structure(dist.ndim, 1))
+        ref[rest > 0] = rest[rest > 0] + ref.max()
+        assert out.max() > 3 and _same_partition(out, ref), h
+
+
+def test_seed_h_is_checked():
+    z = np.zeros((8, 8), np.float32)
+    with pytest.raises(ParameterError, match="seed_h"):
+        instances_from_maps(z, z, seed_h=-0.1)

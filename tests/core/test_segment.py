@@ -145,14 +145,16 @@ def test_blockwise_postprocessing_matches_whole_image(pixel_model):
     assert consecutive(blocks.labels)
 
 
-def test_blocks_with_touching_objects(pixel_model):
+@pytest.mark.parametrize("seeds", [{}, {"seed_h": 0.3, "seed_threshold": 0.0}], ids=["threshold", "h-maxima"])
+def test_blocks_with_touching_objects(pixel_model, seeds):
     # touching disks: watershed splits; objects away from block borders must equal the unblocked result
     folder, _ = pixel_model("instance")
     gt, dist = disk_maps((200, 260), 120, seed=2, gap=-3)  # the image is its own distance map
-    pp = {"min_size": 5, "max_object_size": 24}
+    pp = {"min_size": 5, "max_object_size": 24, **seeds}
     one = run(segment_iter(dist, str(folder), tile_size=64, postprocess=pp))
     many = run(segment_iter(dist, str(folder), tile_size=64, postprocess={**pp, "block_size": 64}))
     assert one.info["blocks"] == 1 and many.info["blocks"] == 4 * 5
+    assert one.info["postprocess"]["seed_h"] == many.info["postprocess"]["seed_h"] == seeds.get("seed_h", 0.0)
     whole, tiled = one.labels, many.labels
     assert np.array_equal(whole > 0, gt > 0)  # every disk pixel is foreground (distance >= 1/9 > 0.05)
     assert consecutive(tiled) and tiled.max() >= 0.95 * whole.max()

@@ -83,9 +83,9 @@ class Representation:
     def postprocess_defaults(self) -> dict:
         """Default post-processing keywords of :meth:`instances` (a card's ``output.postprocess`` overrides them)."""
         if self.kind == "distance":
-            return {"fg_threshold": 0.5, "seed_threshold": 0.5, "min_size": 16}
+            return {"fg_threshold": 0.5, "seed_threshold": 0.5, "seed_h": 0.0, "min_size": 16}
         if self.kind == "contour":
-            return {"fg_threshold": 0.5, "seed_threshold": 0.5, "boundary_weight": 1.0, "min_size": 16}
+            return {"fg_threshold": 0.5, "seed_threshold": 0.5, "boundary_weight": 1.0, "seed_h": 0.0, "min_size": 16}
         return {"prob_threshold": 0.5, "nms_threshold": 0.3, "min_size": 16}
 
     @property
@@ -164,8 +164,8 @@ class Representation:
 
 
 def instances_from_contour(fg_prob: np.ndarray, dist: np.ndarray, boundary: np.ndarray, *, fg_threshold: float = 0.5,
-                           seed_threshold: float = 0.5, boundary_weight: float = 1.0, min_size: float = 16
-                           ) -> np.ndarray:
+                           seed_threshold: float = 0.5, boundary_weight: float = 1.0, min_size: float = 16,
+                           seed_h: float = 0.0) -> np.ndarray:
     """Instance labels from foreground, distance and boundary probabilities (2D or 3D).
 
     The distance map is lowered where the boundary is likely,
@@ -178,8 +178,9 @@ def instances_from_contour(fg_prob: np.ndarray, dist: np.ndarray, boundary: np.n
     ----------
     fg_prob, dist, boundary : ndarray of float, (Y, X) or (Z, Y, X)
         Sigmoid outputs in [0, 1].
-    fg_threshold, seed_threshold, min_size
-        As :func:`~napari_medseg.inference.instances.instances_from_maps`.
+    fg_threshold, seed_threshold, min_size, seed_h
+        As :func:`~napari_medseg.inference.instances.instances_from_maps`
+        (``seed_h > 0``: h-maxima seeds of the lowered distance).
     boundary_weight : float
         How strongly the boundary lowers the distance (0 = ignore it).
 
@@ -192,7 +193,7 @@ def instances_from_contour(fg_prob: np.ndarray, dist: np.ndarray, boundary: np.n
     boundary = np.asarray(boundary, np.float32)
     damp = np.clip(1.0 - np.float32(boundary_weight) * boundary, 0.0, 1.0)
     return instances_from_maps(fg_prob, np.asarray(dist, np.float32) * damp, fg_threshold=fg_threshold,
-                               seed_threshold=seed_threshold, min_size=min_size)
+                               seed_threshold=seed_threshold, min_size=min_size, seed_h=seed_h)
 
 
 def representation_of(card) -> Representation:

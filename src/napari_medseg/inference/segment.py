@@ -259,8 +259,9 @@ def segment_iter(
         tiles).
     postprocess : dict, optional
         Overrides of the card's ``output.postprocess``: instance models
-        ``fg_threshold``, ``seed_threshold``, ``min_size`` in pixels,
-        ``max_object_size``, ``block_size``; semantic models
+        ``fg_threshold``, ``seed_threshold``, ``seed_h`` (> 0: h-maxima
+        seeds, see :func:`~napari_medseg.inference.instances.instances_from_maps`),
+        ``min_size`` in pixels, ``max_object_size``, ``block_size``; semantic models
         ``keep_largest``, ``fill_holes`` (bool) and ``min_size`` (see
         :mod:`napari_medseg.inference.classes`).
     precision : {"auto", "float32", "bfloat16", "float16"}
