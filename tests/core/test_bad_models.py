@@ -54,7 +54,7 @@ BAD_CARDS = {
     "name_300": json.dumps(_card(name="a" * 300)),
     "pixel_size_nan": json.dumps(_card(input__pixel_size=[float("nan"), 1.0])),
     "channels_mismatch": json.dumps(_card(input__channels=3)),
-    "output_channels_mismatch": json.dumps(_card(output__channels=["a", "b", "c"])),
+    "output_channels_mismatch": json.dumps(_card(output__channels=["a", "b", "c", "d", "e"])),
     "format": json.dumps(_card(format="other/2")),
 }
 
