@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tifffile
@@ -65,8 +67,13 @@ def test_voxel_size_diameter_and_thresholds_reach_the_engine(tmp_path, engine_ca
     assert main(["segment", str(img), "-o", str(out), "--device", "cpu", "-q"]) == 0
     kw, info = engine_calls[-1]
     assert kw["scale"] is None and "diameter" not in kw and "postprocess" not in kw
-    assert info["postprocess"]["fg_threshold"] == 0.5 and info["postprocess"]["seed_threshold"] == 0.4
-    assert "model nuclei (prob 0.5, seed 0.4), " in capsys.readouterr().out  # the card's values, shown
+    from napari_medseg.models.registry import resolve_model
+    from napari_medseg.models.spec import ModelCard
+
+    pp = ModelCard.from_json(Path(resolve_model("nuclei").path) / "model.json").output["postprocess"]
+    fg, seed = pp["fg_threshold"], pp["seed_threshold"]
+    assert (info["postprocess"]["fg_threshold"], info["postprocess"]["seed_threshold"]) == (fg, seed)
+    assert f"model nuclei (prob {fg:g}, seed {seed:g}), " in capsys.readouterr().out  # the card's values, shown
 
     assert main(["segment", str(img), "-o", str(out), "--voxel-size", "0.5", "--diameter", "5um",
                  "--prob-threshold", "0.3", "--seed-threshold", "0.6", "--device", "cpu", "-q"]) == 0

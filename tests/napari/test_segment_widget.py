@@ -497,7 +497,12 @@ def test_object_knobs_show_the_card_values_and_reach_the_engine(viewer_widget, q
     viewer, widget = viewer_widget
     img = viewer.add_image(_blobs(seed=9), name="plain")
     _select(widget, img, "nuclei")
-    assert (widget.prob_threshold.value(), widget.seed_threshold.value()) == (0.5, 0.4)  # the nuclei card's
+    from napari_medseg.models.registry import resolve_model
+    from napari_medseg.models.spec import ModelCard
+
+    pp = ModelCard.from_json(Path(resolve_model("nuclei").path) / "model.json").output["postprocess"]
+    assert (widget.prob_threshold.value(), widget.seed_threshold.value()) == (pp["fg_threshold"],
+                                                                              pp["seed_threshold"])  # the card's
     assert widget.diameter.value() == 0 and widget.diameter.specialValueText() == "model: 20.1"
     assert widget._object_knobs(None, None) == {}  # left alone: the card decides
     assert widget.model_picker.select("tiny")  # a card without a diameter or thresholds
