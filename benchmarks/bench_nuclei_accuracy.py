@@ -28,8 +28,9 @@ on the same images in the same run:
 ``--model LABEL=FOLDER`` adds a model folder (grey models get the grey
 images and the grey of the RGB ones; RGB models the RGB histology), e.g.
 candidates trained with ``scripts/train_default_models.py --output contour``
-or ``--output star``; ``--only-models`` leaves out the shipped models and
-the baseline, ``--no-tta`` the test-time-augmentation rows.
+or ``--output star`` (each also with test-time augmentation, ``LABEL + tta``);
+``--only-models`` leaves out the shipped models and the baseline, ``--no-tta``
+the test-time-augmentation rows.
 
 Prints a markdown table: AP@0.5, AP@0.75, mean AP over IoU 0.5:0.05:0.9
 (DSB definition TP/(TP+FP+FN), mean over images), foreground Dice, pooled
@@ -201,6 +202,9 @@ def main(argv=None) -> int:
             else:
                 x = img
             add(mod, label, true, lambda x=x, f=folder: segment(x, f, device=args.device), r["id"])
+            if not args.no_tta:
+                add(mod, f"{label} + tta", true, lambda x=x, f=folder: segment(x, f, device=args.device, tta=True),
+                    r["id"])
         if args.only_models:
             continue
         if img.ndim == 3:

@@ -251,7 +251,7 @@ def test_base_models_transfer_or_say_why_not(setup, qtbot):
     assert card.training["base"] == "nuclei"
 
     assert widget.base_picker.select("nuclei-he")
-    widget.width.setValue(16)  # nuclei-he has 8: nothing to copy
+    widget.width.setValue(8)  # nuclei-he has 16: nothing to copy
     widget.name_edit.setText("from-he")
     widget.train()
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT)
